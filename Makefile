@@ -1,0 +1,46 @@
+# Everything a contributor runs. Each target sets up what it needs and skips work already done.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+VENV_STAMP := $(VENV)/.installed
+AGENTS_STAMP := .agents/node_modules/.installed
+PYTEST_ARGS ?=
+
+.PHONY: help venv agents test lint typecheck pytest clean
+
+help:
+	@echo "make test    lint, type-check and run the whole test suite (sets everything up first)"
+	@echo "make agents  install the pinned agent CLIs into .agents/"
+	@echo "make venv    create .venv and install the package with its extras"
+
+venv: $(VENV_STAMP)
+
+$(VENV_STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[lab,test]"
+	touch $@
+
+# The CLIs come from npm at the versions fixed in .agents/package-lock.json.
+agents: $(AGENTS_STAMP)
+
+$(AGENTS_STAMP): .agents/package.json .agents/package-lock.json
+	@command -v npm >/dev/null || { echo "npm is missing: install Node.js 20+ (apt-get install nodejs npm) to run the agent CLIs"; exit 1; }
+	cd .agents && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+lint: $(VENV_STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(VENV_STAMP)
+	$(BIN)/mypy
+
+pytest: $(VENV_STAMP) $(AGENTS_STAMP)
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test: lint typecheck pytest
+
+clean:
+	rm -rf $(VENV) .agents/node_modules build .pytest_cache .mypy_cache .ruff_cache

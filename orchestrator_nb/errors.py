@@ -1,0 +1,240 @@
+"""The one exception tree of orchestrator-nb.
+
+::
+
+    OrchestratorError
+    ├── ConfigError (ValueError)            bad agents.yaml / workflows.yaml / scenario / options
+    │   └── ScenarioError                   a rehearsal scenario that does not validate
+    ├── AgentError                          an agent run that did not succeed; ``.kind`` says how
+    │   ├── AgentNotInstalled (FileNotFoundError)   kind "not_installed"
+    │   ├── AgentAuthError (PermissionError)        kind "auth"
+    │   ├── AgentRateLimited                        kind "rate_limit"
+    │   ├── AgentTimeout (TimeoutError)             kind "timeout"
+    │   ├── AgentCancelled                          kind "cancelled"
+    │   ├── AgentCrashed                            kind "crashed"   (no final result)
+    │   ├── AgentFailed                             kind "failed"    (the agent said it failed)
+    │   └── AgentConfigError                        kind "config"    (bad flags or setup)
+    ├── WorkspaceError
+    │   ├── UnsafePathError (ValueError)    a write the safe writer refuses; names path and rule
+    │   └── RevertConflict                  a file changed again since the step being undone
+    └── RehearsalError                      the scripted model server could not start or run
+
+Every error carries context (agent, argv, exit code, stderr tail) and a ``hint`` that says what
+to do next. All of them pickle, so they survive nbclient, multiprocessing and Ray.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+ErrorKind = Literal[
+    "not_installed", "auth", "rate_limit", "timeout", "cancelled", "crashed", "failed", "config"
+]
+ERROR_KINDS: tuple[ErrorKind, ...] = (
+    "not_installed",
+    "auth",
+    "rate_limit",
+    "timeout",
+    "cancelled",
+    "crashed",
+    "failed",
+    "config",
+)
+# Kinds worth another attempt: the same request may well succeed a little later.
+RETRYABLE_KINDS: frozenset[str] = frozenset({"rate_limit", "transient"})
+
+
+class OrchestratorError(Exception):
+    """Base of every error this package raises on purpose."""
+
+    hint: str | None = None
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if hint is not None:
+            self.hint = hint
+
+    def __str__(self) -> str:
+        if self.hint:
+            return f"{self.message}\n  hint: {self.hint}"
+        return self.message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keyword-only context would be lost by Exception's default pickling.
+        return (_rebuild, (type(self), self.message, dict(self.__dict__)))
+
+
+def _rebuild(cls: type[OrchestratorError], message: str, state: dict[str, Any]) -> Any:
+    obj = cls.__new__(cls)
+    Exception.__init__(obj, message)
+    obj.__dict__.update(state)
+    return obj
+
+
+class ConfigError(OrchestratorError, ValueError):
+    """A configuration file, scenario or option is wrong. Names the file, line and key."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | None = None,
+        line: int | None = None,
+        key: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        where = ""
+        if path:
+            where = f"{path}:{line}" if line else str(path)
+            if key:
+                where += f" ({key})"
+            where += ": "
+        super().__init__(where + message, hint=hint)
+        self.path = path
+        self.line = line
+        self.key = key
+
+
+class ScenarioError(ConfigError):
+    """A rehearsal scenario file that does not validate."""
+
+
+class AgentError(OrchestratorError):
+    """An agent run that did not succeed. ``kind`` is one of :data:`ERROR_KINDS`."""
+
+    kind: ClassVar[ErrorKind] = "failed"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        agent: str | None = None,
+        argv: list[str] | None = None,
+        exit_code: int | None = None,
+        stderr_tail: str = "",
+        hint: str | None = None,
+        retryable: bool | None = None,
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.agent = agent
+        self.argv = list(argv) if argv else None
+        self.exit_code = exit_code
+        self.stderr_tail = stderr_tail
+        self.retryable = self.kind in RETRYABLE_KINDS if retryable is None else retryable
+        self.retry_after_s = retry_after_s
+
+    def __str__(self) -> str:
+        head = f"[{self.agent}] " if self.agent else ""
+        text = f"{head}{self.kind}: {self.message}"
+        if self.exit_code is not None:
+            text += f" (exit {self.exit_code})"
+        if self.hint:
+            text += f"\n  hint: {self.hint}"
+        return text
+
+    @staticmethod
+    def for_kind(kind: str, message: str, **context: Any) -> AgentError:
+        """Build the subclass that matches ``kind``."""
+        cls = _BY_KIND.get(kind, AgentFailed)
+        return cls(message, **context)
+
+
+class AgentNotInstalled(AgentError, FileNotFoundError):
+    kind = "not_installed"
+
+
+class AgentAuthError(AgentError, PermissionError):
+    kind = "auth"
+
+
+class AgentRateLimited(AgentError):
+    kind = "rate_limit"
+
+
+class AgentTimeout(AgentError, TimeoutError):
+    kind = "timeout"
+
+
+class AgentCancelled(AgentError):
+    kind = "cancelled"
+
+
+class AgentCrashed(AgentError):
+    kind = "crashed"
+
+
+class AgentFailed(AgentError):
+    kind = "failed"
+
+
+class AgentConfigError(AgentError):
+    kind = "config"
+
+
+_BY_KIND: dict[str, type[AgentError]] = {
+    cls.kind: cls
+    for cls in (
+        AgentNotInstalled,
+        AgentAuthError,
+        AgentRateLimited,
+        AgentTimeout,
+        AgentCancelled,
+        AgentCrashed,
+        AgentFailed,
+        AgentConfigError,
+    )
+}
+
+
+class WorkspaceError(OrchestratorError):
+    """Something about the workspace (files, git, worktrees) went wrong."""
+
+
+class UnsafePathError(WorkspaceError, ValueError):
+    """The safe writer refused a path; nothing was written."""
+
+    def __init__(self, path: str, rule: str, *, hint: str | None = None) -> None:
+        super().__init__(f"refused to write {path!r}: {rule}", hint=hint)
+        self.path = path
+        self.rule = rule
+
+
+class RevertConflict(WorkspaceError):
+    """A file to restore changed again after the step that is being undone."""
+
+    def __init__(self, paths: list[str], *, hint: str | None = None) -> None:
+        shown = ", ".join(paths[:5]) + (" …" if len(paths) > 5 else "")
+        super().__init__(
+            f"{len(paths)} file(s) changed again since that step: {shown}",
+            hint=hint or "inspect them, or pass force=True to overwrite those changes",
+        )
+        self.paths = list(paths)
+
+
+class RehearsalError(OrchestratorError):
+    """The scripted model server could not start, or a rehearsal was used wrongly."""
+
+
+__all__ = [
+    "ERROR_KINDS",
+    "RETRYABLE_KINDS",
+    "AgentAuthError",
+    "AgentCancelled",
+    "AgentConfigError",
+    "AgentCrashed",
+    "AgentError",
+    "AgentFailed",
+    "AgentNotInstalled",
+    "AgentRateLimited",
+    "AgentTimeout",
+    "ConfigError",
+    "ErrorKind",
+    "OrchestratorError",
+    "RehearsalError",
+    "RevertConflict",
+    "ScenarioError",
+    "UnsafePathError",
+    "WorkspaceError",
+]

@@ -1,0 +1,247 @@
+"""The normalized event model every driver produces, and the result of one agent step.
+
+A driver turns its CLI's own stream into these events; everything downstream (live display,
+sessions, logs, metrics) reads only these. Unknown lines are kept as :class:`RawEvent`, never
+dropped silently.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+from .errors import AgentError
+
+ChangeKind = Literal["added", "modified", "deleted", "renamed"]
+
+
+@dataclass(frozen=True)
+class SessionEvent:
+    """The CLI's native session (thread) id and the model it uses."""
+
+    type: ClassVar[str] = "session"
+    session_id: str | None
+    model: str | None = None
+
+
+@dataclass(frozen=True)
+class TextEvent:
+    """Assistant text: a whole message, or a piece of one when ``delta`` is true."""
+
+    type: ClassVar[str] = "text"
+    text: str
+    delta: bool = False
+
+
+@dataclass(frozen=True)
+class ToolCallEvent:
+    type: ClassVar[str] = "tool_call"
+    id: str | None
+    name: str
+    input: Any = None
+
+
+@dataclass(frozen=True)
+class ToolResultEvent:
+    type: ClassVar[str] = "tool_result"
+    id: str | None
+    ok: bool
+    output: str = ""
+
+
+@dataclass(frozen=True)
+class FileChangeEvent:
+    """A file the CLI says it changed (paths as the CLI wrote them)."""
+
+    type: ClassVar[str] = "file_change"
+    path: str
+    kind: ChangeKind = "modified"
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Token usage and cost. ``cost_usd`` is None where the CLI does not report it."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0
+    cost_usd: float | None = None
+
+    def __add__(self, other: Usage) -> Usage:
+        cost: float | None
+        if self.cost_usd is None and other.cost_usd is None:
+            cost = None
+        else:
+            cost = (self.cost_usd or 0.0) + (other.cost_usd or 0.0)
+        return Usage(
+            self.input_tokens + other.input_tokens,
+            self.output_tokens + other.output_tokens,
+            self.cached_tokens + other.cached_tokens,
+            cost,
+        )
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+@dataclass(frozen=True)
+class UsageEvent:
+    type: ClassVar[str] = "usage"
+    usage: Usage
+
+
+@dataclass(frozen=True)
+class RetryEvent:
+    """The CLI (or the engine) is retrying; ``delay_s`` where known."""
+
+    type: ClassVar[str] = "retry"
+    attempt: int
+    reason: str
+    delay_s: float | None = None
+
+
+@dataclass(frozen=True)
+class WarningEvent:
+    type: ClassVar[str] = "warning"
+    message: str
+
+
+@dataclass(frozen=True)
+class RawEvent:
+    """A line the parser did not recognize, kept as it came (decoded JSON or the text)."""
+
+    type: ClassVar[str] = "raw"
+    data: Any
+
+
+Event = (
+    SessionEvent
+    | TextEvent
+    | ToolCallEvent
+    | ToolResultEvent
+    | FileChangeEvent
+    | UsageEvent
+    | RetryEvent
+    | WarningEvent
+    | RawEvent
+)
+
+
+@dataclass(frozen=True)
+class FileChange:
+    """One changed path, relative to the workspace where it lies inside it."""
+
+    path: str
+    kind: ChangeKind = "modified"
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One try of a step; retries append more."""
+
+    number: int
+    ok: bool
+    duration_s: float
+    error_kind: str | None = None
+    message: str | None = None
+
+
+@dataclass
+class StepResult:
+    """What one agent run produced, and whether it succeeded (decided from its events)."""
+
+    agent: str
+    ok: bool
+    text: str = ""
+    session_id: str | None = None
+    model: str | None = None
+    usage: Usage = field(default_factory=Usage)
+    changes: list[FileChange] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    events_dropped: int = 0
+    error: AgentError | None = None
+    attempts: list[Attempt] = field(default_factory=list)
+    duration_s: float = 0.0
+    exit_code: int | None = None
+    stderr_tail: str = ""
+    argv: list[str] = field(default_factory=list)
+    log_path: str | None = None
+
+    @property
+    def error_kind(self) -> str | None:
+        return self.error.kind if self.error else None
+
+    def raise_for_error(self) -> StepResult:
+        """Raise the step's error if it failed; return self otherwise (for chaining)."""
+        if self.error is not None:
+            raise self.error
+        return self
+
+    def _summary_line(self) -> str:
+        status = "ok" if self.ok else f"FAILED ({self.error_kind})"
+        cost = f", ${self.usage.cost_usd:.4f}" if self.usage.cost_usd is not None else ""
+        return (
+            f"{self.agent}: {status} in {self.duration_s:.1f}s, "
+            f"{self.usage.input_tokens} in / {self.usage.output_tokens} out tokens{cost}"
+        )
+
+    def __str__(self) -> str:
+        lines = [self._summary_line()]
+        if self.session_id:
+            lines.append(f"session: {self.session_id}")
+        for change in self.changes:
+            lines.append(f"  {change.kind:<8} {change.path}")
+        if self.text:
+            lines.append("")
+            lines.append(self.text)
+        if self.error is not None:
+            lines.append("")
+            lines.append(str(self.error))
+        return "\n".join(lines)
+
+    def _repr_mimebundle_(
+        self, include: Any = None, exclude: Any = None
+    ) -> dict[str, str]:
+        # Inline styles only: untrusted notebooks strip <style> and <script>.
+        colour = "#1a7f37" if self.ok else "#cf222e"
+        parts = [
+            f'<div style="border-left:4px solid {colour};padding:4px 8px">',
+            f"<b>{html.escape(self._summary_line())}</b>",
+        ]
+        if self.changes:
+            items = "".join(
+                f"<li><code>{html.escape(c.kind)}</code> {html.escape(c.path)}</li>"
+                for c in self.changes
+            )
+            parts.append(f'<ul style="margin:4px 0">{items}</ul>')
+        if self.text:
+            parts.append(
+                f'<pre style="white-space:pre-wrap;margin:4px 0">{html.escape(self.text)}</pre>'
+            )
+        if self.error is not None:
+            parts.append(
+                f'<pre style="white-space:pre-wrap;color:{colour}">{html.escape(str(self.error))}</pre>'
+            )
+        parts.append("</div>")
+        return {"text/plain": str(self), "text/html": "".join(parts)}
+
+
+__all__ = [
+    "Attempt",
+    "ChangeKind",
+    "Event",
+    "FileChange",
+    "FileChangeEvent",
+    "RawEvent",
+    "RetryEvent",
+    "SessionEvent",
+    "StepResult",
+    "TextEvent",
+    "ToolCallEvent",
+    "ToolResultEvent",
+    "Usage",
+    "UsageEvent",
+    "WarningEvent",
+]
