@@ -201,9 +201,7 @@ class StepResult:
             lines.append(str(self.error))
         return "\n".join(lines)
 
-    def _repr_mimebundle_(
-        self, include: Any = None, exclude: Any = None
-    ) -> dict[str, str]:
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
         # Inline styles only: untrusted notebooks strip <style> and <script>.
         colour = "#1a7f37" if self.ok else "#cf222e"
         parts = [
@@ -221,9 +219,8 @@ class StepResult:
                 f'<pre style="white-space:pre-wrap;margin:4px 0">{html.escape(self.text)}</pre>'
             )
         if self.error is not None:
-            parts.append(
-                f'<pre style="white-space:pre-wrap;color:{colour}">{html.escape(str(self.error))}</pre>'
-            )
+            message = html.escape(str(self.error))
+            parts.append(f'<pre style="white-space:pre-wrap;color:{colour}">{message}</pre>')
         parts.append("</div>")
         return {"text/plain": str(self), "text/html": "".join(parts)}
 

@@ -1,0 +1,230 @@
+"""Configuration: pydantic models loaded from YAML, with errors that name file, line and key.
+
+Layers, later ones win: the package's ``config/agents.yaml``, then the user's
+``./orchestrator.yaml`` (or a path given explicitly), then keyword overrides.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import ConfigError
+
+USER_CONFIG_NAME = "orchestrator.yaml"
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def package_config_dir() -> Path:
+    """Where the shipped YAML lives: ``config/`` in a source checkout, ``_config`` in a wheel."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here.parent / "config", here / "_config"):
+        if (candidate / "agents.yaml").is_file():
+            return candidate
+    raise ConfigError(
+        "the package's default configuration is missing",
+        path=str(here / "_config"),
+        hint="reinstall orchestrator-nb",
+    )
+
+
+class AgentConfig(BaseModel):
+    """How to run one agent."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    driver: str = Field(
+        description="Driver name: claude, codex, gemini, copilot, command, or one from a plugin."
+    )
+    description: str = Field(default="", description="Shown in the availability table.")
+    path: str | None = Field(
+        default=None, description="Executable to run instead of looking it up on PATH/.agents."
+    )
+    model: str | None = Field(
+        default=None, description="Model passed to the CLI (its default when unset)."
+    )
+    permission_mode: str | None = Field(
+        default=None, description="The CLI's permission/approval mode (driver-specific values)."
+    )
+    timeout: float = Field(default=900, gt=0, description="Total seconds one attempt may take.")
+    idle_timeout: float | None = Field(
+        default=300, gt=0, description="Seconds without any output before the run is stopped."
+    )
+    retries: int = Field(
+        default=2, ge=0, le=10, description="Extra attempts after a rate limit or transient error."
+    )
+    retry_wait: float = Field(
+        default=2.0, ge=0, description="First backoff wait in seconds (doubles, with jitter)."
+    )
+    max_turns: int | None = Field(
+        default=None, gt=0, description="Agent turn limit, where supported."
+    )
+    extra_args: list[str] = Field(
+        default_factory=list, description="Flags appended to the CLI's argv."
+    )
+    env: dict[str, str] = Field(default_factory=dict, description="Extra environment for the CLI.")
+    # The generic command driver's settings.
+    argv: list[str] | None = Field(
+        default=None,
+        description="command driver: argv template; {prompt}, {workspace}, {model} are filled in.",
+    )
+    prompt_via: Literal["arg", "stdin"] | None = Field(
+        default=None, description="command driver: pass the prompt as an argument or on stdin."
+    )
+
+
+class Settings(BaseModel):
+    """Everything orchestrator-nb reads from configuration."""
+
+    model_config = ConfigDict(extra="allow")
+
+    agents: dict[str, AgentConfig] = Field(
+        default_factory=dict, description="Agents by the name used in workflows and calls."
+    )
+    max_events: int = Field(
+        default=20_000, gt=0, description="Events kept per step; later ones are counted, not kept."
+    )
+    sources: list[str] = Field(default_factory=list, description="Files these settings came from.")
+
+
+def _line_of(node: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
+    """The 1-based line of the YAML node at ``loc`` (as deep as the document goes)."""
+    line = node.start_mark.line + 1 if node is not None else None
+    for key in loc:
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                if k.value == str(key):
+                    node, line = v, k.start_mark.line + 1
+                    break
+            else:
+                return line
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            node = node.value[key]
+            line = node.start_mark.line + 1
+        else:
+            return line
+    return line
+
+
+def read_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
+    """Load a YAML file safely, keeping its node tree for line numbers."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read: {exc.strerror or exc}", path=str(path)) from exc
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise ConfigError(
+            f"not valid YAML: {getattr(exc, 'problem', None) or exc}",
+            path=str(path),
+            line=mark.line + 1 if mark else None,
+        ) from exc
+    return data, node
+
+
+def validation_error(
+    exc: ValidationError, path: str | None, node: yaml.Node | None, error_type: type[ConfigError]
+) -> ConfigError:
+    """One ConfigError for a pydantic error: the first problem, with file, line and key."""
+    first = exc.errors()[0]
+    loc = tuple(first["loc"])
+    key = ".".join(str(p) for p in loc) or None
+    message = first["msg"]
+    ctx = first.get("ctx") or {}
+    if first["type"] == "extra_forbidden":
+        message = "unknown key"
+    elif "expected" in ctx:
+        message += f" (accepted: {ctx['expected']})"
+    more = len(exc.errors()) - 1
+    if more:
+        message += f" (and {more} more problem{'s' if more > 1 else ''})"
+    return error_type(message, path=path, line=_line_of(node, loc), key=key)
+
+
+def validate_yaml(model: type[M], path: Path, error_type: type[ConfigError] = ConfigError) -> M:
+    """Load ``path`` into ``model``; any problem becomes one ``error_type`` with file:line."""
+    data, node = read_yaml(path)
+    try:
+        return model.model_validate(data if data is not None else {})
+    except ValidationError as exc:
+        raise validation_error(exc, str(path), node, error_type) from None
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_settings(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    cwd: str | os.PathLike[str] | None = None,
+    **overrides: Any,
+) -> Settings:
+    """The package defaults, then ``path`` (or ``./orchestrator.yaml``), then ``overrides``."""
+    layers: list[tuple[Path, Any, yaml.Node | None]] = []
+    shipped = package_config_dir() / "agents.yaml"
+    layers.append((shipped, *read_yaml(shipped)))
+    user = Path(path) if path is not None else Path(cwd or ".") / USER_CONFIG_NAME
+    if path is not None and not user.is_file():
+        raise ConfigError("configuration file not found", path=str(user))
+    if user.is_file():
+        layers.append((user, *read_yaml(user)))
+    merged: dict[str, Any] = {}
+    for file, data, node in layers:
+        if data is None:
+            continue
+        if not isinstance(data, dict):
+            raise ConfigError("the top level must be a mapping", path=str(file), line=1)
+        candidate = _merge(merged, data)
+        try:
+            Settings.model_validate(candidate)
+        except ValidationError as exc:
+            # Attribute the problem to the layer that introduced it.
+            raise validation_error(exc, str(file), node, ConfigError) from None
+        merged = candidate
+    merged = _merge(merged, overrides)
+    merged["sources"] = [str(f) for f, data, _ in layers if data is not None]
+    try:
+        return Settings.model_validate(merged)
+    except ValidationError as exc:
+        raise validation_error(exc, "keyword arguments", None, ConfigError) from None
+
+
+def agent_config(settings: Settings, name: str) -> AgentConfig:
+    """The named agent's configuration, or a ConfigError that lists the known ones."""
+    try:
+        return settings.agents[name]
+    except KeyError:
+        known = ", ".join(sorted(settings.agents)) or "none"
+        raise ConfigError(
+            f"unknown agent {name!r} (known: {known})",
+            key=f"agents.{name}",
+            hint=f"add it under `agents:` in ./{USER_CONFIG_NAME} with `driver: command`",
+        ) from None
+
+
+__all__ = [
+    "AgentConfig",
+    "Settings",
+    "agent_config",
+    "load_settings",
+    "package_config_dir",
+    "read_yaml",
+    "validate_yaml",
+    "validation_error",
+]

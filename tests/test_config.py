@@ -1,0 +1,70 @@
+"""Configuration loading: layers, and errors that name file, line and key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from orchestrator_nb.config import agent_config, load_settings
+from orchestrator_nb.errors import ConfigError
+
+
+def test_shipped_agents_are_the_four_clis() -> None:
+    settings = load_settings(cwd="/nonexistent-folder")
+    assert sorted(settings.agents) == ["claude", "codex", "copilot", "gemini"]
+    assert settings.agents["claude"].permission_mode == "acceptEdits"
+
+
+def test_user_file_overrides_and_adds_agents(tmp_path: Path) -> None:
+    (tmp_path / "orchestrator.yaml").write_text(
+        "agents:\n"
+        "  claude:\n"
+        "    model: claude-opus-4-1\n"
+        "  echo:\n"
+        "    driver: command\n"
+        "    argv: [echo, '{prompt}']\n"
+    )
+    settings = load_settings(cwd=tmp_path)
+    assert settings.agents["claude"].model == "claude-opus-4-1"
+    assert settings.agents["claude"].permission_mode == "acceptEdits"  # kept from the defaults
+    assert settings.agents["echo"].argv == ["echo", "{prompt}"]
+    assert settings.sources[-1].endswith("orchestrator.yaml")
+
+
+def test_unknown_key_names_file_line_and_key(tmp_path: Path) -> None:
+    path = tmp_path / "custom.yaml"
+    path.write_text("agents:\n  claude:\n    driver: claude\n    timeuot: 5\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    err = info.value
+    assert err.path == str(path) and err.line == 4 and err.key == "agents.claude.timeuot"
+    assert "unknown key" in str(err) and f"{path}:4" in str(err)
+
+
+def test_bad_value_lists_accepted_values(tmp_path: Path) -> None:
+    path = tmp_path / "custom.yaml"
+    path.write_text("agents:\n  mine:\n    driver: command\n    prompt_via: pipe\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    assert info.value.line == 4
+    assert "'arg' or 'stdin'" in str(info.value)
+
+
+def test_invalid_yaml_reports_line(tmp_path: Path) -> None:
+    path = tmp_path / "custom.yaml"
+    path.write_text("agents:\n  claude: [unclosed\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    assert info.value.path == str(path) and info.value.line is not None
+
+
+def test_missing_explicit_file_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_settings(tmp_path / "nope.yaml")
+
+
+def test_unknown_agent_lists_known_ones() -> None:
+    settings = load_settings(cwd="/nonexistent-folder")
+    with pytest.raises(ConfigError, match=r"known: claude, codex, copilot, gemini"):
+        agent_config(settings, "clade")
