@@ -1,0 +1,246 @@
+"""Gemini CLI (``gemini``): ``gemini --prompt=PROMPT -o stream-json --skip-trust ...``.
+
+permission_mode: gemini's ``--approval-mode`` (default, auto_edit, yolo, plan); ``auto_edit`` by
+default, the counterpart of claude's acceptEdits. max_turns has no flag (it is the
+``maxSessionTurns`` setting) and is ignored.
+
+Gemini reports fatal errors through its exit code (41 auth, 52 config, 55 untrusted folder,
+173 = 429 mod 256 ...), often with plain text on stderr and nothing on stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from ..errors import AgentConfigError
+from ..events import (
+    Event,
+    SessionEvent,
+    TextEvent,
+    ToolCallEvent,
+    Usage,
+    UsageEvent,
+    WarningEvent,
+)
+from ._jsonl import (
+    AUTH_RE,
+    RATE_LIMIT_RE,
+    JsonlParser,
+    as_dict,
+    as_int,
+    as_str,
+    stderr_message,
+)
+from .base import AgentRequest, Verdict
+
+APPROVAL_MODES = ("default", "auto_edit", "yolo", "plan")
+AUTH_HINT = "set GEMINI_API_KEY, or run `gemini` once interactively to sign in with Google"
+RATE_HINT = "wait and retry, or use another model"
+_FILE_TOOLS = ("write_file", "replace", "edit")
+_VERSION_RE = re.compile(r"^\s*\d+\.\d+\.\d+(?:-[\w.]+)?\s*$", re.MULTILINE)
+_MAX_BUFFER = 4_000_000  # characters of non-JSON stdout kept for the `-o json` fallback
+# Exit codes of gemini's Fatal*Error classes when no result line was written.
+_EXIT_KINDS: dict[int, tuple[str, str, str]] = {
+    41: ("auth", "gemini could not authenticate", AUTH_HINT),
+    42: ("config", "gemini rejected its input", "check the prompt and extra_args"),
+    44: ("config", "gemini's sandbox failed", "check the sandbox settings, or run without -s"),
+    52: ("config", "gemini's configuration is invalid", "check ~/.gemini/settings.json"),
+    53: ("failed", "gemini hit its turn limit", "raise maxSessionTurns in ~/.gemini/settings.json"),
+    54: ("failed", "a gemini tool failed fatally", "read the message; free disk space if full"),
+    55: (
+        "config",
+        "gemini refused an untrusted folder",
+        "pass --skip-trust or set GEMINI_CLI_TRUST_WORKSPACE=true",
+    ),
+    130: ("cancelled", "gemini was cancelled", "run it again"),
+    173: ("rate_limit", "gemini hit a rate limit (HTTP 429)", RATE_HINT),
+}
+
+
+def _stats_usage(stats: dict[str, Any]) -> Usage:
+    # input_tokens is gemini's prompt count, cached tokens included (gemini's own "input" field is
+    # the uncached part).
+    return Usage(
+        as_int(stats.get("input_tokens")),
+        as_int(stats.get("output_tokens")),
+        as_int(stats.get("cached")),
+        None,
+    )
+
+
+def _json_doc_usage(stats: dict[str, Any]) -> Usage:
+    usage = Usage()
+    for model in as_dict(stats.get("models")).values():
+        tokens = as_dict(as_dict(model).get("tokens"))
+        usage = usage + Usage(
+            as_int(tokens.get("prompt")),
+            as_int(tokens.get("candidates")),
+            as_int(tokens.get("cached")),
+        )
+    return usage
+
+
+class GeminiParser(JsonlParser):
+    agent = "gemini"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.result: dict[str, Any] | None = None
+        self.last_error: str | None = None
+        self._pieces: list[str] = []  # assistant text since the last tool call
+        self._last_text = ""
+        self._file_tools: dict[str, str] = {}
+        self._buffer: list[str] = []
+        self._buffered = 0
+
+    def raw_line(self, line: str) -> None:
+        # `-o json` (in extra_args) prints one pretty-printed object over many lines.
+        if self._buffered < _MAX_BUFFER:
+            self._buffer.append(line)
+            self._buffered += len(line)
+
+    def _cut_text(self) -> None:
+        if self._pieces:
+            self._last_text = "".join(self._pieces)
+            self._pieces = []
+
+    @property
+    def text(self) -> str:
+        return "".join(self._pieces) or self._last_text
+
+    def handle(self, obj: dict[str, Any]) -> list[Event] | None:
+        kind = obj.get("type")
+        if kind == "init":
+            self.session_id = as_str(obj.get("session_id")) or self.session_id
+            self.model = as_str(obj.get("model")) or self.model
+            return [SessionEvent(self.session_id, self.model)]
+        if kind == "message":
+            content = as_str(obj.get("content"))
+            if obj.get("role") != "assistant" or not content:
+                return []
+            self._pieces.append(content)
+            return [TextEvent(content, delta=obj.get("delta") is True)]
+        if kind == "tool_use":
+            self._cut_text()
+            tool_id, name = as_str(obj.get("tool_id")), as_str(obj.get("tool_name")) or "?"
+            params = as_dict(obj.get("parameters"))
+            path = next(
+                (
+                    as_str(params.get(k))
+                    for k in ("file_path", "absolute_path", "path")
+                    if as_str(params.get(k))
+                ),
+                None,
+            )
+            if tool_id and path and name in _FILE_TOOLS:
+                self._file_tools[tool_id] = path
+            return [ToolCallEvent(tool_id, name, obj.get("parameters"))]
+        if kind == "tool_result":
+            self._cut_text()
+            tool_id = as_str(obj.get("tool_id"))
+            ok = obj.get("status") == "success"
+            error = as_str(as_dict(obj.get("error")).get("message"))
+            output = as_str(obj.get("output")) or error or ""
+            events: list[Event] = [self.tool_result(tool_id, ok, output)]
+            path = self._file_tools.pop(tool_id, None) if tool_id else None
+            if ok and path:
+                # gemini does not say whether write_file created or overwrote the file.
+                events.append(self.change(path, "modified"))
+            return events
+        if kind == "error":
+            message = as_str(obj.get("message")) or "error"
+            if obj.get("severity") == "error":
+                self.last_error = message
+            return [WarningEvent(message)]
+        if kind == "result":
+            self.result = obj
+            self.usage = _stats_usage(as_dict(obj.get("stats")))
+            return [UsageEvent(self.usage)]
+        return None
+
+    def _classify(self, message: str, exit_code: int | None) -> Verdict:
+        if exit_code == 173 or RATE_LIMIT_RE.search(message):
+            return self.fail("rate_limit", message, RATE_HINT)
+        if exit_code == 41 or AUTH_RE.search(message):
+            return self.fail("auth", message, AUTH_HINT)
+        return self.fail("failed", message, "read the message", text=self.text)
+
+    def decide(self, exit_code: int | None, stderr: str) -> Verdict:
+        result = self.result
+        if result is None and self._buffer:
+            result = self._json_document()
+        if result is not None:
+            if result.get("status", "success") != "success" or "error" in result:
+                error = as_dict(result.get("error"))
+                message = as_str(error.get("message")) or self.last_error or "gemini failed"
+                return self._classify(message, exit_code)
+            if exit_code not in (0, None):
+                return self.fail(
+                    "failed",
+                    f"gemini reported success but exited with code {exit_code}",
+                    "look at stderr",
+                    text=self.text,
+                )
+            failed = self.tools_all_failed(
+                "read the tool results; for refused tools use permission_mode: yolo "
+                "(--approval-mode yolo)",
+                self.text,
+            )
+            return failed or self.ok(self.text)
+        if exit_code in _EXIT_KINDS:
+            kind, what, hint = _EXIT_KINDS[exit_code]
+            message = stderr_message(stderr)
+            return self.fail(kind, f"{what}: {message}" if message else what, hint)
+        return self.no_result(exit_code, stderr, AUTH_HINT, text=self.text)
+
+    def _json_document(self) -> dict[str, Any] | None:
+        """The `-o json` output: one object with session_id, response, stats (or error)."""
+        try:
+            doc = json.loads("\n".join(self._buffer))
+        except (ValueError, RecursionError):
+            return None
+        if not isinstance(doc, dict) or not ({"response", "session_id", "error"} & doc.keys()):
+            return None
+        self.session_id = as_str(doc.get("session_id")) or self.session_id
+        self._pieces = [as_str(doc.get("response")) or ""]
+        self.usage = _json_doc_usage(as_dict(doc.get("stats")))
+        return doc
+
+
+class GeminiDriver:
+    name = "gemini"
+    executable = "gemini"
+    npm_package: str | None = "@google/gemini-cli"
+    prompt_via = "arg"
+    default_permission_mode = "auto_edit"
+
+    def build_argv(self, request: AgentRequest) -> list[str]:
+        mode = request.permission_mode or self.default_permission_mode
+        if mode not in APPROVAL_MODES:
+            raise AgentConfigError(
+                f"unknown gemini approval mode {mode!r}",
+                agent=self.name,
+                hint=f"use one of: {', '.join(APPROVAL_MODES)}",
+            )
+        # "--prompt=" keeps a prompt that starts with "-" from being parsed as a flag.
+        argv = [request.executable, f"--prompt={request.prompt}", "-o", "stream-json"]
+        argv += ["--skip-trust", "--approval-mode", mode]
+        if request.model:
+            argv += ["-m", request.model]
+        if request.resume:
+            argv += ["--resume", request.resume]
+        return argv + request.extra_args
+
+    def env(self, request: AgentRequest) -> dict[str, str]:
+        return {"NO_COLOR": "1", "GEMINI_TELEMETRY_ENABLED": "false"}
+
+    def new_parser(self) -> GeminiParser:
+        return GeminiParser()
+
+    def is_genuine(self, version_output: str) -> bool:
+        return bool(_VERSION_RE.search(version_output))
+
+    def install_hint(self) -> str:
+        return f"npm install -g {self.npm_package}"
