@@ -1,5 +1,60 @@
-"""orchestrator-nb: several AI coding CLIs working together from a Jupyter notebook."""
+"""orchestrator-nb: several AI coding CLIs working together from a Jupyter notebook.
+
+The public names are imported lazily so ``import orchestrator_nb`` stays cheap in a kernel.
+"""
 
 from __future__ import annotations
 
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    "run_agent": ".api",
+    "arun_agent": ".api",
+    "parse_transcript": ".api",
+    "StepResult": ".events",
+    "Usage": ".events",
+    "FileChange": ".events",
+    "load_settings": ".config",
+    "rehearsal": ".rehearsal",
+    "OrchestratorError": ".errors",
+    "AgentError": ".errors",
+    "ConfigError": ".errors",
+}
+
+__all__ = [
+    "AgentError",
+    "ConfigError",
+    "FileChange",
+    "OrchestratorError",
+    "StepResult",
+    "Usage",
+    "__version__",
+    "agents",
+    "arun_agent",
+    "errors",
+    "load_settings",
+    "parse_transcript",
+    "rehearsal",
+    "run_agent",
+]
+
+if TYPE_CHECKING:
+    from . import agents, errors
+    from .api import arun_agent, parse_transcript, run_agent
+    from .config import load_settings
+    from .errors import AgentError, ConfigError, OrchestratorError
+    from .events import FileChange, StepResult, Usage
+    from .rehearsal import rehearsal
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(import_module(_EXPORTS[name], __name__), name)
+        globals()[name] = value
+        return value
+    if name in ("agents", "errors"):
+        return import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'orchestrator_nb' has no attribute {name!r}")

@@ -8,6 +8,7 @@ Behaviour comes from the environment so the same file can sit behind any driver'
   FAKE_MB        megabytes to print (flood)
   FAKE_PIDFILE   where grandchild mode writes the grandchild's pid
   FAKE_ARGV_OUT  where to write the argv it was called with (JSON)
+  FAKE_VERSION   what `--version` prints
 """
 
 import json
@@ -19,6 +20,9 @@ import time
 
 def main() -> int:
     mode = os.environ.get("FAKE_MODE", "replay")
+    if sys.argv[1:] == ["--version"]:
+        print(os.environ.get("FAKE_VERSION", "fake-agent 1.0"))
+        return 0
     argv_out = os.environ.get("FAKE_ARGV_OUT")
     if argv_out:
         with open(argv_out, "w") as f:
