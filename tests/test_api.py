@@ -1,4 +1,4 @@
-"""run_agent / arun_agent end to end through the real runner, with fake CLIs replaying transcripts."""
+"""run_agent / arun_agent through the real runner, with fake CLIs replaying real transcripts."""
 
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ from orchestrator_nb.api import arun_agent
 from orchestrator_nb.config import AgentConfig, Settings, load_settings
 from orchestrator_nb.errors import ConfigError, WorkspaceError
 from orchestrator_nb.process import group_members
-
 
 TRANSCRIPTS = Path(__file__).parent / "fixtures" / "transcripts"
 VERSIONS = {
