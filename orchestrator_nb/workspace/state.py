@@ -1,0 +1,118 @@
+"""The project's state folder, ``.orchestrator/``, and keeping it out of git.
+
+Layout::
+
+    .orchestrator/
+      sessions/  runs/<run>/journal.jsonl  backups/<run>/<step>/  logs/  cache/  audit/
+      objects/   (content-addressed copies of file versions a revert may need)
+      worktrees/ (per-step git worktrees and their owner files)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from pathlib import Path
+
+from ..errors import WorkspaceError
+from ._git import RepoInfo
+
+STATE_DIR_NAME = ".orchestrator"
+SUBDIRS = ("sessions", "runs", "backups", "logs", "cache", "audit", "objects", "worktrees")
+EXCLUDE_LINE = f"{STATE_DIR_NAME}/"
+
+_ID_OK = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+_ID_BAD_CHARS = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+def safe_id(value: str) -> str:
+    """A folder- and branch-safe form of a run or step id; distinct ids stay distinct."""
+    if _ID_OK.fullmatch(value):
+        return value
+    cleaned = _ID_BAD_CHARS.sub("-", value).strip("-")[:48] or "id"
+    digest = hashlib.sha1(value.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return f"{cleaned}-{digest}"
+
+
+class StateDir:
+    """``<workspace>/.orchestrator``: created on first use, never committed."""
+
+    def __init__(self, workspace: Path, repo: RepoInfo | None = None) -> None:
+        self.workspace = workspace
+        self.path = workspace / STATE_DIR_NAME
+        self.repo = repo
+        self._ready = False
+
+    def ensure(self) -> Path:
+        if self._ready:
+            return self.path
+        try:
+            for name in SUBDIRS:
+                (self.path / name).mkdir(parents=True, exist_ok=True)
+            # A second guard beside info/exclude: it also holds when the folder is copied into
+            # another repository or the workspace becomes a repository later.
+            ignore = self.path / ".gitignore"
+            if not ignore.exists():
+                ignore.write_text("# orchestrator-nb state: never commit\n*\n", encoding="utf-8")
+        except OSError as exc:
+            raise WorkspaceError(
+                f"cannot create the state folder {self.path}: {exc.strerror}",
+                hint="make the workspace writable",
+            ) from exc
+        if self.repo is not None:
+            exclude_from_git(self.repo)
+        self._ready = True
+        return self.path
+
+    def sub(self, *parts: str) -> Path:
+        self.ensure()
+        return self.path.joinpath(*parts)
+
+    def run_dir(self, run_id: str) -> Path:
+        path = self.sub("runs", safe_id(run_id))
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def journal_path(self, run_id: str) -> Path:
+        return self.run_dir(run_id) / "journal.jsonl"
+
+    def backup_dir(self, run_id: str, step_id: str) -> Path:
+        return self.sub("backups", safe_id(run_id), safe_id(step_id))
+
+    @property
+    def objects(self) -> Path:
+        return self.sub("objects")
+
+    @property
+    def cache(self) -> Path:
+        return self.sub("cache")
+
+    @property
+    def worktrees(self) -> Path:
+        return self.sub("worktrees")
+
+
+def exclude_from_git(repo: RepoInfo) -> Path:
+    """List the state folder in the repository's ``info/exclude`` (once); return that file."""
+    exclude = repo.common_dir / "info" / "exclude"
+    try:
+        exclude.parent.mkdir(parents=True, exist_ok=True)
+        existing = exclude.read_text("utf-8", "surrogateescape") if exclude.exists() else ""
+        wanted = {EXCLUDE_LINE, "/" + EXCLUDE_LINE, STATE_DIR_NAME, "/" + STATE_DIR_NAME}
+        if any(line.strip() in wanted for line in existing.splitlines()):
+            return exclude
+        text = "" if not existing or existing.endswith("\n") else "\n"
+        text += f"# orchestrator-nb state folder\n{EXCLUDE_LINE}\n"
+        # O_APPEND keeps a concurrent writer's lines intact.
+        fd = os.open(exclude, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, text.encode("utf-8", "surrogateescape"))
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise WorkspaceError(
+            f"cannot add {EXCLUDE_LINE} to {exclude}: {exc.strerror}",
+            hint=f"add the line {EXCLUDE_LINE!r} to that file yourself",
+        ) from exc
+    return exclude

@@ -1,0 +1,383 @@
+"""A git worktree per step, on a throwaway branch, and bringing its changes back.
+
+``create(step)`` commits the main workspace's current state (tracked, untracked and not ignored,
+through a temporary index, so the user's index and branch are untouched) and checks it out in
+``.orchestrator/worktrees/<run>/<step>`` on branch ``orchestrator/<run>/<step>``. ``diff(step)``
+is the step's changes against that base (committed or not), ``apply(step)`` applies them to the
+main workspace with ``git apply`` or reports the files that conflict, and ``cleanup()`` removes
+worktrees and branches. Each run leaves an owner file (pid, host, process start time); a later
+``cleanup_stale()`` removes what runs whose process is gone left behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import secrets
+import shutil
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import UnsafePathError, WorkspaceError
+from ..events import ChangeKind, FileChange
+from ._git import IDENTITY_ENV, RepoInfo, run_git, split_z
+from .diff import diff_html
+from .paths import check_relpath
+from .state import StateDir, safe_id
+
+BRANCH_PREFIX = "orchestrator/"
+_KINDS: dict[str, ChangeKind] = {"A": "added", "M": "modified", "T": "modified", "D": "deleted"}
+_APPLY_ERROR = re.compile(
+    r"^error: (?:patch failed: (?P<a>.+):\d+|(?P<b>.+?): (?:patch does not apply|already exists "
+    r"in working directory|does not exist in working directory|No such file or directory|"
+    r"does not match index|wrong type))$"
+)
+
+
+@dataclass(frozen=True)
+class Worktree:
+    step_id: str
+    root: Path  # the worktree's top folder
+    path: Path  # the step's workspace inside it (the same sub-folder as the main workspace)
+    branch: str
+    base: str
+
+
+@dataclass(frozen=True)
+class WorktreePatch:
+    """A step's changes in its worktree, as a binary-safe git patch."""
+
+    step_id: str
+    patch: bytes
+    files: tuple[FileChange, ...] = ()
+
+    @property
+    def text(self) -> str:
+        return self.patch.decode("utf-8", "replace")
+
+    def __bool__(self) -> bool:
+        return bool(self.patch)
+
+    def __str__(self) -> str:
+        return self.text or f"step {self.step_id}: no changes"
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+        title = f"worktree of step <code>{self.step_id}</code>: {len(self.files)} file(s)"
+        return {"text/plain": str(self), "text/html": diff_html(self.text, title)}
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    """Whether a worktree's patch went into the main workspace, and what stopped it if not."""
+
+    step_id: str
+    applied: bool
+    files: tuple[FileChange, ...] = ()
+    conflicts: tuple[str, ...] = ()
+    message: str = ""
+
+    def raise_for_conflict(self) -> ApplyResult:
+        if not self.applied:
+            raise WorkspaceError(
+                f"the changes of step {self.step_id} do not apply to the workspace; conflicting "
+                f"files: {', '.join(self.conflicts) or '(see message)'}\n{self.message}",
+                hint="look at the worktree's diff() and merge those files by hand, or rerun it",
+            )
+        return self
+
+    def __str__(self) -> str:
+        if self.applied:
+            return f"step {self.step_id}: applied {len(self.files)} file(s)"
+        return f"step {self.step_id}: conflict in {', '.join(self.conflicts)}\n{self.message}"
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+        import html
+
+        colour = "#1a7f37" if self.applied else "#cf222e"
+        body = html.escape(str(self))
+        return {
+            "text/plain": str(self),
+            "text/html": f'<pre style="white-space:pre-wrap;color:{colour}">{body}</pre>',
+        }
+
+
+@dataclass
+class _Owner:
+    run_id: str
+    pid: int = field(default_factory=os.getpid)
+    host: str = field(default_factory=socket.gethostname)
+    start: str | None = None
+    steps: dict[str, dict[str, str]] = field(default_factory=dict)
+
+
+def _proc_start(pid: int) -> str | None:
+    # Field 22 of /proc/<pid>/stat tells a reused pid from the process that wrote the file.
+    try:
+        data = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = data.rsplit(")", 1)[-1].split()
+    return fields[19] if len(fields) > 19 else None
+
+
+def _alive(owner: dict[str, Any]) -> bool:
+    if owner.get("host") != socket.gethostname():
+        return True  # another machine's process: we cannot tell, so leave it alone
+    try:
+        pid = int(owner["pid"])
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    except (KeyError, ValueError, TypeError, OverflowError):
+        return False
+    start = owner.get("start")
+    now = _proc_start(pid)
+    return not (start and now and start != now)
+
+
+class WorktreeManager:
+    """The worktrees of one run; also usable as a context manager that cleans up on exit."""
+
+    def __init__(self, repo: RepoInfo, state: StateDir, run_id: str) -> None:
+        self.repo = repo
+        self.state = state
+        self.run_id = run_id
+        self.run_key = safe_id(run_id)
+        self._worktrees: dict[str, Worktree] = {}
+
+    # -- owner file -----------------------------------------------------------------------
+
+    @property
+    def _run_dir(self) -> Path:
+        return self.state.worktrees / self.run_key
+
+    def _write_owner(self) -> None:
+        owner = _Owner(self.run_id, start=_proc_start(os.getpid()))
+        owner.steps = {
+            key: {"step": wt.step_id, "root": str(wt.root), "branch": wt.branch, "base": wt.base}
+            for key, wt in self._worktrees.items()
+        }
+        self._run_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self._run_dir / f".owner-{secrets.token_hex(4)}.tmp"
+        tmp.write_text(json.dumps(owner.__dict__, indent=1), "utf-8")
+        os.replace(tmp, self._run_dir / "owner.json")
+
+    # -- create / diff / apply ------------------------------------------------------------
+
+    def create(self, step_id: str) -> Path:
+        """A fresh worktree for ``step_id``; returns the folder the step should work in."""
+        key = safe_id(step_id)
+        if key in self._worktrees:
+            raise WorkspaceError(f"step {step_id!r} already has a worktree in run {self.run_id}")
+        self.state.ensure()
+        branch = f"{BRANCH_PREFIX}{self.run_key}/{key}"
+        root = self._run_dir / key
+        head = self._head()
+        base = self._commit_state(self.repo.toplevel, head, f"orchestrator base for {step_id}")
+        self._run_dir.mkdir(parents=True, exist_ok=True)
+        wt = Worktree(step_id, root, root / self.repo.prefix, branch, base)
+        self._worktrees[key] = wt
+        self._write_owner()  # before git creates anything, so a crash now leaves a findable owner
+        run_git(["worktree", "add", "--quiet", "-b", branch, str(root), base], self.repo.toplevel)
+        wt.path.mkdir(parents=True, exist_ok=True)
+        return wt.path
+
+    def get(self, step_id: str) -> Worktree:
+        try:
+            return self._worktrees[safe_id(step_id)]
+        except KeyError:
+            raise WorkspaceError(
+                f"no worktree for step {step_id!r} in run {self.run_id}",
+                hint="create(step_id) first",
+            ) from None
+
+    def __iter__(self) -> Any:
+        return iter(list(self._worktrees.values()))
+
+    def diff(self, step_id: str) -> WorktreePatch:
+        """Everything the step changed in its worktree, committed or not, against its base."""
+        wt = self.get(step_id)
+        current = self._commit_state(wt.root, wt.base, f"orchestrator state of {step_id}")
+        spec = ["--", self.repo.prefix] if self.repo.prefix else []
+        common = ["--no-ext-diff", "--no-textconv", "--find-renames", "--full-index"]
+        patch = run_git(
+            [
+                "diff",
+                "--binary",
+                "--src-prefix=a/",
+                "--dst-prefix=b/",
+                *common,
+                wt.base,
+                current,
+                *spec,
+            ],
+            wt.root,
+        ).stdout
+        names = run_git(
+            ["diff", "--name-status", "-z", *common, wt.base, current, *spec], wt.root
+        ).stdout
+        return WorktreePatch(wt.step_id, patch, tuple(self._parse_name_status(names)))
+
+    def apply(self, step_id: str, *, check_only: bool = False) -> ApplyResult:
+        """Apply the step's patch to the main workspace, or report the conflicting files."""
+        patch = self.diff(step_id)
+        if not patch.patch:
+            return ApplyResult(patch.step_id, True)
+        prefix = self.repo.prefix
+        for fc in patch.files:
+            rel = fc.path[len(prefix) :] if fc.path.startswith(prefix) else fc.path
+            try:
+                check_relpath(rel)
+            except UnsafePathError as exc:
+                raise UnsafePathError(
+                    fc.path, f"the worktree's patch touches it: {exc.rule}", hint=exc.hint
+                ) from exc
+        args = ["apply", "--binary", "--whitespace=nowarn"]
+        check = run_git([*args, "--check"], self.repo.toplevel, input=patch.patch, check=False)
+        if check.returncode != 0:
+            message = check.stderr.decode("utf-8", "replace").strip()
+            conflicts: dict[str, None] = {}
+            for line in message.splitlines():
+                m = _APPLY_ERROR.match(line)
+                if m:
+                    conflicts.setdefault(m.group("a") or m.group("b") or "", None)
+            return ApplyResult(patch.step_id, False, patch.files, tuple(conflicts), message)
+        if not check_only:
+            run_git(args, self.repo.toplevel, input=patch.patch)
+        return ApplyResult(patch.step_id, not check_only, patch.files)
+
+    def _parse_name_status(self, raw: bytes) -> list[FileChange]:
+        parts = split_z(raw)
+        out: list[FileChange] = []
+        i = 0
+        while i < len(parts):
+            status = parts[i]
+            if status[:1] in ("R", "C"):
+                out.append(FileChange(parts[i + 2], "renamed" if status[0] == "R" else "added"))
+                i += 3
+            else:
+                out.append(FileChange(parts[i + 1], _KINDS.get(status[:1], "modified")))
+                i += 2
+        return out
+
+    def _head(self) -> str | None:
+        proc = run_git(
+            ["rev-parse", "--verify", "--quiet", "HEAD^{commit}"], self.repo.toplevel, check=False
+        )
+        if proc.returncode != 0:
+            return None  # a repository without commits: the base becomes a root commit
+        return proc.stdout.decode().strip() or None
+
+    def _commit_state(self, worktree_root: Path, parent: str | None, message: str) -> str:
+        """A commit of the worktree's files as they are, made without touching its index."""
+        index = Path(
+            run_git(["rev-parse", "--path-format=absolute", "--git-path", "index"], worktree_root)
+            .stdout.decode("utf-8", "surrogateescape")
+            .rstrip("\n")
+        )
+        self.state.ensure()
+        tmp = self.state.sub("cache") / f"index-{secrets.token_hex(6)}"
+        try:
+            # Starting from a copy of the real index keeps git's stat data: only files that
+            # changed get hashed again.
+            if index.exists():
+                shutil.copyfile(index, tmp)
+            env = {"GIT_INDEX_FILE": str(tmp), **IDENTITY_ENV}
+            run_git(["add", "--all", "--", "."], worktree_root, env=env)
+            tree = run_git(["write-tree"], worktree_root, env=env).stdout.decode().strip()
+            args = ["commit-tree", tree, "-m", message]
+            if parent:
+                args[2:2] = ["-p", parent]
+            return run_git(args, worktree_root, env=env).stdout.decode().strip()
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+
+    # -- cleanup --------------------------------------------------------------------------
+
+    def cleanup(self, step_id: str | None = None) -> list[str]:
+        """Remove this run's worktrees and branches (or one step's); returns the branches."""
+        keys = [safe_id(step_id)] if step_id is not None else list(self._worktrees)
+        removed: list[str] = []
+        for key in keys:
+            wt = self._worktrees.pop(key, None)
+            if wt is None:
+                continue
+            self._remove(wt.root, wt.branch)
+            removed.append(wt.branch)
+        if self._worktrees:
+            self._write_owner()
+        else:
+            shutil.rmtree(self._run_dir, ignore_errors=True)
+        return removed
+
+    def _remove(self, root: Path, branch: str | None) -> None:
+        top = self.repo.toplevel
+        if root.exists():
+            proc = run_git(
+                ["worktree", "remove", "--force", "--force", str(root)], top, check=False
+            )
+            if proc.returncode != 0:
+                shutil.rmtree(root, ignore_errors=True)
+        run_git(["worktree", "prune"], top, check=False)
+        if branch:
+            run_git(["branch", "-D", "--quiet", branch], top, check=False)
+
+    def cleanup_stale(self) -> list[str]:
+        """Remove worktrees and branches of runs whose process is gone; returns the branches."""
+        top = self.repo.toplevel
+        run_git(["worktree", "prune"], top, check=False)
+        listing = split_z(run_git(["worktree", "list", "--porcelain", "-z"], top).stdout)
+        worktrees: dict[str, Path] = {}  # branch → worktree root
+        current: Path | None = None
+        for line in listing:
+            if line.startswith("worktree "):
+                current = Path(line[len("worktree ") :])
+            elif line.startswith("branch refs/heads/" + BRANCH_PREFIX) and current is not None:
+                worktrees[line[len("branch refs/heads/") :]] = current
+        refs = run_git(
+            ["for-each-ref", "--format=%(refname:short)", "refs/heads/" + BRANCH_PREFIX], top
+        ).stdout.decode("utf-8", "surrogateescape")
+        branches = set(refs.split()) | set(worktrees)
+        runs: dict[str, list[str]] = {}
+        for branch in branches:
+            parts = branch.split("/")
+            if len(parts) == 3:
+                runs.setdefault(parts[1], []).append(branch)
+        run_dirs = {p.name for p in self.state.worktrees.iterdir() if p.is_dir()}
+        removed: list[str] = []
+        for run_key in sorted(set(runs) | run_dirs):
+            if run_key == self.run_key or self._run_alive(
+                run_key, runs.get(run_key, []), worktrees
+            ):
+                continue
+            for branch in sorted(runs.get(run_key, [])):
+                root = worktrees.get(branch)
+                self._remove(root or Path("/nonexistent"), branch)
+                removed.append(branch)
+            shutil.rmtree(self.state.worktrees / run_key, ignore_errors=True)
+        return removed
+
+    def _run_alive(self, run_key: str, branches: list[str], worktrees: dict[str, Path]) -> bool:
+        owners = {self.state.worktrees / run_key / "owner.json"}
+        owners |= {worktrees[b].parent / "owner.json" for b in branches if b in worktrees}
+        for file in owners:
+            try:
+                owner = json.loads(file.read_text("utf-8"))
+            except (OSError, ValueError):
+                continue
+            if _alive(owner):
+                return True
+        return False
+
+    def __enter__(self) -> WorktreeManager:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cleanup()
