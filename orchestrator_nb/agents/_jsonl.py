@@ -65,20 +65,23 @@ def as_str(value: Any) -> str | None:
 
 
 def as_int(value: Any) -> int:
-    """A token count: ints and finite floats; anything else (bools, strings, NaN) is 0."""
+    """A count (tokens, attempts, status): a non-negative int; anything else is 0."""
     if isinstance(value, bool):
         return 0
     if isinstance(value, int):
-        return value
+        return max(0, value)
     if isinstance(value, float) and math.isfinite(value):
-        return int(value)
+        return max(0, int(value))
     return 0
 
 
 def as_float(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # a JSON integer with hundreds of digits
+        return None
     return number if math.isfinite(number) else None
 
 

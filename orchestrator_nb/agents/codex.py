@@ -37,7 +37,7 @@ from .base import AgentRequest, Verdict
 
 SANDBOX_MODES = ("read-only", "workspace-write", "danger-full-access")
 AUTH_HINT = "run `codex login`, or `printenv OPENAI_API_KEY | codex login --with-api-key`"
-_RECONNECT_RE = re.compile(r"Reconnecting\.\.\.\s*(\d+)\s*/\s*(\d+)")
+_RECONNECT_RE = re.compile(r"Reconnecting\.\.\.\s*(\d{1,9})\s*/\s*(\d{1,9})")
 _TRANSIENT_RE = re.compile(r"stream disconnected|exceeded retry limit|timed? ?out", re.IGNORECASE)
 _VERSION_RE = re.compile(r"^\s*codex-cli\s+\d+\.\d+\.\d+", re.MULTILINE)
 _TOOL_ITEMS = ("command_execution", "file_change", "mcp_tool_call", "web_search")
