@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,25 +17,9 @@ TRANSCRIPTS = FIXTURES / "transcripts"
 HELP = FIXTURES / "help"
 
 # The exit code of each recorded run (the table in transcripts/README.md).
-TRANSCRIPT_EXIT_CODES: dict[str, int] = {
-    "claude_tool_write_acceptEdits.jsonl": 0,
-    "claude_resume.jsonl": 0,
-    "claude_permission_denied_default_mode.jsonl": 0,
-    "claude_error_max_turns.jsonl": 1,
-    "claude_rate_limit_429.jsonl": 1,
-    "claude_include_partial_messages.jsonl": 0,
-    "claude_not_logged_in.jsonl": 1,
-    "codex_tool_exec_command.jsonl": 0,
-    "codex_resume.jsonl": 0,
-    "codex_rate_limit_429.jsonl": 1,
-    "gemini_tool_write_file.jsonl": 0,
-    "gemini_resume.jsonl": 0,
-    "gemini_rate_limit_429_exit173.jsonl": 173,
-    "gemini_output-format-json.json": 0,
-    "copilot_tool_create.jsonl": 0,
-    "copilot_resume.jsonl": 0,
-    "copilot_tool_denied_without_allow_all_tools.jsonl": 0,
-}
+TRANSCRIPT_EXIT_CODES: dict[str, int] = json.loads(
+    (TRANSCRIPTS / "exit_codes.json").read_text(encoding="utf-8")
+)
 
 
 @dataclass
