@@ -43,6 +43,17 @@ USAGE_ERROR_RE = re.compile(
     r"|not enough arguments|invalid command format|^usage:",
     re.IGNORECASE | re.MULTILINE,
 )
+# A resume of a session the CLI does not know (wrong id, or another HOME / project folder).
+UNKNOWN_SESSION_RE = re.compile(
+    r"no conversation found|no previous sessions|no session, task, or name matched"
+    r"|no rollout found|session[^\n]{0,80}not found",
+    re.IGNORECASE,
+)
+UNKNOWN_SESSION_HINT = (
+    "the CLI keeps its sessions under the user's home directory, per project folder: resume "
+    "from the same HOME and workspace, or start a new session"
+)
+_ERROR_LINE_RE = re.compile(r"^\s*(?:\w*error|fatal)\b[:\s].*$", re.IGNORECASE | re.MULTILINE)
 _ANSI_RE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)")
 
 
@@ -117,7 +128,9 @@ def stderr_message(stderr: str) -> str:
         message = as_str(as_dict(whole.get("error")).get("message"))
         if message:
             return message
-    return stderr_tail(stderr)
+    # "Error: ..." beats the tail, which is often a stack backtrace.
+    errors = _ERROR_LINE_RE.findall(strip_ansi(stderr))
+    return errors[-1].strip()[:500] if errors else stderr_tail(stderr)
 
 
 def change_kind(word: str | None) -> ChangeKind:
@@ -256,6 +269,10 @@ class JsonlParser:
                 f"{self.agent} was stopped before it wrote its final result",
                 "see the timeout / cancel that stopped it; the partial output is in the events",
                 text=text,
+            )
+        if UNKNOWN_SESSION_RE.search(message):
+            return self.fail(
+                "config", f"{self.agent} could not resume{detail}", UNKNOWN_SESSION_HINT
             )
         if RATE_LIMIT_RE.search(message):
             return self.fail(

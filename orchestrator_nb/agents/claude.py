@@ -26,6 +26,8 @@ from ..events import (
 from ._jsonl import (
     AUTH_RE,
     RATE_LIMIT_RE,
+    UNKNOWN_SESSION_HINT,
+    UNKNOWN_SESSION_RE,
     JsonlParser,
     as_dict,
     as_float,
@@ -222,6 +224,8 @@ class ClaudeParser(JsonlParser):
             return self.fail("auth", message, AUTH_HINT)
         if RATE_LIMIT_RE.search(message):
             return self.fail("rate_limit", message, "wait and retry, or use another model")
+        if UNKNOWN_SESSION_RE.search(message):
+            return self.fail("config", message, UNKNOWN_SESSION_HINT)
         return self.fail(
             "failed", message, "read the message; the session can be resumed", text=text
         )

@@ -27,6 +27,8 @@ from ..events import (
 from ._jsonl import (
     AUTH_RE,
     RATE_LIMIT_RE,
+    UNKNOWN_SESSION_HINT,
+    UNKNOWN_SESSION_RE,
     JsonlParser,
     as_dict,
     as_int,
@@ -192,6 +194,8 @@ class GeminiParser(JsonlParser):
         if exit_code in _EXIT_KINDS:
             kind, what, hint = _EXIT_KINDS[exit_code]
             message = stderr_message(stderr)
+            if UNKNOWN_SESSION_RE.search(message):
+                kind, what, hint = "config", "gemini could not resume", UNKNOWN_SESSION_HINT
             return self.fail(kind, f"{what}: {message}" if message else what, hint)
         return self.no_result(exit_code, stderr, AUTH_HINT, text=self.text)
 

@@ -216,3 +216,22 @@ def test_edit_of_existing_file_is_modified(replay: Run) -> None:
     v = replay(parser(), lines).verdict
     assert v.ok
     assert v.changes == [FileChange("/w/a.py", "modified")]
+
+
+def test_resume_of_unknown_session_is_a_config_error(replay: Run) -> None:
+    # Recorded from claude 2.1.197 with a HOME that never saw the session.
+    missing = "No conversation found with session ID: 554e8d89-8f75-459b-8e1a-672ef3419a12"
+    line = result_line(
+        subtype="error_during_execution",
+        is_error=True,
+        num_turns=0,
+        session_id="554e8d89-8f75-459b-8e1a-672ef3419a12",
+        total_cost_usd=0,
+        usage={"input_tokens": 0, "output_tokens": 0},
+        permission_denials=[],
+        errors=[missing],
+    )
+    v = replay(parser(), [line], 1, missing + "\n").verdict
+    assert v.error_kind == "config"
+    assert v.error_message == missing
+    assert v.hint is not None and "home directory" in v.hint

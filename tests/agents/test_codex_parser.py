@@ -218,3 +218,17 @@ def test_mcp_tool_call_and_unknown_items(replay: Run) -> None:
     assert r.of(ToolCallEvent) == [ToolCallEvent("t", "gh/search", {"q": 1})]
     assert r.verdict.ok
     assert r.verdict.text == ""
+
+
+def test_resume_of_unknown_thread_is_a_config_error(replay: Run) -> None:
+    # Recorded from codex 0.169.0: the useful line sits above a stack backtrace.
+    error = (
+        "Error: thread/resume: thread/resume failed: no rollout found for thread id "
+        "01a20b63-3a5a-7811-8886-0d3d4e8149a5 (code -32600)"
+    )
+    backtrace = "".join(f"  {n}: <unknown>\n" for n in range(12))
+    stderr = f"WARNING: proceeding, even though we could not create PATH aliases\n{error}\n\n"
+    v = replay(CodexParser(), [], 1, f"{stderr}Stack backtrace:\n{backtrace}").verdict
+    assert v.error_kind == "config"
+    assert v.error_message == f"codex could not resume: {error}"
+    assert v.hint is not None and "home directory" in v.hint

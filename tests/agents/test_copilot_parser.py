@@ -184,3 +184,15 @@ def test_files_modified_used_when_tools_did_not_name_them(replay: Run) -> None:
         ),
     ]
     assert replay(parser(), lines).verdict.changes == [FileChange("/w/a.py", "modified")]
+
+
+def test_resume_of_unknown_session_is_a_config_error(replay: Run) -> None:
+    stderr = (
+        "Error: No session, task, or name matched '50af3dd5-1333-4f25-829c-12b703887849'.\n"
+        "To resume by session or task ID:  copilot --resume=<id>\n"
+        "To pick from existing sessions:   copilot --resume\n"
+    )
+    v = replay(parser(), [], 1, stderr).verdict
+    assert v.error_kind == "config"
+    assert v.error_message == f"copilot could not resume: {stderr.splitlines()[0]}"
+    assert v.hint is not None and "home directory" in v.hint

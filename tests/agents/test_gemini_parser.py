@@ -171,3 +171,11 @@ def test_failed_tool_is_a_failure(replay: Run) -> None:
     assert v.error_message == "all 1 tool call(s) failed; last: 0 occurrences found"
     assert v.text == "Fixed it."
     assert v.changes == []
+
+
+def test_resume_of_unknown_session_is_a_config_error(replay: Run) -> None:
+    stderr = "Error resuming session: No previous sessions found for this project.\n"  # exit 42
+    v = replay(parser(), [], 42, stderr).verdict
+    assert v.error_kind == "config"
+    assert v.error_message == f"gemini could not resume: {stderr.strip()}"
+    assert v.hint is not None and "home directory" in v.hint
