@@ -108,8 +108,14 @@ class Exchange:
 
     @property
     def utility(self) -> bool:
-        """A side call (title, routing, summary) rather than a turn of the agent loop."""
-        return not self.tools
+        """A side call (title, routing, summary) rather than a turn of the agent loop.
+
+        Agent-loop requests offer tools or stream; the CLIs' side calls do neither, or ask
+        for JSON (gemini's router and next-speaker checks).
+        """
+        if self.tools:
+            return False
+        return not self.stream or self.wants_json or self.json_schema is not None
 
     @property
     def last_marker(self) -> Marker | None:

@@ -351,8 +351,12 @@ def _line_of(root: yaml.Node | None, loc: Sequence[int | str]) -> tuple[int | No
 
 def _scenario_error(exc: ValidationError, root: yaml.Node | None, path: str) -> ScenarioError:
     problems: list[tuple[int | None, str, str]] = []
+    seen: set[str] = set()
     for error in exc.errors():
         line, key = _line_of(root, error["loc"])
+        if key in seen:
+            continue  # one message per key: each member of a union reports its own failure
+        seen.add(key)
         problems.append((line, key, error["msg"]))
     first_line, first_key, first_msg = problems[0]
     message = first_msg

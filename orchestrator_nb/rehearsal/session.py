@@ -222,6 +222,18 @@ class Rehearsal:
         """Every request so far, oldest first (a copy)."""
         return self._server.requests
 
+    def requests_for(
+        self, agent: str | None = None, step: str | None = None, kind: str | None = None
+    ) -> list[RecordedRequest]:
+        """The recorded requests of one agent / step / kind (``"turn"``, ``"utility"``...)."""
+        return [
+            q
+            for q in self.requests
+            if (agent is None or q.agent == agent)
+            and (step is None or q.step == step)
+            and (kind is None or q.kind == kind)
+        ]
+
     def dump(self, path: str | os.PathLike[str]) -> Path:
         """Write the recording as JSON lines (no credentials in it)."""
         target = Path(path)

@@ -116,7 +116,7 @@ def _find(
     hints: Sequence[str],
 ) -> ToolSpec | None:
     def fits(spec: ToolSpec) -> bool:
-        return not spec.freeform and all(_key(spec, keys) for keys in needs)
+        return not spec.freeform and not _is_editor(spec) and all(_key(spec, k) for k in needs)
 
     by_name = {t.name: t for t in tools}
     by_folded = {t.name.casefold(): t for t in tools}
@@ -131,12 +131,17 @@ def _find(
     return None
 
 
+def _is_editor(spec: ToolSpec) -> bool:
+    """An Anthropic-style multi-command editor: ``command`` picks view/create/str_replace."""
+    if spec.name in EDITOR_NAMES:
+        return True
+    enum = spec.properties.get("command", {}).get("enum")
+    return isinstance(enum, list) and "str_replace" in enum and _key(spec, PATH_KEYS) is not None
+
+
 def _editor(tools: Sequence[ToolSpec], command: str) -> ToolSpec | None:
-    """An Anthropic-style ``str_replace_editor`` whose ``command`` enum offers ``command``."""
     for spec in tools:
-        if spec.name in EDITOR_NAMES or (
-            "command" in spec.properties and _key(spec, PATH_KEYS) and "str_replace" in spec.name
-        ):
+        if _is_editor(spec):
             enum = spec.properties.get("command", {}).get("enum")
             if not isinstance(enum, list) or command in enum:
                 return spec
@@ -195,7 +200,8 @@ def _read_call(path: str, tools: Sequence[ToolSpec], cwd: str | None) -> Call | 
 
 
 def _shell_call(command: str, tools: Sequence[ToolSpec], description: str) -> Call | None:
-    spec = _find(tools, SHELL_NAMES, [COMMAND_KEYS], ("shell", "bash", "exec", "command"))
+    hints = ("shell", "bash", "exec", "command", "terminal", "run")
+    spec = _find(tools, SHELL_NAMES, [COMMAND_KEYS], hints)
     if spec is None:
         return None
     key = _key(spec, COMMAND_KEYS)
