@@ -95,11 +95,14 @@ class Snapshotter:
             duration_s=time.perf_counter() - start,
         )
 
-    def _state_of(self, rel: str, path: Path) -> FileState | None:
-        try:
-            st = os.lstat(path)
-        except (FileNotFoundError, NotADirectoryError):
-            return None
+    def _state_of(
+        self, rel: str, path: str | Path, st: os.stat_result | None = None
+    ) -> FileState | None:
+        if st is None:
+            try:
+                st = os.lstat(path)
+            except (FileNotFoundError, NotADirectoryError):
+                return None
         cached = self._cache.lookup(rel, st)
         if cached is not None and self.store.has(cached.oid):
             return cached
@@ -215,7 +218,7 @@ class Snapshotter:
     def _take_tree(self, taken_at: float) -> Snapshot:
         files: dict[str, FileState | None] = {}
         unreadable: list[str] = []
-        stack: list[tuple[Path, str, IgnoreRules]] = [(self.root, "", IgnoreRules())]
+        stack: list[tuple[str, str, IgnoreRules]] = [(str(self.root), "", IgnoreRules())]
         while stack:
             folder, base, rules = stack.pop()
             try:
@@ -240,10 +243,10 @@ class Snapshotter:
                 if rules.ignored(rel, is_dir):
                     continue
                 if is_dir:
-                    stack.append((Path(entry.path), rel + "/", rules))
+                    stack.append((entry.path, rel + "/", rules))
                     continue
                 try:
-                    state = self._state_of(rel, Path(entry.path))
+                    state = self._state_of(rel, entry.path, entry.stat(follow_symlinks=False))
                 except OSError:
                     unreadable.append(rel)
                     continue
@@ -264,6 +267,11 @@ class Snapshotter:
         """Every path whose version differs, sorted by path."""
         if before.kind != after.kind:
             raise ValueError("cannot compare a git snapshot with a tree snapshot")
+        if before.kind == "tree":
+            old, new = before.files, after.files
+            differ = [p for p, s in new.items() if not same_state(old.get(p), s)]
+            differ += [p for p in old if p not in new]
+            return [PathChange(p, old.get(p), new.get(p)) for p in sorted(differ)]
         candidates = set(before.files) | set(after.files)
         if before.kind == "git" and before.head != after.head:
             candidates |= self._head_diff(before.head, after.head)

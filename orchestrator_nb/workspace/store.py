@@ -27,6 +27,7 @@ MODE_LINK = 0o120000
 # timestamp tick (2 s on FAT, a few ms on ext4) without their stat changing: rehash those.
 RACY_NS = 2_000_000_000
 DEFAULT_MAX_BLOB = 64 * 1024 * 1024
+SAVE_EVERY_S = 30.0
 _CHUNK = 1 << 20
 
 
@@ -78,18 +79,26 @@ class ObjectStore:
         self.root = root
         self.algo = algo
         self.max_blob = max_blob
+        self._prefix = str(root) + os.sep
+        # Ids seen on disk by this process: a 10,000-file tree walk then costs no extra stat each.
+        self._known: set[str] = set()
 
     def path_for(self, oid: str) -> Path:
         return self.root / oid[:2] / oid[2:]
 
     def has(self, oid: str) -> bool:
-        return self.path_for(oid).is_file()
+        if oid in self._known:
+            return True
+        if os.path.isfile(f"{self._prefix}{oid[:2]}{os.sep}{oid[2:]}"):
+            self._known.add(oid)
+            return True
+        return False
 
     def put(self, data: bytes, oid: str | None = None) -> str:
         oid = oid or blob_id(data, self.algo)
-        target = self.path_for(oid)
-        if target.is_file():
+        if self.has(oid):
             return oid
+        target = self.path_for(oid)
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.parent / f".tmp-{os.getpid()}-{time.monotonic_ns()}"
         # No fsync: an object lost in a crash is detected on read (its id no longer matches) and
@@ -97,16 +106,23 @@ class ObjectStore:
         with open(tmp, "wb") as fh:
             fh.write(data)
         os.replace(tmp, target)
+        self._known.add(oid)
         return oid
 
     def get(self, oid: str) -> bytes | None:
         try:
             data = self.path_for(oid).read_bytes()
         except OSError:
+            self._known.discard(oid)
             return None
-        return data if blob_id(data, self.algo) == oid else None
+        if blob_id(data, self.algo) != oid:
+            self._known.discard(oid)
+            return None
+        return data
 
-    def read_state(self, path: Path, st: os.stat_result, *, keep: bool = True) -> FileState | None:
+    def read_state(
+        self, path: str | os.PathLike[str], st: os.stat_result, *, keep: bool = True
+    ) -> FileState | None:
         """Hash the file (or symlink) at ``path`` and keep its content; None if it vanished."""
         mode = git_mode(st)
         if mode is None:
@@ -126,7 +142,7 @@ class ObjectStore:
             self.put(data, oid)
         return FileState(oid, mode, len(data))
 
-    def _hash_large(self, path: Path) -> str:
+    def _hash_large(self, path: str | os.PathLike[str]) -> str:
         # Too large to keep a copy of: its id is still needed to tell whether it changed.
         with open(path, "rb") as fh:
             size = os.fstat(fh.fileno()).st_size
@@ -151,7 +167,8 @@ class StatCache:
     def __init__(self, file: Path) -> None:
         self.file = file
         self._entries: dict[str, list[Any]] | None = None
-        self._dirty = False
+        self._unsaved = 0
+        self._saved_at = time.monotonic()
 
     def _load(self) -> dict[str, list[Any]]:
         if self._entries is None:
@@ -164,7 +181,15 @@ class StatCache:
 
     def lookup(self, rel: str, st: os.stat_result) -> FileState | None:
         entry = self._load().get(rel)
-        if entry is None or len(entry) != 8 or entry[:5] != _key(st):
+        if (
+            entry is None
+            or entry[0] != st.st_size
+            or entry[1] != st.st_mtime_ns
+            or entry[2] != st.st_ino
+            or entry[3] != st.st_ctime_ns
+            or entry[4] != st.st_mode
+            or len(entry) != 8
+        ):
             return None
         seen_ns = int(entry[7])
         if st.st_mtime_ns >= seen_ns - RACY_NS or st.st_ctime_ns >= seen_ns - RACY_NS:
@@ -173,17 +198,25 @@ class StatCache:
 
     def record(self, rel: str, st: os.stat_result, state: FileState) -> None:
         self._load()[rel] = [*_key(st), state.mode, state.oid, time.time_ns()]
-        self._dirty = True
+        self._unsaved += 1
 
     def retain(self, keep: set[str]) -> None:
         entries = self._load()
         gone = [k for k in entries if k not in keep]
         for k in gone:
             del entries[k]
-        self._dirty = self._dirty or bool(gone)
+        self._unsaved += len(gone)
 
-    def save(self) -> None:
-        if not self._dirty or self._entries is None:
+    def save(self, *, force: bool = False) -> None:
+        """Persist, unless the unsaved part is small and recent.
+
+        Writing 10,000 entries costs about as much as walking them, so small updates wait: a
+        later process only rehashes the few files touched since the last save.
+        """
+        if not self._unsaved or self._entries is None:
+            return
+        small = self._unsaved * 100 < len(self._entries)
+        if not force and small and time.monotonic() - self._saved_at < SAVE_EVERY_S:
             return
         self.file.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.file.with_name(f".{self.file.name}.{os.getpid()}.tmp")
@@ -193,7 +226,8 @@ class StatCache:
             "surrogateescape",
         )
         os.replace(tmp, self.file)
-        self._dirty = False
+        self._unsaved = 0
+        self._saved_at = time.monotonic()
 
 
 def load_contents(
