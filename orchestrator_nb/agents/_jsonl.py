@@ -194,8 +194,12 @@ class JsonlParser:
         raise NotImplementedError
 
     def change(self, path: str, kind: ChangeKind) -> FileChangeEvent:
-        # A file created then edited in the same run is still "added" from the caller's view.
-        if self._changes.get(path) != "added":
+        # The run's net effect per path: created then edited is "added", created then deleted
+        # is nothing at all.
+        previous = self._changes.get(path)
+        if previous == "added" and kind == "deleted":
+            del self._changes[path]
+        elif previous != "added":
             self._changes[path] = kind
         return FileChangeEvent(path, kind)
 

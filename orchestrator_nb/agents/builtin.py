@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .claude import ClaudeDriver
 from .codex import CodexDriver
 from .command import CommandDriver
@@ -15,6 +17,18 @@ BUILTIN_DRIVERS: dict[str, type] = {
     "copilot": CopilotDriver,
     "command": CommandDriver,
 }
+
+if TYPE_CHECKING:
+    from .base import Driver
+
+    # Makes mypy check every driver class against the Driver protocol, signatures included.
+    _CONFORMS: tuple[Driver, ...] = (
+        ClaudeDriver(),
+        CodexDriver(),
+        GeminiDriver(),
+        CopilotDriver(),
+        CommandDriver(name="x", argv=["x", "{prompt}"]),
+    )
 
 __all__ = [
     "BUILTIN_DRIVERS",

@@ -128,14 +128,7 @@ class GeminiParser(JsonlParser):
             self._cut_text()
             tool_id, name = as_str(obj.get("tool_id")), as_str(obj.get("tool_name")) or "?"
             params = as_dict(obj.get("parameters"))
-            path = next(
-                (
-                    as_str(params.get(k))
-                    for k in ("file_path", "absolute_path", "path")
-                    if as_str(params.get(k))
-                ),
-                None,
-            )
+            path = as_str(params.get("file_path")) or as_str(params.get("absolute_path"))
             if tool_id and path and name in _FILE_TOOLS:
                 self._file_tools[tool_id] = path
             return [ToolCallEvent(tool_id, name, obj.get("parameters"))]

@@ -232,3 +232,22 @@ def test_resume_of_unknown_thread_is_a_config_error(replay: Run) -> None:
     assert v.error_kind == "config"
     assert v.error_message == f"codex could not resume: {error}"
     assert v.hint is not None and "home directory" in v.hint
+
+
+def test_changes_are_the_runs_net_effect(replay: Run) -> None:
+    def patch(item_id: str, path: str, kind: str) -> str:
+        changes = [{"path": path, "kind": kind}]
+        return item(
+            "completed", id=item_id, type="file_change", changes=changes, status="completed"
+        )
+
+    lines = [
+        patch("a", "tmp.txt", "add"),
+        patch("b", "tmp.txt", "delete"),
+        patch("c", "new.py", "add"),
+        patch("d", "new.py", "update"),
+        completed(),
+    ]
+    r = replay(CodexParser(), lines)
+    assert len(r.of(FileChangeEvent)) == 4  # the events show every step
+    assert r.verdict.changes == [FileChange("new.py", "added")]
