@@ -254,25 +254,37 @@ class SafeWriter:
     def _backup(self, rel: str, data: bytes, *, link: bool) -> None:
         if self.backup_dir is None:
             return
-        target = self.backup_dir / rel
-        # The first backup of a step is the version before the step: later writes keep it.
-        if target.exists() or target.is_symlink():
-            return
+        parts = rel.split("/")
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if link:
-                os.symlink(data, target)
-            else:
-                target.write_bytes(data)
+            self.backup_dir.mkdir(parents=True, exist_ok=True)
+            # Walked like the workspace itself: a symlink planted in the backup folder must not
+            # carry the copy elsewhere.
+            with self._open_dir(parts[:-1], create=True, base=self.backup_dir) as dfd:
+                assert dfd is not None
+                # The first backup of a step is the version before the step: later writes keep it.
+                if link:
+                    with contextlib.suppress(FileExistsError):
+                        os.symlink(data, parts[-1], dir_fd=dfd)
+                    return
+                flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                try:
+                    fd = os.open(parts[-1], flags, 0o666, dir_fd=dfd)
+                except FileExistsError:
+                    return
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(data)
         except OSError as exc:
             raise WorkspaceError(
-                f"cannot back up {rel!r} to {target}: {exc.strerror}; nothing was written",
+                f"cannot back up {rel!r} into {self.backup_dir}: {exc.strerror}; "
+                "nothing was written",
                 hint="free disk space or make .orchestrator/backups writable",
             ) from exc
 
     @contextlib.contextmanager
-    def _open_dir(self, parts: list[str], *, create: bool) -> Iterator[int | None]:
-        fd = os.open(self.root, _DIR_FLAGS)
+    def _open_dir(
+        self, parts: list[str], *, create: bool, base: Path | None = None
+    ) -> Iterator[int | None]:
+        fd = os.open(base or self.root, _DIR_FLAGS)
         try:
             for part in parts:
                 try:

@@ -16,6 +16,7 @@ Both skip ``.git`` and ``.orchestrator``.
 from __future__ import annotations
 
 import os
+import threading
 import time
 import uuid
 from collections.abc import Iterable, Mapping
@@ -75,14 +76,17 @@ class Snapshotter:
         self.store = store
         self.repo = repo
         self._cache = StatCache(cache_dir / ("stat-git.json" if repo else "stat-tree.json"))
+        # The stat cache is shared state; steps may snapshot from worker threads.
+        self._lock = threading.Lock()
 
     # -- taking ---------------------------------------------------------------------------
 
     def take(self) -> Snapshot:
-        start = time.perf_counter()
-        taken_at = time.time()
-        snap = self._take_git(taken_at) if self.repo else self._take_tree(taken_at)
-        self._cache.save()
+        with self._lock:
+            start = time.perf_counter()
+            taken_at = time.time()
+            snap = self._take_git(taken_at) if self.repo else self._take_tree(taken_at)
+            self._cache.save()
         return Snapshot(
             id=snap.id,
             kind=snap.kind,

@@ -44,6 +44,11 @@ class StateDir:
         self.repo = repo
         self._ready = False
 
+    @property
+    def root(self) -> Path:
+        """The state folder itself (``<workspace>/.orchestrator``)."""
+        return self.path
+
     def ensure(self) -> Path:
         if self._ready:
             return self.path

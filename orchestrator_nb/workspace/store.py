@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import json
 import os
+import secrets
 import stat
 import time
 from collections.abc import Iterable, Mapping
@@ -100,7 +101,7 @@ class ObjectStore:
             return oid
         target = self.path_for(oid)
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.parent / f".tmp-{os.getpid()}-{time.monotonic_ns()}"
+        tmp = target.parent / f".tmp-{secrets.token_hex(8)}"
         # No fsync: an object lost in a crash is detected on read (its id no longer matches) and
         # then counts as missing; syncing every snapshot would double the cost of a step.
         with open(tmp, "wb") as fh:

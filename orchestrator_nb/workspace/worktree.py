@@ -18,6 +18,7 @@ import re
 import secrets
 import shutil
 import socket
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,10 @@ class ApplyResult:
     conflicts: tuple[str, ...] = ()
     message: str = ""
 
+    @property
+    def ok(self) -> bool:
+        return self.applied
+
     def raise_for_conflict(self) -> ApplyResult:
         if not self.applied:
             raise WorkspaceError(
@@ -129,6 +134,8 @@ def _alive(owner: dict[str, Any]) -> bool:
         return True  # another machine's process: we cannot tell, so leave it alone
     try:
         pid = int(owner["pid"])
+        if pid <= 0:
+            return False  # kill(0 or -n, 0) would ask about process groups, not this pid
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
@@ -150,6 +157,8 @@ class WorktreeManager:
         self.run_id = run_id
         self.run_key = safe_id(run_id)
         self._worktrees: dict[str, Worktree] = {}
+        # Parallel steps create their worktrees from worker threads.
+        self._lock = threading.RLock()
 
     # -- owner file -----------------------------------------------------------------------
 
@@ -173,18 +182,30 @@ class WorktreeManager:
     def create(self, step_id: str) -> Path:
         """A fresh worktree for ``step_id``; returns the folder the step should work in."""
         key = safe_id(step_id)
-        if key in self._worktrees:
-            raise WorkspaceError(f"step {step_id!r} already has a worktree in run {self.run_id}")
         self.state.ensure()
         branch = f"{BRANCH_PREFIX}{self.run_key}/{key}"
         root = self._run_dir / key
         head = self._head()
         base = self._commit_state(self.repo.toplevel, head, f"orchestrator base for {step_id}")
-        self._run_dir.mkdir(parents=True, exist_ok=True)
         wt = Worktree(step_id, root, root / self.repo.prefix, branch, base)
-        self._worktrees[key] = wt
-        self._write_owner()  # before git creates anything, so a crash now leaves a findable owner
-        run_git(["worktree", "add", "--quiet", "-b", branch, str(root), base], self.repo.toplevel)
+        with self._lock:
+            if key in self._worktrees:
+                raise WorkspaceError(
+                    f"step {step_id!r} already has a worktree in run {self.run_id}",
+                    hint="cleanup(step_id) first, or use another step id",
+                )
+            self._worktrees[key] = wt
+            self._write_owner()  # before the branch exists: a crash now leaves a findable owner
+            try:
+                run_git(
+                    ["worktree", "add", "--quiet", "-b", branch, str(root), base],
+                    self.repo.toplevel,
+                )
+            except WorkspaceError:
+                self._worktrees.pop(key)
+                self._remove(root, None)
+                self._write_owner()
+                raise
         wt.path.mkdir(parents=True, exist_ok=True)
         return wt.path
 
@@ -303,19 +324,20 @@ class WorktreeManager:
 
     def cleanup(self, step_id: str | None = None) -> list[str]:
         """Remove this run's worktrees and branches (or one step's); returns the branches."""
-        keys = [safe_id(step_id)] if step_id is not None else list(self._worktrees)
-        removed: list[str] = []
-        for key in keys:
-            wt = self._worktrees.pop(key, None)
-            if wt is None:
-                continue
-            self._remove(wt.root, wt.branch)
-            removed.append(wt.branch)
-        if self._worktrees:
-            self._write_owner()
-        else:
-            shutil.rmtree(self._run_dir, ignore_errors=True)
-        return removed
+        with self._lock:
+            keys = [safe_id(step_id)] if step_id is not None else list(self._worktrees)
+            removed: list[str] = []
+            for key in keys:
+                wt = self._worktrees.pop(key, None)
+                if wt is None:
+                    continue
+                self._remove(wt.root, wt.branch)
+                removed.append(wt.branch)
+            if self._worktrees:
+                self._write_owner()
+            else:
+                shutil.rmtree(self._run_dir, ignore_errors=True)
+            return removed
 
     def _remove(self, root: Path, branch: str | None) -> None:
         top = self.repo.toplevel

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import listing, write
+from ws_helpers import listing, write
 
 from orchestrator_nb.errors import UnsafePathError
 from orchestrator_nb.workspace import SafeWriter, Workspace, extract_files, write_files

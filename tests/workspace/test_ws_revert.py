@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import git, listing, write
+from ws_helpers import git, listing, write
 
 from orchestrator_nb.errors import RevertConflict, WorkspaceError
 from orchestrator_nb.workspace import STATE_DIR_NAME, Workspace

@@ -7,9 +7,9 @@ import stat
 from pathlib import Path
 
 import pytest
-from conftest import listing, write
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from ws_helpers import listing, write
 
 from orchestrator_nb.errors import UnsafePathError, WorkspaceError
 from orchestrator_nb.workspace import SafeWriter, Workspace, check_relpath
@@ -253,3 +253,22 @@ def test_no_generated_path_escapes_the_workspace(box: tuple[Path, Path], path: s
     assert parent_after == parent_before
     assert listing(outside) == {"secret.txt": b"do not touch\n"}
     assert listing(root / ".git") == git_before
+
+
+def test_symlink_planted_in_the_backup_folder_is_not_followed(box: tuple[Path, Path]) -> None:
+    root, outside = box
+    backups = root.parent / "bk"
+    backups.mkdir()
+    os.symlink(outside, backups / "src")
+    with pytest.raises(WorkspaceError, match="cannot back up"):
+        SafeWriter(root, backup_dir=backups).write("src/app.py", "new\n")
+    assert (root / "src" / "app.py").read_text() == "old\n"
+    assert listing(outside) == {"secret.txt": b"do not touch\n"}
+
+
+def test_public_names() -> None:
+    import orchestrator_nb.workspace as pkg
+
+    assert len(set(pkg.__all__)) == len(pkg.__all__)
+    for name in pkg.__all__:
+        assert hasattr(pkg, name), name

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import git, write
+from ws_helpers import git, write
 
 from orchestrator_nb.events import FileChange
 from orchestrator_nb.workspace import STATE_DIR_NAME, Workspace

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import git, write
+from ws_helpers import git, write
 
 from orchestrator_nb.errors import UnsafePathError, WorkspaceError
 from orchestrator_nb.events import FileChange
@@ -199,3 +199,31 @@ def test_workspace_in_a_subfolder(repo: Path) -> None:
 def test_plain_folder_has_no_worktrees(folder: Path) -> None:
     with pytest.raises(WorkspaceError, match="git"):
         _ = Workspace(folder).worktrees
+
+
+def test_failed_create_leaves_nothing_registered(repo: Path) -> None:
+    git(repo, "branch", "orchestrator/r1/impl")  # the branch name is taken
+    ws = Workspace(repo, run_id="r1")
+    with pytest.raises(WorkspaceError, match="worktree add"):
+        ws.worktrees.create("impl")
+    assert list(ws.worktrees) == []
+    git(repo, "branch", "-D", "orchestrator/r1/impl")
+    assert ws.worktrees.create("impl").is_dir()
+    ws.worktrees.cleanup()
+
+
+def test_worktrees_created_from_parallel_threads(repo: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    ws = Workspace(repo, run_id="r1")
+    names = [f"child{i}" for i in range(4)]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        paths = list(pool.map(ws.worktrees.create, names))
+    assert all((p / "README.md").is_file() for p in paths)
+    assert sorted(branches(repo)) == [f"orchestrator/r1/{n}" for n in names]
+    for i, path in enumerate(paths):
+        write(path / f"out{i}.txt", f"{i}\n")
+    assert all(ws.worktrees.apply(n).ok for n in names)
+    assert sorted(p.name for p in repo.glob("out*.txt")) == [f"out{i}.txt" for i in range(4)]
+    ws.worktrees.cleanup()
+    assert branches(repo) == []
