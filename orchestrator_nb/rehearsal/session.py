@@ -15,6 +15,7 @@ import os
 import secrets
 import shutil
 import tempfile
+import weakref
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
@@ -105,6 +106,10 @@ class Rehearsal:
         except BaseException:
             self._cleanup_home()
             raise
+        # A rehearsal that is never closed still stops its server and removes its home when it
+        # is garbage-collected or the interpreter exits (a notebook cell that raised, say).
+        owned = self.home if self._own_home else None
+        self._finalizer = weakref.finalize(self, _shutdown, self._server, owned)
 
     # ------------------------------------------------------------------ public
 
@@ -150,7 +155,6 @@ class Rehearsal:
                 "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
                 "DISABLE_TELEMETRY": "1",
                 "DISABLE_ERROR_REPORTING": "1",
-                "DISABLE_AUTOUPDATER": "1",
             }
             if model:
                 env["ANTHROPIC_MODEL"] = model
@@ -244,8 +248,7 @@ class Rehearsal:
         if self._closed:
             return
         self._closed = True
-        self._server.close()
-        self._cleanup_home()
+        self._finalizer()
 
     @property
     def closed(self) -> bool:
@@ -313,6 +316,12 @@ class Rehearsal:
     def _cleanup_home(self) -> None:
         if self._own_home:
             shutil.rmtree(self.home, ignore_errors=True)
+
+
+def _shutdown(server: ScriptedModelServer, home: Path | None) -> None:
+    server.close()
+    if home is not None:
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def default_package_cache() -> Path:

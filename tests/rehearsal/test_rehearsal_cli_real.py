@@ -361,3 +361,20 @@ def test_codex_shell_tool_writes_exact_bytes(tmp_path: Path) -> None:
     assert calls == ["exec_command"] * 3
     assert (ws / "deep" / "dir" / "f.txt").read_text() == content.replace("naïve", "plain")
     assert (ws / "ran.txt").read_text() == "ran\n"
+
+
+@pytest.mark.parametrize("agent", ["claude", "codex"])
+def test_transient_429s_are_retried_by_the_cli(agent: str, tmp_path: Path) -> None:
+    binary(agent)
+    ws = workspace(tmp_path, "ws")
+    with rehearsal("flaky") as r:
+        run = run_cli(r, agent, "Create hello.txt containing hi", ws, timeout=60)
+        statuses = [q.status for q in r.requests_for(agent=agent, kind="turn")]
+    assert succeeded(run), run.explain()
+    assert (ws / "hello.txt").read_text() == "hi\n"
+    assert statuses[:3] == [429, 429, 200]
+    if agent == "claude":
+        retries = [e for e in run.of_type("system") if e.get("subtype") == "api_retry"]
+    else:
+        retries = [e for e in run.of_type("error") if "Reconnecting" in e.get("message", "")]
+    assert len(retries) == 2, run.explain()

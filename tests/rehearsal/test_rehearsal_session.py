@@ -202,3 +202,15 @@ def test_scenario_model_overrides(tmp_path: Path) -> None:
         assert reh.env("claude")["ANTHROPIC_MODEL"] == "claude-y"
         assert reh.env("gemini")["GEMINI_MODEL"] == "gem-z"
         assert reh.env("copilot")["COPILOT_MODEL"] == "gpt-c"
+
+
+def test_forgotten_rehearsal_is_cleaned_up_when_collected() -> None:
+    import gc
+
+    reh = rehearsal("write-file", package_cache=None)
+    home, url = reh.home, reh.url
+    del reh
+    gc.collect()
+    assert not home.exists()
+    with pytest.raises(OSError):
+        urllib.request.urlopen(url, timeout=2)
