@@ -336,8 +336,7 @@ def _change_html(change: Change) -> str:
             f'<span style="color:#1a7f37">+{change.added}</span> '
             f'<span style="color:#cf222e">−{change.removed}</span>'
         )
-    link = (
-        " (symlink)" if (change.after or change.before or FileState("")).mode == MODE_LINK else ""
-    )
+    state = change.after or change.before
+    link = " (symlink)" if state is not None and state.mode == MODE_LINK else ""
     title = f"<code>{html.escape(change.kind)}</code> {name}{link} {counts}"
     return diff_html(change.diff, title)

@@ -108,8 +108,8 @@ class Snapshotter:
             except (FileNotFoundError, NotADirectoryError):
                 return None
         cached = self._cache.lookup(rel, st)
-        if cached is not None and self.store.has(cached.oid):
-            return cached
+        if cached is not None and (st.st_size > self.store.max_blob or self.store.has(cached.oid)):
+            return cached  # files over the store limit are never kept, only hashed
         state = self.store.read_state(path, st)
         if state is not None:
             self._cache.record(rel, st, state)

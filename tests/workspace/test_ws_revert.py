@@ -214,3 +214,18 @@ def test_revert_result_renders(repo: Path) -> None:
     bundle = result._repr_mimebundle_()
     assert "deleted  x.txt" in bundle["text/plain"]
     assert "<script" not in bundle["text/html"] and "x.txt" in bundle["text/html"]
+
+
+def test_files_over_the_store_limit_are_tracked_but_not_kept(repo: Path) -> None:
+    write(repo / "big.txt", "a" * 5000 + "\n")
+    ws = Workspace(repo, run_id="r", max_blob_bytes=1000)
+    with ws.step("impl") as step:
+        write(repo / "big.txt", "b" * 5000 + "\n")
+        write(repo / "src" / "app.py", "x" * 2000 + "\n")  # tracked: HEAD keeps the old one
+    assert {c.path for c in step.changes} == {"big.txt", "src/app.py"}
+    assert "content not available" in step.changes["big.txt"].diff
+    with pytest.raises(WorkspaceError, match="big.txt"):
+        ws.revert_step("impl")
+    (repo / "big.txt").write_text("a" * 5000 + "\n")  # the user restores it by hand
+    ws.revert_step("impl")
+    assert (repo / "src" / "app.py").read_text() == "def main():\n    return 1\n"
