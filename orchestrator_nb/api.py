@@ -225,12 +225,14 @@ async def arun_agent(
     on_event: EventCallback | None = None,
     cancel: asyncio.Event | None = None,
     registry: DriverRegistry | None = None,
+    log_dir: str | os.PathLike[str] | None = None,
     **options: Any,
 ) -> StepResult:
     """Run ``agent`` once on ``prompt`` in ``workspace`` and return what happened.
 
     Failures come back as ``result.error`` (never raised) so a workflow can decide; bad
-    arguments and configuration raise. Options override the agent's config: ``idle_timeout``,
+    arguments and configuration raise. Raw streams go under ``log_dir`` (default: the
+    workspace's ``.orchestrator/runs/``). Options override the agent's config: ``idle_timeout``,
     ``retries``, ``retry_wait``, ``permission_mode``, ``max_turns``, ``extra_args``, ``env``.
     """
     if not isinstance(prompt, str) or not prompt.strip():
@@ -261,8 +263,10 @@ async def arun_agent(
         return StepResult(
             agent, False, error=exc, attempts=[Attempt(1, False, 0.0, exc.kind, exc.message)]
         )
-    run_id = uuid.uuid4().hex[:12]
-    log_root = root / STATE_DIR / "runs" / run_id / (step or agent)
+    if log_dir is not None:
+        log_root = Path(log_dir)
+    else:
+        log_root = root / STATE_DIR / "runs" / uuid.uuid4().hex[:12] / (step or agent)
     async with _rehearsal_scope(rehearsal) as reh:
         extra_env = {**driver.env(AgentRequest(prompt, root, executable)), **cfg.env}
         drop: frozenset[str] = frozenset()

@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import ConfigError
+from .workflow.models import Limits, Workflow
 
 USER_CONFIG_NAME = "orchestrator.yaml"
 
@@ -82,10 +83,14 @@ class AgentConfig(BaseModel):
 class Settings(BaseModel):
     """Everything orchestrator-nb reads from configuration."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="forbid")
 
     agents: dict[str, AgentConfig] = Field(
         default_factory=dict, description="Agents by the name used in workflows and calls."
+    )
+    workflows: dict[str, Workflow] = Field(default_factory=dict, description="Workflows by name.")
+    limits: Limits = Field(
+        default_factory=Limits, description="Concurrency caps, rate limits, breakers, cache TTL."
     )
     max_events: int = Field(
         default=20_000, gt=0, description="Events kept per step; later ones are counted, not kept."
@@ -177,8 +182,9 @@ def load_settings(
 ) -> Settings:
     """The package defaults, then ``path`` (or ``./orchestrator.yaml``), then ``overrides``."""
     layers: list[tuple[Path, Any, yaml.Node | None]] = []
-    shipped = package_config_dir() / "agents.yaml"
-    layers.append((shipped, *read_yaml(shipped)))
+    for name in ("agents.yaml", "workflows.yaml"):
+        shipped = package_config_dir() / name
+        layers.append((shipped, *read_yaml(shipped)))
     user = Path(path) if path is not None else Path(cwd or ".") / USER_CONFIG_NAME
     if path is not None and not user.is_file():
         raise ConfigError("configuration file not found", path=str(user))

@@ -8,7 +8,7 @@ dropped silently.
 from __future__ import annotations
 
 import html
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, Literal
 
 from .errors import AgentError
@@ -168,6 +168,12 @@ class StepResult:
     stderr_tail: str = ""
     argv: list[str] = field(default_factory=list)
     log_path: str | None = None
+    # Set when the step ran inside a workflow.
+    step_id: str | None = None
+    iteration: int | None = None
+    diff: str = ""
+    cached: bool = False
+    skipped: bool = False
 
     @property
     def error_kind(self) -> str | None:
@@ -179,11 +185,69 @@ class StepResult:
             raise self.error
         return self
 
+    def to_dict(self, *, events: bool = False) -> dict[str, Any]:
+        """A JSON-ready form (the journal, the cache and session exports use it)."""
+        data: dict[str, Any] = {
+            "agent": self.agent,
+            "ok": self.ok,
+            "text": self.text,
+            "session_id": self.session_id,
+            "model": self.model,
+            "usage": asdict(self.usage),
+            "changes": [asdict(c) for c in self.changes],
+            "error": None
+            if self.error is None
+            else {"kind": self.error.kind, "message": self.error.message, "hint": self.error.hint},
+            "attempts": [asdict(a) for a in self.attempts],
+            "duration_s": self.duration_s,
+            "exit_code": self.exit_code,
+            "step_id": self.step_id,
+            "iteration": self.iteration,
+            "diff": self.diff,
+            "cached": self.cached,
+            "skipped": self.skipped,
+        }
+        if events:
+            data["events"] = [{"type": e.type, **asdict(e)} for e in self.events]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StepResult:
+        err = data.get("error")
+        error = (
+            AgentError.for_kind(err["kind"], err["message"], agent=data["agent"], hint=err["hint"])
+            if err
+            else None
+        )
+        return cls(
+            agent=data["agent"],
+            ok=bool(data["ok"]),
+            text=data.get("text", ""),
+            session_id=data.get("session_id"),
+            model=data.get("model"),
+            usage=Usage(**data.get("usage", {})),
+            changes=[FileChange(**c) for c in data.get("changes", [])],
+            error=error,
+            attempts=[Attempt(**a) for a in data.get("attempts", [])],
+            duration_s=float(data.get("duration_s", 0.0)),
+            exit_code=data.get("exit_code"),
+            step_id=data.get("step_id"),
+            iteration=data.get("iteration"),
+            diff=data.get("diff", ""),
+            cached=bool(data.get("cached", False)),
+            skipped=bool(data.get("skipped", False)),
+        )
+
     def _summary_line(self) -> str:
         status = "ok" if self.ok else f"FAILED ({self.error_kind})"
+        if self.cached:
+            status += ", cached"
         cost = f", ${self.usage.cost_usd:.4f}" if self.usage.cost_usd is not None else ""
+        name = f"{self.step_id} ({self.agent})" if self.step_id else self.agent
+        if self.iteration:
+            name += f" #{self.iteration}"
         return (
-            f"{self.agent}: {status} in {self.duration_s:.1f}s, "
+            f"{name}: {status}, "
             f"{self.usage.input_tokens} in / {self.usage.output_tokens} out tokens{cost}"
         )
 

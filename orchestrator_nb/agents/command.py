@@ -162,6 +162,11 @@ class CommandDriver:
     def new_parser(self) -> CommandParser:
         return CommandParser(self.name, self.allow_empty)
 
+    @property
+    def checks_version(self) -> bool:
+        # An arbitrary CLI may have no --version; only ask when a pattern must be matched.
+        return self.version_re is not None
+
     def is_genuine(self, version_output: str) -> bool:
         if self.version_re is None:
             return True
