@@ -160,30 +160,17 @@ class Snapshotter:
                 continue
             if tag not in ("1", "2", "u"):
                 continue
+            # Field layouts: see "Porcelain Format Version 2" in git-status(1).
+            orig: str | None = None
             if tag == "1":
-                parts = rec.split(" ", 8)
-                xy, sub, m_head, m_index, _m_work, h_head, h_index, path = (
-                    parts[1],
-                    parts[2],
-                    parts[3],
-                    parts[4],
-                    parts[5],
-                    parts[6],
-                    parts[7],
-                    parts[8],
-                )
-                orig = None
+                _, xy, sub, m_head, m_index, _, h_head, h_index, path = rec.split(" ", 8)
             elif tag == "2":
-                parts = rec.split(" ", 9)
-                xy, sub, m_head, m_index = parts[1], parts[2], parts[3], parts[4]
-                h_head, h_index, path = parts[6], parts[7], parts[9]
+                _, xy, sub, m_head, m_index, _, h_head, h_index, _, path = rec.split(" ", 9)
                 orig = fields[i]
                 i += 1
             else:
-                parts = rec.split(" ", 10)
-                xy, sub, path = parts[1], parts[2], parts[10]
+                _, xy, sub, *_, path = rec.split(" ", 10)
                 m_head = m_index = h_head = h_index = ""
-                orig = None
             if sub.startswith("S") or not path.startswith(prefix):
                 continue  # submodules are their own repositories
             rel = path[len(prefix) :]

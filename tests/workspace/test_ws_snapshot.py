@@ -292,3 +292,19 @@ def test_mimebundle_has_plain_diff_and_inline_styled_html(repo: Path) -> None:
     assert page.count("<details") == 2 and page.count("<details open") == 1  # the long one folded
     one = cs["README.md"]._repr_mimebundle_()
     assert one["text/plain"] == cs["README.md"].diff
+
+
+def test_merge_conflict_left_by_the_agent_is_seen(repo: Path) -> None:
+    git(repo, "checkout", "-q", "-b", "other")
+    write(repo / "README.md", "# other\n")
+    git(repo, "commit", "-qam", "other")
+    git(repo, "checkout", "-q", "main")
+    write(repo / "README.md", "# main\n")
+    git(repo, "commit", "-qam", "main")
+    ws = Workspace(repo)
+    before = ws.snapshot()
+    proc = subprocess.run(["git", "merge", "-q", "other"], cwd=repo, capture_output=True)
+    assert proc.returncode != 0  # a conflict
+    cs = ws.changes(before, ws.snapshot())
+    assert kinds(cs) == {"README.md": "modified"}
+    assert "+<<<<<<< HEAD\n" in cs["README.md"].diff
