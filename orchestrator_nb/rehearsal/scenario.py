@@ -91,7 +91,7 @@ class Fault(_Model):
     times: int | None = Field(
         default=None,
         ge=1,
-        description="how many matching requests get the fault; default: all of them",
+        description="how many requests of each agent and step get the fault; default: all",
     )
     message: str | None = Field(default=None, description="error text the CLI will show")
 

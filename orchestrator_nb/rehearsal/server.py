@@ -183,7 +183,7 @@ class ScriptedModelServer:
         self._secrets = {s for s in secrets if s}
         self._lock = threading.Lock()
         self._records: list[RecordedRequest] = []
-        self._fault_counts: dict[int, int] = {}
+        self._fault_counts: dict[tuple[int, str, str | None], int] = {}
         self._stopping = threading.Event()
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -391,7 +391,9 @@ class ScriptedModelServer:
         if exchange.cwd is None:
             exchange.cwd = self.workspace
         planned = plan(self.scenario, exchange)
-        fault = None if planned.turn is None else self._take_fault(planned.turn, planned.fault)
+        fault = None
+        if planned.turn is not None:
+            fault = self._take_fault((planned.turn, agent, base["step"]), planned.fault)
         record: dict[str, Any] = {
             "kind": "utility" if exchange.utility else "turn",
             "protocol": proto.name,
@@ -447,14 +449,15 @@ class ScriptedModelServer:
         else:
             reply.json(200, proto.complete(planned, exchange.model))
 
-    def _take_fault(self, turn: int, fault: Fault | None) -> Fault | None:
+    def _take_fault(self, key: tuple[int, str, str | None], fault: Fault | None) -> Fault | None:
+        # `times` counts per turn, agent and step: each CLI of a workflow meets the fault.
         if fault is None:
             return None
         with self._lock:
-            used = self._fault_counts.get(turn, 0)
+            used = self._fault_counts.get(key, 0)
             if fault.times is not None and used >= fault.times:
                 return None
-            self._fault_counts[turn] = used + 1
+            self._fault_counts[key] = used + 1
         return fault
 
     def _record(

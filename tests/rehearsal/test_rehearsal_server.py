@@ -528,6 +528,8 @@ def test_rate_limit_with_retry_after_then_through(r: Rehearsal) -> None:
     assert status == 200 and b"finally through" in raw
     assert [q.fault for q in r.requests] == ["rate_limit", "rate_limit", None]
     assert [q.status for q in r.requests] == [429, 429, 200]
+    # `times` counts per agent and step: another CLI of the workflow meets the fault too.
+    assert chat(r, "throttle", agent="claude")[0] == 429
 
 
 def test_error_bodies_speak_each_protocol(r: Rehearsal) -> None:
