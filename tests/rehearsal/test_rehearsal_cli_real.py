@@ -378,3 +378,15 @@ def test_transient_429s_are_retried_by_the_cli(agent: str, tmp_path: Path) -> No
     else:
         retries = [e for e in run.of_type("error") if "Reconnecting" in e.get("message", "")]
     assert len(retries) == 2, run.explain()
+
+
+def test_missing_binary_skips_locally_and_fails_under_ci(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(sys.modules[__name__], "BIN", tmp_path)
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="make agents"):
+        binary("claude")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI=true"):
+        binary("claude")
