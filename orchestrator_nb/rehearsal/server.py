@@ -2,27 +2,21 @@
 
 Every run gets a URL prefix ``/r/AGENT/STEP`` in front of the path its CLI uses (all four CLIs
 keep a path in their base URL), so the server knows who is asking without trusting headers.
-Streams use chunked transfer encoding: a cut stream then really looks broken to the client,
-rather than like a short but complete answer.
-
 Shutdown is deterministic: a hung or idle keep-alive connection is woken by shutting its
 socket down, then every handler thread is joined before :meth:`close` returns.
 """
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import json
 import math
 import re
-import socket
 import threading
 import time
 import zlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
@@ -30,6 +24,7 @@ from orchestrator_nb.errors import RehearsalError
 
 from . import anthropic, gemini, openai_chat, openai_responses
 from .context import Exchange
+from .httpd import Handler, HTTPServer, Responder
 from .recording import RecordedRequest, safe_headers, safe_query, scrub, secret_values
 from .scenario import AGENTS, DEFAULT_MODELS, Fault, Scenario
 from .script import Planned, plan
@@ -72,108 +67,6 @@ _CHAT = _Protocol(
 _NATIVE_AGENT = {"anthropic": "claude", "openai-responses": "codex", "openai-chat": "copilot"}
 
 
-class _HTTPServer(ThreadingHTTPServer):
-    daemon_threads = False  # joined in server_close(): nothing outlives close()
-    block_on_close = True
-    allow_reuse_address = False
-
-    def __init__(self, app: ScriptedModelServer) -> None:
-        self.app = app
-        self.live: set[socket.socket] = set()
-        self.live_lock = threading.Lock()
-        super().__init__(("127.0.0.1", 0), _Handler)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        with self.live_lock:
-            self.live.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request: Any) -> None:
-        with self.live_lock:
-            self.live.discard(request)
-        super().shutdown_request(request)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # Clients hang up mid-stream all the time (a killed CLI, a cut we caused): not news.
-        pass
-
-    def wake_all(self) -> None:
-        with self.live_lock:
-            sockets = list(self.live)
-        for sock in sockets:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: _HTTPServer
-    timeout = 120  # an idle keep-alive connection ends by itself eventually
-
-    def _dispatch(self) -> None:
-        self.server.app.handle(self)
-
-    do_GET = do_POST = do_HEAD = do_PUT = do_DELETE = do_OPTIONS = do_PATCH = _dispatch
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass  # the recording is the log
-
-
-class _Reply:
-    """How the handler answers: headers first, then a body or a list of events."""
-
-    def __init__(self, handler: _Handler) -> None:
-        self.h = handler
-        self.sent = False
-
-    def json(self, status: int, body: Any, headers: Mapping[str, str] | None = None) -> None:
-        data = b"" if body is None else json.dumps(body, ensure_ascii=False).encode()
-        self.h.send_response(status)
-        self.h.send_header("content-type", "application/json")
-        self.h.send_header("content-length", str(len(data)))
-        for name, value in (headers or {}).items():
-            self.h.send_header(name, value)
-        self.h.end_headers()
-        self.sent = True
-        if self.h.command != "HEAD":
-            self.h.wfile.write(data)
-        self.h.wfile.flush()
-
-    def events(self, events: list[bytes], cut_after: int | None = None) -> None:
-        self.h.send_response(200)
-        self.h.send_header("content-type", "text/event-stream")
-        self.h.send_header("cache-control", "no-cache")
-        self.h.send_header("transfer-encoding", "chunked")
-        self.h.end_headers()
-        self.sent = True
-        for index, event in enumerate(events):
-            if cut_after is not None and index >= cut_after:
-                self.abort()
-                return
-            self.h.wfile.write(f"{len(event):x}\r\n".encode() + event + b"\r\n")
-            self.h.wfile.flush()
-        self.h.wfile.write(b"0\r\n\r\n")
-        self.h.wfile.flush()
-
-    def partial_json(self, body: Any) -> None:
-        data = json.dumps(body).encode()
-        self.h.send_response(200)
-        self.h.send_header("content-type", "application/json")
-        self.h.send_header("content-length", str(len(data)))
-        self.h.end_headers()
-        self.sent = True
-        self.h.wfile.write(data[: len(data) // 2])
-        self.abort()
-
-    def abort(self) -> None:
-        self.h.close_connection = True
-        try:
-            self.h.wfile.flush()
-            self.h.connection.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-
-
 class ScriptedModelServer:
     """Serves one scenario on ``http://127.0.0.1:PORT`` from a background thread."""
 
@@ -185,7 +78,7 @@ class ScriptedModelServer:
         self._records: list[RecordedRequest] = []
         self._fault_counts: dict[tuple[int, str, str | None], int] = {}
         self._stopping = threading.Event()
-        self._httpd: _HTTPServer | None = None
+        self._httpd: HTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._t0 = time.monotonic()
 
@@ -195,7 +88,7 @@ class ScriptedModelServer:
         if self._httpd is not None:
             raise RehearsalError("the rehearsal server is already running")
         try:
-            self._httpd = _HTTPServer(self)
+            self._httpd = HTTPServer(self)
         except OSError as exc:
             raise RehearsalError(
                 f"cannot listen on 127.0.0.1: {exc}", hint="is the loopback interface up?"
@@ -234,7 +127,7 @@ class ScriptedModelServer:
 
     # ------------------------------------------------------------------ requests
 
-    def handle(self, h: _Handler) -> None:
+    def handle(self, h: Handler) -> None:
         split = urlsplit(h.path)
         match = _PREFIX.match(split.path)
         agent, step, rest = "unknown", None, split.path
@@ -252,7 +145,7 @@ class ScriptedModelServer:
             "headers": safe_headers(dict(h.headers.items())),
             "session": h.headers.get("x-claude-code-session-id") or h.headers.get("session-id"),
         }
-        reply = _Reply(h)
+        reply = Responder(h)
         try:
             body = self._read_body(h)
             self._route(h, reply, rest, body, base, secrets)
@@ -275,7 +168,7 @@ class ScriptedModelServer:
                 reply.json(500, {"error": {"message": f"rehearsal server error: {exc}"}})
             h.close_connection = True
 
-    def _read_body(self, h: _Handler) -> bytes:
+    def _read_body(self, h: Handler) -> bytes:
         if h.headers.get("transfer-encoding", "").lower() == "chunked":
             data = bytearray()
             while True:
@@ -301,8 +194,8 @@ class ScriptedModelServer:
 
     def _route(
         self,
-        h: _Handler,
-        reply: _Reply,
+        h: Handler,
+        reply: Responder,
         rest: str,
         raw: bytes,
         base: dict[str, Any],
@@ -378,7 +271,7 @@ class ScriptedModelServer:
 
     def _turn(
         self,
-        reply: _Reply,
+        reply: Responder,
         proto: _Protocol,
         body: Mapping[str, Any],
         base: dict[str, Any],

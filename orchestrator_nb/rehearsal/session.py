@@ -93,6 +93,11 @@ class Rehearsal:
         if package_cache is True:
             package_cache = default_package_cache()
         self.package_cache = Path(package_cache) if package_cache else None
+        if self.package_cache is not None:
+            try:
+                self.package_cache.mkdir(parents=True, exist_ok=True)
+            except OSError:
+                self.package_cache = None  # a read-only cache dir: unpack into HOME instead
         self._own_home = home is None
         self.home = Path(home) if home else Path(tempfile.mkdtemp(prefix="rehearsal-home-"))
         # Throwaway keys: each CLI insists on some key; none of them is worth anything.
