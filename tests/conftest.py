@@ -16,8 +16,9 @@ FIXTURES = Path(__file__).parent / "fixtures"
 
 def _write_exe(path: Path) -> Path:
     # A real executable file (not "python script.py"), so argv[0] resolution is exercised too.
+    target = str(FAKES / "fake_agent.py")
     path.write_text(
-        f"#!{sys.executable}\nimport runpy\nrunpy.run_path({str(FAKES / 'fake_agent.py')!r}, run_name='__main__')\n"
+        f"#!{sys.executable}\nimport runpy\nrunpy.run_path({target!r}, run_name='__main__')\n"
     )
     path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
     return path

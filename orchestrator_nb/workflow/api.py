@@ -1,0 +1,158 @@
+"""The workflow entry points: run, arun, resume, aresume.
+
+``run(task, workflow="default", workspace=".")`` is the whole thing from sync code (also inside
+a running kernel); ``await arun(...)`` from async code; ``resume(run_id, workspace=...)``
+continues a run whose kernel died, without re-running its finished steps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Any
+
+from .._sync import run_sync
+from ..config import Settings, load_settings
+from ..errors import ConfigError, WorkspaceError
+from ..lifecycle import EventBus, Subscriber
+from .engine import Engine, GateDecision, GateHandler
+from .journal import RunJournal
+from .result import Outcome, PlannedStep, WorkflowResult
+
+MAX_TASK_CHARS = 100_000
+
+
+def _check_task(task: str) -> str:
+    if not isinstance(task, str) or not task.strip():
+        raise ConfigError(
+            "the task is empty", key="task", hint="describe what the agents should do"
+        )
+    if len(task) > MAX_TASK_CHARS:
+        raise ConfigError(
+            f"the task has {len(task)} characters (limit {MAX_TASK_CHARS})",
+            key="task",
+            hint="put long material in a file in the workspace and refer to it",
+        )
+    bad = sorted({hex(ord(c)) for c in task if ord(c) < 32 and c not in "\n\r\t"})
+    if bad:
+        raise ConfigError(
+            f"the task contains control characters ({', '.join(bad[:5])})",
+            key="task",
+            hint="remove them; newlines and tabs are fine",
+        )
+    return task
+
+
+def _workspace(workspace: str | os.PathLike[str]) -> Path:
+    path = Path(workspace).expanduser()
+    if not path.is_dir():
+        raise WorkspaceError(
+            f"workspace {str(path)!r} is not an existing folder",
+            hint="create it first, or pass the folder the agents should work in",
+        )
+    return path.resolve()
+
+
+async def arun(
+    task: str,
+    workflow: str = "default",
+    *,
+    workspace: str | os.PathLike[str] = ".",
+    config: Settings | str | os.PathLike[str] | None = None,
+    rehearsal: Any = None,
+    session: Any = None,
+    dry_run: bool = False,
+    gate: GateHandler | None = None,
+    cancel: asyncio.Event | None = None,
+    subscribers: list[Subscriber] | None = None,
+    variables: dict[str, Any] | None = None,
+    engine: Engine | None = None,
+    **overrides: Any,
+) -> WorkflowResult:
+    """Run ``workflow`` on ``task`` in ``workspace``.
+
+    ``overrides``: ``max_iterations``, ``max_cost_usd``, ``max_tokens``, ``max_wall_s``,
+    ``gate_policy``. ``rehearsal``: a scenario path or name, or a running rehearsal.
+    ``session``: anything with a ``history`` list of earlier turns (for follow-ups).
+    """
+    _check_task(task)
+    root = _workspace(workspace)
+    if engine is None:
+        settings = config if isinstance(config, Settings) else load_settings(config, cwd=root)
+        engine = Engine(settings, bus=EventBus())
+    if dry_run:
+        plan = engine.plan(task, workflow, overrides)
+        return WorkflowResult("dry-run", workflow, task, "completed", plan=plan)
+    unsubscribe = [engine.bus.subscribe(s) for s in subscribers or []]
+    history = list(getattr(session, "history", None) or [])
+    try:
+        return await engine.run(
+            task,
+            workflow,
+            workspace=root,
+            rehearsal=rehearsal,
+            gate=gate,
+            cancel=cancel,
+            variables=variables,
+            history=history,
+            overrides=overrides,
+        )
+    finally:
+        for off in unsubscribe:
+            off()
+
+
+def run(task: str, workflow: str = "default", **kwargs: Any) -> WorkflowResult:
+    """The sync form of :func:`arun`; works inside a running Jupyter kernel too."""
+    return run_sync(lambda: arun(task, workflow, **kwargs))
+
+
+async def aresume(
+    run_id: str,
+    *,
+    workspace: str | os.PathLike[str] = ".",
+    config: Settings | str | os.PathLike[str] | None = None,
+    rehearsal: Any = None,
+    gate: GateHandler | None = None,
+    subscribers: list[Subscriber] | None = None,
+) -> WorkflowResult:
+    """Continue run ``run_id``: finished steps are taken from its journal, not run again."""
+    root = _workspace(workspace)
+    meta = RunJournal(root / ".orchestrator" / "runs", run_id).meta()
+    settings = config if isinstance(config, Settings) else load_settings(config, cwd=root)
+    engine = Engine(settings)
+    unsubscribe = [engine.bus.subscribe(s) for s in subscribers or []]
+    try:
+        return await engine.run(
+            meta["task"],
+            meta["workflow"],
+            workspace=root,
+            rehearsal=rehearsal,
+            run_id=run_id,
+            resume=True,
+            gate=gate,
+            overrides=meta.get("overrides") or {},
+        )
+    finally:
+        for off in unsubscribe:
+            off()
+
+
+def resume(run_id: str, **kwargs: Any) -> WorkflowResult:
+    """The sync form of :func:`aresume`."""
+    return run_sync(lambda: aresume(run_id, **kwargs))
+
+
+__all__ = [
+    "Engine",
+    "GateDecision",
+    "GateHandler",
+    "Outcome",
+    "PlannedStep",
+    "WorkflowResult",
+    "aresume",
+    "arun",
+    "resume",
+    "run",
+]

@@ -1,0 +1,566 @@
+"""The engine: walks a workflow's steps, applies the policies, emits lifecycle events.
+
+Agent steps run through :func:`orchestrator_nb.api.arun_agent`; the workspace snapshots each step
+for its diff; parallel children get their own git worktrees. Every finished step is journaled
+before the next starts, which is what makes :meth:`Engine.run` with ``resume=True`` possible.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import re
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from ..agents.registry import DriverRegistry, default_registry
+from ..api import _rehearsal_scope, arun_agent
+from ..config import Settings
+from ..errors import AgentError, OrchestratorError
+from ..events import StepResult
+from ..lifecycle import (
+    AgentEventEmitted,
+    BudgetWarning,
+    EventBus,
+    GateDecided,
+    GateRequested,
+    RunFinished,
+    RunStarted,
+    StepFinished,
+    StepStarted,
+)
+from ..workspace import Workspace
+from .cache import StepCache
+from .journal import RunJournal
+from .models import AgentStep, BranchStep, GateStep, LoopStep, ParallelStep, Step, Workflow
+from .policies import Breakers, BudgetTracker, CircuitOpen, ConcurrencyLimits, TokenBucket
+from .result import Outcome, PlannedStep, WorkflowResult
+from .suggestions import count_suggestions
+from .templates import StepView, TemplateError, evaluate, render
+
+# What a gate handler returns: "approve", "reject", ("edit", new_task), or None (use the policy).
+GateDecision = str | tuple[str, str] | None
+GateHandler = Callable[[GateStep, str], Awaitable[GateDecision]]
+_PICK = re.compile(r"^\s*PICK:\s*([A-Za-z][A-Za-z0-9_-]*)", re.MULTILINE)
+
+
+class _Stop(Exception):
+    """Ends the walk with an outcome other than completed."""
+
+    def __init__(self, outcome: Outcome, message: str) -> None:
+        super().__init__(message)
+        self.outcome = outcome
+        self.message = message
+
+
+@dataclass
+class _Ctx:
+    run_id: str
+    task: str
+    name: str
+    workflow: Workflow
+    ws: Workspace
+    journal: RunJournal
+    done: dict[str, StepResult]
+    rehearsal: Any
+    gate: GateHandler | None
+    cancel: asyncio.Event
+    budget: BudgetTracker
+    variables: dict[str, Any]
+    history: list[dict[str, Any]]
+    results: list[StepResult] = field(default_factory=list)
+    views: dict[str, StepView] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    # pick_by step id → (the parallel group, its key prefix), applied once that step answered
+    pending_picks: dict[str, tuple[ParallelStep, str]] = field(default_factory=dict)
+    budget_stop: str | None = None
+    iteration: int | None = None
+
+    def template_context(self) -> dict[str, Any]:
+        return {
+            "task": self.task,
+            "steps": dict(self.views),
+            "iteration": self.iteration or 1,
+            "history": self.history,
+            "vars": self.variables,
+            **self.variables,
+        }
+
+
+class Engine:
+    """Runs workflows; policy state (breakers, rate limits, cache) lives as long as the engine."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        registry: DriverRegistry | None = None,
+        bus: EventBus | None = None,
+    ) -> None:
+        self.settings = settings
+        self.registry = registry or default_registry()
+        self.bus = bus or EventBus()
+        limits = settings.limits
+        self.limits = ConcurrencyLimits(limits.max_concurrency, dict(limits.per_agent))
+        self.breakers = Breakers(limits.breaker_threshold, limits.breaker_cooldown_s)
+        self.buckets = {a: TokenBucket(rate) for a, rate in limits.rate_per_minute.items()}
+        self._caches: dict[Path, StepCache] = {}
+
+    # -- entry ----------------------------------------------------------------------------
+
+    async def run(
+        self,
+        task: str,
+        workflow: str,
+        *,
+        workspace: Path,
+        rehearsal: Any = None,
+        run_id: str | None = None,
+        resume: bool = False,
+        gate: GateHandler | None = None,
+        cancel: asyncio.Event | None = None,
+        variables: dict[str, Any] | None = None,
+        history: list[dict[str, Any]] | None = None,
+        overrides: dict[str, Any] | None = None,
+    ) -> WorkflowResult:
+        wf = self._workflow(workflow, overrides or {})
+        ws = Workspace(workspace, run_id=run_id)
+        journal = RunJournal(ws.state.root / "runs", ws.run_id)
+        done = journal.finished() if resume else {}
+        if not resume:
+            journal.start({"task": task, "workflow": workflow, "overrides": overrides or {}})
+        ctx = _Ctx(
+            run_id=ws.run_id,
+            task=task,
+            name=workflow,
+            workflow=wf,
+            ws=ws,
+            journal=journal,
+            done=done,
+            rehearsal=None,
+            gate=gate,
+            cancel=cancel or asyncio.Event(),
+            budget=BudgetTracker(wf.budget),
+            variables=dict(variables or {}),
+            history=list(history or []),
+        )
+        started = time.monotonic()
+        if ws.is_git:
+            ws.worktrees.cleanup_stale()  # leftovers of a crashed run
+        self.bus.emit(
+            RunStarted(ctx.run_id, workflow, task, str(ws.root), rehearsal=rehearsal is not None)
+        )
+        outcome: Outcome = "completed"
+        error: str | None = None
+        watchdog = asyncio.ensure_future(self._watch_wall(ctx))
+        try:
+            async with _rehearsal_scope(rehearsal) as reh:
+                ctx.rehearsal = reh
+                await self._steps(ctx, wf.steps, "", ws.root)
+        except _Stop as stop:
+            outcome, error = stop.outcome, stop.message
+        except asyncio.CancelledError:
+            self._finish(ctx, "cancelled", "interrupted", started)
+            raise
+        finally:
+            watchdog.cancel()
+            if ws.is_git:
+                ws.worktrees.cleanup()
+        if ctx.budget_stop and outcome != "completed":
+            outcome, error = "budget_exceeded", ctx.budget_stop
+        elif ctx.cancel.is_set() and outcome != "completed":
+            outcome = "cancelled"
+        return self._finish(ctx, outcome, error, started)
+
+    def _finish(
+        self, ctx: _Ctx, outcome: Outcome, error: str | None, started: float
+    ) -> WorkflowResult:
+        changes = ctx.ws.run_changes()
+        result = WorkflowResult(
+            run_id=ctx.run_id,
+            workflow=ctx.name,
+            task=ctx.task,
+            outcome=outcome,
+            steps=list(ctx.results),
+            changes=changes.file_changes(),
+            diff=changes.diff,
+            error=error,
+            duration_s=time.monotonic() - started,
+            notes=list(ctx.notes),
+        )
+        ctx.journal.finish({"outcome": outcome, "error": error})
+        self.bus.emit(
+            RunFinished(
+                ctx.run_id, ctx.name, outcome, result.ok, result.usage, result.duration_s, error
+            )
+        )
+        return result
+
+    def _workflow(self, name: str, overrides: dict[str, Any]) -> Workflow:
+        try:
+            wf = self.settings.workflows[name]
+        except KeyError:
+            from ..errors import ConfigError
+
+            known = ", ".join(sorted(self.settings.workflows)) or "none"
+            raise ConfigError(
+                f"unknown workflow {name!r} (known: {known})",
+                key=f"workflows.{name}",
+                hint="define it under `workflows:` in ./orchestrator.yaml",
+            ) from None
+        return apply_overrides(wf, overrides)
+
+    async def _watch_wall(self, ctx: _Ctx) -> None:
+        while True:
+            await asyncio.sleep(0.2)
+            self._check_budget(ctx)
+
+    def _check_budget(self, ctx: _Ctx) -> None:
+        for budget, used, limit in ctx.budget.warnings():
+            self.bus.emit(BudgetWarning(ctx.run_id, budget, used, limit))
+        exceeded = ctx.budget.check()
+        if exceeded is not None and ctx.budget_stop is None:
+            ctx.budget_stop = str(exceeded)
+            ctx.cancel.set()  # reaches every running agent's process group
+
+    # -- the walk -------------------------------------------------------------------------
+
+    async def _steps(self, ctx: _Ctx, steps: list[Step], prefix: str, cwd: Path) -> None:
+        for step in steps:
+            if ctx.budget_stop:
+                raise _Stop("budget_exceeded", ctx.budget_stop)
+            if ctx.cancel.is_set():
+                raise _Stop("cancelled", "stopped on request")
+            if isinstance(step, AgentStep):
+                result = await self._agent(ctx, step, prefix, cwd, track=True)
+                if not result.ok and not step.optional:
+                    raise _Stop("failed", f"step {step.id} failed: {result.error}")
+                if step.id in ctx.pending_picks:
+                    group, group_prefix = ctx.pending_picks.pop(step.id)
+                    self._apply_pick(ctx, group, group_prefix, result.text)
+            elif isinstance(step, ParallelStep):
+                await self._parallel(ctx, step, prefix, cwd)
+            elif isinstance(step, LoopStep):
+                await self._loop(ctx, step, prefix, cwd)
+            elif isinstance(step, BranchStep):
+                chosen = self._eval(ctx, step.when, step.id, "when")
+                ctx.notes.append(f"branch {step.id}: {'then' if chosen else 'else'}")
+                await self._steps(ctx, step.then if chosen else step.otherwise, prefix, cwd)
+            else:
+                await self._gate(ctx, step, prefix)
+
+    def _eval(self, ctx: _Ctx, expression: str, step_id: str, what: str) -> bool:
+        try:
+            return evaluate(expression, ctx.template_context(), step_id=step_id)
+        except TemplateError as exc:
+            raise _Stop("failed", f"{what} of step {step_id}: {exc}") from exc
+
+    async def _agent(
+        self, ctx: _Ctx, step: AgentStep, prefix: str, cwd: Path, *, track: bool
+    ) -> StepResult:
+        key = f"{prefix}{step.id}"
+        if key in ctx.done:  # resumed: this step finished before the crash
+            result = replace(ctx.done[key], step_id=step.id, iteration=ctx.iteration)
+            self._record(ctx, step, result, journal=False)
+            return result
+        try:
+            prompt = render(step.prompt, ctx.template_context(), step_id=step.id)
+        except TemplateError as exc:
+            raise _Stop("failed", str(exc)) from exc
+        self.bus.emit(StepStarted(ctx.run_id, step.id, step.agent, "agent", ctx.iteration, prompt))
+        result = await self._call(ctx, step, prompt, cwd, track, key)
+        result.step_id, result.iteration = step.id, ctx.iteration
+        self._record(ctx, step, result, journal=True, key=key)
+        return result
+
+    async def _call(
+        self, ctx: _Ctx, step: AgentStep, prompt: str, cwd: Path, track: bool, key: str
+    ) -> StepResult:
+        breaker = self.breakers.get(step.agent)
+        try:
+            breaker.before_call()
+        except CircuitOpen as exc:
+            error = AgentError.for_kind("failed", exc.message, agent=step.agent, hint=exc.hint)
+            return StepResult(step.agent, False, error=error)
+        cache, cache_key = self._cache_lookup(ctx, step, prompt) if step.cache else (None, None)
+        if cache is not None and cache_key is not None:
+            hit = cache.get(cache_key)
+            if hit is not None:
+                return replace(StepResult.from_dict(hit), cached=True)
+        async with self.limits.slot(step.agent):
+            if step.agent in self.buckets:
+                await self.buckets[step.agent].acquire()
+            with self._tracked(ctx, key, track) as tracker:
+                result = await arun_agent(
+                    step.agent,
+                    prompt,
+                    workspace=cwd,
+                    config=self.settings,
+                    rehearsal=ctx.rehearsal,
+                    step=step.id,
+                    registry=self.registry,
+                    cancel=ctx.cancel,
+                    on_event=lambda ev: self.bus.emit(
+                        AgentEventEmitted(ctx.run_id, step.id, step.agent, ev)
+                    ),
+                    timeout=step.timeout,
+                    model=step.model,
+                    retries=step.retries,
+                    log_dir=ctx.journal.dir / "agents" / key.replace("/", "."),
+                )
+                if step.write_code_blocks and result.ok and track:
+                    ctx.ws.write_code_blocks(result.text, key, on_unsafe="skip")
+        breaker.record(result.ok)
+        if tracker is not None and tracker.changes is not None:
+            result.changes = tracker.changes.file_changes()
+            result.diff = tracker.changes.diff
+        if cache is not None and cache_key is not None and result.ok:
+            cache.put(cache_key, result.to_dict())
+        return result
+
+    @contextlib.contextmanager
+    def _tracked(self, ctx: _Ctx, key: str, track: bool) -> Iterator[Any]:
+        if not track:
+            yield None
+            return
+        with ctx.ws.step(key) as tracker:
+            yield tracker
+
+    def _cache_lookup(
+        self, ctx: _Ctx, step: AgentStep, prompt: str
+    ) -> tuple[StepCache | None, str | None]:
+        root = ctx.ws.state.root / "cache"
+        cache = self._caches.setdefault(root, StepCache(root, self.settings.limits.cache_ttl_s))
+        snap = ctx.ws.snapshot()
+        content = {p: getattr(s, "oid", None) for p, s in sorted(snap.files.items())}
+        ws_hash = hashlib.sha256(json.dumps([snap.head, content]).encode()).hexdigest()
+        agent_cfg = self.settings.agents.get(step.agent)
+        model = step.model or (agent_cfg.model if agent_cfg else None)
+        cli = agent_cfg.path if agent_cfg and agent_cfg.path else step.agent
+        return cache, cache.key_for(step.agent, cli, model, prompt, ws_hash)
+
+    def _record(
+        self, ctx: _Ctx, step: AgentStep, result: StepResult, *, journal: bool, key: str = ""
+    ) -> None:
+        if journal:
+            ctx.journal.record(key, result)
+        if not result.cached:
+            ctx.budget.add(result.usage)
+        ctx.results.append(result)
+        ctx.views[step.id] = StepView.from_result(
+            result, result.diff, suggestions=count_suggestions(result.text)
+        )
+        self.bus.emit(
+            StepFinished(ctx.run_id, step.id, step.agent, result, ctx.iteration, result.cached)
+        )
+        self._check_budget(ctx)
+
+    async def _parallel(self, ctx: _Ctx, step: ParallelStep, prefix: str, cwd: Path) -> None:
+        isolation = step.isolation
+        if isolation == "auto":
+            isolation = "worktree" if ctx.ws.is_git else "shared"
+        if isolation == "worktree" and not ctx.ws.is_git:
+            raise _Stop("failed", f"step {step.id}: worktree isolation needs a git workspace")
+        self.bus.emit(StepStarted(ctx.run_id, step.id, None, "parallel", ctx.iteration))
+        gate = asyncio.Semaphore(step.max_concurrency or len(step.steps))
+
+        async def child(c: AgentStep) -> StepResult:
+            async with gate:
+                if isolation == "worktree":
+                    where = await asyncio.to_thread(ctx.ws.worktrees.create, f"{prefix}{c.id}")
+                    result = await self._agent(ctx, c, prefix, where, track=False)
+                    patch = ctx.ws.worktrees.diff(f"{prefix}{c.id}")
+                    result.changes = list(patch.files)
+                    result.diff = patch.text
+                    ctx.views[c.id] = StepView.from_result(
+                        result, result.diff, suggestions=count_suggestions(result.text)
+                    )
+                    return result
+                return await self._agent(ctx, c, prefix, cwd, track=False)
+
+        if isolation == "shared":
+            with ctx.ws.step(f"{prefix}{step.id}"):
+                results = await asyncio.gather(*(child(c) for c in step.steps))
+        else:
+            results = await asyncio.gather(*(child(c) for c in step.steps))
+        failed = [
+            r for r, c in zip(results, step.steps, strict=True) if not r.ok and not c.optional
+        ]
+        if failed and not any(r.ok for r in results):
+            raise _Stop("failed", f"step {step.id}: every branch failed ({failed[0].error})")
+        if isolation == "worktree":
+            self._merge(ctx, step, prefix, results)
+
+    def _merge(self, ctx: _Ctx, step: ParallelStep, prefix: str, results: list[StepResult]) -> None:
+        if step.merge == "none":
+            ctx.notes.append(f"{step.id}: changes of {len(results)} branch(es) kept aside")
+            return
+        if step.merge == "pick":
+            if step.pick_by:
+                ctx.pending_picks[step.pick_by] = (step, prefix)
+                return
+            winner = next((c.id for c, r in zip(step.steps, results, strict=True) if r.ok), None)
+            self._apply_children(ctx, step, prefix, [winner] if winner else [])
+            return
+        self._apply_children(
+            ctx, step, prefix, [c.id for c, r in zip(step.steps, results, strict=True) if r.ok]
+        )
+
+    def _apply_pick(self, ctx: _Ctx, group: ParallelStep, prefix: str, judge_text: str) -> None:
+        ids = [c.id for c in group.steps]
+        picks = [m for m in _PICK.findall(judge_text) if m in ids]
+        if not picks:
+            ctx.notes.append(f"{group.id}: no valid `PICK: <id>` line (one of {ids}); none applied")
+            return
+        self._apply_children(ctx, group, prefix, [picks[-1]])
+
+    def _apply_children(
+        self, ctx: _Ctx, step: ParallelStep, prefix: str, child_ids: list[str]
+    ) -> None:
+        for child_id in child_ids:
+            key = f"{prefix}{child_id}"
+            with ctx.ws.step(f"{key}.merge") as tracker:
+                applied = ctx.ws.worktrees.apply(key)
+            if applied.ok:
+                ctx.notes.append(f"{step.id}: applied {child_id} ({len(tracker.changes)} file(s))")
+            else:
+                shown = ", ".join(applied.conflicts) or "see the patch"
+                ctx.notes.append(f"{step.id}: {child_id} NOT applied, conflicts in {shown}")
+
+    async def _loop(self, ctx: _Ctx, step: LoopStep, prefix: str, cwd: Path) -> None:
+        outer = ctx.iteration
+        try:
+            for i in range(1, step.max_iterations + 1):
+                ctx.iteration = i
+                inner = f"{prefix}{step.id}/{i}/"
+                for child in step.steps:
+                    await self._steps(ctx, [child], inner, cwd)
+                    if self._threshold_reached(ctx, step, child.id, i):
+                        return
+                if step.until and self._eval(ctx, step.until, step.id, "until"):
+                    ctx.notes.append(f"{step.id}: `until` held after iteration {i}")
+                    return
+            ctx.notes.append(f"{step.id}: stopped at max_iterations={step.max_iterations}")
+        finally:
+            ctx.iteration = outer
+
+    def _threshold_reached(self, ctx: _Ctx, step: LoopStep, child_id: str, i: int) -> bool:
+        if step.min_suggestions_threshold is None or child_id != step.review_step:
+            return False
+        view = ctx.views.get(child_id)
+        count = view.suggestions if view is not None and view.suggestions is not None else 0
+        if count < step.min_suggestions_threshold:
+            ctx.notes.append(
+                f"{step.id}: review had {count} suggestion(s) "
+                f"(< {step.min_suggestions_threshold}) in iteration {i}; loop done"
+            )
+            return True
+        return False
+
+    async def _gate(self, ctx: _Ctx, step: GateStep, prefix: str) -> None:
+        key = f"{prefix}{step.id}"
+        if key in ctx.done:
+            decision, by = ctx.done[key].text.split(" by ", 1)
+        else:
+            try:
+                message = render(
+                    step.message, ctx.template_context(), step_id=step.id, what="message"
+                )
+            except TemplateError as exc:
+                raise _Stop("failed", str(exc)) from exc
+            self.bus.emit(GateRequested(ctx.run_id, step.id, message))
+            answer = await ctx.gate(step, message) if ctx.gate is not None else None
+            by = "user" if answer is not None else "policy"
+            if answer is None:
+                answer = step.policy or ctx.workflow.gate_policy
+            if isinstance(answer, tuple):
+                decision, ctx.task = answer[0], answer[1]
+            else:
+                decision = answer
+            record = StepResult("gate", decision != "reject", text=f"{decision} by {by}")
+            record.step_id = step.id
+            ctx.journal.record(key, record)
+        self.bus.emit(GateDecided(ctx.run_id, step.id, decision, by))
+        ctx.notes.append(f"gate {step.id}: {decision} by {by}")
+        if decision == "reject":
+            raise _Stop("cancelled", f"rejected at gate {step.id} by {by}")
+        if decision == "fail":
+            raise _Stop("failed", f"gate {step.id}: no one could decide and its policy is fail")
+
+    # -- dry run --------------------------------------------------------------------------
+
+    def plan(
+        self, task: str, workflow: str, overrides: dict[str, Any] | None = None
+    ) -> list[PlannedStep]:
+        wf = self._workflow(workflow, overrides or {})
+        context = {"task": task, "steps": {}, "iteration": 1, "history": [], "vars": {}}
+        out: list[PlannedStep] = []
+
+        def walk(steps: list[Step], depth: int) -> None:
+            for s in steps:
+                if isinstance(s, AgentStep):
+                    try:
+                        prompt: str | None = render(s.prompt, context, step_id=s.id)
+                        note = ""
+                    except (TemplateError, OrchestratorError):
+                        prompt, note = None, "(prompt depends on earlier steps)"
+                    out.append(PlannedStep(s.id, "agent", s.agent, depth, prompt, note))
+                elif isinstance(s, ParallelStep):
+                    out.append(PlannedStep(s.id, "parallel", None, depth, note=f"merge={s.merge}"))
+                    walk(list(s.steps), depth + 1)
+                elif isinstance(s, LoopStep):
+                    note = f"up to {s.max_iterations}×"
+                    if s.min_suggestions_threshold is not None:
+                        note += (
+                            f", until {s.review_step} < {s.min_suggestions_threshold} suggestions"
+                        )
+                    out.append(PlannedStep(s.id, "loop", None, depth, note=note))
+                    walk(s.steps, depth + 1)
+                elif isinstance(s, BranchStep):
+                    out.append(PlannedStep(s.id, "branch", None, depth, note=f"when {s.when}"))
+                    walk(s.then, depth + 1)
+                    walk(s.otherwise, depth + 1)
+                else:
+                    out.append(PlannedStep(s.id, "gate", None, depth, note=s.policy or ""))
+
+        walk(wf.steps, 0)
+        return out
+
+
+def apply_overrides(wf: Workflow, overrides: dict[str, Any]) -> Workflow:
+    """Per-run overrides: ``max_iterations`` (every loop), budget fields, ``gate_policy``."""
+    from ..errors import ConfigError
+
+    known = {"max_iterations", "max_cost_usd", "max_tokens", "max_wall_s", "gate_policy"}
+    unknown = set(overrides) - known
+    if unknown:
+        raise ConfigError(
+            f"unknown override(s) {', '.join(sorted(unknown))}",
+            key="overrides",
+            hint=f"accepted: {', '.join(sorted(known))}",
+        )
+    data = wf.model_dump(by_alias=True)
+    budget = {k: v for k, v in overrides.items() if k.startswith("max_") and k != "max_iterations"}
+    data["budget"].update({k: v for k, v in budget.items() if v is not None})
+    if overrides.get("gate_policy"):
+        data["gate_policy"] = overrides["gate_policy"]
+    if overrides.get("max_iterations") is not None:
+
+        def bump(steps: list[dict[str, Any]]) -> None:
+            for s in steps:
+                if s.get("kind") == "loop":
+                    s["max_iterations"] = overrides["max_iterations"]
+                for child in ("steps", "then", "else"):
+                    if isinstance(s.get(child), list):
+                        bump(s[child])
+
+        bump(data["steps"])
+    try:
+        return Workflow.model_validate(data)
+    except Exception as exc:
+        raise ConfigError(f"bad override: {exc}", key="overrides") from None

@@ -1,0 +1,179 @@
+"""What a workflow run produced: every step's result, the summed usage, the run's diff."""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from ..events import FileChange, StepResult, Usage
+
+Outcome = Literal["completed", "failed", "cancelled", "budget_exceeded"]
+DIFF_FOLD_LINES = 80
+
+
+@dataclass(frozen=True)
+class PlannedStep:
+    """One line of a dry run's plan."""
+
+    step_id: str
+    kind: str
+    agent: str | None
+    depth: int
+    prompt: str | None = None
+    note: str = ""
+
+
+@dataclass
+class WorkflowResult:
+    run_id: str
+    workflow: str
+    task: str
+    outcome: Outcome
+    steps: list[StepResult] = field(default_factory=list)
+    changes: list[FileChange] = field(default_factory=list)
+    diff: str = ""
+    error: str | None = None
+    duration_s: float = 0.0
+    plan: list[PlannedStep] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # gate decisions, merges, conflicts
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome == "completed"
+
+    @property
+    def usage(self) -> Usage:
+        total = Usage()
+        for step in self.steps:
+            if not step.cached:
+                total = total + step.usage
+        return total
+
+    @property
+    def text(self) -> str:
+        """The final answer: the last successful agent step's text."""
+        for step in reversed(self.steps):
+            if step.ok and step.text and not step.skipped:
+                return step.text
+        return ""
+
+    def step(self, step_id: str) -> StepResult:
+        """The last result of ``step_id`` (loops run a step more than once)."""
+        for step in reversed(self.steps):
+            if step.step_id == step_id:
+                return step
+        raise KeyError(f"no step {step_id!r} ran; steps: {[s.step_id for s in self.steps]}")
+
+    def to_dict(self) -> dict[str, Any]:
+        usage = self.usage
+        return {
+            "run_id": self.run_id,
+            "workflow": self.workflow,
+            "task": self.task,
+            "outcome": self.outcome,
+            "ok": self.ok,
+            "error": self.error,
+            "text": self.text,
+            "usage": {
+                "input_tokens": usage.input_tokens,
+                "output_tokens": usage.output_tokens,
+                "cached_tokens": usage.cached_tokens,
+                "cost_usd": usage.cost_usd,
+            },
+            "steps": [s.to_dict() for s in self.steps],
+            "changes": [{"path": c.path, "kind": c.kind} for c in self.changes],
+            "diff": self.diff,
+            "notes": list(self.notes),
+            "duration_s": self.duration_s,
+        }
+
+    # -- display: deterministic (no times, no temp paths) so nbval can compare it --------
+
+    def summary(self) -> str:
+        usage = self.usage
+        cost = f", ${usage.cost_usd:.4f}" if usage.cost_usd is not None else ""
+        return (
+            f"workflow {self.workflow}: {self.outcome} — {len(self.steps)} step(s), "
+            f"{len(self.changes)} file(s) changed, "
+            f"{usage.input_tokens} in / {usage.output_tokens} out tokens{cost}"
+        )
+
+    def __str__(self) -> str:
+        if self.plan and not self.steps:
+            lines = [f"plan of workflow {self.workflow} (dry run):"]
+            for p in self.plan:
+                who = f" [{p.agent}]" if p.agent else ""
+                lines.append(f"{'  ' * (p.depth + 1)}{p.step_id} ({p.kind}){who} {p.note}".rstrip())
+                if p.prompt:
+                    lines.extend(f"{'  ' * (p.depth + 3)}{line}" for line in p.prompt.splitlines())
+            return "\n".join(lines)
+        lines = [self.summary()]
+        if self.error:
+            lines.append(f"error: {self.error}")
+        for step in self.steps:
+            lines.append(f"  {step._summary_line()}")
+        lines.extend(f"  note: {n}" for n in self.notes)
+        if self.changes:
+            lines.append("changes:")
+            lines.extend(f"  {c.kind:<8} {c.path}" for c in self.changes)
+        if self.text:
+            lines += ["", self.text]
+        if self.diff:
+            lines += ["", self.diff]
+        return "\n".join(lines)
+
+    def _repr_markdown_(self) -> str:
+        parts = [f"**{self.summary()}**", ""]
+        if self.error:
+            parts.append(f"> {self.error}")
+        for step in self.steps:
+            parts.append(f"- {step._summary_line()}")
+        if self.text:
+            parts += ["", self.text]
+        if self.diff:
+            parts += ["", "```diff", self.diff.rstrip("\n"), "```"]
+        return "\n".join(parts)
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+        colour = "#1a7f37" if self.ok else "#cf222e"
+        out = [
+            f'<div style="border-left:4px solid {colour};padding:4px 8px;font-family:sans-serif">',
+            f"<div><b>{html.escape(self.summary())}</b></div>",
+        ]
+        if self.error:
+            out.append(f'<div style="color:{colour}">{html.escape(self.error)}</div>')
+        for step in self.steps:
+            body = html.escape(step.text) if step.text else ""
+            out.append(
+                '<details style="margin:2px 0"><summary>'
+                f"{html.escape(step._summary_line())}</summary>"
+                f'<pre style="white-space:pre-wrap">{body}</pre></details>'
+            )
+        if self.diff:
+            out.append(_diff_html(self.diff))
+        out.append("</div>")
+        return {
+            "text/plain": str(self),
+            "text/markdown": self._repr_markdown_(),
+            "text/html": "".join(out),
+        }
+
+
+def _diff_html(diff: str) -> str:
+    rows = []
+    lines = diff.splitlines()
+    added = sum(1 for ln in lines if ln.startswith("+") and not ln.startswith("+++"))
+    removed = sum(1 for ln in lines if ln.startswith("-") and not ln.startswith("---"))
+    for line in lines:
+        style = "color:#57606a"
+        if line.startswith("+") and not line.startswith("+++"):
+            style = "background:#dafbe1"
+        elif line.startswith("-") and not line.startswith("---"):
+            style = "background:#ffebe9"
+        elif line.startswith("@@"):
+            style = "color:#0969da"
+        rows.append(f'<div style="{style}">{html.escape(line) or "&nbsp;"}</div>')
+    body = f'<pre style="margin:0;font-size:12px">{"".join(rows)}</pre>'
+    opened = " open" if len(lines) <= DIFF_FOLD_LINES else ""
+    return f"<details{opened}><summary>diff +{added} −{removed}</summary>{body}</details>"
