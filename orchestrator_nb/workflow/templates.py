@@ -1,0 +1,295 @@
+"""Prompt and condition templates: Jinja2 in a sandbox, strict about missing names.
+
+Workflow files are shared and copied around, so templates run in Jinja2's immutable sandbox:
+no private attributes (``''.__class__``), no methods that change a value (``list.append``).
+A misspelt name is an error, never an empty string (``StrictUndefined``), and every error
+becomes a :class:`TemplateError` naming the step, which template (prompt, until, when,
+message), its line, and the names that were available.
+
+Prompts are full of braces that are not template code: JSON, Python dicts, ``{x}`` format
+strings. Only ``{{ … }}`` and ``{% … %}`` start template code. Jinja's usual comment opener
+``{#`` is moved to ``{## … ##}``, because ``{#`` turns up in ordinary text (``{#id}`` in CSS,
+``{#fff}``, ``{#: …}`` in Rust format strings) and Jinja would silently drop everything up to
+the next ``#}``.
+
+The context the engine passes: ``task`` (str), ``steps`` (id → :class:`StepView`),
+``iteration`` (int), ``history`` (previous turns, each with ``task`` and ``text``) and
+``vars`` (the user's variables); :func:`make_context` builds it.
+"""
+
+from __future__ import annotations
+
+import functools
+import keyword
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import jinja2
+from jinja2.exceptions import SecurityError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from ..errors import ConfigError
+from ..events import FileChange, StepResult
+from .suggestions import count_suggestions
+
+_TEMPLATE_FILENAME = "<template>"
+_NOTEBOOK_VAR = re.compile(r"\{\{\s*(\w+)\s*\}\}")
+_WRAPPED_EXPRESSION = re.compile(r"^\s*\{\{(.*)\}\}\s*$", re.DOTALL)
+
+
+class TemplateError(ConfigError):
+    """A template of a workflow step that does not parse or does not render."""
+
+    def __init__(
+        self,
+        problem: str,
+        *,
+        step_id: str,
+        what: str,
+        template_line: int | None = None,
+        source: str = "",
+        hint: str | None = None,
+    ) -> None:
+        where = f"line {template_line}" if template_line else "template"
+        message = f"step {step_id!r}, {what} {where}: {problem}"
+        shown = _source_line(source, template_line)
+        if shown is not None:
+            message += f"\n    {template_line} | {shown}"
+        super().__init__(message, key=what, hint=hint)
+        self.step_id = step_id
+        self.what = what
+        self.template_line = template_line
+        self.problem = problem
+
+
+@dataclass(frozen=True)
+class StepView:
+    """What a template sees of a finished step, as ``steps.<id>``."""
+
+    text: str = ""
+    ok: bool = False
+    changes: tuple[FileChange, ...] = ()
+    diff: str = ""
+    agent: str = ""
+    # None where not counted: a failed step's text is an error, not a review.
+    suggestions: int | None = None
+    error: str | None = None
+
+    @classmethod
+    def from_result(
+        cls, result: StepResult, diff: str = "", suggestions: int | None = None
+    ) -> StepView:
+        """The view of ``result``.
+
+        ``diff`` defaults to ``result.diff``; ``suggestions`` is counted from the text of a
+        successful step when not given.
+        """
+        if suggestions is None and result.ok:
+            suggestions = count_suggestions(result.text)
+        return cls(
+            text=result.text,
+            ok=result.ok,
+            changes=tuple(result.changes),
+            diff=diff or result.diff,
+            agent=result.agent,
+            suggestions=suggestions,
+            error=result.error_kind,
+        )
+
+    @property
+    def paths(self) -> tuple[str, ...]:
+        """The changed paths, for ``'src/app.py' in steps.build.paths``."""
+        return tuple(change.path for change in self.changes)
+
+    def __str__(self) -> str:
+        # `{{ steps.review }}` in a prompt means the answer, not the dataclass repr.
+        return self.text
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One earlier turn of a conversation, as an item of ``history``."""
+
+    task: str
+    text: str
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def make_context(
+    *,
+    task: str,
+    steps: Mapping[str, StepView] | None = None,
+    iteration: int = 0,
+    history: Iterable[Turn] = (),
+    vars: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The context every template of a run is rendered with."""
+    return {
+        "task": task,
+        "steps": dict(steps or {}),
+        "iteration": iteration,
+        "history": list(history),
+        "vars": dict(vars or {}),
+    }
+
+
+def _make_env() -> ImmutableSandboxedEnvironment:
+    return ImmutableSandboxedEnvironment(
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        keep_trailing_newline=True,
+        comment_start_string="{##",
+        comment_end_string="##}",
+    )
+
+
+_ENV = _make_env()
+
+
+# A loop renders the same templates every iteration; parsing them once is enough.
+@functools.lru_cache(maxsize=256)
+def _compile_template(source: str) -> jinja2.Template:
+    return _ENV.from_string(source)
+
+
+@functools.lru_cache(maxsize=256)
+def _compile_expression(source: str) -> jinja2.environment.TemplateExpression:
+    return _ENV.compile_expression(source, undefined_to_none=False)
+
+
+def render(template: str, context: Mapping[str, Any], *, step_id: str, what: str = "prompt") -> str:
+    """Render ``template`` with ``context``; any problem is a :class:`TemplateError`."""
+    try:
+        compiled = _compile_template(template)
+        return compiled.render(dict(context))
+    except Exception as exc:
+        # Templates are user code: whatever they raise (TypeError, ZeroDivisionError, …) is a
+        # mistake in the workflow file, reported with the step and line rather than a traceback.
+        raise _translate(exc, template, context, step_id=step_id, what=what) from exc
+
+
+def evaluate(
+    expression: str, context: Mapping[str, Any], *, step_id: str, what: str = "condition"
+) -> bool:
+    """Evaluate a condition (a loop's ``until``, a branch's ``when``) to a bool.
+
+    ``expression`` is a bare Jinja2 expression; one wrapped in ``{{ … }}`` is accepted too,
+    since that is how people write it after a day of writing prompts.
+    """
+    wrapped = _WRAPPED_EXPRESSION.match(expression)
+    source = expression
+    if wrapped and "{{" not in wrapped.group(1) and "}}" not in wrapped.group(1):
+        source = wrapped.group(1)
+    try:
+        compiled = _compile_expression(source)
+        return bool(compiled(dict(context)))
+    except Exception as exc:
+        raise _translate(exc, source, context, step_id=step_id, what=what) from exc
+
+
+def render_notebook_vars(body: str, namespace: Mapping[str, Any]) -> str:
+    """Put notebook variables into a ``%%orchestrate`` cell body.
+
+    Only ``{{ name }}`` is replaced, and only where ``name`` is an identifier bound in
+    ``namespace``; everything else (other braces, ``{{ a.b }}``, unknown names) is left exactly
+    as written, so a body that is later rendered as a prompt template still works. Names that
+    start with ``_`` stay untouched too: they are IPython's history (``_``, ``_i3``) or private.
+    """
+
+    def substitute(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if not _is_public_identifier(name) or name not in namespace:
+            return match.group(0)
+        return str(namespace[name])
+
+    return _NOTEBOOK_VAR.sub(substitute, body)
+
+
+def _is_public_identifier(name: str) -> bool:
+    return name.isidentifier() and not keyword.iskeyword(name) and not name.startswith("_")
+
+
+def _translate(
+    exc: Exception, source: str, context: Mapping[str, Any], *, step_id: str, what: str
+) -> TemplateError:
+    if isinstance(exc, jinja2.TemplateSyntaxError):
+        return TemplateError(
+            f"syntax error: {exc.message}",
+            step_id=step_id,
+            what=what,
+            template_line=exc.lineno,
+            source=source,
+            hint="`{{`, `{%` and `{##` start template code; wrap literal text in "
+            "{% raw %}…{% endraw %}",
+        )
+    line = _template_line(exc.__traceback__)
+    if isinstance(exc, SecurityError):
+        return TemplateError(
+            f"not allowed in the sandbox: {exc}",
+            step_id=step_id,
+            what=what,
+            template_line=line,
+            source=source,
+            hint="templates cannot read private attributes (_x, __x__) or call methods that "
+            "change a value; use filters such as |length, |join, |trim instead",
+        )
+    if isinstance(exc, jinja2.UndefinedError):
+        problem = f"undefined: {exc.message or exc}"
+        hint = _available_names(context)
+    else:
+        problem = f"{type(exc).__name__}: {exc}"
+        hint = None
+    return TemplateError(
+        problem, step_id=step_id, what=what, template_line=line, source=source, hint=hint
+    )
+
+
+def _template_line(tb: TracebackType | None) -> int | None:
+    # Jinja rewrites tracebacks so frames of the template carry its filename and line numbers;
+    # the innermost such frame is where the error happened (an include or macro may nest).
+    line = None
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == _TEMPLATE_FILENAME:
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
+
+
+def _available_names(context: Mapping[str, Any]) -> str:
+    hint = "available names: " + (", ".join(sorted(context)) or "(none)")
+    steps = context.get("steps")
+    if isinstance(steps, Mapping):
+        hint += "; steps so far: " + (", ".join(sorted(map(str, steps))) or "(none)")
+        hint += "; a step's fields: " + ", ".join(_STEP_FIELDS)
+    user_vars = context.get("vars")
+    if isinstance(user_vars, Mapping) and user_vars:
+        hint += "; vars: " + ", ".join(sorted(map(str, user_vars)))
+    return hint
+
+
+def _source_line(source: str, line: int | None) -> str | None:
+    if not line:
+        return None
+    lines = source.splitlines()
+    if not 1 <= line <= len(lines):
+        return None
+    shown = lines[line - 1].strip()
+    return shown if len(shown) <= 120 else shown[:117] + "..."
+
+
+_STEP_FIELDS = ("text", "ok", "changes", "paths", "diff", "agent", "suggestions", "error")
+
+__all__ = [
+    "StepView",
+    "TemplateError",
+    "Turn",
+    "evaluate",
+    "make_context",
+    "render",
+    "render_notebook_vars",
+]
