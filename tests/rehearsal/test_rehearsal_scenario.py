@@ -182,3 +182,20 @@ def test_fault_only_reply_has_an_answer_after_the_fault() -> None:
 def test_action_kind() -> None:
     assert Action(run="ls").kind == "run"
     assert Action(say="x").kind == "say"
+
+
+def test_calculator_review_loop_ends_with_an_empty_list() -> None:
+    calc = load_scenario("calculator")
+    names = {
+        prompt: calc.turns[calc.select("gemini", "review", prompt)[0]].name
+        for prompt in (
+            "Review round 1 of the work on this task",
+            "Review round 2 of the work. The last refinement said: Applied all three suggestions",
+            "Review round 2 of the work on this task",
+        )
+    }
+    assert list(names.values()) == ["review", "approve", "approve (round 2)"]
+    assert calc.turns[calc.select("codex", "implement", "any task")[0]].name == "implement"
+    assert calc.turns[calc.select("claude", "refine", "Apply these")[0]].name == "apply"
+    approve = calc.turns[1].steps[0].say or ""
+    assert '{"suggestions": []}' in approve
