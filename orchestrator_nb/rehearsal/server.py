@@ -72,7 +72,10 @@ class ScriptedModelServer:
 
     def __init__(self, scenario: Scenario, *, secrets: Iterable[str] = ()) -> None:
         self.scenario = scenario
-        self.workspace: str | None = None  # fallback when a request does not state its cwd
+        # Where relative paths point when a request does not state its working directory:
+        # per run (agent, step) first, then one for the whole rehearsal.
+        self.workspace: str | None = None
+        self.run_workspaces: dict[tuple[str, str | None], str] = {}
         self._secrets = {s for s in secrets if s}
         self._lock = threading.Lock()
         self._records: list[RecordedRequest] = []
@@ -282,7 +285,7 @@ class ScriptedModelServer:
         base = {**base, "agent": agent}
         exchange = proto.parse(body, agent, base["step"])
         if exchange.cwd is None:
-            exchange.cwd = self.workspace
+            exchange.cwd = self.run_workspaces.get((agent, base["step"]), self.workspace)
         planned = plan(self.scenario, exchange)
         fault = None
         if planned.turn is not None:

@@ -133,9 +133,21 @@ class Rehearsal:
         self._check(agent)
         return self.url + prefix(agent, step)
 
-    def env(self, agent: str, step: str | None = None) -> dict[str, str]:
-        """Environment overrides for one run of ``agent``; apply after removing drop_env."""
+    def env(
+        self,
+        agent: str,
+        step: str | None = None,
+        *,
+        workspace: str | os.PathLike[str] | None = None,
+    ) -> dict[str, str]:
+        """Environment overrides for one run of ``agent``; apply after removing drop_env.
+
+        ``workspace`` registers the run's working directory with the server, for requests
+        that do not state one (all four pinned CLIs do; a future version might not).
+        """
         self._check(agent)
+        if workspace is not None:
+            self._server.run_workspaces[(agent, step)] = str(Path(workspace).resolve())
         home = str(self.home)
         env = {
             "HOME": home,
@@ -219,12 +231,17 @@ class Rehearsal:
         return [*argv, "-m", model]
 
     def subprocess_env(
-        self, agent: str, step: str | None = None, base: Mapping[str, str] | None = None
+        self,
+        agent: str,
+        step: str | None = None,
+        base: Mapping[str, str] | None = None,
+        *,
+        workspace: str | os.PathLike[str] | None = None,
     ) -> dict[str, str]:
         """``base`` (default ``os.environ``) minus :attr:`drop_env`, plus :meth:`env`."""
         inherited = os.environ if base is None else base
         env = {k: v for k, v in inherited.items() if k not in self.drop_env}
-        return env | self.env(agent, step)
+        return env | self.env(agent, step, workspace=workspace)
 
     @property
     def requests(self) -> list[RecordedRequest]:

@@ -243,7 +243,7 @@ def test_write_file_then_resume(agent: str, tmp_path: Path) -> None:
         turns = r.requests_for(agent=agent, kind="turn")
         assert [q.step for q in turns] == ["write", "write"]
         assert turns[0].reply_calls and turns[1].tool_results == 1
-        assert turns[0].cwd == str(ws.resolve())
+        assert turns[0].cwd and Path(turns[0].cwd).resolve() == ws.resolve()
 
         resumed = run_cli(
             r, agent, "Now say done again", ws, step="resume", resume=session_id(first)

@@ -184,6 +184,19 @@ def test_workspace_resolves_paths_when_the_request_names_no_cwd(tmp_path: Path) 
         call = answer["choices"][0]["message"]["tool_calls"][0]["function"]
         assert json.loads(call["arguments"])["path"] == str(tmp_path.resolve() / "out" / "a.txt")
         assert reh.requests[0].cwd == str(tmp_path.resolve())
+        # A run can register its own working directory (parallel worktrees differ).
+        run_ws = tmp_path / "worktree"
+        reh.env("copilot", "branch-a", workspace=run_ws)
+        req = urllib.request.Request(
+            reh.base_url("copilot", "branch-a") + "/v1/chat/completions",
+            data=json.dumps(body).encode(),
+            method="POST",
+            headers={"content-type": "application/json"},
+        )
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            answer = json.loads(resp.read())
+        call = answer["choices"][0]["message"]["tool_calls"][0]["function"]
+        assert json.loads(call["arguments"])["path"] == str(run_ws.resolve() / "out" / "a.txt")
 
 
 async def test_async_with() -> None:
