@@ -98,6 +98,12 @@ class Rehearsal:
                 self.package_cache.mkdir(parents=True, exist_ok=True)
             except OSError:
                 self.package_cache = None  # a read-only cache dir: unpack into HOME instead
+        if home is not None and Path(home).expanduser().resolve() == Path.home().resolve():
+            # The rehearsal writes settings files into its HOME; never into the user's own.
+            raise RehearsalError(
+                "a rehearsal needs a HOME of its own, not the real one",
+                hint="leave home=None for a fresh temporary folder",
+            )
         self._own_home = home is None
         self.home = Path(home) if home else Path(tempfile.mkdtemp(prefix="rehearsal-home-"))
         # Throwaway keys: each CLI insists on some key; none of them is worth anything.

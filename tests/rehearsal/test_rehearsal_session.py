@@ -137,6 +137,11 @@ def test_unknown_agent_and_closed_rehearsal() -> None:
     assert "closed" in repr(reh)
 
 
+def test_the_real_home_is_refused() -> None:
+    with pytest.raises(RehearsalError, match="HOME of its own"):
+        rehearsal("write-file", home=Path.home(), package_cache=None)
+
+
 def test_given_home_is_kept(tmp_path: Path) -> None:
     with rehearsal("write-file", home=tmp_path / "h", package_cache=None) as reh:
         assert reh.home == tmp_path / "h"
