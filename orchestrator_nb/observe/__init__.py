@@ -1,0 +1,107 @@
+"""Observability and safety: logs, metrics, the audit trail, redaction and input checks.
+
+The engine's lifecycle events feed three subscribers (logs, metrics, audit). Wire them for a run
+with :func:`install`::
+
+    uninstall = observe.install(engine.bus, workspace.state.root)
+    try:
+        ...  # run; every event reaches the logs, the metrics and the audit trail
+    finally:
+        uninstall()
+
+Submodules load on first use: ``orchestrator_nb.audit.verify`` must not pull in prometheus.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..lifecycle import EventBus, Subscriber
+    from .audit import AuditSubscriber, AuditTrail, VerifyResult, verify
+    from .checks import check_command_argv, check_name, check_path, check_task
+    from .logs import LogSubscriber, configure_logging, get_logger
+    from .metrics import Metrics, MetricsSubscriber, get_metrics, metrics_table, serve_metrics
+    from .redact import Redactor, add_secret, redact, redact_obj
+
+_EXPORTS = {
+    "AuditSubscriber": ".audit",
+    "AuditTrail": ".audit",
+    "VerifyResult": ".audit",
+    "verify": ".audit",
+    "check_command_argv": ".checks",
+    "check_name": ".checks",
+    "check_path": ".checks",
+    "check_task": ".checks",
+    "LogSubscriber": ".logs",
+    "configure_logging": ".logs",
+    "get_logger": ".logs",
+    "Metrics": ".metrics",
+    "MetricsSubscriber": ".metrics",
+    "get_metrics": ".metrics",
+    "metrics_table": ".metrics",
+    "serve_metrics": ".metrics",
+    "Redactor": ".redact",
+    "add_secret": ".redact",
+    "redact": ".redact",
+    "redact_obj": ".redact",
+}
+
+
+def default_subscribers(state_dir: str | os.PathLike[str]) -> list[Subscriber]:
+    """Logs, metrics and audit subscribers for the workspace whose state folder is ``state_dir``.
+
+    Logs come first so that the run's context is bound before anything else reacts.
+    """
+    from .audit import AuditSubscriber
+    from .logs import LogSubscriber, configure_logging
+    from .metrics import MetricsSubscriber
+
+    configure_logging()
+    return [LogSubscriber(state_dir), MetricsSubscriber(), AuditSubscriber(state_dir)]
+
+
+def install(bus: EventBus, workspace_state_dir: str | os.PathLike[str]) -> Callable[[], None]:
+    """Subscribe :func:`default_subscribers` to ``bus``; returns the function that removes them."""
+    offs = [bus.subscribe(s) for s in default_subscribers(workspace_state_dir)]
+
+    def uninstall() -> None:
+        for off in offs:
+            off()
+
+    return uninstall
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = [
+    "AuditSubscriber",
+    "AuditTrail",
+    "LogSubscriber",
+    "Metrics",
+    "MetricsSubscriber",
+    "Redactor",
+    "VerifyResult",
+    "add_secret",
+    "check_command_argv",
+    "check_name",
+    "check_path",
+    "check_task",
+    "configure_logging",
+    "default_subscribers",
+    "get_logger",
+    "get_metrics",
+    "install",
+    "metrics_table",
+    "redact",
+    "redact_obj",
+    "serve_metrics",
+    "verify",
+]
