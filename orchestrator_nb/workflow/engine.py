@@ -38,7 +38,7 @@ from ..workspace import Workspace
 from .cache import StepCache
 from .journal import RunJournal
 from .models import AgentStep, BranchStep, GateStep, LoopStep, ParallelStep, Step, Workflow
-from .policies import Breakers, BudgetTracker, CircuitOpen, ConcurrencyLimits, TokenBucket
+from .policies import Breakers, BudgetTracker, CircuitOpen, ConcurrencyLimits, RateLimiters
 from .result import Outcome, PlannedStep, WorkflowResult
 from .suggestions import count_suggestions
 from .templates import StepView, TemplateError, evaluate, render
@@ -106,9 +106,9 @@ class Engine:
         self.registry = registry or default_registry()
         self.bus = bus or EventBus()
         limits = settings.limits
-        self.limits = ConcurrencyLimits(limits.max_concurrency, dict(limits.per_agent))
-        self.breakers = Breakers(limits.breaker_threshold, limits.breaker_cooldown_s)
-        self.buckets = {a: TokenBucket(rate) for a, rate in limits.rate_per_minute.items()}
+        self.limits = ConcurrencyLimits.from_limits(limits)
+        self.breakers = Breakers.from_limits(limits)
+        self.rates = RateLimiters.from_limits(limits)
         self._caches: dict[Path, StepCache] = {}
 
     # -- entry ----------------------------------------------------------------------------
@@ -256,7 +256,7 @@ class Engine:
 
     def _eval(self, ctx: _Ctx, expression: str, step_id: str, what: str) -> bool:
         try:
-            return evaluate(expression, ctx.template_context(), step_id=step_id)
+            return evaluate(expression, ctx.template_context(), step_id=step_id, what=what)
         except TemplateError as exc:
             raise _Stop("failed", f"{what} of step {step_id}: {exc}") from exc
 
@@ -293,29 +293,37 @@ class Engine:
             if hit is not None:
                 return replace(StepResult.from_dict(hit), cached=True)
         async with self.limits.slot(step.agent):
-            if step.agent in self.buckets:
-                await self.buckets[step.agent].acquire()
-            with self._tracked(ctx, key, track) as tracker:
-                result = await arun_agent(
-                    step.agent,
-                    prompt,
-                    workspace=cwd,
-                    config=self.settings,
-                    rehearsal=ctx.rehearsal,
-                    step=step.id,
-                    registry=self.registry,
-                    cancel=ctx.cancel,
-                    on_event=lambda ev: self.bus.emit(
-                        AgentEventEmitted(ctx.run_id, step.id, step.agent, ev)
-                    ),
-                    timeout=step.timeout,
-                    model=step.model,
-                    retries=step.retries,
-                    log_dir=ctx.journal.dir / "agents" / key.replace("/", "."),
-                )
-                if step.write_code_blocks and result.ok and track:
-                    ctx.ws.write_code_blocks(result.text, key, on_unsafe="skip")
-        breaker.record(result.ok)
+            await self.rates.acquire(step.agent)
+            result: StepResult | None = None
+            try:
+                with self._tracked(ctx, key, track) as tracker:
+                    result = await arun_agent(
+                        step.agent,
+                        prompt,
+                        workspace=cwd,
+                        config=self.settings,
+                        rehearsal=ctx.rehearsal,
+                        step=step.id,
+                        registry=self.registry,
+                        cancel=ctx.cancel,
+                        on_event=lambda ev: self.bus.emit(
+                            AgentEventEmitted(ctx.run_id, step.id, step.agent, ev)
+                        ),
+                        timeout=step.timeout,
+                        model=step.model,
+                        retries=step.retries,
+                        log_dir=ctx.journal.dir / "agents" / key.replace("/", "."),
+                    )
+                    if step.write_code_blocks and result.ok and track:
+                        ctx.ws.write_code_blocks(result.text, key, on_unsafe="skip")
+            finally:
+                # Always settle the breaker, or a half-open trial that was interrupted would
+                # leave the circuit waiting forever; a cancel is not the agent's failure.
+                if result is None or result.error_kind == "cancelled":
+                    if breaker.state == "half_open":
+                        breaker.record(False)
+                else:
+                    breaker.record(result.ok)
         if tracker is not None and tracker.changes is not None:
             result.changes = tracker.changes.file_changes()
             result.diff = tracker.changes.diff
