@@ -94,7 +94,10 @@ async def test_parallel_review_gives_the_refiner_both_reviews(repo: Path, tmp_pa
           - {step: review_claude, say: "REVIEW-B: add a docstring"}
           - step: refine
             actions:
-              - edit: {path: app.py, old: "x = 1\\n", new: "\\"\\"\\"App.\\"\\"\\"\\n\\ncount = 1\\n"}
+              - edit:
+                  path: app.py
+                  old: "x = 1\\n"
+                  new: "\\"\\"\\"App.\\"\\"\\"\\n\\ncount = 1\\n"
               - say: applied both
     """,
     )
@@ -102,7 +105,7 @@ async def test_parallel_review_gives_the_refiner_both_reviews(repo: Path, tmp_pa
         result = await arun("Make app.py", "parallel-review", workspace=repo, rehearsal=r)
         refine_prompt = next(q for q in r.requests if q.step == "refine")
     assert result.ok, result.error
-    assert [s.step_id for s in result.steps][0] == "implement"
+    assert result.steps[0].step_id == "implement"
     assert {s.step_id for s in result.steps[1:3]} == {"review_gemini", "review_claude"}
     assert "REVIEW-A" in str(refine_prompt.messages) and "REVIEW-B" in str(refine_prompt.messages)
     assert (repo / "app.py").read_text() == '"""App."""\n\ncount = 1\n'
