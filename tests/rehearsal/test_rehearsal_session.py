@@ -232,3 +232,12 @@ def test_forgotten_rehearsal_is_cleaned_up_when_collected() -> None:
     assert not home.exists()
     with pytest.raises(OSError):
         urllib.request.urlopen(url, timeout=2)
+
+
+def test_exported_names() -> None:
+    import orchestrator_nb.rehearsal as package
+
+    assert all(hasattr(package, name) for name in package.__all__)
+    assert {"rehearsal", "Rehearsal", "Scenario", "load_scenario", "RecordedRequest"} <= set(
+        package.__all__
+    )
