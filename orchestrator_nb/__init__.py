@@ -12,6 +12,11 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "run_agent": ".api",
+    "run": ".workflow.api",
+    "arun": ".workflow.api",
+    "resume": ".workflow.api",
+    "aresume": ".workflow.api",
+    "WorkflowResult": ".workflow.result",
     "arun_agent": ".api",
     "parse_transcript": ".api",
     "StepResult": ".events",
@@ -31,13 +36,18 @@ __all__ = [
     "OrchestratorError",
     "StepResult",
     "Usage",
+    "WorkflowResult",
     "__version__",
     "agents",
+    "aresume",
+    "arun",
     "arun_agent",
     "errors",
     "load_settings",
     "parse_transcript",
     "rehearsal",
+    "resume",
+    "run",
     "run_agent",
 ]
 
@@ -48,6 +58,8 @@ if TYPE_CHECKING:
     from .errors import AgentError, ConfigError, OrchestratorError
     from .events import FileChange, StepResult, Usage
     from .rehearsal import rehearsal
+    from .workflow.api import aresume, arun, resume, run
+    from .workflow.result import WorkflowResult
 
 
 def __getattr__(name: str) -> Any:
