@@ -39,7 +39,9 @@ SHELLS = frozenset(
     {"sh", "bash", "zsh", "dash", "ksh", "mksh", "fish", "csh", "tcsh", "ash", "busybox"}
     | {"cmd", "cmd.exe", "powershell", "powershell.exe", "pwsh", "pwsh.exe"}
 )
-_SHELL_EXEC_FLAGS = frozenset({"-c", "/c", "/C", "-Command", "-command", "-EncodedCommand"})
+_SHELL_EXEC_FLAGS = frozenset({"/c", "/C", "-Command", "-command", "-EncodedCommand"})
+# -c, and -c clustered with other short options: `bash -lc`, `sh -ec`.
+_SHELL_C_CLUSTER = re.compile(r"-[A-Za-z]*c[A-Za-z]*")
 _SHELL_META = re.compile(r"[;|&`$<>]|\$\(|\|\||&&")
 
 
@@ -99,6 +101,16 @@ def _looks_like_shell(exe: str) -> bool:
     return name in SHELLS or name.lower() in SHELLS
 
 
+def _runs_command_string(shell_args: list[str]) -> bool:
+    # Only the shell's own options count: in `bash script.sh -c`, -c belongs to the script.
+    for arg in shell_args:
+        if arg in _SHELL_EXEC_FLAGS or _SHELL_C_CLUSTER.fullmatch(arg):
+            return True
+        if not arg.startswith("-"):
+            return False
+    return False
+
+
 def check_command_argv(argv: object, *, key: str = "argv") -> list[str]:
     """``argv`` as a list if it names an executable with an argument list, not a shell string.
 
@@ -135,7 +147,7 @@ def check_command_argv(argv: object, *, key: str = "argv") -> list[str]:
             f"the program {exe!r} looks like a whole command line", key=f"{key}[0]", hint=hint
         )
     for i, item in enumerate(items):
-        if _looks_like_shell(item) and any(a in _SHELL_EXEC_FLAGS for a in items[i + 1 :]):
+        if _looks_like_shell(item) and _runs_command_string(items[i + 1 :]):
             raise ConfigError(
                 f"{os.path.basename(item)!r} with a command string runs through a shell",
                 key=key,
