@@ -1,0 +1,191 @@
+"""Metrics: the named series, updated from lifecycle events, shown as a table and over HTTP."""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+
+import prometheus_client
+import pytest
+
+from orchestrator_nb.errors import AgentRateLimited, ConfigError
+from orchestrator_nb.events import Attempt, RetryEvent, StepResult, TextEvent, Usage
+from orchestrator_nb.lifecycle import (
+    AgentEventEmitted,
+    RunFinished,
+    RunStarted,
+    StepFinished,
+)
+from orchestrator_nb.observe.metrics import (
+    Metrics,
+    MetricsSubscriber,
+    get_metrics,
+    metrics_table,
+    serve_metrics,
+)
+
+NAMED = [
+    "orchestrator_tasks_total",
+    "orchestrator_task_duration_seconds",
+    "orchestrator_task_failures_total",
+    "orchestrator_agent_calls_total",
+    "orchestrator_agent_errors_total",
+    "orchestrator_agent_response_time_seconds",
+    "orchestrator_cache_hits_total",
+    "orchestrator_cache_misses_total",
+    "orchestrator_active_sessions",
+    "orchestrator_tokens_total",
+    "orchestrator_cost_usd_total",
+    "orchestrator_retries_total",
+    "orchestrator_rate_limit_waits_total",
+    "orchestrator_circuit_breaker_state",
+]
+
+
+def _value(m: Metrics, name: str, **labels: str) -> float | None:
+    value: float | None = m.registry.get_sample_value(name, labels)
+    return value
+
+
+def _ok_step(**kw: object) -> StepResult:
+    base: dict[str, object] = {
+        "agent": "claude",
+        "ok": True,
+        "model": "sonnet",
+        "usage": Usage(100, 20, 5, 0.01),
+        "duration_s": 3.0,
+        "attempts": [Attempt(1, True, 3.0)],
+    }
+    base.update(kw)
+    return StepResult(**base)  # type: ignore[arg-type]
+
+
+def test_every_named_metric_is_exported() -> None:
+    text = Metrics().exposition().decode()
+    for name in NAMED:
+        assert f"# TYPE {name.removesuffix('_total')}" in text, name
+
+
+def test_registry_is_own_and_created_once() -> None:
+    assert get_metrics() is get_metrics()
+    assert get_metrics().registry is not prometheus_client.REGISTRY
+    default = prometheus_client.generate_latest(prometheus_client.REGISTRY).decode()
+    assert "orchestrator_" not in default
+
+
+def test_subscriber_counts_a_run() -> None:
+    m = Metrics()
+    sub = MetricsSubscriber(m)
+    sub(RunStarted("r1", "flow", "task", "/ws", session="s1"))
+    sub(RunStarted("r2", "flow", "task", "/ws", session="s1"))
+    sub(RunStarted("r3", "flow", "task", "/ws"))
+    assert _value(m, "orchestrator_active_sessions") == 2  # s1 and the session-less r3
+    sub(StepFinished("r1", "impl", "claude", _ok_step()))
+    limited = AgentRateLimited("429", agent="codex")
+    failed = _ok_step(
+        agent="codex",
+        ok=False,
+        model=None,
+        error=limited,
+        usage=Usage(),
+        attempts=[Attempt(1, False, 1, "rate_limit"), Attempt(2, False, 1, "rate_limit")],
+    )
+    sub(StepFinished("r1", "review", "codex", failed))
+    sub(StepFinished("r1", "impl2", "claude", _ok_step(), cached=True))
+    sub(AgentEventEmitted("r1", "impl", "claude", RetryEvent(2, "rate limited (429)", 4.0)))
+    sub(AgentEventEmitted("r1", "impl", "claude", TextEvent("hi")))
+    sub(RunFinished("r1", "flow", "completed", True, Usage(), 12.0))
+    sub(RunFinished("r2", "flow", "failed", False, Usage(), 2.0, "boom"))
+    sub(RunFinished("r3", "flow", "budget_exceeded", False, Usage(), 1.0))
+
+    assert _value(m, "orchestrator_active_sessions") == 0
+    assert _value(m, "orchestrator_tasks_total", workflow="flow", outcome="completed") == 1
+    assert _value(m, "orchestrator_task_failures_total", workflow="flow", outcome="failed") == 1
+    assert _value(m, "orchestrator_task_duration_seconds_count", workflow="flow") == 3
+    assert _value(m, "orchestrator_task_duration_seconds_sum", workflow="flow") == 15.0
+    assert _value(m, "orchestrator_agent_calls_total", agent="claude") == 1
+    assert _value(m, "orchestrator_agent_calls_total", agent="codex") == 1
+    assert _value(m, "orchestrator_agent_errors_total", agent="codex", kind="rate_limit") == 1
+    assert _value(m, "orchestrator_agent_response_time_seconds_sum", agent="claude") == 3.0
+    assert _value(m, "orchestrator_cache_hits_total", agent="claude") == 1
+    assert _value(m, "orchestrator_cache_misses_total", agent="claude") == 1
+    tokens = {"agent": "claude", "model": "sonnet"}
+    assert _value(m, "orchestrator_tokens_total", kind="input", **tokens) == 100
+    assert _value(m, "orchestrator_tokens_total", kind="output", **tokens) == 20
+    assert _value(m, "orchestrator_tokens_total", kind="cached", **tokens) == 5
+    assert _value(m, "orchestrator_cost_usd_total", **tokens) == pytest.approx(0.01)
+    assert _value(m, "orchestrator_retries_total", agent="codex", source="engine") == 1
+    assert _value(m, "orchestrator_retries_total", agent="claude", source="cli") == 1
+    assert _value(m, "orchestrator_rate_limit_waits_total", agent="codex") == 1
+    assert _value(m, "orchestrator_rate_limit_waits_total", agent="claude") == 1
+    assert _value(m, "orchestrator_rate_limit_wait_seconds_total", agent="claude") == 4.0
+
+
+def test_breaker_state_and_direct_calls() -> None:
+    m = Metrics()
+    m.set_breaker_state("gemini", "open")
+    assert _value(m, "orchestrator_circuit_breaker_state", agent="gemini") == 1
+    m.set_breaker_state("gemini", "half_open")
+    assert _value(m, "orchestrator_circuit_breaker_state", agent="gemini") == 2
+    m.rate_limit_wait("gemini", 1.5)
+    assert _value(m, "orchestrator_rate_limit_wait_seconds_total", agent="gemini") == 1.5
+
+
+def test_table_text_and_html() -> None:
+    m = Metrics()
+    empty = metrics_table(m)
+    assert "orchestrator_active_sessions" in str(empty)
+    m.agent_calls.labels("<claude>").inc(3)
+    m.task_duration.labels("flow").observe(2.5)
+    table = metrics_table(m)
+    text = str(table)
+    assert "orchestrator_agent_calls_total" in text and "agent=<claude>" in text
+    assert "_bucket" not in text and "_created" not in text
+    assert "orchestrator_task_duration_seconds_sum" in text and "2.5" in text
+    bundle = table._repr_mimebundle_()
+    assert bundle["text/plain"] == text
+    assert "&lt;claude&gt;" in bundle["text/html"] and "<claude>" not in bundle["text/html"]
+    assert "<style" not in bundle["text/html"] and "<script" not in bundle["text/html"]
+    assert metrics_table().rows is not None  # the process-wide registry works too
+
+
+def test_serve_metrics_over_http_on_loopback() -> None:
+    m = Metrics()
+    m.agent_calls.labels("claude").inc(7)
+    server = serve_metrics(0, metrics=m)
+    try:
+        assert server.url.startswith("http://127.0.0.1:") and server.url.endswith("/metrics")
+        assert server.port > 0 and "127.0.0.1" in repr(server)
+        with urllib.request.urlopen(server.url, timeout=10) as response:
+            assert response.status == 200
+            body = response.read().decode()
+        assert 'orchestrator_agent_calls_total{agent="claude"} 7.0' in body
+        for name in NAMED:
+            assert name.removesuffix("_total") in body
+    finally:
+        server.stop()
+    with pytest.raises(urllib.error.URLError):
+        urllib.request.urlopen(server.url, timeout=2)
+
+
+def test_serve_metrics_as_context_manager_with_localhost() -> None:
+    with serve_metrics(0, "localhost", metrics=Metrics()) as server:
+        assert server.host == "127.0.0.1"
+        with urllib.request.urlopen(server.url, timeout=10) as response:
+            assert b"orchestrator_tasks_total" in response.read()
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.1.10", "example.com", ""])
+def test_serve_metrics_refuses_other_interfaces(host: str) -> None:
+    with pytest.raises(ConfigError, match="refusing"):
+        serve_metrics(0, host)
+
+
+def test_serve_metrics_bad_and_busy_ports() -> None:
+    with pytest.raises(ConfigError):
+        serve_metrics(70000)
+    with (
+        serve_metrics(0, metrics=Metrics()) as first,
+        pytest.raises(ConfigError, match="another port"),
+    ):
+        serve_metrics(first.port)
