@@ -15,6 +15,7 @@ _EXPORTS = {
     "run": ".workflow.api",
     "arun": ".workflow.api",
     "resume": ".workflow.api",
+    "revert": ".workflow.api",
     "aresume": ".workflow.api",
     "WorkflowResult": ".workflow.result",
     "arun_agent": ".api",
@@ -47,6 +48,7 @@ __all__ = [
     "parse_transcript",
     "rehearsal",
     "resume",
+    "revert",
     "run",
     "run_agent",
 ]
@@ -58,7 +60,7 @@ if TYPE_CHECKING:
     from .errors import AgentError, ConfigError, OrchestratorError
     from .events import FileChange, StepResult, Usage
     from .rehearsal import rehearsal
-    from .workflow.api import aresume, arun, resume, run
+    from .workflow.api import aresume, arun, resume, revert, run
     from .workflow.result import WorkflowResult
 
 

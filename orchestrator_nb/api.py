@@ -272,7 +272,7 @@ async def arun_agent(
         drop: frozenset[str] = frozenset()
         provider_args: list[str] = []
         if reh is not None:
-            extra_env.update(reh.env(driver.name, step))
+            extra_env.update(reh.env(driver.name, step, workspace=root))
             drop = reh.drop_env
             provider_args = list(reh.args(driver.name, step))
         request = AgentRequest(

@@ -16,6 +16,7 @@ from .._sync import run_sync
 from ..config import Settings, load_settings
 from ..errors import ConfigError, WorkspaceError
 from ..lifecycle import EventBus, Subscriber
+from ..workspace import RevertResult, Workspace
 from .engine import Engine, GateDecision, GateHandler
 from .journal import RunJournal
 from .result import Outcome, PlannedStep, WorkflowResult
@@ -139,6 +140,25 @@ async def aresume(
             off()
 
 
+def revert(
+    run_id: str,
+    *,
+    workspace: str | os.PathLike[str] = ".",
+    step: str | None = None,
+    force: bool = False,
+) -> RevertResult:
+    """Undo what run ``run_id`` changed (or only its step ``step``), from backups or git.
+
+    Files that changed again after the run are refused with ``RevertConflict`` unless ``force``.
+    """
+    ws = Workspace(_workspace(workspace), run_id=run_id)
+    if step is None:
+        return ws.revert_run(force=force)
+    steps = ws.steps()
+    key = step if step in steps else next((k for k in steps if k.rsplit("/", 1)[-1] == step), step)
+    return ws.revert_step(key, force=force)
+
+
 def resume(run_id: str, **kwargs: Any) -> WorkflowResult:
     """The sync form of :func:`aresume`."""
     return run_sync(lambda: aresume(run_id, **kwargs))
@@ -154,5 +174,6 @@ __all__ = [
     "aresume",
     "arun",
     "resume",
+    "revert",
     "run",
 ]

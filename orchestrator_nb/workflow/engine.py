@@ -192,6 +192,7 @@ class Engine:
             error=error,
             duration_s=time.monotonic() - started,
             notes=list(ctx.notes),
+            workspace=str(ctx.ws.root),
         )
         ctx.journal.finish({"outcome": outcome, "error": error})
         self.bus.emit(

@@ -37,6 +37,18 @@ class WorkflowResult:
     duration_s: float = 0.0
     plan: list[PlannedStep] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # gate decisions, merges, conflicts
+    workspace: str | None = None
+
+    def revert(self, step: str | None = None, *, force: bool = False) -> Any:
+        """Undo the run's changes (or one step's: its id, or ``loop/2/review`` inside loops).
+
+        Refuses files that changed again since, unless ``force``; returns a RevertResult.
+        """
+        from .api import revert
+
+        if self.workspace is None:
+            raise ValueError("this result has no workspace (a dry run changes nothing)")
+        return revert(self.run_id, workspace=self.workspace, step=step, force=force)
 
     @property
     def ok(self) -> bool:

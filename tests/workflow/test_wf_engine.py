@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from orchestrator_nb.config import AgentConfig, Settings, load_settings
-from orchestrator_nb.errors import ConfigError
+from orchestrator_nb.errors import ConfigError, RevertConflict
 from orchestrator_nb.lifecycle import LifecycleEvent
 from orchestrator_nb.workflow import Engine, aresume, arun
 from orchestrator_nb.workflow.models import Workflow
@@ -382,3 +382,24 @@ def _pids_running(name: str) -> list[int]:
             except OSError:
                 pass
     return found
+
+
+async def test_a_run_can_be_reverted_from_its_result(h: Harness) -> None:
+    (h.ws / "keep.txt").write_text("original\n")
+    settings = h.settings(
+        [
+            {"match": "ONE", "write": {"keep.txt": "changed\n", "new.txt": "n\n"}, "say": "1"},
+            {"match": "TWO", "write": {"two.txt": "2\n"}, "say": "2"},
+        ],
+        "flow: {steps: [{id: one, agent: a, prompt: ONE}, {id: two, agent: b, prompt: TWO}]}",
+    )
+    result = await arun("t", "flow", workspace=h.ws, config=settings)
+    result.revert(step="two")
+    assert not (h.ws / "two.txt").exists() and (h.ws / "new.txt").exists()
+    (h.ws / "keep.txt").write_text("edited by the user since\n")
+    with pytest.raises(RevertConflict):
+        result.revert()
+    assert (h.ws / "keep.txt").read_text() == "edited by the user since\n"  # nothing lost
+    result.revert(force=True)
+    assert (h.ws / "keep.txt").read_text() == "original\n"
+    assert not (h.ws / "new.txt").exists()
