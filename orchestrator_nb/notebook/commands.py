@@ -1,0 +1,272 @@
+"""The line magic's subcommands: ``%orchestrate agents|workflows|show|session|history|...``.
+
+Each returns something that displays itself (text/plain, Markdown, HTML with inline styles) or
+prints one line; a mistake raises ``UsageError`` naming what is accepted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import importlib
+import shlex
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from IPython.core.error import UsageError
+
+from ..config import Settings
+from ..errors import OrchestratorError
+from ..sessions import SessionStore
+from .export import FORMATS, export_session, to_markdown
+
+SUBCOMMANDS = (
+    "agents",
+    "workflows",
+    "show WORKFLOW",
+    "session new [NAME] [--conversation] | list | switch NAME | show [NAME] | reset",
+    "session export [--format json|md|ipynb] PATH | import PATH | conversation on|off",
+    "history",
+    "config",
+    "metrics",
+    "dashboard",
+)
+KNOWN = ("agents", "workflows", "show", "session", "history", "config", "metrics", "dashboard")
+SESSION_ACTIONS = ("new", "list", "switch", "show", "reset", "export", "import", "conversation")
+
+
+def usage() -> str:
+    return "usage: %orchestrate SUBCOMMAND\n" + "\n".join(f"  {s}" for s in SUBCOMMANDS)
+
+
+@dataclass
+class Text:
+    """Plain text that also reads well as Markdown."""
+
+    plain: str
+    markdown: str | None = None
+
+    def __str__(self) -> str:
+        return self.plain
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+        return {
+            "text/plain": self.plain,
+            "text/markdown": self.markdown or f"```\n{self.plain}\n```",
+        }
+
+
+@dataclass
+class Table:
+    headers: Sequence[str]
+    rows: Sequence[Sequence[str]]
+    title: str = ""
+
+    def __str__(self) -> str:
+        cells = [list(self.headers), *[list(r) for r in self.rows]]
+        widths = [max(len(row[i]) for row in cells) for i in range(len(self.headers))]
+        lines = [
+            "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+            for row in cells
+        ]
+        return "\n".join(([self.title] if self.title else []) + lines)
+
+    def _markdown(self) -> str:
+        def row(cells: Sequence[str]) -> str:
+            return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+        lines = [row(self.headers), "|" + "---|" * len(self.headers)]
+        lines += [row(r) for r in self.rows]
+        return "\n".join(([f"**{self.title}**", ""] if self.title else []) + lines)
+
+    def _html(self) -> str:
+        pad = 'style="text-align:left;padding:2px 8px"'
+        head = "".join(f"<th {pad}>{html.escape(h)}</th>" for h in self.headers)
+        body = "".join(
+            "<tr>" + "".join(f"<td {pad}>{html.escape(c)}</td>" for c in r) + "</tr>"
+            for r in self.rows
+        )
+        title = f"<div><b>{html.escape(self.title)}</b></div>" if self.title else ""
+        return f"{title}<table><tr>{head}</tr>{body}</table>"
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+        return {
+            "text/plain": str(self),
+            "text/markdown": self._markdown(),
+            "text/html": self._html(),
+        }
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # argparse would exit the kernel
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def _clip(text: str, n: int = 60) -> str:
+    first = " ".join(text.split())
+    return first if len(first) <= n else first[: n - 1] + "…"
+
+
+class Commands:
+    """The subcommands, bound to a session store and a way to load the settings."""
+
+    def __init__(self, store: SessionStore, settings: Callable[[], Settings]) -> None:
+        self.store = store
+        self.settings = settings
+
+    def __call__(self, line: str) -> Any:
+        try:
+            words = shlex.split(line)
+        except ValueError as exc:
+            raise UsageError(f"cannot read the line: {exc}") from None
+        if not words or words[0] in ("help", "-h", "--help"):
+            return Text(usage())
+        name, rest = words[0], words[1:]
+        if name not in KNOWN:
+            raise UsageError(f"unknown subcommand {name!r}; known: {', '.join(KNOWN)}\n{usage()}")
+        try:
+            return getattr(self, f"do_{name}")(rest)
+        except OrchestratorError as exc:
+            raise UsageError(str(exc)) from None
+
+    def do_agents(self, rest: list[str]) -> Any:
+        from ..agents.status import status
+
+        return status(self.settings())
+
+    def do_workflows(self, rest: list[str]) -> Table:
+        flows = self.settings().workflows
+        rows = [(n, str(len(w.steps)), _clip(w.description or "", 80)) for n, w in flows.items()]
+        return Table(("workflow", "steps", "description"), rows)
+
+    def do_show(self, rest: list[str]) -> Text:
+        if len(rest) != 1:
+            raise UsageError("usage: %orchestrate show WORKFLOW")
+        from ..workflow.engine import Engine
+        from ..workflow.result import WorkflowResult
+
+        settings = self.settings()
+        if rest[0] not in settings.workflows:
+            known = ", ".join(sorted(settings.workflows))
+            raise UsageError(f"unknown workflow {rest[0]!r}; known: {known}")
+        plan = Engine(settings).plan("<the cell body>", rest[0])
+        shown = WorkflowResult("dry-run", rest[0], "", "completed", plan=plan)
+        description = settings.workflows[rest[0]].description
+        plain = f"{description}\n{shown}" if description else str(shown)
+        return Text(plain)
+
+    def do_history(self, rest: list[str]) -> Table:
+        session = self.store.current
+        rows = []
+        for t in session.turns:
+            u = t.usage
+            cost = f"${u.cost_usd:.4f}" if u.cost_usd is not None else "-"
+            tokens = f"{u.input_tokens}/{u.output_tokens}"
+            mark = "↪ " if t.followup else ""
+            rows.append((str(t.number), t.what, t.outcome, tokens, cost, mark + _clip(t.task)))
+        title = f"session {session.name!r}: {len(rows)} turn(s)"
+        return Table(("#", "ran", "outcome", "tokens in/out", "cost", "task"), rows, title)
+
+    def do_config(self, rest: list[str]) -> Text:
+        s = self.settings()
+        lines = ["sources:", *[f"  {src}" for src in s.sources], "agents:"]
+        for name, a in s.agents.items():
+            lines.append(
+                f"  {name}: driver={a.driver} model={a.model or '(CLI default)'} "
+                f"timeout={a.timeout:g}s idle_timeout={a.idle_timeout}s retries={a.retries}"
+            )
+        lines.append(f"workflows: {', '.join(s.workflows)}")
+        limits = ", ".join(f"{k}={v}" for k, v in s.limits.model_dump().items())
+        lines.append(f"limits: {limits}")
+        return Text("\n".join(lines))
+
+    def do_metrics(self, rest: list[str]) -> Any:
+        try:
+            observe = importlib.import_module("orchestrator_nb.observe")
+        except ImportError:
+            observe = None
+        table = getattr(observe, "metrics_table", None)
+        if table is None:
+            print("metrics are unavailable: this installation has no orchestrator_nb.observe")
+            return None
+        return table()
+
+    def do_dashboard(self, rest: list[str]) -> None:
+        print("the dashboard is not available yet; use %orchestrate history and session show")
+
+    # -- sessions -------------------------------------------------------------------------
+
+    def do_session(self, rest: list[str]) -> Any:
+        if not rest or rest[0] not in SESSION_ACTIONS:
+            got = f" {rest[0]!r}" if rest else ""
+            raise UsageError(
+                f"unknown session action{got}; known: {', '.join(SESSION_ACTIONS)}\n{usage()}"
+            )
+        return getattr(self, f"_session_{rest[0]}")(rest[1:])
+
+    def _session_new(self, rest: list[str]) -> None:
+        parser = _Parser(prog="%orchestrate session new", add_help=False)
+        parser.add_argument("name", nargs="?")
+        parser.add_argument("--conversation", action="store_true")
+        args = parser.parse_args(rest)
+        session = self.store.new(args.name, conversation=args.conversation)
+        mode = " in conversation mode" if session.conversation else ""
+        print(f"new session {session.name!r}{mode}; it is now current")
+
+    def _session_list(self, rest: list[str]) -> Table:
+        current = self.store.current.id
+        rows = [
+            ("*" if s.id == current else "", s.name, s.id, str(len(s.turns)), s.updated_at)
+            for s in self.store.sessions
+        ]
+        return Table(("", "session", "id", "turns", "updated"), rows)
+
+    def _session_switch(self, rest: list[str]) -> None:
+        if len(rest) != 1:
+            raise UsageError("usage: %orchestrate session switch NAME")
+        session = self.store.switch(rest[0])
+        print(f"current session: {session.name!r} ({len(session.turns)} turn(s))")
+
+    def _session_show(self, rest: list[str]) -> Text:
+        session = self.store.get(rest[0]) if rest else self.store.current
+        lines = [str(session)]
+        for turn in session.turns:
+            lines.append(f"  turn {turn.number} task: {_clip(turn.task, 100)}")
+        return Text("\n".join(lines), to_markdown(session))
+
+    def _session_reset(self, rest: list[str]) -> None:
+        session = self.store.current
+        n = len(session.turns)
+        session.reset()
+        print(f"session {session.name!r} reset: {n} turn(s) removed")
+
+    def _session_conversation(self, rest: list[str]) -> None:
+        if rest not in (["on"], ["off"]):
+            raise UsageError("usage: %orchestrate session conversation on|off")
+        session = self.store.current
+        session.conversation = rest[0] == "on"
+        print(f"conversation mode {rest[0]} for session {session.name!r}")
+
+    def _session_export(self, rest: list[str]) -> None:
+        parser = _Parser(prog="%orchestrate session export", add_help=False)
+        parser.add_argument("--format", choices=FORMATS)
+        parser.add_argument("path")
+        args = parser.parse_args(rest)
+        session = self.store.current
+        path, fmt = export_session(session, args.path, args.format)
+        print(
+            f"exported session {session.name!r} ({len(session.turns)} turn(s)) as {fmt} to {path}"
+        )
+
+    def _session_import(self, rest: list[str]) -> None:
+        if len(rest) != 1:
+            raise UsageError("usage: %orchestrate session import PATH")
+        session = self.store.import_file(Path(rest[0]).expanduser())
+        print(
+            f"imported session {session.name!r} ({len(session.turns)} turn(s)); it is now current"
+        )
+
+
+__all__ = ["KNOWN", "SUBCOMMANDS", "Commands", "Table", "Text", "usage"]

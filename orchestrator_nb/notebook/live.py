@@ -1,0 +1,368 @@
+"""Live output: one display area per step, updated in place while the agents work.
+
+:class:`LiveDisplay` is a lifecycle subscriber. Each agent step gets its own area (a display
+handle in the cell, or a child widget of a background run's box) showing the agent, its status,
+the elapsed time, the assistant's text as Markdown, tool calls folded in ``<details>``, tokens
+and cost. Updates are throttled to at most one per ``min_interval`` (0.1 s) per step; a change
+that arrives inside the interval is sent by a timer, and a step's final state is always sent.
+Final states carry no times, so what a batch run leaves in the notebook is deterministic.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ..events import (
+    RetryEvent,
+    TextEvent,
+    ToolCallEvent,
+    ToolResultEvent,
+    Usage,
+    UsageEvent,
+    WarningEvent,
+)
+from ..lifecycle import (
+    AgentEventEmitted,
+    BudgetWarning,
+    GateDecided,
+    GateRequested,
+    LifecycleEvent,
+    StepFinished,
+    StepStarted,
+)
+
+Bundle = dict[str, str]
+Cancel = Callable[[], None]
+Schedule = Callable[[float, Callable[[], None]], Cancel]
+MAX_TEXT_CHARS = 20_000
+_TOOL_KEYS = ("file_path", "path", "command", "cmd", "pattern", "url", "query")
+
+
+class DisplaySink(Protocol):
+    """Where areas live. ``live`` is False where an update would print again (a terminal)."""
+
+    live: bool
+
+    def show(self, display_id: str, bundle: Bundle) -> None: ...
+
+    def update(self, display_id: str, bundle: Bundle) -> None: ...
+
+
+class CellSink:
+    """Display handles in the cell that was executing when this sink was made.
+
+    The parent header is captured now and pinned around every publish, so output sent from the
+    run's worker thread (or a timer) lands in this cell, not in whichever cell runs later.
+    """
+
+    def __init__(self, shell: Any) -> None:
+        self.shell = shell
+        pub = shell.display_pub
+        self._parent: dict[str, Any] = dict(getattr(pub, "parent_header", None) or {})
+        # IPython's plain DisplayPublisher prints text/plain: an update would print it again.
+        from IPython.core.displaypub import DisplayPublisher
+
+        self.live = type(pub) is not DisplayPublisher
+
+    def _publish(self, display_id: str, bundle: Bundle, update: bool) -> None:
+        pub = self.shell.display_pub
+        token = None
+        if self._parent and hasattr(pub, "set_thread_parent"):
+            token = pub.set_thread_parent(self._parent)
+        try:
+            pub.publish(
+                data=bundle, metadata={}, transient={"display_id": display_id}, update=update
+            )
+        finally:
+            if token is not None:
+                pub.reset_thread_parent(token)
+
+    def show(self, display_id: str, bundle: Bundle) -> None:
+        self._publish(display_id, bundle, False)
+
+    def update(self, display_id: str, bundle: Bundle) -> None:
+        self._publish(display_id, bundle, True)
+
+
+def timer_schedule(delay: float, fn: Callable[[], None]) -> Cancel:
+    timer = threading.Timer(delay, fn)
+    timer.daemon = True
+    timer.start()
+    return timer.cancel
+
+
+@dataclass
+class _Tool:
+    id: str | None
+    name: str
+    detail: str
+    ok: bool | None = None
+
+
+@dataclass
+class _Step:
+    display_id: str
+    step_id: str
+    agent: str | None
+    iteration: int | None
+    started: float
+    status: str = "running"
+    messages: list[str] = field(default_factory=list)
+    streaming: bool = False
+    tools: list[_Tool] = field(default_factory=list)
+    usage: Usage | None = None
+    warnings: list[str] = field(default_factory=list)
+    last_sent: float = float("-inf")
+    dirty: bool = False
+    final: bool = False
+    shown: bool = False
+    updates: int = 0
+    timer: Cancel | None = None
+
+    @property
+    def title(self) -> str:
+        who = f" · {self.agent}" if self.agent and self.agent != self.step_id else ""
+        again = f" #{self.iteration}" if self.iteration else ""
+        return f"{self.step_id}{again}{who}"
+
+
+def _tool_detail(value: Any) -> str:
+    if isinstance(value, dict):
+        for key in _TOOL_KEYS:
+            if isinstance(value.get(key), str):
+                return str(value[key])
+    try:
+        text = json.dumps(value, ensure_ascii=False, default=str)
+    except (TypeError, ValueError):
+        text = str(value)
+    return "" if text in ("null", "{}") else text
+
+
+def _clip(text: str, limit: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _usage_line(usage: Usage | None) -> str:
+    if usage is None:
+        return ""
+    cost = f" · ${usage.cost_usd:.4f}" if usage.cost_usd is not None else ""
+    return f"{usage.input_tokens:,} in / {usage.output_tokens:,} out tokens{cost}"
+
+
+def render_step(step: _Step, now: float) -> Bundle:
+    """One step's area: Markdown (and text/plain) with no times once the step is final."""
+    text = "\n\n".join(m for m in step.messages if m.strip())
+    if len(text) > MAX_TEXT_CHARS:
+        text = "…" + text[-MAX_TEXT_CHARS:]
+    head = [f"**{step.title}**", step.status]
+    if not step.final:
+        head.append(f"{now - step.started:.1f}s")
+    usage = _usage_line(step.usage)
+    if usage:
+        head.append(usage)
+    md = [" · ".join(head)]
+    plain = [" · ".join(h.strip("*") for h in head)]
+    if text:
+        md += ["", text]
+        plain += [text]
+    if step.tools:
+        marks = {True: "✓", False: "✗", None: "…"}
+        items = [
+            f"- {marks[t.ok]} `{t.name.replace('`', '')}` {_clip(t.detail, 100)}".rstrip()
+            for t in step.tools
+        ]
+        md += ["", f"<details><summary>{len(step.tools)} tool call(s)</summary>", "", *items]
+        md += ["", "</details>"]
+        plain.append(f"tool calls: {', '.join(t.name for t in step.tools)}")
+    for warning in step.warnings:
+        md += ["", f"> ⚠ {warning}"]
+        plain.append(f"warning: {warning}")
+    return {"text/markdown": "\n".join(md), "text/plain": "\n".join(plain)}
+
+
+class LiveDisplay:
+    """A lifecycle subscriber keeping one display area per step (see the module docstring)."""
+
+    def __init__(
+        self,
+        sink: DisplaySink,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        schedule: Schedule = timer_schedule,
+        min_interval: float = 0.1,
+        gate_note: str | None = None,
+    ) -> None:
+        self.sink = sink
+        self._clock = clock
+        self._schedule = schedule
+        self._interval = min_interval
+        self._gate_note = gate_note
+        self._lock = threading.RLock()
+        self._steps: list[_Step] = []
+        self._running: dict[str, _Step] = {}
+        self._notes: list[str] = []
+        self._notes_id: str | None = None
+        self._prefix = f"orchestrator-{uuid.uuid4().hex[:10]}"
+        self.closed = False
+
+    @property
+    def steps(self) -> list[_Step]:
+        return list(self._steps)
+
+    @property
+    def notes(self) -> list[str]:
+        return list(self._notes)
+
+    def __call__(self, event: LifecycleEvent) -> None:
+        with self._lock:
+            if self.closed:
+                return
+            if isinstance(event, StepStarted) and event.kind == "agent":
+                self._start(event)
+            elif isinstance(event, AgentEventEmitted):
+                step = self._running.get(event.step_id)
+                if step is not None and self._apply(step, event.event):
+                    self._changed(step)
+            elif isinstance(event, StepFinished):
+                self._finish(event)
+            elif isinstance(event, GateRequested):
+                why = f" ({self._gate_note})" if self._gate_note else ""
+                self.note(f"gate {event.step_id}: {_clip(event.message, 200)}{why}")
+            elif isinstance(event, GateDecided):
+                self.note(f"gate {event.step_id}: {event.decision} by {event.by}")
+            elif isinstance(event, BudgetWarning):
+                self.note(f"budget {event.budget}: {event.used:g} of {event.limit:g} used")
+
+    # -- steps ----------------------------------------------------------------------------
+
+    def _start(self, event: StepStarted) -> None:
+        display_id = f"{self._prefix}-{len(self._steps)}"
+        step = _Step(display_id, event.step_id, event.agent, event.iteration, self._clock())
+        self._steps.append(step)
+        self._running[event.step_id] = step
+        if self.sink.live:
+            self._send(step)
+
+    def _apply(self, step: _Step, event: Any) -> bool:
+        if isinstance(event, TextEvent):
+            if event.delta:
+                if not step.streaming:
+                    step.messages.append("")
+                    step.streaming = True
+                step.messages[-1] += event.text
+            elif not (step.streaming and step.messages and step.messages[-1] == event.text):
+                step.messages.append(event.text)
+                step.streaming = False
+            else:
+                step.streaming = False
+        elif isinstance(event, ToolCallEvent):
+            step.tools.append(_Tool(event.id, event.name, _tool_detail(event.input)))
+        elif isinstance(event, ToolResultEvent):
+            for tool in reversed(step.tools):
+                if tool.id == event.id:
+                    tool.ok = event.ok
+                    break
+        elif isinstance(event, UsageEvent):
+            step.usage = event.usage
+        elif isinstance(event, RetryEvent):
+            step.warnings.append(f"retry {event.attempt}: {_clip(event.reason, 120)}")
+        elif isinstance(event, WarningEvent):
+            step.warnings.append(_clip(event.message, 200))
+        else:
+            return False
+        return True
+
+    def _finish(self, event: StepFinished) -> None:
+        step = self._running.pop(event.step_id, None)
+        if step is None:  # a cached or resumed step that never started here
+            step = _Step(f"{self._prefix}-{len(self._steps)}", event.step_id, event.agent, None, 0)
+            step.iteration = event.iteration
+            self._steps.append(step)
+        result = event.result
+        step.final = True
+        step.status = "ok" if result.ok else f"failed ({result.error_kind})"
+        if event.cached:
+            step.status += ", cached"
+        step.usage = result.usage
+        if result.text and not "".join(step.messages).strip():
+            step.messages = [result.text]
+        if result.error is not None:
+            step.warnings.append(_clip(result.error.message, 300))
+        if step.timer is not None:
+            step.timer()
+            step.timer = None
+        self._send(step)
+
+    def _changed(self, step: _Step) -> None:
+        step.dirty = True
+        if not self.sink.live:
+            return
+        wait = step.last_sent + self._interval - self._clock()
+        if wait <= 0:
+            self._send(step)
+        elif step.timer is None:
+            step.timer = self._schedule(wait, lambda: self._flush(step))
+
+    def _flush(self, step: _Step) -> None:
+        with self._lock:
+            step.timer = None
+            if step.dirty and not step.final and not self.closed:
+                self._send(step)
+
+    def _send(self, step: _Step) -> None:
+        now = self._clock()
+        bundle = render_step(step, now)
+        step.last_sent, step.dirty = now, False
+        step.updates += 1
+        if step.shown:
+            self.sink.update(step.display_id, bundle)
+        else:
+            step.shown = True
+            self.sink.show(step.display_id, bundle)
+
+    # -- notes and the end ----------------------------------------------------------------
+
+    def note(self, line: str) -> None:
+        """A line in the run's notes area (gates, budgets); notes carry no times."""
+        with self._lock:
+            self._notes.append(line)
+            bundle = {
+                "text/plain": "\n".join(self._notes),
+                "text/markdown": "\n".join(f"- {n}" for n in self._notes),
+            }
+            if not self.sink.live:  # a terminal: each note once, as it comes
+                self.sink.show(f"{self._prefix}-note-{len(self._notes)}", {"text/plain": line})
+            elif self._notes_id is None:
+                self._notes_id = f"{self._prefix}-notes"
+                self.sink.show(self._notes_id, bundle)
+            else:
+                self.sink.update(self._notes_id, bundle)
+
+    def close(self, *, clear: bool = False) -> None:
+        """Stop updating; ``clear`` empties the step areas (the final render replaces them)."""
+        with self._lock:
+            if self.closed:
+                return
+            self.closed = True
+            for step in self._steps:
+                if step.timer is not None:
+                    step.timer()
+                    step.timer = None
+                if not step.shown:
+                    continue
+                if clear and self.sink.live:
+                    self.sink.update(step.display_id, {"text/plain": ""})
+                elif not step.final and self.sink.live:
+                    step.status = "stopped"
+                    step.final = True
+                    self.sink.update(step.display_id, render_step(step, self._clock()))
+
+
+__all__ = ["Bundle", "CellSink", "DisplaySink", "LiveDisplay", "render_step", "timer_schedule"]

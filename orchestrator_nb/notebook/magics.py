@@ -1,0 +1,256 @@
+"""``%%orchestrate``: the cell body is the task; ``%orchestrate SUBCOMMAND`` manages the rest.
+
+Options are parsed with IPython's ``magic_arguments`` (so ``%%orchestrate?`` documents every
+one); any mistake raises ``UsageError`` with the accepted values, never a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+from IPython.core import magic_arguments as _magic_arguments
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_cell_magic, magics_class
+
+from ..config import Settings, load_settings
+from ..errors import OrchestratorError
+from ..sessions import SessionStore, decide_followup, default_store
+from ..workflow.templates import render_notebook_vars
+from .commands import SUBCOMMANDS, Commands
+from .gates import frontend_is_interactive
+from .runner import CellRun, RunSpec
+
+OPTIONS = (
+    "-w/--workflow, -a/--agent, --workspace, -s/--session, --followup, --new, --rehearse, "
+    "--dry-run, --max-iterations, --budget, --timeout, --background, -o/--out, --quiet"
+)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise _bad(f"expected a whole number of at least 1, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0 or value == float("inf"):
+        raise _bad(f"expected a number above 0, got {text!r}")
+    return value
+
+
+def _bad(message: str) -> Exception:
+    import argparse
+
+    return argparse.ArgumentTypeError(message)
+
+
+# IPython's magic_arguments is untyped; these are the same functions seen as Any.
+_argument: Any = _magic_arguments.argument
+_parse_argstring: Any = _magic_arguments.parse_argstring
+_magic_args: Any = _magic_arguments.magic_arguments
+_line_cell_magic: Any = line_cell_magic
+_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
+    (("-w", "--workflow"), {"metavar": "NAME", "help": "Workflow to run (default: default)."}),
+    (("-a", "--agent"), {"metavar": "NAME", "help": "Run this one agent instead of a workflow."}),
+    (("--workspace",), {"metavar": "PATH", "help": "Folder the agents work in (default: cwd)."}),
+    (("-s", "--session"), {"metavar": "NAME", "help": "Record in this session (made if new)."}),
+    (("--followup",), {"action": "store_true", "help": "Continue the session's last turn."}),
+    (("--new",), {"action": "store_true", "help": "Run on its own, even if it looks like more."}),
+    (("--rehearse",), {"metavar": "SCENARIO", "help": "Run offline against a scripted model."}),
+    (("--dry-run",), {"action": "store_true", "help": "Show the plan; run nothing."}),
+    (
+        ("--max-iterations",),
+        {"type": _positive_int, "metavar": "N", "help": "Cap for every loop step."},
+    ),
+    (("--budget",), {"type": _positive_float, "metavar": "USD", "help": "Stop past this cost."}),
+    (("--timeout",), {"type": _positive_float, "metavar": "S", "help": "Stop after S seconds."}),
+    (("--background",), {"action": "store_true", "help": "Return a Run handle at once."}),
+    (("-o", "--out"), {"metavar": "NAME", "help": "Also store the result in this variable."}),
+    (("--quiet",), {"action": "store_true", "help": "No live output, only the result."}),
+]
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _as_line_cell_magic(fn: F) -> F:
+    return cast(F, _line_cell_magic(fn))
+
+
+def _with_options(fn: F) -> F:
+    """``@magic_arguments()`` with every option: it builds the parser and extends the doc."""
+    decorated: Any = fn
+    for names, options in reversed(_OPTIONS):
+        decorated = _argument(*names, **options)(decorated)
+    return cast(F, _magic_args()(decorated))
+
+
+def _is_file(path: str) -> bool:
+    return Path(path).expanduser().is_file()
+
+
+def _scenarios() -> list[str]:
+    from ..rehearsal import shipped_scenarios
+
+    return sorted(shipped_scenarios())
+
+
+@magics_class
+class OrchestratorMagics(Magics):
+    """The ``orchestrate`` line and cell magic."""
+
+    def __init__(self, shell: Any = None, *, store: SessionStore | None = None) -> None:
+        super().__init__(shell)
+        self.store = store if store is not None else default_store()
+
+    @property
+    def user_ns(self) -> dict[str, Any]:
+        ns: dict[str, Any] = self.shell.user_ns if self.shell is not None else {}
+        return ns
+
+    # -- settings and checks --------------------------------------------------------------
+
+    def _workspace(self, given: str | None) -> Path:
+        path = Path(os.path.expandvars(given)).expanduser() if given else Path.cwd()
+        if not path.is_dir():
+            raise UsageError(
+                f"--workspace {given!r} is not an existing folder; create it first "
+                "(os.makedirs(path, exist_ok=True)) or pass the folder the agents should edit"
+            )
+        return path.resolve()
+
+    def _settings(self, workspace: Path) -> Settings:
+        try:
+            return load_settings(cwd=workspace)
+        except OrchestratorError as exc:
+            raise UsageError(str(exc)) from None
+
+    def _line_settings(self) -> Settings:
+        where = self.store.current.workspace
+        return self._settings(Path(where) if where and Path(where).is_dir() else Path.cwd())
+
+    # -- the magic ------------------------------------------------------------------------
+
+    @_as_line_cell_magic
+    @_with_options
+    def orchestrate(self, line: str, cell: str | None = None) -> Any:
+        """Run AI coding agents on the task written in the cell body.
+
+        ``{{ name }}`` in the body is replaced by the notebook variable ``name`` when it exists.
+        The cell shows each step live, then the result (steps, tokens, cost, diffs). Follow-up
+        cells continue the session when they look like one (or with --followup). With --quiet
+        and -o NAME, nothing is displayed. With --background, -o NAME stores the Run handle.
+
+        As a line magic: %orchestrate agents | workflows | show WORKFLOW | session ... |
+        history | config | metrics | dashboard (``%orchestrate help`` lists them all).
+        """
+        if cell is None:
+            return Commands(self.store, self._line_settings)(line)
+        try:
+            args = _parse_argstring(self.orchestrate, line)
+        except UsageError as exc:
+            if "unrecognized arguments" in str(exc):
+                raise UsageError(f"{exc}; accepted options: {OPTIONS}") from None
+            raise
+        return self._cell(args, cell)
+
+    def _cell(self, args: Any, cell: str) -> Any:
+        body = render_notebook_vars(cell, self.user_ns).strip()
+        if not body:
+            raise UsageError(
+                "the cell body is the task and it is empty: write what the agents should do "
+                "on the lines below %%orchestrate"
+            )
+        if args.followup and args.new:
+            raise UsageError("--followup and --new contradict each other; pass one of them")
+        if args.agent and args.workflow:
+            raise UsageError("pass either -w/--workflow or -a/--agent, not both")
+        if args.agent and (args.budget is not None or args.max_iterations is not None):
+            raise UsageError("--budget and --max-iterations apply to workflows, not to -a/--agent")
+        if args.out is not None and not args.out.isidentifier():
+            raise UsageError(f"-o/--out needs a Python variable name, got {args.out!r}")
+        workspace = self._workspace(args.workspace)
+        settings = self._settings(workspace)
+        workflow = args.workflow or "default"
+        if args.agent and args.agent not in settings.agents:
+            known = ", ".join(sorted(settings.agents))
+            raise UsageError(f"unknown agent {args.agent!r}; known: {known}")
+        if not args.agent and workflow not in settings.workflows:
+            known = ", ".join(sorted(settings.workflows))
+            raise UsageError(f"unknown workflow {workflow!r}; known: {known}")
+        scenario = args.rehearse
+        if scenario is not None and scenario not in _scenarios() and not _is_file(scenario):
+            raise UsageError(
+                f"unknown scenario {scenario!r}; shipped: {', '.join(_scenarios())} "
+                "(or the path of a scenario .yaml file)"
+            )
+        spec = self._spec(args, body, workspace, settings, workflow)
+        interactive = frontend_is_interactive(self.shell)
+        run = CellRun(spec, self.shell, interactive=interactive)
+        try:
+            if args.background and interactive:
+                handle = run.background()
+                if args.out:
+                    self.user_ns[args.out] = handle
+                return handle
+            if args.background:
+                print(
+                    "--background: batch execution keeps only the output of the running cell, "
+                    "so this run is awaited in this cell"
+                )
+            result = run.blocking()
+        except OrchestratorError as exc:
+            raise UsageError(str(exc)) from None
+        if result is None:  # interrupted; the summary line is out
+            return None
+        if args.out:
+            self.user_ns[args.out] = result
+            if args.quiet:
+                return None
+        return result
+
+    def _spec(
+        self, args: Any, body: str, workspace: Path, settings: Settings, workflow: str
+    ) -> RunSpec:
+        session = self.store.get_or_create(args.session) if args.session else self.store.current
+        force = True if args.followup else False if args.new else None
+        decision = decide_followup(body, session, force=force)
+        if session.turns and not args.quiet and not args.dry_run:
+            print(decision)
+        prompt = session.followup_task(body) if decision.followup else body
+        resume = session.resume_ids.get(args.agent) if decision.followup and args.agent else None
+        overrides: dict[str, Any] = {}
+        if args.max_iterations is not None:
+            overrides["max_iterations"] = args.max_iterations
+        if args.budget is not None:
+            overrides["max_cost_usd"] = args.budget
+        if args.timeout is not None and not args.agent:
+            overrides["max_wall_s"] = args.timeout
+        return RunSpec(
+            task=body,
+            prompt=prompt,
+            workspace=workspace,
+            workflow=workflow,
+            agent=args.agent,
+            rehearse=args.rehearse,
+            dry_run=args.dry_run,
+            overrides=overrides,
+            timeout=args.timeout if args.agent else None,
+            session=session,
+            decision=decision,
+            quiet=args.quiet,
+            resume_id=resume,
+            settings=settings,
+        )
+
+
+__all__ = ["OPTIONS", "SUBCOMMANDS", "OrchestratorMagics"]

@@ -1,0 +1,560 @@
+"""Kernel-scoped sessions: the turns of a conversation with the agents, saved as they happen.
+
+A :class:`SessionStore` lives as long as the kernel and holds several :class:`Session` objects,
+one of them current. A session keeps every turn (the task, the workflow or agent, each step's
+text, changes, usage, cost and native agent session id, timestamps) and saves itself after every
+step to ``<workspace>/.orchestrator/sessions/<id>.json`` atomically (temp file, fsync,
+``os.replace``), so a kernel killed mid-run loses at most the step that was running.
+
+Follow-ups: :func:`decide_followup` applies the original tool's heuristic (action or request
+words on a short message) unless the user forced the choice; a follow-up gives the agents the
+previous task, a summary of what they answered and the changed files
+(:meth:`Session.followup_task`), and the engine sees the turns as ``history``.
+
+Sessions export to JSON (schema-versioned; :meth:`SessionStore.import_file` reads it back with
+validation), a Markdown transcript, and ``.ipynb`` (see :mod:`orchestrator_nb.notebook.export`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import secrets
+import tempfile
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+
+from .config import validation_error
+from .errors import ConfigError
+from .events import StepResult, Usage
+
+SCHEMA_VERSION = 1
+KIND = "orchestrator-nb.session"
+SESSIONS_DIR = Path(".orchestrator") / "sessions"
+ACTION_WORDS = ("add", "also", "now", "then", "next", "improve", "fix", "change", "update")
+REQUEST_WORDS = ("can you", "please", "try", "would you")
+SHORT_MESSAGE_WORDS = 30
+_WORDS = re.compile(r"[a-z']+")
+Clock = Callable[[], datetime]
+
+
+def _utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _stamp(clock: Clock) -> str:
+    return clock().isoformat(timespec="seconds")
+
+
+class ChangeRecord(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    path: str
+    kind: Literal["added", "modified", "deleted", "renamed"] = "modified"
+
+
+class UsageRecord(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    input_tokens: int = Field(default=0, ge=0)
+    output_tokens: int = Field(default=0, ge=0)
+    cached_tokens: int = Field(default=0, ge=0)
+    cost_usd: float | None = None
+
+    def to_usage(self) -> Usage:
+        return Usage(self.input_tokens, self.output_tokens, self.cached_tokens, self.cost_usd)
+
+
+class StepRecord(BaseModel):
+    """One finished step of a turn."""
+
+    model_config = ConfigDict(extra="forbid")
+    step_id: str | None = None
+    agent: str
+    ok: bool
+    text: str = ""
+    changes: list[ChangeRecord] = Field(default_factory=list)
+    diff: str = ""
+    usage: UsageRecord = Field(default_factory=UsageRecord)
+    native_session_id: str | None = Field(
+        default=None, description="The agent CLI's own session id, for --resume."
+    )
+    model: str | None = None
+    error_kind: str | None = None
+    error: str | None = None
+    iteration: int | None = None
+    cached: bool = False
+    finished_at: str
+
+    @classmethod
+    def from_result(cls, result: StepResult, finished_at: str) -> StepRecord:
+        u = result.usage
+        return cls(
+            step_id=result.step_id,
+            agent=result.agent,
+            ok=result.ok,
+            text=result.text,
+            changes=[ChangeRecord(path=c.path, kind=c.kind) for c in result.changes],
+            diff=result.diff,
+            usage=UsageRecord(
+                input_tokens=u.input_tokens,
+                output_tokens=u.output_tokens,
+                cached_tokens=u.cached_tokens,
+                cost_usd=u.cost_usd,
+            ),
+            native_session_id=result.session_id,
+            model=result.model,
+            error_kind=result.error_kind,
+            error=result.error.message if result.error is not None else None,
+            iteration=result.iteration,
+            cached=result.cached,
+            finished_at=finished_at,
+        )
+
+    @property
+    def label(self) -> str:
+        name = f"{self.step_id} ({self.agent})" if self.step_id else self.agent
+        return f"{name} #{self.iteration}" if self.iteration else name
+
+
+class Turn(BaseModel):
+    """One cell's run: the task as written, what ran, and each step's result."""
+
+    model_config = ConfigDict(extra="forbid")
+    number: int = Field(ge=1)
+    task: str
+    workflow: str | None = None
+    agent: str | None = None
+    workspace: str | None = None
+    followup: bool = False
+    decision: str = ""
+    run_id: str | None = None
+    outcome: str = "running"  # running | completed | failed | cancelled | budget_exceeded
+    error: str | None = None
+    started_at: str
+    finished_at: str | None = None
+    steps: list[StepRecord] = Field(default_factory=list)
+
+    @property
+    def what(self) -> str:
+        return f"agent {self.agent}" if self.agent else f"workflow {self.workflow}"
+
+    @property
+    def text(self) -> str:
+        """The final answer: the last successful step's text."""
+        return next((s.text for s in reversed(self.steps) if s.ok and s.text), "")
+
+    @property
+    def changed_paths(self) -> list[str]:
+        seen: dict[str, None] = {}
+        for step in self.steps:
+            for change in step.changes:
+                seen.setdefault(change.path, None)
+        return list(seen)
+
+    @property
+    def usage(self) -> Usage:
+        total = Usage()
+        for step in self.steps:
+            if not step.cached:
+                total = total + step.usage.to_usage()
+        return total
+
+    def summary(self) -> str:
+        u = self.usage
+        cost = f", ${u.cost_usd:.4f}" if u.cost_usd is not None else ""
+        return (
+            f"turn {self.number}: {self.what}, {self.outcome}, {len(self.steps)} step(s), "
+            f"{u.input_tokens} in / {u.output_tokens} out tokens{cost}"
+        )
+
+
+@dataclass(frozen=True)
+class FollowupDecision:
+    """Whether a cell continues the session, why, and how to ask for the other way."""
+
+    followup: bool
+    reason: str
+    forced: bool = False
+    previous: int | None = None  # the turn it follows
+
+    def __str__(self) -> str:
+        if self.followup:
+            override = "" if self.forced else " — use --new to run it on its own"
+            return f"↪ follow-up of turn {self.previous} ({self.reason}){override}"
+        override = "" if self.forced or self.previous is None else " — use --followup to continue"
+        return f"● new task ({self.reason}){override}"
+
+
+def decide_followup(
+    message: str, session: Session, *, force: bool | None = None
+) -> FollowupDecision:
+    """The original tool's heuristic, unless ``force`` (``--followup``/``--new``) decides."""
+    previous = session.turns[-1].number if session.turns else None
+    if previous is None:
+        reason = "--followup, but the session has no earlier turn" if force else "first turn"
+        return FollowupDecision(False, reason, forced=bool(force))
+    if force is not None:
+        return FollowupDecision(force, "--followup" if force else "--new", True, previous)
+    if session.conversation:
+        return FollowupDecision(True, "conversation mode is on", False, previous)
+    lowered = " ".join(message.lower().split())
+    words = _WORDS.findall(lowered)
+    if len(words) > SHORT_MESSAGE_WORDS:
+        return FollowupDecision(False, f"more than {SHORT_MESSAGE_WORDS} words", False, previous)
+    found = [w for w in ACTION_WORDS if w in words]
+    found += [p for p in REQUEST_WORDS if re.search(rf"\b{re.escape(p)}\b", lowered)]
+    if found:
+        return FollowupDecision(True, f"short message with {found[0]!r}", False, previous)
+    return FollowupDecision(False, "no follow-up words", False, previous)
+
+
+class Session(BaseModel):
+    """The turns of one conversation. Mutate it through its methods: they lock and autosave."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    name: str = Field(min_length=1)
+    created_at: str
+    updated_at: str
+    conversation: bool = Field(default=False, description="Every new cell is a follow-up.")
+    workspace: str | None = Field(default=None, description="Where it autosaves.")
+    turns: list[Turn] = Field(default_factory=list)
+    _lock: threading.RLock = PrivateAttr(default_factory=threading.RLock)
+    _clock: Clock = PrivateAttr(default_factory=lambda: _utc_now)
+    _save_error: str | None = PrivateAttr(default=None)
+
+    @classmethod
+    def create(cls, name: str, *, clock: Clock = _utc_now) -> Session:
+        now = _stamp(clock)
+        session = cls(id=secrets.token_hex(6), name=name, created_at=now, updated_at=now)
+        session._clock = clock
+        return session
+
+    # -- what the engine and the agents see ----------------------------------------------
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        """Earlier finished turns for the engine's templates (``history``): task, text, …"""
+        return [
+            {
+                "task": t.task,
+                "text": t.text,
+                "workflow": t.workflow,
+                "agent": t.agent,
+                "outcome": t.outcome,
+                "changes": t.changed_paths,
+            }
+            for t in self.turns
+            if t.outcome != "running"
+        ]
+
+    @property
+    def resume_ids(self) -> dict[str, str]:
+        """The latest native session id per agent (for the CLIs' ``--resume``)."""
+        ids: dict[str, str] = {}
+        for turn in self.turns:
+            for step in turn.steps:
+                if step.native_session_id and step.ok:
+                    ids[step.agent] = step.native_session_id
+        return ids
+
+    def followup_task(self, message: str, *, max_chars: int = 600) -> str:
+        """``message`` with the previous turn's task, answers and changed files before it."""
+        done = [t for t in self.turns if t.outcome != "running"]
+        if not done:
+            return message
+        last = done[-1]
+        lines = [
+            "Context: this continues the previous request in this workspace.",
+            f"Previous request: {last.task.strip()}",
+        ]
+        answers = [s for s in last.steps if s.text]
+        if answers:
+            lines.append("What the agents answered:")
+            for step in answers:
+                text = " ".join(step.text.split())
+                clipped = text if len(text) <= max_chars else text[: max_chars - 1] + "…"
+                lines.append(f"- {step.label}: {clipped}")
+        paths = last.changed_paths
+        lines.append(f"Files changed: {', '.join(paths)}" if paths else "Files changed: none")
+        lines += ["", "New request:", message]
+        return "\n".join(lines)
+
+    # -- recording --------------------------------------------------------------------------
+
+    def begin_turn(
+        self,
+        task: str,
+        *,
+        workflow: str | None = None,
+        agent: str | None = None,
+        workspace: str | os.PathLike[str] | None = None,
+        decision: FollowupDecision | None = None,
+    ) -> Turn:
+        with self._lock:
+            turn = Turn(
+                number=len(self.turns) + 1,
+                task=task,
+                workflow=workflow,
+                agent=agent,
+                workspace=str(workspace) if workspace is not None else None,
+                followup=bool(decision and decision.followup),
+                decision=str(decision) if decision else "",
+                started_at=_stamp(self._clock),
+            )
+            self.turns.append(turn)
+            if workspace is not None:
+                self.workspace = str(workspace)
+            self._touch()
+        return turn
+
+    def record_step(self, turn: Turn, result: StepResult) -> StepRecord:
+        with self._lock:
+            record = StepRecord.from_result(result, _stamp(self._clock))
+            turn.steps.append(record)
+            self._touch()
+        return record
+
+    def finish_turn(
+        self, turn: Turn, outcome: str, *, error: str | None = None, run_id: str | None = None
+    ) -> None:
+        with self._lock:
+            turn.outcome = outcome
+            turn.error = error
+            turn.run_id = run_id or turn.run_id
+            turn.finished_at = _stamp(self._clock)
+            self._touch()
+
+    def reset(self) -> None:
+        with self._lock:
+            self.turns.clear()
+            self._touch()
+
+    def _touch(self) -> None:
+        self.updated_at = _stamp(self._clock)
+        self.autosave()
+
+    # -- files ----------------------------------------------------------------------------
+
+    @property
+    def autosave_path(self) -> Path | None:
+        if self.workspace is None:
+            return None
+        return Path(self.workspace) / SESSIONS_DIR / f"{self.id}.json"
+
+    def autosave(self) -> Path | None:
+        """Save to the workspace; a failure is kept in ``save_error``, never raised mid-run."""
+        path = self.autosave_path
+        if path is None:
+            return None
+        try:
+            self.save(path)
+        except OSError as exc:
+            self._save_error = f"autosave to {path} failed: {exc.strerror or exc}"
+            return None
+        self._save_error = None
+        return path
+
+    @property
+    def save_error(self) -> str | None:
+        """Why the last autosave failed (None when it worked)."""
+        return self._save_error
+
+    def to_json_dict(self) -> dict[str, Any]:
+        with self._lock:
+            body = self.model_dump(mode="json")
+        return {"kind": KIND, "schema_version": SCHEMA_VERSION, **body}
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the JSON form to ``path`` atomically."""
+        text = json.dumps(self.to_json_dict(), indent=1, ensure_ascii=False) + "\n"
+        return atomic_write_text(Path(path), text)
+
+    @classmethod
+    def from_json_dict(cls, data: Any, *, source: str = "<data>") -> Session:
+        if not isinstance(data, dict):
+            raise ConfigError("a session file holds one JSON object", path=source)
+        if data.get("kind") != KIND:
+            raise ConfigError(
+                f"not an orchestrator-nb session (kind is {data.get('kind')!r})",
+                path=source,
+                key="kind",
+                hint="export one with `%orchestrate session export PATH`",
+            )
+        version = data.get("schema_version")
+        if version != SCHEMA_VERSION:
+            newer = isinstance(version, int) and version > SCHEMA_VERSION
+            raise ConfigError(
+                f"schema_version {version!r} is not supported (this version reads "
+                f"{SCHEMA_VERSION})",
+                path=source,
+                key="schema_version",
+                hint="upgrade orchestrator-nb" if newer else "re-export the session",
+            )
+        body = {k: v for k, v in data.items() if k not in ("kind", "schema_version")}
+        try:
+            return cls.model_validate(body)
+        except ValidationError as exc:
+            raise validation_error(exc, source, None, ConfigError) from None
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Session:
+        file = Path(path)
+        try:
+            text = file.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read: {exc.strerror or exc}", path=str(file)) from None
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(
+                f"not valid JSON: {exc.msg}", path=str(file), line=exc.lineno
+            ) from None
+        return cls.from_json_dict(data, source=str(file))
+
+    def __str__(self) -> str:
+        mode = ", conversation mode" if self.conversation else ""
+        lines = [f"session {self.name!r} ({self.id}): {len(self.turns)} turn(s){mode}"]
+        lines += [f"  {t.summary()}" for t in self.turns]
+        return "\n".join(lines)
+
+
+def atomic_write_text(path: Path, text: str) -> Path:
+    """Write ``text`` so that readers see the old file or the new one, never half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(OSError):  # make the rename itself durable
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    return path
+
+
+class SessionStore:
+    """The sessions of one kernel; one is current. Tests make their own, the kernel shares one."""
+
+    def __init__(self, *, clock: Clock = _utc_now) -> None:
+        self._clock = clock
+        self._sessions: dict[str, Session] = {}
+        self._current: str | None = None
+        self._lock = threading.RLock()
+
+    @property
+    def sessions(self) -> list[Session]:
+        return list(self._sessions.values())
+
+    @property
+    def current(self) -> Session:
+        """The current session; a first one named ``default`` is made on demand."""
+        with self._lock:
+            if self._current is None:
+                return self.new("default")
+            return self._sessions[self._current]
+
+    def find(self, key: str) -> Session | None:
+        if key in self._sessions:
+            return self._sessions[key]
+        return next((s for s in self._sessions.values() if s.name == key), None)
+
+    def get(self, key: str) -> Session:
+        found = self.find(key)
+        if found is None:
+            known = ", ".join(s.name for s in self._sessions.values()) or "none"
+            raise ConfigError(
+                f"no session {key!r} (known: {known})",
+                key="session",
+                hint="create it with `%orchestrate session new NAME`",
+            )
+        return found
+
+    def new(self, name: str | None = None, *, conversation: bool = False) -> Session:
+        with self._lock:
+            if name is not None and self.find(name) is not None:
+                raise ConfigError(
+                    f"a session named {name!r} exists already",
+                    key="session",
+                    hint=f"switch to it with `%orchestrate session switch {name}`",
+                )
+            if name is None:
+                n = len(self._sessions) + 1
+                while self.find(f"session-{n}") is not None:
+                    n += 1
+                name = f"session-{n}"
+            session = Session.create(name, clock=self._clock)
+            session.conversation = conversation
+            self._add(session)
+            return session
+
+    def switch(self, key: str) -> Session:
+        with self._lock:
+            session = self.get(key)
+            self._current = session.id
+            return session
+
+    def get_or_create(self, name: str) -> Session:
+        """``-s NAME``: that session (made if new), which becomes current."""
+        with self._lock:
+            found = self.find(name)
+            return self.switch(found.id) if found is not None else self.new(name)
+
+    def import_file(self, path: str | os.PathLike[str]) -> Session:
+        """Read an exported JSON session; it becomes current (replacing one with its id)."""
+        session = Session.load(path)
+        session._clock = self._clock
+        with self._lock:
+            clash = self.find(session.name)
+            if clash is not None and clash.id != session.id:
+                session.name = f"{session.name}-{session.id[:4]}"
+            self._add(session)
+        return session
+
+    def _add(self, session: Session) -> None:
+        self._sessions[session.id] = session
+        self._current = session.id
+
+
+_DEFAULT_STORE: SessionStore | None = None
+
+
+def default_store() -> SessionStore:
+    """The kernel's sessions (one store per process)."""
+    global _DEFAULT_STORE
+    if _DEFAULT_STORE is None:
+        _DEFAULT_STORE = SessionStore()
+    return _DEFAULT_STORE
+
+
+__all__ = [
+    "ACTION_WORDS",
+    "REQUEST_WORDS",
+    "SCHEMA_VERSION",
+    "ChangeRecord",
+    "FollowupDecision",
+    "Session",
+    "SessionStore",
+    "StepRecord",
+    "Turn",
+    "UsageRecord",
+    "atomic_write_text",
+    "decide_followup",
+    "default_store",
+]
