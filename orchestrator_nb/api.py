@@ -31,7 +31,7 @@ from .agents.registry import DriverRegistry, default_registry
 from .agents.status import locate
 from .config import AgentConfig, Settings, agent_config, load_settings
 from .errors import AgentError, AgentNotInstalled, ConfigError, WorkspaceError
-from .events import Attempt, Event, FileChange, FileChangeEvent, StepResult
+from .events import Attempt, Event, FileChange, FileChangeEvent, StepResult, Usage
 from .process import base_env, run_process
 
 STATE_DIR = ".orchestrator"
@@ -57,6 +57,7 @@ class _Run:
     env: dict[str, str]
     log_root: Path
     max_events: int
+    previous_usage: Usage | None = None
 
 
 def _settings(config: Settings | str | os.PathLike[str] | None, workspace: Path) -> Settings:
@@ -102,7 +103,7 @@ async def _rehearsal_scope(rehearsal: Any) -> AsyncIterator[Any]:
 async def _attempt(
     run: _Run, number: int, on_event: EventCallback | None, cancel: asyncio.Event | None
 ) -> StepResult:
-    parser = run.driver.new_parser()
+    parser = run.driver.new_parser(previous_usage=run.previous_usage)
     events: list[Event] = []
     dropped = 0
 
@@ -226,14 +227,17 @@ async def arun_agent(
     cancel: asyncio.Event | None = None,
     registry: DriverRegistry | None = None,
     log_dir: str | os.PathLike[str] | None = None,
+    previous_usage: Usage | None = None,
     **options: Any,
 ) -> StepResult:
     """Run ``agent`` once on ``prompt`` in ``workspace`` and return what happened.
 
     Failures come back as ``result.error`` (never raised) so a workflow can decide; bad
     arguments and configuration raise. Raw streams go under ``log_dir`` (default: the
-    workspace's ``.orchestrator/runs/``). Options override the agent's config: ``idle_timeout``,
-    ``retries``, ``retry_wait``, ``permission_mode``, ``max_turns``, ``extra_args``, ``env``.
+    workspace's ``.orchestrator/runs/``). With ``resume``, ``previous_usage`` (what the native
+    session used before) keeps a CLI that reports running totals from counting twice. Options
+    override the agent's config: ``idle_timeout``, ``retries``, ``retry_wait``,
+    ``permission_mode``, ``max_turns``, ``extra_args``, ``env``.
     """
     if not isinstance(prompt, str) or not prompt.strip():
         raise ConfigError("the prompt is empty", key="prompt", hint="pass the task as a string")
@@ -285,9 +289,8 @@ async def arun_agent(
             permission_mode=cfg.permission_mode,
             extra_args=provider_args + list(cfg.extra_args),
         )
-        run = _Run(
-            agent, cfg, driver, request, base_env(extra_env, drop), log_root, settings.max_events
-        )
+        env = base_env(extra_env, drop)
+        run = _Run(agent, cfg, driver, request, env, log_root, settings.max_events, previous_usage)
         return await _with_retries(run, on_event, cancel, options.get("retry_wait"))
 
 

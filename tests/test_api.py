@@ -281,3 +281,22 @@ def _cmdline(pid: int) -> list[str]:
         return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
     except OSError:
         return []
+
+
+def test_codex_resume_counts_only_this_run(
+    fake_exe: Callable[[str], Path], fake_env: Callable[..., None], workspace: Path
+) -> None:
+    # codex reports the thread's running total after a resume; the earlier run's usage is known.
+    from orchestrator_nb import Usage
+
+    fake_env(mode="replay", script=TRANSCRIPTS / "codex_resume.jsonl", version=VERSIONS["codex"])
+    result = run_agent(
+        "codex",
+        "say done again",
+        workspace=workspace,
+        resume="01a20b39",
+        previous_usage=Usage(2400, 68, 400),
+        config=_settings("codex", fake_exe("codex")),
+    )
+    assert (result.usage.input_tokens, result.usage.output_tokens) == (1200, 34)
+    assert result.usage.cached_tokens == 200

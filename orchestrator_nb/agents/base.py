@@ -77,8 +77,12 @@ class Driver(Protocol):
         """Extra environment for the run (no-colour settings and the like)."""
         ...
 
-    def new_parser(self) -> StreamParser:
-        """A fresh parser for one run."""
+    def new_parser(self, previous_usage: Usage | None = None) -> StreamParser:
+        """A fresh parser for one run.
+
+        ``previous_usage`` is what the resumed native session had used before this run, for
+        CLIs that report a thread's running total (codex); others ignore it.
+        """
         ...
 
     def is_genuine(self, version_output: str) -> bool:

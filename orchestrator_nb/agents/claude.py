@@ -264,7 +264,8 @@ class ClaudeDriver:
             "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
         }
 
-    def new_parser(self) -> ClaudeParser:
+    def new_parser(self, previous_usage: Usage | None = None) -> ClaudeParser:
+        # Usage in this CLI's stream is per run already; nothing to subtract.
         return ClaudeParser()
 
     def is_genuine(self, version_output: str) -> bool:

@@ -19,7 +19,7 @@ import re
 from collections.abc import Mapping, Sequence
 
 from ..errors import AgentConfigError, ConfigError
-from ..events import Event, TextEvent
+from ..events import Event, TextEvent, Usage
 from ._jsonl import stderr_tail, strip_ansi
 from .base import AgentRequest, Verdict
 
@@ -159,7 +159,8 @@ class CommandDriver:
     def env(self, request: AgentRequest) -> dict[str, str]:
         return {"NO_COLOR": "1", **self.extra_env}
 
-    def new_parser(self) -> CommandParser:
+    def new_parser(self, previous_usage: Usage | None = None) -> CommandParser:
+        # Usage in this CLI's stream is per run already; nothing to subtract.
         return CommandParser(self.name, self.allow_empty)
 
     @property

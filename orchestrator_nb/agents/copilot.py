@@ -219,7 +219,8 @@ class CopilotDriver:
     def env(self, request: AgentRequest) -> dict[str, str]:
         return {"NO_COLOR": "1", "COPILOT_AUTO_UPDATE": "false"}
 
-    def new_parser(self) -> CopilotParser:
+    def new_parser(self, previous_usage: Usage | None = None) -> CopilotParser:
+        # Usage in this CLI's stream is per run already; nothing to subtract.
         return CopilotParser()
 
     def is_genuine(self, version_output: str) -> bool:

@@ -233,7 +233,8 @@ class GeminiDriver:
     def env(self, request: AgentRequest) -> dict[str, str]:
         return {"NO_COLOR": "1", "GEMINI_TELEMETRY_ENABLED": "false"}
 
-    def new_parser(self) -> GeminiParser:
+    def new_parser(self, previous_usage: Usage | None = None) -> GeminiParser:
+        # Usage in this CLI's stream is per run already; nothing to subtract.
         return GeminiParser()
 
     def is_genuine(self, version_output: str) -> bool:
