@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import prometheus_client
 import pytest
+import yaml
 
 from orchestrator_nb.errors import AgentRateLimited, ConfigError
 from orchestrator_nb.events import Attempt, RetryEvent, StepResult, TextEvent, Usage
@@ -189,3 +192,36 @@ def test_serve_metrics_bad_and_busy_ports() -> None:
         pytest.raises(ConfigError, match="another port"),
     ):
         serve_metrics(first.port)
+
+
+DEPLOY = Path(__file__).parents[2] / "deploy"
+
+
+def test_grafana_dashboard_covers_every_metric() -> None:
+    dashboard = json.loads((DEPLOY / "grafana-dashboard.json").read_text())
+    exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p["targets"])
+    for name in [*NAMED, "orchestrator_rate_limit_wait_seconds_total"]:
+        assert name in exprs, name
+    ids = [p["id"] for p in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
+    datasource = yaml.safe_load((DEPLOY / "grafana" / "datasource.yml").read_text())
+    uid = datasource["datasources"][0]["uid"]
+    assert all(p["datasource"]["uid"] == uid for p in dashboard["panels"])
+
+
+def test_prometheus_and_compose_stay_on_loopback() -> None:
+    prom = yaml.safe_load((DEPLOY / "prometheus.yml").read_text())
+    targets = prom["scrape_configs"][0]["static_configs"][0]["targets"]
+    assert all(t.startswith("127.0.0.1:") for t in targets)
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert set(services) == {"prometheus", "grafana"}
+    assert "--web.listen-address=127.0.0.1:9090" in services["prometheus"]["command"]
+    assert services["grafana"]["environment"]["GF_SERVER_HTTP_ADDR"] == "127.0.0.1"
+    assert ":?" in services["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD"]
+    for service in services.values():
+        assert "ports" not in service  # host network, loopback listeners: nothing published
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith("./"):
+                assert (DEPLOY / source).is_file(), source
