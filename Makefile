@@ -7,11 +7,12 @@ VENV_STAMP := $(VENV)/.installed
 AGENTS_STAMP := .agents/node_modules/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help venv agents test lint typecheck pytest clean
+.PHONY: help venv agents browser test lint typecheck pytest clean
 
 help:
 	@echo "make test    lint, type-check and run the whole test suite (sets everything up first)"
 	@echo "make agents  install the pinned agent CLIs into .agents/"
+	@echo "make browser install Debian's chromium for the real-browser tests"
 	@echo "make venv    create .venv and install the package with its extras"
 
 venv: $(VENV_STAMP)
@@ -30,6 +31,15 @@ $(AGENTS_STAMP): .agents/package.json .agents/package-lock.json
 	cd .agents && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
+# The real-browser tests drive Debian's Chromium through Playwright (no browser download).
+CHROMIUM ?= $(shell command -v chromium || command -v chromium-browser)
+browser:
+	@if [ -z "$(CHROMIUM)" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium; \
+	  elif command -v sudo >/dev/null; then sudo apt-get update -qq && sudo apt-get install -y -qq chromium; \
+	  else echo "chromium is missing: install Debian's chromium package for the browser tests"; fi; \
+	fi
+
 lint: $(VENV_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -37,7 +47,7 @@ lint: $(VENV_STAMP)
 typecheck: $(VENV_STAMP)
 	$(BIN)/mypy
 
-pytest: $(VENV_STAMP) $(AGENTS_STAMP)
+pytest: $(VENV_STAMP) $(AGENTS_STAMP) browser
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test: lint typecheck pytest
