@@ -190,3 +190,29 @@ def test_bound_and_routed_helpers(tmp_path: Path) -> None:
     lines = _read(tmp_path)
     assert [x["event"] for x in lines] == ["inside"] and lines[0]["run_id"] == "r9"
     assert "step" not in lines[0]
+
+
+def test_install_wires_logs_metrics_and_audit(tmp_path: Path) -> None:
+    from orchestrator_nb.lifecycle import EventBus
+    from orchestrator_nb.observe import default_subscribers, install
+    from orchestrator_nb.observe.audit import verify
+    from orchestrator_nb.observe.metrics import get_metrics
+
+    state = tmp_path / ".orchestrator"
+    assert len(default_subscribers(state)) == 3
+    bus = EventBus()
+    calls = get_metrics().registry.get_sample_value(
+        "orchestrator_agent_calls_total", {"agent": "wired"}
+    )
+    uninstall = install(bus, state)
+    bus.emit(RunStarted("run-w", "flow", "t", str(tmp_path)))
+    bus.emit(StepFinished("run-w", "s", "wired", StepResult("wired", True)))
+    bus.emit(RunFinished("run-w", "flow", "completed", True, Usage(), 0.1))
+    uninstall()
+    bus.emit(RunStarted("run-after", "flow", "t", str(tmp_path)))  # no subscriber any more
+    assert {x["run_id"] for x in _read(state)} == {"run-w"}
+    assert verify(state / "audit.jsonl").records == 3
+    after = get_metrics().registry.get_sample_value(
+        "orchestrator_agent_calls_total", {"agent": "wired"}
+    )
+    assert (after or 0) - (calls or 0) == 1
