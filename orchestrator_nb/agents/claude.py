@@ -10,9 +10,8 @@ accepts it, so ``extra_args: ["--max-turns", "5"]`` works at your own risk).
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, ClassVar
 
-from ..errors import AgentConfigError
 from ..events import (
     Event,
     RetryEvent,
@@ -36,6 +35,7 @@ from ._jsonl import (
     as_str,
     change_kind,
 )
+from ._npm import NpmCliDriver
 from .base import AgentRequest, Verdict
 
 PERMISSION_MODES = ("acceptEdits", "auto", "bypassPermissions", "default", "dontAsk", "plan")
@@ -231,21 +231,22 @@ class ClaudeParser(JsonlParser):
         )
 
 
-class ClaudeDriver:
+class ClaudeDriver(NpmCliDriver):
     name = "claude"
     executable = "claude"
     npm_package: str | None = "@anthropic-ai/claude-code"
     prompt_via = "arg"
     default_permission_mode = "acceptEdits"
+    permission_modes = PERMISSION_MODES
+    version_re = _VERSION_RE
+    extra_env: ClassVar[dict[str, str]] = {
+        "DISABLE_AUTOUPDATER": "1",
+        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+    }
+    parser_class = ClaudeParser
 
     def build_argv(self, request: AgentRequest) -> list[str]:
-        mode = request.permission_mode or self.default_permission_mode
-        if mode not in PERMISSION_MODES:
-            raise AgentConfigError(
-                f"unknown claude permission mode {mode!r}",
-                agent=self.name,
-                hint=f"use one of: {', '.join(PERMISSION_MODES)}",
-            )
+        mode = self.permission_mode(request)
         argv = [request.executable, "-p", "--output-format", "stream-json", "--verbose"]
         argv += ["--permission-mode", mode]
         if request.model:
@@ -256,20 +257,3 @@ class ClaudeDriver:
         # After "--" the prompt is never taken for an option, even when it starts with "-", and a
         # variadic option in extra_args (--add-dir a b) cannot swallow it.
         return [*argv, "--", request.prompt]
-
-    def env(self, request: AgentRequest) -> dict[str, str]:
-        return {
-            "NO_COLOR": "1",
-            "DISABLE_AUTOUPDATER": "1",
-            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
-        }
-
-    def new_parser(self, previous_usage: Usage | None = None) -> ClaudeParser:
-        # Usage in this CLI's stream is per run already; nothing to subtract.
-        return ClaudeParser()
-
-    def is_genuine(self, version_output: str) -> bool:
-        return bool(_VERSION_RE.search(version_output))
-
-    def install_hint(self) -> str:
-        return f"npm install -g {self.npm_package}"

@@ -12,7 +12,6 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from ..errors import AgentConfigError
 from ..events import (
     Event,
     RetryEvent,
@@ -33,6 +32,7 @@ from ._jsonl import (
     as_str,
     change_kind,
 )
+from ._npm import NpmCliDriver
 from .base import AgentRequest, Verdict
 
 SANDBOX_MODES = ("read-only", "workspace-write", "danger-full-access")
@@ -211,21 +211,23 @@ class CodexParser(JsonlParser):
         return failed or self.ok(self.last_text)
 
 
-class CodexDriver:
+class CodexDriver(NpmCliDriver):
     name = "codex"
     executable = "codex"
     npm_package: str | None = "@openai/codex"
     prompt_via = "arg"
     default_permission_mode = "workspace-write"
+    permission_modes = SANDBOX_MODES
+    mode_label = "sandbox mode"
+    version_re = _VERSION_RE
+    parser_class = CodexParser
+
+    def new_parser(self, previous_usage: Usage | None = None) -> CodexParser:
+        # codex reports the thread's running total after a resume: subtract what came before.
+        return CodexParser(previous_usage)
 
     def build_argv(self, request: AgentRequest) -> list[str]:
-        mode = request.permission_mode or self.default_permission_mode
-        if mode not in SANDBOX_MODES:
-            raise AgentConfigError(
-                f"unknown codex sandbox mode {mode!r}",
-                agent=self.name,
-                hint=f"use one of: {', '.join(SANDBOX_MODES)}",
-            )
+        mode = self.permission_mode(request)
         argv = [request.executable, "exec", "--json", "--skip-git-repo-check", "--color", "never"]
         argv += ["-C", str(request.workspace), "--sandbox", mode]
         if request.model:
@@ -235,15 +237,3 @@ class CodexDriver:
             argv += ["resume", request.resume]
         # "--" keeps a prompt that starts with "-" from being read as an option.
         return [*argv, "--", request.prompt]
-
-    def env(self, request: AgentRequest) -> dict[str, str]:
-        return {"NO_COLOR": "1"}
-
-    def new_parser(self, previous_usage: Usage | None = None) -> CodexParser:
-        return CodexParser(previous_usage)
-
-    def is_genuine(self, version_output: str) -> bool:
-        return bool(_VERSION_RE.search(version_output))
-
-    def install_hint(self) -> str:
-        return f"npm install -g {self.npm_package}"

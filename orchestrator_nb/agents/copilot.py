@@ -10,9 +10,8 @@ The ``copilot`` name collides with AWS Copilot; :meth:`CopilotDriver.is_genuine`
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, ClassVar
 
-from ..errors import AgentConfigError
 from ..events import (
     Event,
     SessionEvent,
@@ -32,6 +31,7 @@ from ._jsonl import (
     as_str,
     change_kind,
 )
+from ._npm import NpmCliDriver
 from .base import AgentRequest, Verdict
 
 PERMISSION_FLAGS: dict[str, list[str]] = {
@@ -190,21 +190,19 @@ class CopilotParser(JsonlParser):
         return failed or self.ok(self.last_text)
 
 
-class CopilotDriver:
+class CopilotDriver(NpmCliDriver):
     name = "copilot"
     executable = "copilot"
     npm_package: str | None = "@github/copilot"
     prompt_via = "arg"
     default_permission_mode = "allow-all-tools"
+    permission_modes = PERMISSION_FLAGS
+    version_re = _VERSION_RE
+    extra_env: ClassVar[dict[str, str]] = {"COPILOT_AUTO_UPDATE": "false"}
+    parser_class = CopilotParser
 
     def build_argv(self, request: AgentRequest) -> list[str]:
-        mode = request.permission_mode or self.default_permission_mode
-        if mode not in PERMISSION_FLAGS:
-            raise AgentConfigError(
-                f"unknown copilot permission mode {mode!r}",
-                agent=self.name,
-                hint=f"use one of: {', '.join(PERMISSION_FLAGS)}",
-            )
+        mode = self.permission_mode(request)
         # "--prompt=" / "--resume=": a prompt starting with "-" stays a value, and the optional
         # value of --resume can never be confused with the next argument.
         argv = [request.executable, f"--prompt={request.prompt}", "--output-format", "json"]
@@ -215,16 +213,3 @@ class CopilotDriver:
         if request.resume:
             argv.append(f"--resume={request.resume}")
         return argv + request.extra_args
-
-    def env(self, request: AgentRequest) -> dict[str, str]:
-        return {"NO_COLOR": "1", "COPILOT_AUTO_UPDATE": "false"}
-
-    def new_parser(self, previous_usage: Usage | None = None) -> CopilotParser:
-        # Usage in this CLI's stream is per run already; nothing to subtract.
-        return CopilotParser()
-
-    def is_genuine(self, version_output: str) -> bool:
-        return bool(_VERSION_RE.search(version_output))
-
-    def install_hint(self) -> str:
-        return f"npm install -g {self.npm_package}"

@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import Any, ClassVar
 
-from ..errors import AgentConfigError
 from ..events import (
     Event,
     SessionEvent,
@@ -35,6 +34,7 @@ from ._jsonl import (
     as_str,
     stderr_message,
 )
+from ._npm import NpmCliDriver
 from .base import AgentRequest, Verdict
 
 APPROVAL_MODES = ("default", "auto_edit", "yolo", "plan")
@@ -206,21 +206,20 @@ class GeminiParser(JsonlParser):
         return doc
 
 
-class GeminiDriver:
+class GeminiDriver(NpmCliDriver):
     name = "gemini"
     executable = "gemini"
     npm_package: str | None = "@google/gemini-cli"
     prompt_via = "arg"
     default_permission_mode = "auto_edit"
+    permission_modes = APPROVAL_MODES
+    mode_label = "approval mode"
+    version_re = _VERSION_RE
+    extra_env: ClassVar[dict[str, str]] = {"GEMINI_TELEMETRY_ENABLED": "false"}
+    parser_class = GeminiParser
 
     def build_argv(self, request: AgentRequest) -> list[str]:
-        mode = request.permission_mode or self.default_permission_mode
-        if mode not in APPROVAL_MODES:
-            raise AgentConfigError(
-                f"unknown gemini approval mode {mode!r}",
-                agent=self.name,
-                hint=f"use one of: {', '.join(APPROVAL_MODES)}",
-            )
+        mode = self.permission_mode(request)
         # "--prompt=" keeps a prompt that starts with "-" from being parsed as a flag.
         argv = [request.executable, f"--prompt={request.prompt}", "-o", "stream-json"]
         argv += ["--skip-trust", "--approval-mode", mode]
@@ -229,16 +228,3 @@ class GeminiDriver:
         if request.resume:
             argv += ["--resume", request.resume]
         return argv + request.extra_args
-
-    def env(self, request: AgentRequest) -> dict[str, str]:
-        return {"NO_COLOR": "1", "GEMINI_TELEMETRY_ENABLED": "false"}
-
-    def new_parser(self, previous_usage: Usage | None = None) -> GeminiParser:
-        # Usage in this CLI's stream is per run already; nothing to subtract.
-        return GeminiParser()
-
-    def is_genuine(self, version_output: str) -> bool:
-        return bool(_VERSION_RE.search(version_output))
-
-    def install_hint(self) -> str:
-        return f"npm install -g {self.npm_package}"
