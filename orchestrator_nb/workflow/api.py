@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-from pathlib import Path
 from typing import Any
 
 from .._sync import run_sync
+from ..api import _workspace
 from ..config import Settings, load_settings
-from ..errors import ConfigError, WorkspaceError
+from ..errors import ConfigError
 from ..lifecycle import EventBus, Subscriber
 from ..workspace import RevertResult, Workspace
 from .engine import Engine, GateDecision, GateHandler
@@ -43,16 +43,6 @@ def _check_task(task: str) -> str:
             hint="remove them; newlines and tabs are fine",
         )
     return task
-
-
-def _workspace(workspace: str | os.PathLike[str]) -> Path:
-    path = Path(workspace).expanduser()
-    if not path.is_dir():
-        raise WorkspaceError(
-            f"workspace {str(path)!r} is not an existing folder",
-            hint="create it first, or pass the folder the agents should work in",
-        )
-    return path.resolve()
 
 
 async def arun(
