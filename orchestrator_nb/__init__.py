@@ -72,3 +72,16 @@ def __getattr__(name: str) -> Any:
     if name in ("agents", "errors"):
         return import_module(f".{name}", __name__)
     raise AttributeError(f"module 'orchestrator_nb' has no attribute {name!r}")
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext orchestrator_nb``: the ``%%orchestrate`` and ``%orchestrate`` magics."""
+    from .notebook import load_ipython_extension as load
+
+    load(ipython)
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    from .notebook import unload_ipython_extension as unload
+
+    unload(ipython)
