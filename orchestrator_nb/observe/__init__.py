@@ -3,7 +3,7 @@
 The engine's lifecycle events feed three subscribers (logs, metrics, audit). Wire them for a run
 with :func:`install`::
 
-    uninstall = observe.install(engine.bus, workspace.state.root)
+    uninstall = observe.install(engine.bus, workspace.state.root, breakers=engine.breakers)
     try:
         ...  # run; every event reaches the logs, the metrics and the audit trail
     finally:
@@ -24,7 +24,14 @@ if TYPE_CHECKING:
     from .audit import AuditSubscriber, AuditTrail, VerifyResult, verify
     from .checks import check_command_argv, check_name, check_path, check_task
     from .logs import LogSubscriber, configure_logging, get_logger
-    from .metrics import Metrics, MetricsSubscriber, get_metrics, metrics_table, serve_metrics
+    from .metrics import (
+        BreakerStates,
+        Metrics,
+        MetricsSubscriber,
+        get_metrics,
+        metrics_table,
+        serve_metrics,
+    )
     from .redact import Redactor, add_secret, redact, redact_obj
 
 _EXPORTS = {
@@ -51,22 +58,34 @@ _EXPORTS = {
 }
 
 
-def default_subscribers(state_dir: str | os.PathLike[str]) -> list[Subscriber]:
+def default_subscribers(
+    state_dir: str | os.PathLike[str], *, breakers: BreakerStates | None = None
+) -> list[Subscriber]:
     """Logs, metrics and audit subscribers for the workspace whose state folder is ``state_dir``.
 
-    Logs come first so that the run's context is bound before anything else reacts.
+    Logs come first so that the run's context is bound before anything else reacts. Pass the
+    engine's ``breakers`` to export circuit-breaker states.
     """
     from .audit import AuditSubscriber
     from .logs import LogSubscriber, configure_logging
     from .metrics import MetricsSubscriber
 
     configure_logging()
-    return [LogSubscriber(state_dir), MetricsSubscriber(), AuditSubscriber(state_dir)]
+    return [
+        LogSubscriber(state_dir),
+        MetricsSubscriber(breakers=breakers),
+        AuditSubscriber(state_dir),
+    ]
 
 
-def install(bus: EventBus, workspace_state_dir: str | os.PathLike[str]) -> Callable[[], None]:
+def install(
+    bus: EventBus,
+    workspace_state_dir: str | os.PathLike[str],
+    *,
+    breakers: BreakerStates | None = None,
+) -> Callable[[], None]:
     """Subscribe :func:`default_subscribers` to ``bus``; returns the function that removes them."""
-    offs = [bus.subscribe(s) for s in default_subscribers(workspace_state_dir)]
+    offs = [bus.subscribe(s) for s in default_subscribers(workspace_state_dir, breakers=breakers)]
 
     def uninstall() -> None:
         for off in offs:

@@ -276,10 +276,20 @@ def verify(path: str | os.PathLike[str]) -> VerifyResult:
     return VerifyResult(True, records=count)
 
 
+def record_config_change(
+    state_dir: str | os.PathLike[str], source: str, keys: list[str], **details: Any
+) -> dict[str, Any]:
+    """Append a ``config_changed`` record to the workspace's trail (for the notebook layer)."""
+    data = {"source": source, "keys": list(keys), **details}
+    return AuditTrail(Path(state_dir) / AUDIT_FILE).append("config_changed", data)
+
+
 class AuditSubscriber:
     """Appends runs, finished steps, file writes, reverts and gate decisions to the trail."""
 
-    def __init__(self, state_dir: str | os.PathLike[str], *, trail: AuditTrail | None = None):
+    def __init__(
+        self, state_dir: str | os.PathLike[str], *, trail: AuditTrail | None = None
+    ) -> None:
         self.trail = trail or AuditTrail(Path(state_dir) / AUDIT_FILE)
 
     def config_changed(self, source: str, keys: list[str], **details: Any) -> None:
@@ -362,6 +372,7 @@ __all__ = [
     "AuditTrail",
     "VerifyResult",
     "canonical",
+    "record_config_change",
     "record_hash",
     "verify",
 ]

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import html
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from http.server import ThreadingHTTPServer
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import MetricsHandler, generate_latest
@@ -30,6 +31,12 @@ _BREAKER_VALUE: dict[str, float] = {"closed": 0.0, "open": 1.0, "half_open": 2.0
 _TASK_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, float("inf"))
 _CALL_BUCKETS = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 900, float("inf"))
 LOOPBACK = {"127.0.0.1": "127.0.0.1", "localhost": "127.0.0.1"}
+
+
+class BreakerStates(Protocol):
+    """What the subscriber reads breaker states from (the engine's ``Breakers``)."""
+
+    def states(self) -> Mapping[str, str]: ...
 
 
 def _label(value: str | None) -> str:
@@ -176,10 +183,17 @@ def get_metrics() -> Metrics:
 
 
 class MetricsSubscriber:
-    """Turns lifecycle events into metric updates."""
+    """Turns lifecycle events into metric updates.
 
-    def __init__(self, metrics: Metrics | None = None) -> None:
+    ``breakers`` (the engine's ``Breakers``) is read after every step, since a breaker changes
+    state without an event of its own.
+    """
+
+    def __init__(
+        self, metrics: Metrics | None = None, *, breakers: BreakerStates | None = None
+    ) -> None:
         self.metrics = metrics or get_metrics()
+        self.breakers = breakers
         self._session_of: dict[str, str] = {}
         self._lock = threading.Lock()
 
@@ -201,11 +215,19 @@ class MetricsSubscriber:
                 m.session_ended(ended)
         elif isinstance(event, StepFinished):
             self._step(event)
+            self._read_breakers()
         elif isinstance(event, AgentEventEmitted) and isinstance(event.event, RetryEvent):
             retry = event.event
             m.retries.labels(event.agent, "cli").inc()
             if "rate" in retry.reason.lower() or "429" in retry.reason:
                 m.rate_limit_wait(event.agent, retry.delay_s)
+
+    def _read_breakers(self) -> None:
+        if self.breakers is None:
+            return
+        for agent, state in self.breakers.states().items():
+            if state in _BREAKER_VALUE:
+                self.metrics.breaker_state.labels(agent).set(_BREAKER_VALUE[state])
 
     def _step(self, event: StepFinished) -> None:
         m, r = self.metrics, event.result
@@ -368,6 +390,7 @@ def serve_metrics(
 
 __all__ = [
     "BreakerState",
+    "BreakerStates",
     "MetricRow",
     "Metrics",
     "MetricsServer",

@@ -25,6 +25,7 @@ from orchestrator_nb.observe.audit import (
     GENESIS,
     AuditSubscriber,
     AuditTrail,
+    record_config_change,
     record_hash,
     verify,
 )
@@ -260,3 +261,11 @@ def test_subscriber_records_what_the_issue_lists(tmp_path: Path) -> None:
     assert step_rec["changes"] == [{"path": "x.py", "kind": "added"}]
     assert step_rec["program"] == "tool" and "a very long prompt" not in json.dumps(records)
     assert verify(tmp_path / "audit.jsonl").ok
+
+
+def test_config_changes_from_outside_a_run(tmp_path: Path) -> None:
+    record = record_config_change(tmp_path, "%orchestrate config", ["limits.max_concurrency"])
+    assert record["kind"] == "config_changed" and record["data"]["keys"] == [
+        "limits.max_concurrency"
+    ]
+    assert verify(tmp_path / "audit.jsonl").records == 1

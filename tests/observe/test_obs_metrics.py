@@ -225,3 +225,23 @@ def test_prometheus_and_compose_stay_on_loopback() -> None:
             source = volume.split(":")[0]
             if source.startswith("./"):
                 assert (DEPLOY / source).is_file(), source
+
+
+class _Breakers:
+    def __init__(self) -> None:
+        self.now: dict[str, str] = {"claude": "closed"}
+
+    def states(self) -> dict[str, str]:
+        return self.now
+
+
+def test_subscriber_reads_breaker_states_after_each_step() -> None:
+    m, breakers = Metrics(), _Breakers()
+    sub = MetricsSubscriber(m, breakers=breakers)
+    sub(StepFinished("r", "s", "claude", _ok_step()))
+    assert _value(m, "orchestrator_circuit_breaker_state", agent="claude") == 0
+    breakers.now = {"claude": "open", "codex": "half_open", "odd": "unknown-state"}
+    sub(StepFinished("r", "s", "claude", _ok_step(ok=False)))
+    assert _value(m, "orchestrator_circuit_breaker_state", agent="claude") == 1
+    assert _value(m, "orchestrator_circuit_breaker_state", agent="codex") == 2
+    assert _value(m, "orchestrator_circuit_breaker_state", agent="odd") is None
