@@ -63,9 +63,9 @@ class LogSink:
         return self.directory / f"orchestrator-{when:%Y%m%d}.jsonl"
 
     def write(self, event_dict: dict[str, Any]) -> None:
-        # ts, level and event first: the file is read by people with grep and less too.
+        # timestamp, level and event first: the file is read by people with grep and less too.
         ordered: dict[str, Any] = {
-            k: event_dict[k] for k in ("ts", "level", "event") if k in event_dict
+            k: event_dict[k] for k in ("timestamp", "level", "event") if k in event_dict
         }
         ordered.update(event_dict)
         line = json.dumps(ordered, default=str, ensure_ascii=False) + "\n"
@@ -112,7 +112,7 @@ class _Router:
 
     def __init__(self, sink: LogSink | None) -> None:
         self.sink = sink
-        self._console = structlog.dev.ConsoleRenderer(colors=False, timestamp_key="ts")
+        self._console = structlog.dev.ConsoleRenderer(colors=False)
 
     def _emit(self, /, **event_dict: Any) -> None:
         level = _LEVELS.get(str(event_dict.get("level", "info")), logging.INFO)
@@ -155,7 +155,7 @@ def get_logger(
         structlog.processors.add_log_level,
         _drop_below_min,
         structlog.contextvars.merge_contextvars,
-        structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.format_exc_info,
         _redactor_processor(redactor),
     ]

@@ -91,12 +91,12 @@ def test_run_lines_with_task_executed(tmp_path: Path) -> None:
         "run_finished",
     ]  # tool_call is debug: below the default file level
     assert all(x["run_id"] == "run-1" and x["workflow"] == "flow" for x in lines)
-    assert all(x["session"] == "sess" and "ts" in x and "level" in x for x in lines)
+    assert all(x["session"] == "sess" and "timestamp" in x and "level" in x for x in lines)
     task = next(x for x in lines if x["event"] == "task_executed")
     assert task["task_id"] == "run-1" and task["agent"] == "claude" and task["success"] is True
     assert task["duration_ms"] == 1500.0 and task["workflow"] == "flow"
     assert task["step"] == "impl" and task["attempt"] == 2  # bound by the retry event
-    assert list(lines[0])[:3] == ["ts", "level", "event"]
+    assert list(lines[0])[:3] == ["timestamp", "level", "event"]
     assert "step" not in lines[-1]  # unbound after the step finished
     assert all(SECRET not in json.dumps(x) for x in lines)
 
