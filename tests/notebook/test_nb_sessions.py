@@ -1,0 +1,240 @@
+"""Sessions: the follow-up heuristic, turns and steps, autosave, export and import."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from orchestrator_nb.errors import AgentError, ConfigError
+from orchestrator_nb.events import FileChange, StepResult, Usage
+from orchestrator_nb.notebook.export import export_session, format_for, to_markdown
+from orchestrator_nb.sessions import (
+    SCHEMA_VERSION,
+    Session,
+    SessionStore,
+    atomic_write_text,
+    decide_followup,
+)
+
+
+class Clock:
+    """A clock that ticks one second per reading."""
+
+    def __init__(self) -> None:
+        self.now = datetime(2025, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+
+    def __call__(self) -> datetime:
+        self.now += timedelta(seconds=1)
+        return self.now
+
+
+def step(agent: str = "claude", text: str = "done", **kw: object) -> StepResult:
+    base: dict[str, object] = {
+        "session_id": f"native-{agent}",
+        "usage": Usage(100, 20, 5, 0.01),
+        "changes": [FileChange("a.py", "added")],
+        "diff": "+x\n",
+        "step_id": "implement",
+    }
+    base.update(kw)
+    return StepResult(agent, True, text=text, **base)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def store() -> SessionStore:
+    return SessionStore(clock=Clock())
+
+
+def with_turn(session: Session, ws: Path | None = None, task: str = "Write a.py") -> Session:
+    turn = session.begin_turn(task, workflow="default", workspace=ws)
+    session.record_step(turn, step())
+    session.finish_turn(turn, "completed", run_id="r1")
+    return session
+
+
+@pytest.mark.parametrize(
+    ("message", "followup", "why"),
+    [
+        ("now add a test for div", True, "'add'"),
+        ("Also handle negative numbers", True, "'also'"),
+        ("Could you please rename it", True, "'please'"),
+        ("can you make it faster", True, "'can you'"),
+        ("Fix the bug", True, "'fix'"),
+        ("Write a web server in Go with tests", False, "no follow-up words"),
+        ("additional thoughts about nowhere", False, "no follow-up words"),  # words, not parts
+        (("add " + "word " * 40).strip(), False, "more than 30 words"),
+    ],
+)
+def test_followup_heuristic(message: str, followup: bool, why: str, store: SessionStore) -> None:
+    session = with_turn(store.current)
+    decision = decide_followup(message, session)
+    assert decision.followup is followup
+    assert why in decision.reason
+    hint = "--new" if followup else "--followup"
+    assert hint in str(decision)  # the cell says how to override
+
+
+def test_followup_forced_and_first_turn(store: SessionStore) -> None:
+    session = store.current
+    first = decide_followup("now add tests", session)
+    assert not first.followup and "first turn" in str(first)
+    assert "--followup" not in str(first)
+    assert not decide_followup("x", session, force=True).followup  # nothing to follow
+    with_turn(session)
+    assert decide_followup("Write a web server", session, force=True).followup
+    forced_new = decide_followup("now add tests", session, force=False)
+    assert not forced_new.followup and "--new" in str(forced_new)
+    session.conversation = True
+    assert decide_followup("Write a web server", session).reason == "conversation mode is on"
+
+
+def test_turns_steps_history_and_resume_ids(store: SessionStore, tmp_path: Path) -> None:
+    session = with_turn(store.current, tmp_path)
+    turn = session.turns[0]
+    assert turn.number == 1 and turn.outcome == "completed" and turn.run_id == "r1"
+    assert turn.started_at == "2025-01-02T03:04:07+00:00"  # the injected clock
+    record = turn.steps[0]
+    assert (record.native_session_id, record.usage.cost_usd) == ("native-claude", 0.01)
+    assert turn.changed_paths == ["a.py"] and turn.text == "done"
+    assert session.history == [
+        {
+            "task": "Write a.py",
+            "text": "done",
+            "workflow": "default",
+            "agent": None,
+            "outcome": "completed",
+            "changes": ["a.py"],
+        }
+    ]
+    assert session.resume_ids == {"claude": "native-claude"}
+    running = session.begin_turn("more", workflow="default")
+    assert len(session.history) == 1  # a running turn is not history yet
+    failed = StepResult("codex", False, session_id="x", error=AgentError("boom", agent="codex"))
+    session.record_step(running, failed)
+    assert session.resume_ids == {"claude": "native-claude"}  # failed runs are not resumed
+    assert running.steps[0].error == "boom"
+
+
+def test_followup_task_carries_previous_turn(store: SessionStore) -> None:
+    session = store.current
+    assert session.followup_task("now add tests") == "now add tests"
+    with_turn(session)
+    text = session.followup_task("now add tests")
+    assert "Previous request: Write a.py" in text
+    assert "- implement (claude): done" in text
+    assert "Files changed: a.py" in text
+    assert text.endswith("New request:\nnow add tests")
+
+
+def test_autosave_after_every_step_atomically(store: SessionStore, tmp_path: Path) -> None:
+    session = store.current
+    turn = session.begin_turn("Write a.py", workflow="default", workspace=tmp_path)
+    path = tmp_path / ".orchestrator" / "sessions" / f"{session.id}.json"
+    assert json.loads(path.read_text())["turns"][0]["outcome"] == "running"
+    session.record_step(turn, step())
+    saved = json.loads(path.read_text())
+    assert saved["schema_version"] == SCHEMA_VERSION and len(saved["turns"][0]["steps"]) == 1
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temp files left
+
+
+def test_autosave_failure_is_kept_not_raised(store: SessionStore, tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    session = store.current
+    session.begin_turn("x", workflow="default", workspace=blocker)
+    assert session.save_error is not None and "autosave" in session.save_error
+
+
+def test_atomic_write_keeps_old_file_on_error(tmp_path: Path) -> None:
+    target = tmp_path / "s.json"
+    atomic_write_text(target, "old")
+    with pytest.raises(TypeError):  # fails half-way: after the temp file was made
+        atomic_write_text(target, 42)  # type: ignore[arg-type]
+    assert target.read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.json"]
+
+
+def test_store_sessions(store: SessionStore) -> None:
+    first = store.current
+    assert first.name == "default"
+    second = store.new()
+    assert second.name == "session-2" and store.current is second
+    with pytest.raises(ConfigError, match="exists already"):
+        store.new("default")
+    assert store.switch("default") is first
+    assert store.switch(second.id) is second
+    with pytest.raises(ConfigError, match=r"no session 'nope' \(known: default, session-2\)"):
+        store.get("nope")
+    made = store.get_or_create("feature")
+    assert store.current is made and store.get_or_create("feature") is made
+    with_turn(made)
+    made.reset()
+    assert made.turns == []
+
+
+def test_json_round_trip(store: SessionStore, tmp_path: Path) -> None:
+    session = with_turn(store.current)
+    path, fmt = export_session(session, tmp_path / "s.json")
+    assert fmt == "json"
+    other = SessionStore()
+    back = other.import_file(path)
+    assert back.model_dump() == session.model_dump()
+    assert other.current is back
+    again = other.import_file(path)  # same id: replaced, not doubled
+    assert other.sessions == [again]
+
+
+def test_import_renames_on_name_clash(store: SessionStore, tmp_path: Path) -> None:
+    session = with_turn(store.current)
+    path, _ = export_session(session, tmp_path / "s.json")
+    other = SessionStore()
+    other.new("default")
+    imported = other.import_file(path)
+    assert imported.name == f"default-{session.id[:4]}"
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{not json", r"bad\.json:1: not valid JSON"),
+        ("[1, 2]", "holds one JSON object"),
+        ('{"kind": "other"}', "not an orchestrator-nb session"),
+        ('{"kind": "orchestrator-nb.session", "schema_version": 99}', "upgrade"),
+        ('{"kind": "orchestrator-nb.session"}', "schema_version None is not supported"),
+    ],
+)
+def test_import_rejects_bad_files(tmp_path: Path, content: str, message: str) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text(content)
+    with pytest.raises(ConfigError, match=message):
+        SessionStore().import_file(path)
+
+
+def test_import_names_the_bad_key(store: SessionStore, tmp_path: Path) -> None:
+    data = with_turn(store.current).to_json_dict()
+    data["turns"][0]["steps"][0]["usage"]["input_tokens"] = -5
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ConfigError, match=r"turns\.0\.steps\.0\.usage\.input_tokens"):
+        SessionStore().import_file(path)
+    with pytest.raises(ConfigError, match="cannot read"):
+        SessionStore().import_file(tmp_path / "missing.json")
+
+
+def test_markdown_and_notebook_exports(store: SessionStore, tmp_path: Path) -> None:
+    session = with_turn(store.current)
+    md = to_markdown(session)
+    assert "## Turn 1: workflow default — completed" in md
+    assert "> Write a.py" in md and "```diff" in md and "native session: `native-claude`" in md
+    path, fmt = export_session(session, tmp_path / "s.ipynb")
+    nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
+    assert fmt == "ipynb" and nb.cells[1].source == "%%orchestrate -w default\nWrite a.py"
+    assert "turn 1: workflow default, completed" in nb.cells[1].outputs[0]["data"]["text/plain"]
+    assert format_for("x.md") == "md" and format_for("x.txt") == "json"
+    with pytest.raises(ConfigError, match="accepted: json, md, ipynb"):
+        format_for("x", "yaml")
