@@ -114,10 +114,11 @@ def test_rehearsed_runs_in_a_notebook(tmp_path: Path) -> None:
         f"%load_ext {EXT}",
         f"%%orchestrate --rehearse write-file --workspace {hello} -a claude\n"
         "Please create hello.txt",
+        f"%%orchestrate --rehearse write-file --workspace {hello} -a claude\nnow say it again",
         "what = 'a small calculator module'",
         f"%%orchestrate --rehearse calculator --workspace {calc} --max-iterations 1\n"
         "Write {{ what }} with tests.",
-        f"%%orchestrate --rehearse write-file --workspace {batch} -a claude --background\n"
+        f"%%orchestrate --rehearse write-file --workspace {batch} -a claude --background --new\n"
         "Please create hello.txt",
         "%orchestrate history",
         f"%orchestrate session export {tmp_path / 's.json'}\n"
@@ -141,32 +142,41 @@ def test_rehearsed_runs_in_a_notebook(tmp_path: Path) -> None:
     assert texts(cells[1], "display") == [""]  # the live area, replaced by the final render
     assert (hello / "hello.txt").read_text() == "hi\n"
 
-    flow = result_of(cells[3]).data["text/plain"]
+    again = cells[2]  # a follow-up: the agent's own session is resumed
+    assert texts(again, "stream") == [
+        "↪ follow-up of turn 1 (short message with 'now') — use --new to run it on its own\n"
+    ]
+    assert "Done again. hello.txt still contains hi." in result_of(again).data["text/plain"]
+
+    flow = result_of(cells[4]).data["text/plain"]
     assert flow.startswith("workflow default: completed — 3 step(s), 2 file(s) changed")
     for line in ("implement (codex): ok", "review (gemini) #1: ok", "refine (claude) #1: ok"):
         assert line in flow
     assert "diff --git a/calc.py b/calc.py" in flow and "ZeroDivisionError" in flow
-    assert str(tmp_path) not in flow and not re.search(r"\d\.\d+ ?s\b", flow)  # deterministic
-    assert texts(cells[3], "stream") == [
+    assert str(tmp_path) not in flow and not re.search(r"\d\.\d+ ?s\b", flow)
+    assert texts(cells[4], "stream") == [
         "● new task (no follow-up words) — use --followup to continue\n"
     ]
-    assert texts(cells[3], "display") == ["", "", ""]
+    assert texts(cells[4], "display") == ["", "", ""]
 
-    note, *_ = texts(cells[4], "stream")
+    note = "".join(texts(cells[5], "stream"))
+    assert "● new task (--new)" in note
     assert "--background: batch execution keeps only the output of the running cell" in note
-    assert result_of(cells[4]).data["text/plain"].startswith("workflow agent:claude: completed")
+    # The same rehearsal gives the same output, whatever the folder: nbval can compare it.
+    assert result_of(cells[5]).data["text/plain"] == one["text/plain"]
 
-    history = result_of(cells[5]).data["text/plain"]
-    assert "session 'default': 3 turn(s)" in history
-    assert "2  workflow default  completed" in history
-    imported = result_of(cells[6]).data["text/plain"]
+    history = result_of(cells[6]).data["text/plain"]
+    assert "session 'default': 4 turn(s)" in history
+    assert "3  workflow default  completed" in history
+    imported = result_of(cells[7]).data["text/plain"]
     assert imported == history
     session = Session.load(tmp_path / "s.json")
-    assert [t.outcome for t in session.turns] == ["completed"] * 3
-    assert session.turns[0].steps[0].native_session_id
+    assert [t.outcome for t in session.turns] == ["completed"] * 4
+    first, second = (t.steps[0].native_session_id for t in session.turns[:2])
+    assert first and first == second
     exported = nbformat.read(tmp_path / "s.ipynb", as_version=4)
     nbformat.validate(exported)
-    assert exported.cells[2].source.startswith("%%orchestrate -w default\nWrite a small")
+    assert exported.cells[3].source.startswith("%%orchestrate -w default\nWrite a small")
 
 
 async def test_kernel_interrupt_cancels_cleanly(tmp_path: Path) -> None:

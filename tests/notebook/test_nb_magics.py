@@ -336,3 +336,12 @@ def test_session_option_records_in_a_named_session(
 ) -> None:
     run(shell, f"-a fake -s feature --workspace {workspace}", "write a.txt saying hi")
     assert store.current.name == "feature" and len(store.current.turns) == 1
+
+
+def test_notebook_package_exports_resolve() -> None:
+    import orchestrator_nb.notebook as notebook
+
+    for name in notebook.__all__:
+        assert getattr(notebook, name) is not None, name
+    with pytest.raises(AttributeError):
+        _ = notebook.nothing_here
