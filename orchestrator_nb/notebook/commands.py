@@ -247,6 +247,7 @@ class Commands:
             raise UsageError("usage: %orchestrate session conversation on|off")
         session = self.store.current
         session.conversation = rest[0] == "on"
+        session.autosave()
         print(f"conversation mode {rest[0]} for session {session.name!r}")
 
     def _session_export(self, rest: list[str]) -> None:

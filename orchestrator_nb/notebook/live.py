@@ -33,6 +33,7 @@ from ..lifecycle import (
     GateDecided,
     GateRequested,
     LifecycleEvent,
+    RunStarted,
     StepFinished,
     StepStarted,
 )
@@ -137,6 +138,11 @@ def _tool_detail(value: Any) -> str:
         for key in _TOOL_KEYS:
             if isinstance(value.get(key), str):
                 return str(value[key])
+        changes = value.get("changes")  # codex's file_change: {"changes": [{"path": ...}]}
+        if isinstance(changes, list):
+            paths = [c["path"] for c in changes if isinstance(c, dict) and "path" in c]
+            if paths:
+                return ", ".join(str(p) for p in paths)
     try:
         text = json.dumps(value, ensure_ascii=False, default=str)
     except (TypeError, ValueError):
@@ -150,7 +156,7 @@ def _clip(text: str, limit: int) -> str:
 
 
 def _usage_line(usage: Usage | None) -> str:
-    if usage is None:
+    if usage is None or (usage.total_tokens == 0 and usage.cost_usd is None):
         return ""
     cost = f" · ${usage.cost_usd:.4f}" if usage.cost_usd is not None else ""
     return f"{usage.input_tokens:,} in / {usage.output_tokens:,} out tokens{cost}"
@@ -210,6 +216,7 @@ class LiveDisplay:
         self._notes: list[str] = []
         self._notes_id: str | None = None
         self._prefix = f"orchestrator-{uuid.uuid4().hex[:10]}"
+        self._workspace = ""  # shown paths are relative to it
         self.closed = False
 
     @property
@@ -224,7 +231,9 @@ class LiveDisplay:
         with self._lock:
             if self.closed:
                 return
-            if isinstance(event, StepStarted) and event.kind == "agent":
+            if isinstance(event, RunStarted):
+                self._workspace = event.workspace.rstrip("/") + "/"
+            elif isinstance(event, StepStarted) and event.kind == "agent":
                 self._start(event)
             elif isinstance(event, AgentEventEmitted):
                 step = self._running.get(event.step_id)
@@ -263,7 +272,10 @@ class LiveDisplay:
             else:
                 step.streaming = False
         elif isinstance(event, ToolCallEvent):
-            step.tools.append(_Tool(event.id, event.name, _tool_detail(event.input)))
+            detail = _tool_detail(event.input)
+            if self._workspace:
+                detail = detail.replace(self._workspace, "")
+            step.tools.append(_Tool(event.id, event.name, detail))
         elif isinstance(event, ToolResultEvent):
             for tool in reversed(step.tools):
                 if tool.id == event.id:

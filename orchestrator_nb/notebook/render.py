@@ -20,7 +20,7 @@ from ..workflow.result import WorkflowResult
 
 FOLD_LINES = 80
 MAX_LINES_PER_FILE = 2000
-_TOKENS = re.compile(r"\w+|\s+|[^\w\s]")
+_TOKENS = re.compile(r"\w+|\s+|[^\w\s]+")
 _HEADER = re.compile(r"^diff --git a/(.*?) b/(.*)$")
 _ADD_BG, _DEL_BG = "#e6ffec", "#ffebe9"
 _ADD_WORD, _DEL_WORD = "#abf2bc", "#ffc1c0"

@@ -198,3 +198,18 @@ def test_without_live_updates_only_final_states_are_shown(t: FakeTime) -> None:
     live.close(clear=True)
     assert [c[0] for c in sink.calls] == ["show", "show"]
     assert sink.calls[1][2] == {"text/plain": "gate g: approve by policy"}
+
+
+def test_tool_paths_are_shown_relative_to_the_workspace(t: FakeTime) -> None:
+    from orchestrator_nb.lifecycle import RunStarted
+
+    live, sink = make(t)
+    live(RunStarted("r", "default", "task", "/work/space"))
+    live(StepStarted("r", "implement", "codex", "agent"))
+    changes = {"changes": [{"path": "/work/space/calc.py", "kind": "add"}]}
+    live(agent_event(ToolCallEvent("1", "file_change", changes)))
+    live(agent_event(ToolCallEvent("2", "Read", {"file_path": "/work/space/src/a.py"})))
+    live(agent_event(ToolCallEvent("3", "odd", ["x"])))
+    t.advance(1)
+    md = sink.calls[-1][2]["text/markdown"]
+    assert "`file_change` calc.py" in md and "`Read` src/a.py" in md and '`odd` ["x"]' in md
