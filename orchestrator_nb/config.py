@@ -121,6 +121,10 @@ def read_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
     """Load a YAML file safely, keeping its node tree for line numbers."""
     try:
         text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"not UTF-8 text (byte {exc.start})", path=str(path), hint="save the file as UTF-8"
+        ) from exc
     except OSError as exc:
         raise ConfigError(f"cannot read: {exc.strerror or exc}", path=str(path)) from exc
     try:

@@ -27,6 +27,8 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
+from .observe.redact import redact
+
 ErrorKind = Literal[
     "not_installed", "auth", "rate_limit", "timeout", "cancelled", "crashed", "failed", "config"
 ]
@@ -50,10 +52,12 @@ class OrchestratorError(Exception):
     hint: str | None = None
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
+        # Messages often quote an agent's stderr; a key in there must not reach the notebook.
+        message = redact(message)
         super().__init__(message)
         self.message = message
         if hint is not None:
-            self.hint = hint
+            self.hint = redact(hint)
 
     def __str__(self) -> str:
         if self.hint:
@@ -119,9 +123,9 @@ class AgentError(OrchestratorError):
     ) -> None:
         super().__init__(message, hint=hint)
         self.agent = agent
-        self.argv = list(argv) if argv else None
+        self.argv = [redact(a) for a in argv] if argv else None
         self.exit_code = exit_code
-        self.stderr_tail = stderr_tail
+        self.stderr_tail = redact(stderr_tail)
         self.retryable = self.kind in RETRYABLE_KINDS if retryable is None else retryable
         self.retry_after_s = retry_after_s
 

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, Literal
 
 from .errors import AgentError
+from .observe.redact import redact
 
 ChangeKind = Literal["added", "modified", "deleted", "renamed"]
 
@@ -263,7 +264,7 @@ class StepResult:
         if self.error is not None:
             lines.append("")
             lines.append(str(self.error))
-        return "\n".join(lines)
+        return redact("\n".join(lines))
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
         # Inline styles only: untrusted notebooks strip <style> and <script>.
@@ -279,11 +280,10 @@ class StepResult:
             )
             parts.append(f'<ul style="margin:4px 0">{items}</ul>')
         if self.text:
-            parts.append(
-                f'<pre style="white-space:pre-wrap;margin:4px 0">{html.escape(self.text)}</pre>'
-            )
+            text = html.escape(redact(self.text))
+            parts.append(f'<pre style="white-space:pre-wrap;margin:4px 0">{text}</pre>')
         if self.error is not None:
-            message = html.escape(str(self.error))
+            message = html.escape(redact(str(self.error)))
             parts.append(f'<pre style="white-space:pre-wrap;color:{colour}">{message}</pre>')
         parts.append("</div>")
         return {"text/plain": str(self), "text/html": "".join(parts)}

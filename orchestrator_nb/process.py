@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Literal
 
+from .observe.redact import redact
+
 TimeoutKind = Literal["idle", "total"]
 
 READ_CHUNK = 1 << 16
@@ -172,11 +174,37 @@ async def stop_group(pgid: int, grace: Grace) -> None:
     await _wait_group_gone(pgid, 5.0)
 
 
-def _open_log(log_dir: Path | None, name: str) -> IO[bytes] | None:
+class _RedactedLog:
+    """A raw stream log with secrets masked; whole lines at a time, so no secret is split."""
+
+    def __init__(self, file: IO[bytes]) -> None:
+        self._file = file
+        self._pending = bytearray()
+
+    def write(self, data: bytes) -> None:
+        self._pending += data
+        cut = self._pending.rfind(b"\n")
+        if cut < 0 and len(self._pending) < (1 << 20):
+            return
+        end = len(self._pending) if cut < 0 else cut + 1
+        self._flush(bytes(self._pending[:end]))
+        del self._pending[:end]
+
+    def _flush(self, chunk: bytes) -> None:
+        if chunk:
+            self._file.write(redact(chunk.decode("utf-8", "replace")).encode("utf-8"))
+
+    def close(self) -> None:
+        self._flush(bytes(self._pending))
+        self._pending.clear()
+        self._file.close()
+
+
+def _open_log(log_dir: Path | None, name: str) -> _RedactedLog | None:
     if log_dir is None:
         return None
     log_dir.mkdir(parents=True, exist_ok=True)
-    return open(log_dir / name, "wb")
+    return _RedactedLog(open(log_dir / name, "wb"))
 
 
 async def run_process(
@@ -312,7 +340,7 @@ async def run_process(
         argv=args,
         exit_code=exit_code,
         returncode=returncode,
-        stderr_tail=tail.text(),
+        stderr_tail=redact(tail.text()),
         timed_out=timed_out,
         cancelled=cancelled,
         duration_s=time.monotonic() - started,

@@ -276,6 +276,10 @@ def load_scenario(source: str | Path | Scenario) -> Scenario:
         path = shipped[str(source)]
     try:
         text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ScenarioError(
+            f"not UTF-8 text (byte {exc.start})", path=str(path), hint="save the file as UTF-8"
+        ) from exc
     except OSError as exc:
         raise ScenarioError(f"cannot read scenario: {exc}", path=str(path)) from exc
     return parse_scenario(text, path=str(path), default_name=path.stem)

@@ -14,35 +14,12 @@ from typing import Any
 from .._sync import run_sync
 from ..api import _workspace
 from ..config import Settings, load_settings
-from ..errors import ConfigError
 from ..lifecycle import EventBus, Subscriber
+from ..observe.checks import check_task
 from ..workspace import RevertResult, Workspace
 from .engine import Engine, GateDecision, GateHandler
 from .journal import RunJournal
 from .result import Outcome, PlannedStep, WorkflowResult
-
-MAX_TASK_CHARS = 100_000
-
-
-def _check_task(task: str) -> str:
-    if not isinstance(task, str) or not task.strip():
-        raise ConfigError(
-            "the task is empty", key="task", hint="describe what the agents should do"
-        )
-    if len(task) > MAX_TASK_CHARS:
-        raise ConfigError(
-            f"the task has {len(task)} characters (limit {MAX_TASK_CHARS})",
-            key="task",
-            hint="put long material in a file in the workspace and refer to it",
-        )
-    bad = sorted({hex(ord(c)) for c in task if ord(c) < 32 and c not in "\n\r\t"})
-    if bad:
-        raise ConfigError(
-            f"the task contains control characters ({', '.join(bad[:5])})",
-            key="task",
-            hint="remove them; newlines and tabs are fine",
-        )
-    return task
 
 
 async def arun(
@@ -67,7 +44,7 @@ async def arun(
     ``gate_policy``. ``rehearsal``: a scenario path or name, or a running rehearsal.
     ``session``: anything with a ``history`` list of earlier turns (for follow-ups).
     """
-    _check_task(task)
+    check_task(task)
     root = _workspace(workspace)
     if engine is None:
         settings = config if isinstance(config, Settings) else load_settings(config, cwd=root)

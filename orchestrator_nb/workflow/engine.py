@@ -34,6 +34,7 @@ from ..lifecycle import (
     StepFinished,
     StepStarted,
 )
+from ..observe.redact import redact_obj
 from ..workspace import Workspace
 from .cache import StepCache
 from .journal import RunJournal
@@ -152,8 +153,21 @@ class Engine:
         started = time.monotonic()
         if ws.is_git:
             ws.worktrees.cleanup_stale()  # leftovers of a crashed run
+        # Logs, metrics and the audit trail follow every run, in the workspace's state folder.
+        from ..observe import install
+
+        uninstall = install(self.bus, ws.state.root, breakers=self.breakers)
+        try:
+            return await self._walk(ctx, rehearsal, started)
+        finally:
+            uninstall()
+
+    async def _walk(self, ctx: _Ctx, rehearsal: Any, started: float) -> WorkflowResult:
+        ws = ctx.ws
         self.bus.emit(
-            RunStarted(ctx.run_id, workflow, task, str(ws.root), rehearsal=rehearsal is not None)
+            RunStarted(
+                ctx.run_id, ctx.name, ctx.task, str(ws.root), rehearsal=rehearsal is not None
+            )
         )
         outcome: Outcome = "completed"
         error: str | None = None
@@ -161,7 +175,7 @@ class Engine:
         try:
             async with _rehearsal_scope(rehearsal) as reh:
                 ctx.rehearsal = reh
-                await self._steps(ctx, wf.steps, "", ws.root)
+                await self._steps(ctx, ctx.workflow.steps, "", ws.root)
         except _Stop as stop:
             outcome, error = stop.outcome, stop.message
         except asyncio.CancelledError:
@@ -294,7 +308,13 @@ class Engine:
             if hit is not None:
                 return replace(StepResult.from_dict(hit), cached=True)
         async with self.limits.slot(step.agent):
+            waited = time.monotonic()
             await self.rates.acquire(step.agent)
+            waited = time.monotonic() - waited
+            if waited > 0.001:  # the rate limiter held this call back: count it
+                from ..observe.metrics import get_metrics
+
+                get_metrics().rate_limit_wait(step.agent, waited)
             result: StepResult | None = None
             try:
                 with self._tracked(ctx, key, track) as tracker:
@@ -329,7 +349,7 @@ class Engine:
             result.changes = tracker.changes.file_changes()
             result.diff = tracker.changes.diff
         if cache is not None and cache_key is not None and result.ok:
-            cache.put(cache_key, result.to_dict())
+            cache.put(cache_key, redact_obj(result.to_dict()))
         return result
 
     @contextlib.contextmanager

@@ -15,6 +15,7 @@ from typing import Any
 
 from ..errors import WorkspaceError
 from ..events import StepResult
+from ..observe.redact import redact_obj
 
 
 def _fsync_write(path: Path, text: str) -> None:
@@ -51,7 +52,7 @@ class RunJournal:
         return data
 
     def record(self, key: str, result: StepResult) -> None:
-        line = json.dumps({"key": key, "result": result.to_dict()}) + "\n"
+        line = json.dumps({"key": key, "result": redact_obj(result.to_dict())}) + "\n"
         with self._lock, open(self.dir / "steps.jsonl", "a", encoding="utf-8") as f:
             f.write(line)
             f.flush()

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ..events import FileChange, StepResult, Usage
+from ..observe.redact import redact
 
 Outcome = Literal["completed", "failed", "cancelled", "budget_exceeded"]
 DIFF_FOLD_LINES = 80
@@ -112,6 +113,9 @@ class WorkflowResult:
         )
 
     def __str__(self) -> str:
+        return redact(self._text())
+
+    def _text(self) -> str:
         if self.plan and not self.steps:
             lines = [f"plan of workflow {self.workflow} (dry run):"]
             for p in self.plan:
@@ -136,6 +140,9 @@ class WorkflowResult:
         return "\n".join(lines)
 
     def _repr_markdown_(self) -> str:
+        return redact(self._markdown())
+
+    def _markdown(self) -> str:
         parts = [f"**{self.summary()}**", ""]
         if self.error:
             parts.append(f"> {self.error}")
@@ -154,16 +161,16 @@ class WorkflowResult:
             f"<div><b>{html.escape(self.summary())}</b></div>",
         ]
         if self.error:
-            out.append(f'<div style="color:{colour}">{html.escape(self.error)}</div>')
+            out.append(f'<div style="color:{colour}">{html.escape(redact(self.error))}</div>')
         for step in self.steps:
-            body = html.escape(step.text) if step.text else ""
+            body = html.escape(redact(step.text)) if step.text else ""
             out.append(
                 '<details style="margin:2px 0"><summary>'
                 f"{html.escape(step._summary_line())}</summary>"
                 f'<pre style="white-space:pre-wrap">{body}</pre></details>'
             )
         if self.diff:
-            out.append(_diff_html(self.diff))
+            out.append(_diff_html(redact(self.diff)))
         out.append("</div>")
         return {
             "text/plain": str(self),

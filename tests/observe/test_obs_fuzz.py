@@ -165,12 +165,6 @@ def test_load_settings_random_bytes(scratch: Path, data: bytes) -> None:
 NOT_UTF8 = [b"\xff\xfe garbage", b"agents:\n  a: {driver: \xe9}\n"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=UnicodeDecodeError,
-    reason="orchestrator_nb/config.py read_yaml catches only OSError: a file that is not "
-    "UTF-8 raises UnicodeDecodeError instead of ConfigError",
-)
 @pytest.mark.parametrize("data", NOT_UTF8)
 def test_load_settings_not_utf8(scratch: Path, data: bytes) -> None:
     path = scratch / "latin1.yaml"
@@ -178,12 +172,6 @@ def test_load_settings_not_utf8(scratch: Path, data: bytes) -> None:
     _only_typed_errors(load_settings, path)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=UnicodeDecodeError,
-    reason="orchestrator_nb/rehearsal/scenario.py load_scenario catches only OSError: a "
-    "scenario file that is not UTF-8 raises UnicodeDecodeError instead of ScenarioError",
-)
 @pytest.mark.parametrize("data", NOT_UTF8)
 def test_load_scenario_not_utf8(scratch: Path, data: bytes) -> None:
     path = scratch / "latin1-scenario.yaml"

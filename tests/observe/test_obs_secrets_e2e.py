@@ -1,12 +1,12 @@
 """End to end: secrets planted in the environment and in agent output appear in no artifact.
 
 A real workflow runs through :func:`orchestrator_nb.workflow.arun` with the ``command`` driver and
-a small script that prints secrets (to stdout and stderr, and in an error message); the logs,
-metrics and audit subscribers are attached. Then every file under ``.orchestrator/`` and every
+a small script that prints secrets (to stdout and stderr, and in an error message); the engine
+attaches the logs, metrics and audit subscribers itself. Then every file under ``.orchestrator/`` and every
 rendered form of the result is searched.
 
-Artifacts written by other modules that still leak are marked ``xfail(strict=True)`` with the
-module to fix; when the fix lands the test passes, strict xfail fails, and the mark goes.
+Every artifact is checked: logs, audit trail, run journal, raw agent streams, the step cache,
+rendered results and error messages.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ import yaml
 
 import orchestrator_nb.audit
 from orchestrator_nb.config import AgentConfig, Settings, load_settings
-from orchestrator_nb.observe import default_subscribers
 from orchestrator_nb.workflow import WorkflowResult, arun
 from orchestrator_nb.workflow.models import Workflow
 
@@ -109,12 +108,8 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stderr(console):
         mp.setenv("MY_SERVICE_TOKEN", ENV_TOKEN)
         mp.setenv("MY_DB_PASSWORD", ENV_PASSWORD)
-        subscribers = default_subscribers(workspace / ".orchestrator")
-        result = asyncio.run(
-            arun(
-                "look around", "flow", workspace=workspace, config=settings, subscribers=subscribers
-            )
-        )
+        # No subscribers passed: every run logs, counts and audits by itself.
+        result = asyncio.run(arun("look around", "flow", workspace=workspace, config=settings))
         yield Run(workspace, result, console.getvalue())
 
 
@@ -130,12 +125,6 @@ def test_the_secrets_really_went_through(run: Run) -> None:
     assert "step_failed" in run.console
 
 
-def _xfail(module: str, what: str) -> pytest.MarkDecorator:
-    return pytest.mark.xfail(
-        strict=True, raises=AssertionError, reason=f"{module}: {what} not redacted"
-    )
-
-
 @pytest.mark.parametrize(
     "kind",
     [
@@ -143,20 +132,9 @@ def _xfail(module: str, what: str) -> pytest.MarkDecorator:
         "audit",
         "journal-meta",
         "other",
-        pytest.param(
-            "journal-steps",
-            marks=_xfail(
-                "orchestrator_nb/workflow/journal.py RunJournal.record", "step text in steps.jsonl"
-            ),
-        ),
-        pytest.param(
-            "agent-stream-logs",
-            marks=_xfail("orchestrator_nb/process.py run_process", "raw stdout.log and stderr.log"),
-        ),
-        pytest.param(
-            "cache",
-            marks=_xfail("orchestrator_nb/workflow/cache.py StepCache.put", "cached step result"),
-        ),
+        "journal-steps",
+        "agent-stream-logs",
+        "cache",
     ],
 )
 def test_no_secret_in_state_files(run: Run, kind: str) -> None:
@@ -180,24 +158,14 @@ def test_no_secret_on_the_console(run: Run) -> None:
     assert run.console and not _leaked(run.console)
 
 
-RENDER_XFAIL = _xfail("orchestrator_nb/workflow/result.py WorkflowResult", "rendered step text")
-STEP_XFAIL = _xfail("orchestrator_nb/events.py StepResult", "rendered text and error")
-
-
 @pytest.mark.parametrize(
     "form",
     [
-        pytest.param("workflow-str", marks=RENDER_XFAIL),
-        pytest.param("workflow-mimebundle", marks=RENDER_XFAIL),
-        pytest.param("step-str", marks=STEP_XFAIL),
-        pytest.param("step-mimebundle", marks=STEP_XFAIL),
-        pytest.param(
-            "error-message",
-            marks=_xfail(
-                "orchestrator_nb/errors.py AgentError",
-                "message built from the agent's stderr (agents/command.py)",
-            ),
-        ),
+        "workflow-str",
+        "workflow-mimebundle",
+        "step-str",
+        "step-mimebundle",
+        "error-message",
     ],
 )
 def test_no_secret_in_rendered_output(run: Run, form: str) -> None:
