@@ -2,8 +2,8 @@
 
 A real workflow runs through :func:`orchestrator_nb.workflow.arun` with the ``command`` driver and
 a small script that prints secrets (to stdout and stderr, and in an error message); the engine
-attaches the logs, metrics and audit subscribers itself. Then every file under ``.orchestrator/`` and every
-rendered form of the result is searched.
+attaches the logs, metrics and audit subscribers itself. Then every file under
+``.orchestrator/`` and every rendered form of the result is searched.
 
 Every artifact is checked: logs, audit trail, run journal, raw agent streams, the step cache,
 rendered results and error messages.
