@@ -1,0 +1,234 @@
+"""A batch's summary: one row per task, shown as a table (text and HTML), saved as CSV or JSON."""
+
+from __future__ import annotations
+
+import csv
+import html
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from ..events import FileChange, StepResult
+from ..workflow.result import WorkflowResult
+
+_GREEN, _RED = "#1a7f37", "#cf222e"
+_CELL = "padding:2px 8px;border-bottom:1px solid #d0d7de;text-align:left"
+_NUM = "padding:2px 8px;border-bottom:1px solid #d0d7de;text-align:right"
+
+
+@dataclass(frozen=True)
+class BatchRow:
+    """One task's line in the summary."""
+
+    id: str
+    workflow: str
+    task: str
+    outcome: str  # completed | failed | cancelled | budget_exceeded
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float | None = None
+    seconds: float = 0.0
+    where: str = ""  # its branch (git) or its folder relative to the workspace
+    error: str | None = None
+    resumed: bool = False  # taken from the journal of an earlier run of the batch
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome == "completed"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BatchRow:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def cells(self) -> list[str]:
+        cost = f"${self.cost_usd:.4f}" if self.cost_usd is not None else "-"
+        outcome = self.outcome + ("*" if self.resumed else "")
+        return [
+            self.id,
+            outcome,
+            str(self.input_tokens),
+            str(self.output_tokens),
+            cost,
+            f"{self.seconds:.1f}",
+            self.where,
+        ]
+
+
+HEADERS = ["task", "outcome", "tokens in", "tokens out", "cost", "seconds", "branch / folder"]
+CSV_FIELDS = [
+    "id",
+    "workflow",
+    "outcome",
+    "input_tokens",
+    "output_tokens",
+    "cost_usd",
+    "seconds",
+    "where",
+    "error",
+    "resumed",
+    "task",
+]
+
+
+@dataclass
+class BatchResult:
+    """Every task's outcome, tokens, cost and time; ``results`` holds each WorkflowResult."""
+
+    batch_id: str
+    workspace: str
+    journal: str
+    isolation: str
+    rows: list[BatchRow] = field(default_factory=list)
+    results: dict[str, WorkflowResult] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when every task completed."""
+        return all(row.ok for row in self.rows)
+
+    @property
+    def failed(self) -> list[BatchRow]:
+        return [row for row in self.rows if not row.ok]
+
+    def row(self, task_id: str) -> BatchRow:
+        for row in self.rows:
+            if row.id == task_id:
+                return row
+        raise KeyError(f"no task {task_id!r} in batch {self.batch_id}")
+
+    def __iter__(self) -> Iterator[BatchRow]:
+        return iter(self.rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    # -- files ----------------------------------------------------------------------------
+
+    def to_csv(self, path: str | os.PathLike[str]) -> Path:
+        """One line per task (``id, workflow, outcome, tokens, cost_usd, seconds, ...``)."""
+        target = Path(path)
+        with open(target, "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+            writer.writeheader()
+            for row in self.rows:
+                writer.writerow({k: v for k, v in row.to_dict().items() if k in CSV_FIELDS})
+        return target
+
+    def to_dict(self) -> dict[str, Any]:
+        totals = self._totals()
+        return {
+            "batch_id": self.batch_id,
+            "workspace": self.workspace,
+            "journal": self.journal,
+            "isolation": self.isolation,
+            "ok": self.ok,
+            "totals": totals,
+            "tasks": [row.to_dict() for row in self.rows],
+            "notes": list(self.notes),
+        }
+
+    def to_json(self, path: str | os.PathLike[str]) -> Path:
+        target = Path(path)
+        target.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+        return target
+
+    # -- display --------------------------------------------------------------------------
+
+    def _totals(self) -> dict[str, Any]:
+        costs = [r.cost_usd for r in self.rows if r.cost_usd is not None]
+        return {
+            "tasks": len(self.rows),
+            "completed": sum(1 for r in self.rows if r.ok),
+            "input_tokens": sum(r.input_tokens for r in self.rows),
+            "output_tokens": sum(r.output_tokens for r in self.rows),
+            "cost_usd": sum(costs) if costs else None,
+            "seconds": sum(r.seconds for r in self.rows),
+        }
+
+    def summary(self) -> str:
+        t = self._totals()
+        cost = f", ${t['cost_usd']:.4f}" if t["cost_usd"] is not None else ""
+        return (
+            f"batch {self.batch_id}: {t['completed']}/{t['tasks']} completed — "
+            f"{t['input_tokens']} in / {t['output_tokens']} out tokens{cost}"
+        )
+
+    def __str__(self) -> str:
+        table = [HEADERS, *(row.cells() for row in self.rows)]
+        widths = [max(len(r[i]) for r in table) for i in range(len(HEADERS))]
+        numeric = {2, 3, 4, 5}
+        lines = [self.summary()]
+        for n, cells in enumerate(table):
+            parts = [
+                c.rjust(w) if i in numeric and n else c.ljust(w)
+                for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+            ]
+            lines.append("  ".join(parts).rstrip())
+            if n == 0:
+                lines.append("  ".join("-" * w for w in widths))
+        lines.extend(f"{row.id}: {row.error}" for row in self.failed if row.error)
+        if any(row.resumed for row in self.rows):
+            lines.append("* from the journal of an earlier run of this batch")
+        lines.extend(f"note: {note}" for note in self.notes)
+        lines.append(f"journal: {self.journal}")
+        return "\n".join(lines)
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+        colour = _GREEN if self.ok else _RED
+        head = "".join(f'<th style="{_CELL}">{html.escape(h)}</th>' for h in HEADERS)
+        body = []
+        for row in self.rows:
+            cells = row.cells()
+            tint = _GREEN if row.ok else _RED
+            tds = []
+            for i, cell in enumerate(cells):
+                style = _NUM if i in (2, 3, 4, 5) else _CELL
+                if i == 1:
+                    style += f";color:{tint};font-weight:bold"
+                title = f' title="{html.escape(row.error)}"' if i == 1 and row.error else ""
+                tds.append(f'<td style="{style}"{title}>{html.escape(cell)}</td>')
+            body.append(f"<tr>{''.join(tds)}</tr>")
+        notes = "".join(
+            f'<div style="color:#57606a">{html.escape(line)}</div>'
+            for line in [
+                *(f"{r.id}: {r.error}" for r in self.failed if r.error),
+                *(f"note: {n}" for n in self.notes),
+                f"journal: {self.journal}",
+            ]
+        )
+        out = (
+            f'<div style="border-left:4px solid {colour};padding:4px 8px;font-family:sans-serif">'
+            f"<div><b>{html.escape(self.summary())}</b></div>"
+            f'<table style="border-collapse:collapse;font-size:13px;margin:4px 0">'
+            f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+            f"{notes}</div>"
+        )
+        return {"text/plain": str(self), "text/html": out}
+
+
+def workflow_result_from_dict(data: dict[str, Any], workspace: str | None) -> WorkflowResult:
+    """Rebuild a finished task's WorkflowResult from the journal (``WorkflowResult.to_dict``)."""
+    return WorkflowResult(
+        run_id=str(data.get("run_id", "")),
+        workflow=str(data.get("workflow", "")),
+        task=str(data.get("task", "")),
+        outcome=data.get("outcome", "failed"),
+        steps=[StepResult.from_dict(s) for s in data.get("steps", [])],
+        changes=[FileChange(c["path"], c.get("kind", "modified")) for c in data.get("changes", [])],
+        diff=str(data.get("diff", "")),
+        error=data.get("error"),
+        duration_s=float(data.get("duration_s", 0.0)),
+        notes=list(data.get("notes", [])),
+        workspace=workspace,
+    )
+
+
+__all__ = ["BatchResult", "BatchRow", "workflow_result_from_dict"]

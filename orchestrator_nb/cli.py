@@ -1,0 +1,414 @@
+"""The ``orchestrator-nb`` command: notebooks, workflows and batches from a shell.
+
+::
+
+    orchestrator-nb run NOTEBOOK [-p NAME VALUE]... [-o OUT.ipynb] [--html]
+    orchestrator-nb exec "TASK" [-w WORKFLOW] [--workspace DIR] [--rehearse SCENARIO]
+                         [--max-iterations N] [--budget USD] [--dry-run] [--json]
+    orchestrator-nb batch TASKS_FILE [-w WORKFLOW] [--workspace DIR] [--rehearse SCENARIO] [-j N]
+                          [--journal PATH] [--isolation auto|worktree|copy] [--csv F] [--json F]
+    orchestrator-nb agents
+    orchestrator-nb workflows
+    orchestrator-nb session export SESSION_FILE --format json|md|ipynb OUT
+
+Exit codes: 0 done; 1 the work did not succeed (a workflow or task not completed, a notebook
+cell raised); 2 bad usage or configuration; 130 interrupted. An error is one line on stderr,
+``orchestrator-nb: error: ...`` with its hint, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from importlib import import_module
+from pathlib import Path
+from typing import Any, NoReturn
+
+from ._sync import run_sync
+from .errors import ConfigError, OrchestratorError
+from .events import RetryEvent
+from .lifecycle import (
+    AgentEventEmitted,
+    BudgetWarning,
+    GateDecided,
+    LifecycleEvent,
+    RunFinished,
+    StepFinished,
+    StepStarted,
+)
+
+PROG = "orchestrator-nb"
+Handler = Callable[[argparse.Namespace], int]
+
+
+class Failed(Exception):
+    """A failure the command reports as one line and an exit code (not a bug)."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _say(message: str) -> None:
+    sys.stderr.write(f"{PROG}: {message}\n")
+    sys.stderr.flush()
+
+
+def one_line(exc: BaseException) -> str:
+    """An error as one line: its message, then its hint, newlines folded."""
+    if isinstance(exc, OrchestratorError):
+        text = " ".join(exc.message.split())
+        return f"{text} (hint: {' '.join(exc.hint.split())})" if exc.hint else text
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # argparse prints the usage block too; the contract here is one line.
+        _say(f"error: {message} (see `{self.prog} --help`)")
+        raise SystemExit(2)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, not {value}")
+    return value
+
+
+# -- exec -------------------------------------------------------------------------------
+
+
+class StepPrinter:
+    """Step started / finished lines on stderr, from the engine's lifecycle events."""
+
+    def __init__(self, stream: Any = None) -> None:
+        self.stream = stream or sys.stderr
+
+    def _name(self, step_id: str, iteration: int | None) -> str:
+        return f"[{step_id}{f' #{iteration}' if iteration else ''}]"
+
+    def __call__(self, event: LifecycleEvent) -> None:
+        line = None
+        if isinstance(event, StepStarted) and event.kind == "agent":
+            line = f"{self._name(event.step_id, event.iteration)} {event.agent} started"
+        elif isinstance(event, StepStarted):
+            line = f"[{event.step_id}] {event.kind}"
+        elif isinstance(event, StepFinished):
+            r = event.result
+            usage = f"{r.usage.input_tokens} in / {r.usage.output_tokens} out tokens"
+            if r.usage.cost_usd is not None:
+                usage += f", ${r.usage.cost_usd:.4f}"
+            status = "ok" if r.ok else f"FAILED ({r.error_kind})"
+            if event.cached:
+                status += " (cached)"
+            line = f"{self._name(event.step_id, event.iteration)} {event.agent} {status}"
+            line += f" in {r.duration_s:.1f} s ({usage})"
+            if r.error is not None:
+                line += f": {' '.join(r.error.message.split())[:200]}"
+        elif isinstance(event, AgentEventEmitted) and isinstance(event.event, RetryEvent):
+            line = f"[{event.step_id}] {event.agent} retry {event.event.attempt}: "
+            line += event.event.reason
+        elif isinstance(event, GateDecided):
+            line = f"[{event.step_id}] gate: {event.decision} by {event.by}"
+        elif isinstance(event, BudgetWarning):
+            line = f"budget {event.budget}: {event.used:.4g} of {event.limit:.4g} used"
+        elif isinstance(event, RunFinished):
+            line = f"workflow {event.workflow}: {event.outcome} in {event.duration_s:.1f} s"
+        if line is not None:
+            self.stream.write(line + "\n")
+            self.stream.flush()
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if args.max_iterations is not None:
+        out["max_iterations"] = args.max_iterations
+    if args.budget is not None:
+        out["max_cost_usd"] = args.budget
+    return out
+
+
+def _quiet_logs() -> None:
+    # The step lines already say what a warning would; the logs keep everything in the
+    # workspace's .orchestrator/logs/, so the console gets only errors.
+    from .observe.logs import configure_logging
+
+    configure_logging(console_level="error")
+
+
+def cmd_exec(args: argparse.Namespace) -> int:
+    from .workflow.api import arun
+
+    _quiet_logs()
+    task = sys.stdin.read() if args.task == "-" else args.task
+    if args.rehearse:
+        _say(f"rehearsal with scenario {args.rehearse!r}: a scripted model server, no tokens")
+    result = run_sync(
+        lambda: arun(
+            task,
+            args.workflow,
+            workspace=args.workspace,
+            config=args.config,
+            rehearsal=args.rehearse,
+            dry_run=args.dry_run,
+            subscribers=[StepPrinter()],
+            **_overrides(args),
+        )
+    )
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        print(str(replace(result, diff="")))  # the diff stays in the workspace; --json has it
+    return 0 if result.ok else 1
+
+
+# -- batch ------------------------------------------------------------------------------
+
+
+def cmd_batch(args: argparse.Namespace) -> int:
+    from .batch import BatchProgress, abatch
+
+    _quiet_logs()
+    seen: dict[str, str] = {}
+
+    def remember(progress: BatchProgress) -> None:
+        seen["journal"] = progress.journal
+
+    try:
+        result = run_sync(
+            lambda: abatch(
+                args.tasks_file,
+                args.workflow,
+                workspace=args.workspace,
+                max_concurrency=args.jobs,
+                journal=args.journal,
+                config=args.config,
+                rehearsal=args.rehearse,
+                isolation=args.isolation,
+                on_progress=remember,
+                retry_failed=args.retry_failed,
+                **_overrides(args),
+            )
+        )
+    except KeyboardInterrupt:
+        resume = f"; resume with --journal {seen['journal']}" if seen.get("journal") else ""
+        raise Failed(f"interrupted; the agents were stopped{resume}", 130) from None
+    print(result)
+    if args.csv:
+        result.to_csv(args.csv)
+    if args.json:
+        result.to_json(args.json)
+    return 0 if result.ok else 1
+
+
+# -- agents, workflows, session export ---------------------------------------------------
+
+
+def cmd_agents(args: argparse.Namespace) -> int:
+    from .agents.status import status
+    from .config import load_settings
+
+    print(status(load_settings(args.config)))
+    return 0
+
+
+def cmd_workflows(args: argparse.Namespace) -> int:
+    from .config import load_settings
+    from .workflow.models import AgentStep, iter_steps
+
+    settings = load_settings(args.config)
+    width = max((len(name) for name in settings.workflows), default=0)
+    for name, wf in sorted(settings.workflows.items()):
+        agents = dict.fromkeys(s.agent for s in iter_steps(wf.steps) if isinstance(s, AgentStep))
+        used = f" [{', '.join(agents)}]" if agents else ""
+        print(f"{name:<{width}}  {wf.description or '(no description)'}{used}")
+    return 0
+
+
+def cmd_session_export(args: argparse.Namespace) -> int:
+    from .notebook.export import export_session
+    from .sessions import Session
+
+    path, fmt = export_session(Session.load(args.session_file), args.out, args.format)
+    print(f"wrote {path} ({fmt})")
+    return 0
+
+
+def _value(text: str) -> Any:
+    """A parameter's value typed as papermill's own ``-p`` types it: bool, None, int, float."""
+    if text in ("True", "False", "None"):
+        return {"True": True, "False": False, "None": None}[text]
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    source = Path(args.notebook)
+    if not source.is_file():
+        raise Failed(f"error: notebook {args.notebook} does not exist", 2)
+    try:
+        papermill: Any = import_module("papermill")
+        nbformat: Any = import_module("nbformat")
+    except ImportError:
+        raise Failed("error: `run` needs papermill (hint: pip install papermill)", 2) from None
+    try:
+        cells = nbformat.read(source, as_version=4).cells
+    except Exception as exc:  # nbformat raises several unrelated types for a bad file
+        raise Failed(f"error: {source} is not a notebook: {one_line(exc)}", 2) from None
+    target = Path(args.output) if args.output else Path.cwd() / f"{source.stem}.out.ipynb"
+    parameters = {name: _value(value) for name, value in args.param or []}
+    if parameters and not any("parameters" in c.metadata.get("tags", []) for c in cells):
+        _say("warning: no cell is tagged `parameters`; the values go in a new first cell")
+    logging.getLogger("papermill").setLevel(logging.ERROR)  # its own notices are not ours
+    failure = None
+    try:
+        papermill.execute_notebook(
+            str(source),
+            str(target),
+            parameters=parameters,
+            kernel_name=args.kernel,
+            progress_bar=sys.stderr.isatty(),
+            cwd=str(source.resolve().parent),
+        )
+    except papermill.PapermillExecutionError as exc:
+        failure = f"error: cell {exc.exec_count} raised {exc.ename}: {' '.join(exc.evalue.split())}"
+        failure += f" (the traceback is in {target})"
+    except KeyError as exc:  # jupyter_client's NoSuchKernel
+        hint = "pass --kernel NAME, or install one: python -m ipykernel install --user"
+        raise Failed(f"error: no such Jupyter kernel {exc} (hint: {hint})", 2) from None
+    if args.html and target.is_file():
+        try:
+            nbconvert: Any = import_module("nbconvert")
+        except ImportError:
+            raise Failed("error: --html needs nbconvert (hint: pip install nbconvert)", 2) from None
+        body, _ = nbconvert.HTMLExporter().from_filename(str(target))
+        page = target.with_suffix(".html")
+        page.write_text(body, encoding="utf-8")
+        _say(f"wrote {page}")
+    if failure:
+        raise Failed(failure, 1)
+    print(f"wrote {target}")
+    return 0
+
+
+# -- parser and main ---------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description="AI coding CLIs working together, from a shell.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    config = _Parser(add_help=False)
+    config.add_argument(
+        "--config", metavar="FILE", help="settings file (default ./orchestrator.yaml)"
+    )
+
+    run = sub.add_parser("run", help="execute a notebook with parameters (papermill)")
+    run.add_argument("notebook", metavar="NOTEBOOK")
+    run.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"),
+                     help="a value for the cell tagged `parameters` (repeatable)")  # fmt: skip
+    run.add_argument("-o", "--output", metavar="OUT.ipynb",
+                     help="the executed notebook (default NAME.out.ipynb here)")  # fmt: skip
+    run.add_argument("--html", action="store_true", help="also write an HTML rendering of it")
+    run.add_argument("--kernel", metavar="NAME", help="kernel to use (default: the notebook's)")
+    run.set_defaults(handler=cmd_run)
+
+    def work_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("-w", "--workflow", default="default", help="workflow name")
+        p.add_argument("--workspace", default=".", metavar="DIR", help="folder to work in")
+        p.add_argument("--rehearse", metavar="SCENARIO",
+                       help="run the real CLIs against a scripted model server")  # fmt: skip
+        p.add_argument("--max-iterations", type=_positive_int, metavar="N")
+        p.add_argument("--budget", type=_positive_float, metavar="USD", help="max cost per run")
+
+    ex = sub.add_parser("exec", parents=[config], help="run a workflow on a task")
+    ex.add_argument("task", metavar="TASK", help="what to do (- reads it from stdin)")
+    work_options(ex)
+    ex.add_argument("--dry-run", action="store_true", help="show the plan, run nothing")
+    ex.add_argument("--json", action="store_true", help="print the result as JSON")
+    ex.set_defaults(handler=cmd_exec)
+
+    ba = sub.add_parser("batch", parents=[config], help="run a workflow on many tasks")
+    ba.add_argument(
+        "tasks_file", metavar="TASKS_FILE", help=".txt (a task per line), .jsonl, .yaml"
+    )
+    work_options(ba)
+    ba.add_argument("-j", "--jobs", type=_positive_int, default=2, metavar="N",
+                    help="tasks at once (default 2)")  # fmt: skip
+    ba.add_argument("--journal", metavar="PATH", help="resume the batch of this journal")
+    ba.add_argument("--isolation", choices=("auto", "worktree", "copy"), default="auto")
+    ba.add_argument("--retry-failed", action="store_true", help="rerun tasks that failed")
+    ba.add_argument("--csv", metavar="FILE", help="also write the summary as CSV")
+    ba.add_argument("--json", metavar="FILE", help="also write the summary as JSON")
+    ba.set_defaults(handler=cmd_batch)
+
+    ag = sub.add_parser("agents", parents=[config], help="which agent CLIs are usable here")
+    ag.set_defaults(handler=cmd_agents)
+    wf = sub.add_parser("workflows", parents=[config], help="the workflows and what they do")
+    wf.set_defaults(handler=cmd_workflows)
+
+    se = sub.add_parser("session", help="work with saved sessions")
+    se_sub = se.add_subparsers(dest="session_command", metavar="ACTION", parser_class=_Parser)
+    exp = se_sub.add_parser("export", help="write a session as JSON, Markdown or a notebook")
+    exp.add_argument("session_file", metavar="SESSION_FILE")
+    exp.add_argument("--format", choices=("json", "md", "ipynb"), default=None)
+    exp.add_argument("out", metavar="OUT")
+    exp.set_defaults(handler=cmd_session_export)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    # A summary with an em dash must not crash on a terminal that is not UTF-8.
+    reconfigure = getattr(sys.stdout, "reconfigure", None)
+    if reconfigure is not None:
+        reconfigure(errors="replace")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Handler | None = getattr(args, "handler", None)
+    if handler is None:
+        if args.command == "session":
+            _say(f"error: choose an action: export (see `{PROG} session --help`)")
+            return 2
+        parser.error("choose a command")
+    try:
+        return handler(args)
+    except KeyboardInterrupt:
+        _say("interrupted; the agents were stopped")
+        return 130
+    except Failed as exc:
+        _say(str(exc))
+        return exc.code
+    except BrokenPipeError:
+        # The reader (`| head`) went away: stop quietly, and keep the exit flush from failing.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except ConfigError as exc:
+        _say(f"error: {one_line(exc)}")
+        return 2
+    except OrchestratorError as exc:
+        _say(f"error: {one_line(exc)}")
+        return 1
+    except OSError as exc:
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        _say(f"error: {exc.strerror or one_line(exc)}{where}")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
