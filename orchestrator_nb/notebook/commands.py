@@ -109,12 +109,29 @@ def _clip(text: str, n: int = 60) -> str:
     return first if len(first) <= n else first[: n - 1] + "…"
 
 
+def _find_dashboard() -> Callable[..., Any] | None:
+    """``orchestrator_nb.dashboard.dashboard`` where that module exists."""
+    try:
+        module = importlib.import_module("orchestrator_nb.dashboard")
+    except ImportError:
+        return None
+    found: Callable[..., Any] | None = getattr(module, "dashboard", None)
+    return found
+
+
 class Commands:
     """The subcommands, bound to a session store and a way to load the settings."""
 
-    def __init__(self, store: SessionStore, settings: Callable[[], Settings]) -> None:
+    def __init__(
+        self,
+        store: SessionStore,
+        settings: Callable[[], Settings],
+        *,
+        find_dashboard: Callable[[], Callable[..., Any] | None] | None = None,
+    ) -> None:
         self.store = store
         self.settings = settings
+        self.find_dashboard = find_dashboard or _find_dashboard
 
     def __call__(self, line: str) -> Any:
         try:
@@ -193,8 +210,13 @@ class Commands:
             return None
         return table()
 
-    def do_dashboard(self, rest: list[str]) -> None:
-        print("the dashboard is not available yet; use %orchestrate history and session show")
+    def do_dashboard(self, rest: list[str]) -> Any:
+        make = self.find_dashboard()
+        if make is None:
+            print("the dashboard is not available yet; use %orchestrate history and session show")
+            return None
+        where = self.store.current.workspace
+        return make(store=self.store, workspace=where if where and Path(where).is_dir() else ".")
 
     # -- sessions -------------------------------------------------------------------------
 

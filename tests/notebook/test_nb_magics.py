@@ -16,6 +16,8 @@ from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
 from traitlets.config import Config
 
+from orchestrator_nb.config import load_settings
+from orchestrator_nb.notebook.commands import Commands
 from orchestrator_nb.notebook.magics import OrchestratorMagics
 from orchestrator_nb.notebook.render import workflow_bundle
 from orchestrator_nb.sessions import SessionStore
@@ -293,8 +295,6 @@ def test_line_subcommands(
     assert "1  agent fake  completed" in str(sub(shell, "history"))
     assert "fake: driver=command" in str(sub(shell, "config"))
     sub(shell, "metrics")
-    sub(shell, "dashboard")
-    assert "not available yet" in capsys.readouterr().out
     assert "session new [NAME]" in str(sub(shell, "help"))
     with pytest.raises(UsageError, match="unknown subcommand 'frob'; known: agents, workflows"):
         sub(shell, "frob")
@@ -304,6 +304,15 @@ def test_line_subcommands(
         sub(shell, f"session export --format yaml {tmp_path / 'x'}")
     with pytest.raises(UsageError, match="no session 'nope'"):
         sub(shell, "session switch nope")
+
+
+def test_dashboard_subcommand(store: SessionStore, workspace: Path, capsys: Any) -> None:
+    commands = Commands(store, load_settings, find_dashboard=lambda: None)
+    assert commands("dashboard") is None
+    assert "the dashboard is not available yet" in capsys.readouterr().out
+    store.current.workspace = str(workspace)
+    made = Commands(store, load_settings, find_dashboard=lambda: dict)("dashboard")
+    assert made == {"store": store, "workspace": str(workspace)}
 
 
 def test_session_subcommands_round_trip(
