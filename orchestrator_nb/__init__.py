@@ -18,6 +18,8 @@ _EXPORTS = {
     "revert": ".workflow.api",
     "aresume": ".workflow.api",
     "WorkflowResult": ".workflow.result",
+    "start": ".notebook.background",
+    "Run": ".notebook.background",
     "arun_agent": ".api",
     "parse_transcript": ".api",
     "StepResult": ".events",
@@ -35,6 +37,7 @@ __all__ = [
     "ConfigError",
     "FileChange",
     "OrchestratorError",
+    "Run",
     "StepResult",
     "Usage",
     "WorkflowResult",
@@ -51,6 +54,7 @@ __all__ = [
     "revert",
     "run",
     "run_agent",
+    "start",
 ]
 
 if TYPE_CHECKING:
@@ -60,6 +64,7 @@ if TYPE_CHECKING:
     from .errors import AgentError, ConfigError, OrchestratorError
     from .events import FileChange, StepResult, Usage
     from .rehearsal import rehearsal
+    from .notebook.background import Run, start
     from .workflow.api import aresume, arun, resume, revert, run
     from .workflow.result import WorkflowResult
 

@@ -91,6 +91,10 @@ class AgentStatusTable(list[AgentStatus]):
             )
         return "\n".join(rows)
 
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        # IPython's printer for lists would otherwise win over our text/plain table.
+        printer.text(str(self))
+
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
         cells = []
         for s in self:

@@ -54,6 +54,8 @@ async def arun(
         return WorkflowResult("dry-run", workflow, task, "completed", plan=plan)
     unsubscribe = [engine.bus.subscribe(s) for s in subscribers or []]
     history = list(getattr(session, "history", None) or [])
+    # A follow-up continues each agent's native conversation where its CLI allows it.
+    resume_ids = dict(getattr(session, "resume_ids", None) or {})
     try:
         return await engine.run(
             task,
@@ -65,6 +67,7 @@ async def arun(
             variables=variables,
             history=history,
             overrides=overrides,
+            resume_ids=resume_ids,
         )
     finally:
         for off in unsubscribe:

@@ -81,6 +81,8 @@ class _Ctx:
     pending_picks: dict[str, tuple[ParallelStep, str]] = field(default_factory=dict)
     budget_stop: str | None = None
     iteration: int | None = None
+    # agent → the native session of the previous turn, resumed by that agent's first step
+    resume_ids: dict[str, str] = field(default_factory=dict)
 
     def template_context(self) -> dict[str, Any]:
         return {
@@ -128,6 +130,7 @@ class Engine:
         variables: dict[str, Any] | None = None,
         history: list[dict[str, Any]] | None = None,
         overrides: dict[str, Any] | None = None,
+        resume_ids: dict[str, str] | None = None,
     ) -> WorkflowResult:
         wf = self._workflow(workflow, overrides or {})
         ws = Workspace(workspace, run_id=run_id)
@@ -149,6 +152,7 @@ class Engine:
             budget=BudgetTracker(wf.budget),
             variables=dict(variables or {}),
             history=list(history or []),
+            resume_ids=dict(resume_ids or {}),
         )
         started = time.monotonic()
         if ws.is_git:
@@ -302,7 +306,10 @@ class Engine:
         except CircuitOpen as exc:
             error = AgentError.for_kind("failed", exc.message, agent=step.agent, hint=exc.hint)
             return StepResult(step.agent, False, error=error)
-        cache, cache_key = self._cache_lookup(ctx, step, prompt) if step.cache else (None, None)
+        # Worktree children run elsewhere, and the CLIs keep sessions per working folder.
+        resume = ctx.resume_ids.pop(step.agent, None) if track else None
+        use_cache = step.cache and resume is None
+        cache, cache_key = self._cache_lookup(ctx, step, prompt) if use_cache else (None, None)
         if cache is not None and cache_key is not None:
             hit = cache.get(cache_key)
             if hit is not None:
@@ -318,9 +325,7 @@ class Engine:
             result: StepResult | None = None
             try:
                 with self._tracked(ctx, key, track) as tracker:
-                    result = await arun_agent(
-                        step.agent,
-                        prompt,
+                    call = dict(
                         workspace=cwd,
                         config=self.settings,
                         rehearsal=ctx.rehearsal,
@@ -335,6 +340,10 @@ class Engine:
                         retries=step.retries,
                         log_dir=ctx.journal.dir / "agents" / key.replace("/", "."),
                     )
+                    result = await arun_agent(step.agent, prompt, resume=resume, **call)
+                    if resume is not None and result.error_kind == "config":
+                        # The CLI no longer has that session (another HOME, pruned): start afresh.
+                        result = await arun_agent(step.agent, prompt, **call)
                     if step.write_code_blocks and result.ok and track:
                         ctx.ws.write_code_blocks(result.text, key, on_unsafe="skip")
             finally:

@@ -233,3 +233,24 @@ def _processes_in(folder: Path) -> list[int]:
             if cwd == str(folder) or cwd.startswith(f"{folder}/"):
                 found.append(int(pid.name))
     return found
+
+
+async def test_follow_up_resumes_each_agents_native_session(repo: Path) -> None:
+    from types import SimpleNamespace
+
+    settings = load_settings(cwd=repo)
+    settings.workflows["solo"] = Workflow.model_validate(
+        {"steps": [{"id": "work", "agent": "claude"}]}
+    )
+    with rehearsal("write-file") as r:
+        first = await arun(
+            "Create hello.txt containing hi", "solo", workspace=repo, config=settings, rehearsal=r
+        )
+        native = first.step("work").session_id
+        session = SimpleNamespace(history=[], resume_ids={"claude": native})
+        again = await arun(
+            "say done again", "solo", workspace=repo, config=settings, rehearsal=r, session=session
+        )
+    assert first.ok and again.ok, (first.error, again.error)
+    assert native and again.step("work").session_id == native  # the same conversation
+    assert again.text.startswith("Done again")
