@@ -1,0 +1,202 @@
+"""The panel's inputs: task, workflow, limits, rehearsal, conversation mode, and agent lights.
+
+The agent lights run each CLI's ``--version`` (cached per file), which takes a moment per CLI,
+so they are filled in from threads: showing the panel must not wait for node to start four
+times.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any
+
+from ..agents.status import AgentStatus, status
+from ..config import Settings
+from ..errors import ConfigError
+from .dispatch import batched
+
+NO_REHEARSAL = "none (real agents)"
+_OK, _BAD, _GREY = "#1a7f37", "#cf222e", "#8c959f"
+_VERSION = re.compile(r"\d+(?:\.\d+)+")
+
+
+def light_html(name: str, s: AgentStatus | None) -> str:
+    """A coloured dot, the agent's name and its version (or why it is missing)."""
+    if s is None:
+        colour, detail = _GREY, "checking…"
+    elif s.found:
+        found = _VERSION.search(s.version or "")
+        colour, detail = _OK, found.group(0) if found else "found"
+    else:
+        colour, detail = _BAD, "missing"
+    return (
+        f'<span style="white-space:nowrap;margin-right:10px">'
+        f'<span style="color:{colour}">●</span> <b>{html.escape(name)}</b> '
+        f'<span style="color:#57606a;font-size:85%">{html.escape(detail)}</span></span>'
+    )
+
+
+def light_tooltip(s: AgentStatus) -> str:
+    if s.found:
+        return f"{s.name}: {s.version or 'found'} at {s.path}"
+    why = f" — {s.problem}" if s.problem else ""
+    return f"{s.name} is missing{why}. Install: {s.install_hint}"
+
+
+class AgentLights:
+    """One light per configured agent; ``refresh()`` checks them (in a thread by default)."""
+
+    def __init__(self, settings: Settings, on_error: Callable[[str, BaseException], None]) -> None:
+        import ipywidgets as widgets
+
+        self.settings = settings
+        self._on_error = on_error
+        self.lights: dict[str, Any] = {
+            name: widgets.HTML(light_html(name, None), tooltip=f"{name}: checking…")
+            for name in settings.agents
+        }
+        self.statuses: dict[str, AgentStatus] = {}
+        self.box = widgets.HBox(list(self.lights.values()))
+        self.done = threading.Event()
+
+    def refresh(self, *, background: bool = True) -> None:
+        self.done.clear()
+        if not background:
+            self._check()
+            return
+        thread = threading.Thread(target=self._check, name="orchestrator-nb agent lights")
+        thread.daemon = True
+        thread.start()
+
+    def _check(self) -> None:
+        # One thread per agent: each --version starts node, about a second apiece.
+        try:
+            with ThreadPoolExecutor(max_workers=max(len(self.lights), 1)) as pool:
+                futures = {pool.submit(self._check_one, name): name for name in self.lights}
+                for future in as_completed(futures):
+                    error = future.exception()
+                    if error is not None:  # shown in the panel: a thread has no one to raise to
+                        self._on_error(f"agent status of {futures[future]}", error)
+        finally:
+            self.done.set()
+
+    def _check_one(self, name: str) -> None:
+        one = self.settings.model_copy(update={"agents": {name: self.settings.agents[name]}})
+        for s in status(one):
+            self.statuses[s.name] = s
+            light = self.lights[s.name]
+            with batched(light):
+                light.value = light_html(s.name, s)
+                light.tooltip = light_tooltip(s)
+
+
+class Controls:
+    """Every input of the panel, laid out; the panel reads their values when Run is clicked."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        scenarios: list[str],
+        *,
+        task: str = "",
+        workflow: str | None = None,
+        rehearsal: str | None = None,
+        max_iterations: int = 3,
+        budget: float = 0.0,
+    ) -> None:
+        import ipywidgets as widgets
+
+        full = widgets.Layout(width="100%")
+        self.task = widgets.Textarea(
+            value=task,
+            placeholder="What should the agents do? e.g. Create hello.txt saying hi",
+            layout=widgets.Layout(width="100%", height="64px"),
+        )
+        flows = list(settings.workflows)
+        if workflow is not None and workflow not in flows:
+            raise ConfigError(
+                f"unknown workflow {workflow!r}", key="workflow", hint=f"known: {', '.join(flows)}"
+            )
+        choices = [(s, s) for s in scenarios]
+        if rehearsal and rehearsal not in scenarios:
+            if not Path(rehearsal).expanduser().is_file():
+                raise ConfigError(
+                    f"unknown rehearsal scenario {rehearsal!r}",
+                    key="rehearsal",
+                    hint=f"a YAML file, or one of: {', '.join(scenarios)}",
+                )
+            choices.append((Path(rehearsal).name, rehearsal))  # the user's own scenario file
+        self.workflow = widgets.Dropdown(
+            options=[(f"{n} — {settings.workflows[n].description or ''}"[:70], n) for n in flows],
+            value=workflow if workflow is not None else ("default" if "default" in flows else None),
+            description="Workflow",
+            layout=widgets.Layout(width="420px"),
+        )
+        self.rehearsal = widgets.Dropdown(
+            options=[(NO_REHEARSAL, ""), *choices],
+            value=rehearsal or "",
+            description="Rehearsal",
+            tooltip="run the real CLIs against a scripted model server: no keys, no cost",
+            layout=widgets.Layout(width="300px"),
+        )
+        self.max_iterations = widgets.IntSlider(
+            value=max_iterations,
+            min=1,
+            max=10,
+            description="Max iter.",
+            tooltip="the most rounds a review loop may take",
+            layout=widgets.Layout(width="300px"),
+        )
+        self.budget = widgets.BoundedFloatText(
+            value=budget,
+            min=0.0,
+            max=10_000.0,
+            step=0.5,
+            description="Budget $",
+            tooltip="stop the run once it has cost this much (0: no limit)",
+            layout=widgets.Layout(width="200px"),
+        )
+        self.conversation = widgets.ToggleButton(
+            value=False,
+            description="Conversation",
+            icon="comments",
+            tooltip="every Run continues the session (the agents see the previous turns)",
+        )
+        self.run = widgets.Button(description="Run", icon="play", button_style="success")
+        self.stop = widgets.Button(
+            description="Stop", icon="stop", button_style="danger", disabled=True
+        )
+        self.status = widgets.HTML("idle")
+        self.followup = widgets.Text(
+            placeholder="A follow-up: it continues the last turn, e.g. now add a test",
+            layout=widgets.Layout(width="70%"),
+        )
+        self.followup_button = widgets.Button(
+            description="Follow up", icon="reply", tooltip="run the follow-up in this session"
+        )
+        for w in (self.workflow, self.rehearsal, self.max_iterations, self.budget):
+            w.style.description_width = "72px"
+        self.box = widgets.VBox(
+            [
+                self.task,
+                widgets.HBox([self.workflow, self.rehearsal], layout=full),
+                widgets.HBox([self.max_iterations, self.budget, self.conversation]),
+                widgets.HBox([self.run, self.stop, self.status]),
+                widgets.HBox([self.followup, self.followup_button], layout=full),
+            ]
+        )
+
+    def overrides(self) -> dict[str, Any]:
+        """The engine overrides the inputs ask for (a budget of 0 means none)."""
+        out: dict[str, Any] = {"max_iterations": int(self.max_iterations.value)}
+        if float(self.budget.value) > 0:
+            out["max_cost_usd"] = float(self.budget.value)
+        return out
+
+
+__all__ = ["NO_REHEARSAL", "AgentLights", "Controls", "light_html", "light_tooltip"]

@@ -1,0 +1,171 @@
+"""The session's turns with Export, and a small metrics summary.
+
+History is the kernel's :class:`~orchestrator_nb.sessions.Session` (shared with the
+``%%orchestrate`` magic), exported by :func:`~orchestrator_nb.notebook.export.export_session`.
+The metrics are the process-wide ones of :mod:`orchestrator_nb.observe`, which the engine feeds
+for every run (the panel's and the magic's alike).
+"""
+
+from __future__ import annotations
+
+import html
+import importlib
+from pathlib import Path
+from typing import Any
+
+from ..notebook.export import FORMATS, export_session
+from ..sessions import Session
+from .dispatch import Dispatcher, set_if_changed
+
+_GREY = "#57606a"
+_CELL = "text-align:left;padding:2px 8px;border-bottom:1px solid #d0d7de"
+
+
+def _clip(text: str, n: int = 70) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= n else flat[: n - 1] + "…"
+
+
+def history_html(session: Session) -> str:
+    turns = list(session.turns)
+    mode = ", conversation mode" if session.conversation else ""
+    title = f"<b>session {html.escape(session.name)}</b>: {len(turns)} turn(s){mode}"
+    if not turns:
+        return f'<div>{title}</div><div style="color:{_GREY}">no runs yet</div>'
+    head = "".join(
+        f'<th style="{_CELL}">{h}</th>'
+        for h in ("#", "ran", "outcome", "tokens in / out", "cost", "task")
+    )
+    rows = []
+    for t in turns:
+        u = t.usage
+        cost = f"${u.cost_usd:.4f}" if u.cost_usd is not None else "-"
+        mark = "↪ " if t.followup else ""
+        cells = (
+            str(t.number),
+            html.escape(t.what),
+            html.escape(t.outcome),
+            f"{u.input_tokens:,} / {u.output_tokens:,}",
+            cost,
+            html.escape(mark + _clip(t.task)),
+        )
+        rows.append("<tr>" + "".join(f'<td style="{_CELL}">{c}</td>' for c in cells) + "</tr>")
+    table = '<table style="border-collapse:collapse;font-size:90%">'
+    return f"<div>{title}</div>{table}<tr>{head}</tr>{''.join(rows)}</table>"
+
+
+def metrics_summary() -> dict[str, float] | None:
+    """Totals over the process-wide metrics, or None when observability is not installed."""
+    try:
+        metrics_mod: Any = importlib.import_module("orchestrator_nb.observe.metrics")
+    except ImportError:
+        return None
+    totals: dict[str, float] = {
+        "runs": 0.0,
+        "runs_failed": 0.0,
+        "agent_calls": 0.0,
+        "agent_errors": 0.0,
+        "input_tokens": 0.0,
+        "output_tokens": 0.0,
+        "cost_usd": 0.0,
+        "retries": 0.0,
+    }
+    for family in metrics_mod.get_metrics().registry.collect():
+        for s in family.samples:
+            name, labels = s.name, s.labels
+            if name == "orchestrator_tasks_total":
+                totals["runs"] += s.value
+            elif name == "orchestrator_task_failures_total":
+                totals["runs_failed"] += s.value
+            elif name == "orchestrator_agent_calls_total":
+                totals["agent_calls"] += s.value
+            elif name == "orchestrator_agent_errors_total":
+                totals["agent_errors"] += s.value
+            elif name == "orchestrator_tokens_total" and labels.get("kind") == "input":
+                totals["input_tokens"] += s.value
+            elif name == "orchestrator_tokens_total" and labels.get("kind") == "output":
+                totals["output_tokens"] += s.value
+            elif name == "orchestrator_cost_usd_total":
+                totals["cost_usd"] += s.value
+            elif name == "orchestrator_retries_total":
+                totals["retries"] += s.value
+    return totals
+
+
+def metrics_html(totals: dict[str, float] | None) -> str:
+    if totals is None:
+        return (
+            f'<span style="color:{_GREY}">metrics unavailable (no orchestrator_nb.observe)</span>'
+        )
+    parts = [
+        f"<b>{int(totals['runs'])}</b> run(s), {int(totals['runs_failed'])} not completed",
+        f"<b>{int(totals['agent_calls'])}</b> agent call(s), {int(totals['agent_errors'])} failed",
+        f"{int(totals['retries'])} retries",
+        f"{int(totals['input_tokens']):,} in / {int(totals['output_tokens']):,} out tokens",
+        f"${totals['cost_usd']:.4f}",
+    ]
+    return (
+        '<div style="font-size:90%">metrics (this kernel): '
+        + " · ".join(parts)
+        + f' <span style="color:{_GREY}">— <code>%orchestrate metrics</code> has every series'
+        + "</span></div>"
+    )
+
+
+class HistoryPanel:
+    """The session's turns, an Export row, and the metrics line."""
+
+    def __init__(self, dispatcher: Dispatcher, session: Session, workspace: Path) -> None:
+        import ipywidgets as widgets
+
+        self.session = session
+        self.workspace = workspace
+        self.table = widgets.HTML(history_html(session))
+        self.path = widgets.Text(
+            value=f"session-{session.name}.md",
+            description="Export to",
+            tooltip="a path; relative paths are inside the workspace",
+            layout=widgets.Layout(width="360px"),
+        )
+        self.format = widgets.Dropdown(
+            options=list(FORMATS),
+            value="md",
+            description="as",
+            layout=widgets.Layout(width="140px"),
+        )
+        self.format.style.description_width = "24px"
+        self.export_button = widgets.Button(
+            description="Export", icon="download", tooltip="write the session's turns to the file"
+        )
+        self.export_button.on_click(dispatcher.wrap("export", self.export))
+        self.note = widgets.HTML("")
+        self.metrics = widgets.HTML(metrics_html(metrics_summary()))
+        self.box = widgets.VBox(
+            [
+                self.table,
+                widgets.HBox([self.path, self.format, self.export_button, self.note]),
+                self.metrics,
+            ]
+        )
+
+    def refresh(self) -> None:
+        set_if_changed(self.table, value=history_html(self.session))
+        set_if_changed(self.metrics, value=metrics_html(metrics_summary()))
+
+    def export(self) -> Path:
+        """Write the session to the path in the box, as the chosen format."""
+        raw = self.path.value.strip()
+        if not raw:
+            raise ValueError("the export path is empty: type a file name, e.g. session.md")
+        target = Path(raw).expanduser()
+        if not target.is_absolute():
+            target = self.workspace / target
+        path, fmt = export_session(self.session, target, self.format.value)
+        self.note.value = (
+            f'<span style="color:{_GREY}">exported {len(self.session.turns)} turn(s) as {fmt} '
+            f"to <code>{html.escape(str(path))}</code></span>"
+        )
+        return path
+
+
+__all__ = ["HistoryPanel", "history_html", "metrics_html", "metrics_summary"]
