@@ -272,7 +272,10 @@ async def _run_task(
             **overrides,
         )
     except asyncio.CancelledError:
-        raise  # not journaled: the task starts again when the batch resumes
+        # Not journaled, so the task starts afresh when the batch resumes: drop its half-work.
+        if place is not None:
+            isolator.discard(place)
+        raise
     except Exception as exc:  # one task's trouble must not stop the others
         error = " ".join(str(exc).split())
         result = WorkflowResult(

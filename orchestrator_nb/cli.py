@@ -259,6 +259,16 @@ def _value(text: str) -> Any:
     return text
 
 
+def _quiet_kernel(name: str) -> list[str]:
+    """Kernel arguments that keep an IPython kernel's start-up notices off our stderr."""
+    try:
+        argv = import_module("jupyter_client.kernelspec").KernelSpecManager().get_kernel_spec(name)
+    except Exception:  # an unknown kernel fails with its own clear error in a moment
+        return []
+    # Only ipykernel understands this flag; another language's kernel could refuse to start.
+    return ["--IPKernelApp.log_level=ERROR"] if "ipykernel_launcher" in argv.argv else []
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     source = Path(args.notebook)
     if not source.is_file():
@@ -269,14 +279,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ImportError:
         raise Failed("error: `run` needs papermill (hint: pip install papermill)", 2) from None
     try:
-        cells = nbformat.read(source, as_version=4).cells
+        nb = nbformat.read(source, as_version=4)
     except Exception as exc:  # nbformat raises several unrelated types for a bad file
         raise Failed(f"error: {source} is not a notebook: {one_line(exc)}", 2) from None
     target = Path(args.output) if args.output else Path.cwd() / f"{source.stem}.out.ipynb"
     parameters = {name: _value(value) for name, value in args.param or []}
-    if parameters and not any("parameters" in c.metadata.get("tags", []) for c in cells):
+    if parameters and not any("parameters" in c.metadata.get("tags", []) for c in nb.cells):
         _say("warning: no cell is tagged `parameters`; the values go in a new first cell")
     logging.getLogger("papermill").setLevel(logging.ERROR)  # its own notices are not ours
+    kernel = args.kernel or nb.metadata.get("kernelspec", {}).get("name") or "python3"
     failure = None
     try:
         papermill.execute_notebook(
@@ -286,6 +297,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             kernel_name=args.kernel,
             progress_bar=sys.stderr.isatty(),
             cwd=str(source.resolve().parent),
+            extra_arguments=_quiet_kernel(kernel),
         )
     except papermill.PapermillExecutionError as exc:
         failure = f"error: cell {exc.exec_count} raised {exc.ename}: {' '.join(exc.evalue.split())}"
@@ -316,7 +328,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     config = _Parser(add_help=False)
     config.add_argument(
-        "--config", metavar="FILE", help="settings file (default ./orchestrator.yaml)"
+        "--config",
+        metavar="FILE",
+        help="settings file (default: orchestrator.yaml in the workspace)",
     )
 
     run = sub.add_parser("run", help="execute a notebook with parameters (papermill)")
@@ -334,7 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--workspace", default=".", metavar="DIR", help="folder to work in")
         p.add_argument("--rehearse", metavar="SCENARIO",
                        help="run the real CLIs against a scripted model server")  # fmt: skip
-        p.add_argument("--max-iterations", type=_positive_int, metavar="N")
+        p.add_argument("--max-iterations", type=_positive_int, metavar="N", help="loop rounds")
         p.add_argument("--budget", type=_positive_float, metavar="USD", help="max cost per run")
 
     ex = sub.add_parser("exec", parents=[config], help="run a workflow on a task")

@@ -12,17 +12,19 @@ from __future__ import annotations
 
 import shutil
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from ..errors import ConfigError, WorkspaceError
 from ..workspace import StateDir
-from ..workspace._git import IDENTITY_ENV, RepoInfo, discover, run_git
+from ..workspace._git import IDENTITY_ENV, RepoInfo, discover, git_error, run_git
 
 Isolation = Literal["auto", "worktree", "copy"]
 ISOLATIONS: tuple[Isolation, ...] = ("auto", "worktree", "copy")
 BRANCH_PREFIX = "orchestrator-batch/"
+ADD_ATTEMPTS = 4
 
 
 @dataclass(frozen=True)
@@ -98,11 +100,22 @@ class Isolator:
             return Place(task_id, root, root, str(root.relative_to(self.workspace)))
         assert self.repo is not None
         branch = self.branch(task_id)
-        with self._git_lock:
-            self._remove_worktree(root)
-            top = self.repo.toplevel
-            run_git(["branch", "-D", "--quiet", branch], top, check=False)
-            run_git(["worktree", "add", "--quiet", "-b", branch, str(root), "HEAD"], top)
+        top = self.repo.toplevel
+        add = ["worktree", "add", "--quiet", "-b", branch, str(root), "HEAD"]
+        for attempt in range(1, ADD_ATTEMPTS + 1):
+            with self._git_lock:
+                self._remove_worktree(root)
+                run_git(["branch", "-D", "--quiet", branch], top, check=False)
+                done = run_git(add, top, check=False)
+            if done.returncode == 0:
+                break
+            if attempt == ADD_ATTEMPTS:
+                raise git_error(
+                    ["git", "-c", "core.quotepath=off", *add], done.returncode, done.stderr
+                )
+            # A workflow starting in another task's worktree runs `git worktree prune`, which
+            # can remove this worktree's half-made metadata before git has locked it.
+            time.sleep(0.05 * attempt)
         path = root / self.repo.prefix if self.repo.prefix else root
         path.mkdir(parents=True, exist_ok=True)
         return Place(task_id, path, root, branch, branch)
@@ -135,6 +148,16 @@ class Isolator:
             finally:
                 self._remove_worktree(place.root)
         return committed
+
+    def discard(self, place: Place) -> None:
+        """Remove an unfinished task's worktree and branch, or its copy."""
+        if place.branch is None:
+            shutil.rmtree(place.root, ignore_errors=True)
+            return
+        assert self.repo is not None
+        with self._git_lock:
+            self._remove_worktree(place.root)
+            run_git(["branch", "-D", "--quiet", place.branch], self.repo.toplevel, check=False)
 
     def _remove_worktree(self, root: Path) -> None:
         assert self.repo is not None

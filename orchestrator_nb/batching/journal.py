@@ -47,9 +47,13 @@ class BatchJournal:
                 f"the batch journal {self.path} is in use by another running batch",
                 hint="wait for that batch to finish, or pass another journal",
             ) from None
-        self._file.seek(0)
-        text = self._file.read()
-        self._read(text)
+        try:
+            self._file.seek(0)
+            text = self._file.read()
+            self._read(text)
+        except BaseException:
+            self.close()
+            raise
         if text and not text.endswith("\n"):
             # End a torn line, or the next record would be glued to it and lost as well.
             self._file.write("\n")
