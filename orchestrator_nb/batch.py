@@ -112,7 +112,14 @@ async def abatch(
         try:
             # One rehearsal server for the whole batch (none when nothing is left to run).
             async with _rehearsal_scope(rehearsal if pending else None) as reh:
-                await asyncio.gather(*(one(spec, reh) for spec in pending))
+                jobs = [asyncio.ensure_future(one(spec, reh)) for spec in pending]
+                try:
+                    await asyncio.gather(*jobs)
+                finally:
+                    # Whatever ended the batch, no task outlives it (or its rehearsal server).
+                    for job in jobs:
+                        job.cancel()
+                    await asyncio.gather(*jobs, return_exceptions=True)
         finally:
             tracker.end()
     result.rows = [rows[s.id] for s in specs]

@@ -82,7 +82,7 @@ class Tracker:
         self._display = display
         self._clock = clock
         self._start = clock()
-        self._callback_failed = False
+        self._failed: set[str] = set()
 
     def started(self, task_id: str) -> None:
         self.running[task_id] = ""
@@ -107,8 +107,7 @@ class Tracker:
     def end(self) -> None:
         progress = self._snapshot("done")
         self._call(progress)
-        if self._display is not None:
-            self._display.close(progress)
+        self._show(progress, close=True)
 
     def _snapshot(
         self, kind: ProgressKind, task_id: str | None = None, row: BatchRow | None = None
@@ -130,18 +129,24 @@ class Tracker:
     ) -> None:
         progress = self._snapshot(kind, task_id, row)
         self._call(progress)
-        if self._display is not None:
-            self._display.update(progress)
+        self._show(progress)
 
     def _call(self, progress: BatchProgress) -> None:
-        if self._callback is None:
-            return
+        if self._callback is not None:
+            self._guard("on_progress", self._callback, progress)
+
+    def _show(self, progress: BatchProgress, *, close: bool = False) -> None:
+        if self._display is not None:
+            show = self._display.close if close else self._display.update
+            self._guard("the progress display", show, progress)
+
+    def _guard(self, what: str, call: Callable[[BatchProgress], Any], p: BatchProgress) -> None:
         try:
-            self._callback(progress)
-        except Exception:  # the user's callback must not stop the batch
-            if not self._callback_failed:
-                self._callback_failed = True
-                log.warning("on_progress failed; later failures are silent", exc_info=True)
+            call(p)
+        except Exception:  # a display or a user's callback must never stop the batch
+            if what not in self._failed:
+                self._failed.add(what)
+                log.warning("%s failed; later failures are silent", what, exc_info=True)
 
 
 class TerminalBar:

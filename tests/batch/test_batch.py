@@ -208,9 +208,17 @@ def test_the_engines_agent_caps_hold_across_tasks(sc: Scripted) -> None:
 
 
 async def test_the_sync_form_works_inside_a_running_event_loop(sc: Scripted) -> None:
-    config = sc.setup([ONE])
-    result = orchestrator_nb.batch(["do ONE"], "w", workspace=sc.ws, config=config, progress=False)
-    assert result.ok  # ran in a worker thread, as in a notebook cell
+    flows = {"w": {"steps": [{"id": "s", "agent": "a", "prompt": "{{ task }} n={{ n }}"}]}}
+    config = sc.setup([ONE], workflows=flows)
+
+    def broken(progress: BatchProgress) -> None:
+        raise RuntimeError("a bug in the caller's callback")
+
+    # The module is callable: `orchestrator_nb.batch(...)` after `import orchestrator_nb.batch`.
+    result = orchestrator_nb.batch([{"task": "do ONE", "vars": {"n": 7}}], "w", workspace=sc.ws,
+                                   config=config, progress=False, on_progress=broken)  # fmt: skip
+    assert result.ok  # ran in a worker thread, as in a notebook cell, despite the callback
+    assert sc.prompts() == ["do ONE n=7"]
 
 
 # -- the journal: resume, retry, mismatch --------------------------------------------------
