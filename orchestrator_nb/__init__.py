@@ -46,6 +46,7 @@ __all__ = [
     "aresume",
     "arun",
     "arun_agent",
+    "dashboard",
     "errors",
     "load_settings",
     "parse_transcript",
@@ -58,13 +59,13 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from . import agents, errors
+    from . import agents, dashboard, errors
     from .api import arun_agent, parse_transcript, run_agent
     from .config import load_settings
     from .errors import AgentError, ConfigError, OrchestratorError
     from .events import FileChange, StepResult, Usage
-    from .rehearsal import rehearsal
     from .notebook.background import Run, start
+    from .rehearsal import rehearsal
     from .workflow.api import aresume, arun, resume, revert, run
     from .workflow.result import WorkflowResult
 
@@ -74,7 +75,7 @@ def __getattr__(name: str) -> Any:
         value = getattr(import_module(_EXPORTS[name], __name__), name)
         globals()[name] = value
         return value
-    if name in ("agents", "errors"):
+    if name in ("agents", "errors", "dashboard"):
         return import_module(f".{name}", __name__)
     raise AttributeError(f"module 'orchestrator_nb' has no attribute {name!r}")
 

@@ -195,6 +195,7 @@ async def test_killed_run_resumes_without_repeating_finished_steps(
     """,
     )
     settings = load_settings(cwd=repo)
+    settings.agents["claude"].idle_timeout = 60  # a stray hang fails fast, not at 300 s
     settings.workflows["two"] = Workflow.model_validate(
         {
             "steps": [
@@ -205,8 +206,8 @@ async def test_killed_run_resumes_without_repeating_finished_steps(
     )
     with rehearsal(scenario) as r:
         task = asyncio.ensure_future(arun("t", "two", workspace=repo, config=settings, rehearsal=r))
-        for _ in range(600):
-            if any(q.step == "second" for q in r.requests):
+        for _ in range(600):  # until the hanging model request itself has arrived
+            if any(q.step == "second" and q.fault for q in r.requests):
                 break
             await asyncio.sleep(0.1)
         task.cancel()  # what a killed kernel leaves: a journal with only the first step
