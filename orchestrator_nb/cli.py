@@ -273,15 +273,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     source = Path(args.notebook)
     if not source.is_file():
         raise Failed(f"error: notebook {args.notebook} does not exist", 2)
-    try:
-        papermill: Any = import_module("papermill")
-        nbformat: Any = import_module("nbformat")
-    except ImportError:
-        raise Failed("error: `run` needs papermill (hint: pip install papermill)", 2) from None
+    nbformat: Any = import_module("nbformat")  # a dependency; papermill is the heavy one
     try:
         nb = nbformat.read(source, as_version=4)
     except Exception as exc:  # nbformat raises several unrelated types for a bad file
         raise Failed(f"error: {source} is not a notebook: {one_line(exc)}", 2) from None
+    try:
+        papermill: Any = import_module("papermill")
+    except ImportError:
+        raise Failed("error: `run` needs papermill (hint: pip install papermill)", 2) from None
     target = Path(args.output) if args.output else Path.cwd() / f"{source.stem}.out.ipynb"
     parameters = {name: _value(value) for name, value in args.param or []}
     if parameters and not any("parameters" in c.metadata.get("tags", []) for c in nb.cells):

@@ -188,7 +188,7 @@ def test_progress_displays_for_a_terminal_a_log_and_a_notebook(
 
 
 async def test_max_concurrency_caps_the_tasks_running_at_once(sc: Scripted) -> None:
-    config = sc.setup([{"match": "SLEEP", "sleep": 0.4, "say": "slept"}])
+    config = sc.setup([{"match": "SLEEP", "sleep": 0.8, "say": "slept"}])  # overlaps under load too
     running: list[int] = []
     result = await abatch([f"SLEEP {i}" for i in range(5)], "w", workspace=sc.ws, config=config,
                           max_concurrency=2, progress=False,
