@@ -118,6 +118,10 @@ def main() -> int:
         "tree_mode_cold_snapshot_s": round(cold, 4),
         "tree_mode_snapshot_diff_median_s": round(statistics.median(tree_times), 5),
         "tree_mode_ratio": round(statistics.median(tree_times) / git_med, 3),
+        # The samples, for the suite's spread (bench/run_all.py).
+        "git_status_samples_s": [round(t, 5) for t in git_times],
+        "snapshot_diff_samples_s": [round(t, 5) for t in ours],
+        "tree_mode_samples_s": [round(t, 5) for t in tree_times],
         "git": subprocess.run(["git", "--version"], capture_output=True, text=True).stdout.strip(),
         "python": platform.python_version(),
         "platform": platform.platform(),
