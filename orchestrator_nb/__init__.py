@@ -19,6 +19,8 @@ _EXPORTS = {
     "aresume": ".workflow.api",
     "WorkflowResult": ".workflow.result",
     "start": ".notebook.background",
+    "abatch": ".batch",
+    "BatchResult": ".batch",
     "Run": ".notebook.background",
     "arun_agent": ".api",
     "parse_transcript": ".api",
@@ -34,6 +36,7 @@ _EXPORTS = {
 
 __all__ = [
     "AgentError",
+    "BatchResult",
     "ConfigError",
     "FileChange",
     "OrchestratorError",
@@ -42,10 +45,12 @@ __all__ = [
     "Usage",
     "WorkflowResult",
     "__version__",
+    "abatch",
     "agents",
     "aresume",
     "arun",
     "arun_agent",
+    "batch",
     "dashboard",
     "errors",
     "load_settings",
@@ -59,8 +64,9 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from . import agents, dashboard, errors
+    from . import agents, batch, dashboard, errors
     from .api import arun_agent, parse_transcript, run_agent
+    from .batch import BatchResult, abatch
     from .config import load_settings
     from .errors import AgentError, ConfigError, OrchestratorError
     from .events import FileChange, StepResult, Usage
@@ -75,7 +81,7 @@ def __getattr__(name: str) -> Any:
         value = getattr(import_module(_EXPORTS[name], __name__), name)
         globals()[name] = value
         return value
-    if name in ("agents", "errors", "dashboard"):
+    if name in ("agents", "errors", "dashboard", "batch"):
         return import_module(f".{name}", __name__)
     raise AttributeError(f"module 'orchestrator_nb' has no attribute {name!r}")
 

@@ -66,6 +66,7 @@ class _Ctx:
     name: str
     workflow: Workflow
     ws: Workspace
+    bus: EventBus
     journal: RunJournal
     done: dict[str, StepResult]
     rehearsal: Any
@@ -144,6 +145,7 @@ class Engine:
             name=workflow,
             workflow=wf,
             ws=ws,
+            bus=EventBus(),
             journal=journal,
             done=done,
             rehearsal=None,
@@ -160,15 +162,20 @@ class Engine:
         # Logs, metrics and the audit trail follow every run, in the workspace's state folder.
         from ..observe import install
 
-        uninstall = install(self.bus, ws.state.root, breakers=self.breakers)
+        # Each run has its own bus: concurrent runs on one engine must not write each other's
+        # events into their logs and audit trails. It forwards to the engine's bus, which is
+        # what callers subscribe to.
+        forward = ctx.bus.subscribe(self.bus.emit)
+        uninstall = install(ctx.bus, ws.state.root, breakers=self.breakers)
         try:
             return await self._walk(ctx, rehearsal, started)
         finally:
             uninstall()
+            forward()
 
     async def _walk(self, ctx: _Ctx, rehearsal: Any, started: float) -> WorkflowResult:
         ws = ctx.ws
-        self.bus.emit(
+        ctx.bus.emit(
             RunStarted(
                 ctx.run_id, ctx.name, ctx.task, str(ws.root), rehearsal=rehearsal is not None
             )
@@ -213,7 +220,7 @@ class Engine:
             workspace=str(ctx.ws.root),
         )
         ctx.journal.finish({"outcome": outcome, "error": error})
-        self.bus.emit(
+        ctx.bus.emit(
             RunFinished(
                 ctx.run_id, ctx.name, outcome, result.ok, result.usage, result.duration_s, error
             )
@@ -241,7 +248,7 @@ class Engine:
 
     def _check_budget(self, ctx: _Ctx) -> None:
         for budget, used, limit in ctx.budget.warnings():
-            self.bus.emit(BudgetWarning(ctx.run_id, budget, used, limit))
+            ctx.bus.emit(BudgetWarning(ctx.run_id, budget, used, limit))
         exceeded = ctx.budget.check()
         if exceeded is not None and ctx.budget_stop is None:
             ctx.budget_stop = str(exceeded)
@@ -291,7 +298,7 @@ class Engine:
             prompt = render(step.prompt, ctx.template_context(), step_id=step.id)
         except TemplateError as exc:
             raise _Stop("failed", str(exc)) from exc
-        self.bus.emit(StepStarted(ctx.run_id, step.id, step.agent, "agent", ctx.iteration, prompt))
+        ctx.bus.emit(StepStarted(ctx.run_id, step.id, step.agent, "agent", ctx.iteration, prompt))
         result = await self._call(ctx, step, prompt, cwd, track, key)
         result.step_id, result.iteration = step.id, ctx.iteration
         self._record(ctx, step, result, journal=True, key=key)
@@ -332,7 +339,7 @@ class Engine:
                         step=step.id,
                         registry=self.registry,
                         cancel=ctx.cancel,
-                        on_event=lambda ev: self.bus.emit(
+                        on_event=lambda ev: ctx.bus.emit(
                             AgentEventEmitted(ctx.run_id, step.id, step.agent, ev)
                         ),
                         timeout=step.timeout,
@@ -393,7 +400,7 @@ class Engine:
         ctx.views[step.id] = StepView.from_result(
             result, result.diff, suggestions=count_suggestions(result.text)
         )
-        self.bus.emit(
+        ctx.bus.emit(
             StepFinished(ctx.run_id, step.id, step.agent, result, ctx.iteration, result.cached)
         )
         self._check_budget(ctx)
@@ -404,7 +411,7 @@ class Engine:
             isolation = "worktree" if ctx.ws.is_git else "shared"
         if isolation == "worktree" and not ctx.ws.is_git:
             raise _Stop("failed", f"step {step.id}: worktree isolation needs a git workspace")
-        self.bus.emit(StepStarted(ctx.run_id, step.id, None, "parallel", ctx.iteration))
+        ctx.bus.emit(StepStarted(ctx.run_id, step.id, None, "parallel", ctx.iteration))
         gate = asyncio.Semaphore(step.max_concurrency or len(step.steps))
 
         async def child(c: AgentStep) -> StepResult:
@@ -511,7 +518,7 @@ class Engine:
                 )
             except TemplateError as exc:
                 raise _Stop("failed", str(exc)) from exc
-            self.bus.emit(GateRequested(ctx.run_id, step.id, message))
+            ctx.bus.emit(GateRequested(ctx.run_id, step.id, message))
             answer = await ctx.gate(step, message) if ctx.gate is not None else None
             by = "user" if answer is not None else "policy"
             if answer is None:
@@ -523,7 +530,7 @@ class Engine:
             record = StepResult("gate", decision != "reject", text=f"{decision} by {by}")
             record.step_id = step.id
             ctx.journal.record(key, record)
-        self.bus.emit(GateDecided(ctx.run_id, step.id, decision, by))
+        ctx.bus.emit(GateDecided(ctx.run_id, step.id, decision, by))
         ctx.notes.append(f"gate {step.id}: {decision} by {by}")
         if decision == "reject":
             raise _Stop("cancelled", f"rejected at gate {step.id} by {by}")

@@ -48,7 +48,10 @@ class WorkflowResult:
         from .api import revert
 
         if self.workspace is None:
-            raise ValueError("this result has no workspace (a dry run changes nothing)")
+            raise ValueError(
+                "this result has no workspace to revert: a dry run changes nothing, and a batch "
+                "task's changes live on its own branch (delete the branch to drop them)"
+            )
         return revert(self.run_id, workspace=self.workspace, step=step, force=force)
 
     @property

@@ -354,7 +354,8 @@ class WorktreeManager:
     def cleanup_stale(self) -> list[str]:
         """Remove worktrees and branches of runs whose process is gone; returns the branches."""
         top = self.repo.toplevel
-        run_git(["worktree", "prune"], top, check=False)
+        # No blanket `git worktree prune` here: it can delete the half-written metadata of a
+        # worktree another run is adding right now. Stale ones are removed one by one below.
         listing = split_z(run_git(["worktree", "list", "--porcelain", "-z"], top).stdout)
         worktrees: dict[str, Path] = {}  # branch → worktree root
         current: Path | None = None
@@ -384,6 +385,8 @@ class WorktreeManager:
                 self._remove(root or Path("/nonexistent"), branch)
                 removed.append(branch)
             shutil.rmtree(self.state.worktrees / run_key, ignore_errors=True)
+        if removed:
+            run_git(["worktree", "prune"], top, check=False)  # the ones just removed
         return removed
 
     def _run_alive(self, run_key: str, branches: list[str], worktrees: dict[str, Path]) -> bool:

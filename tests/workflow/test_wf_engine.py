@@ -403,3 +403,26 @@ async def test_a_run_can_be_reverted_from_its_result(h: Harness) -> None:
     result.revert(force=True)
     assert (h.ws / "keep.txt").read_text() == "original\n"
     assert not (h.ws / "new.txt").exists()
+
+
+async def test_concurrent_runs_on_one_engine_keep_their_own_audit_trails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = Harness(tmp_path, monkeypatch, git=False)
+    other = tmp_path / "other"
+    other.mkdir()
+    settings = h.settings(
+        [{"match": "", "say": "done", "sleep": 0.3}], "flow: {steps: [{id: s, agent: a}]}"
+    )
+    engine = Engine(settings)
+    seen: list[str] = []
+    engine.bus.subscribe(lambda e: seen.append(type(e).__name__))
+    one, two = await asyncio.gather(
+        arun("t", "flow", workspace=h.ws, engine=engine),
+        arun("t", "flow", workspace=other, engine=engine),
+    )
+    for ws, result in ((h.ws, one), (other, two)):
+        audit = (ws / ".orchestrator" / "audit.jsonl").read_text()
+        assert result.run_id in audit
+        assert ({one.run_id, two.run_id} - {result.run_id}).pop() not in audit
+    assert seen.count("RunFinished") == 2  # the engine's own subscribers still see both
