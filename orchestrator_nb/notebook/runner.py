@@ -140,6 +140,11 @@ class CellRun:
         """Run now; an interrupt cancels it and leaves one line, not a traceback."""
         gate, reason = gate_setup(self.shell, background=False)
         sink = CellSink(self.shell) if self.shell is not None else None
+        if sink is not None and not self.interactive and getattr(self.shell, "kernel", None):
+            # Unattended execution (nbclient, nbval, papermill) keeps no step areas, only the
+            # notes (gates, budgets) and the final result: nobody watches, and such clients
+            # cannot replay display updates anyway.
+            sink.live = False
         live = self._live(sink, reason)
         subscribers = self._subscribers(live)
         try:

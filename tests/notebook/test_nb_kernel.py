@@ -139,7 +139,9 @@ def test_rehearsed_runs_in_a_notebook(tmp_path: Path) -> None:
     assert "  added    hello.txt" in one["text/plain"] and "+hi" in one["text/plain"]
     assert {"text/plain", "text/markdown", "text/html"} <= set(one)
     assert not re.search(r"<(style|script)", one["text/html"])
-    assert texts(cells[1], "display") == [""]  # the live area, replaced by the final render
+    # Unattended (nbclient): no live areas to replay, one line per finished step instead.
+    (step_line,) = texts(cells[1], "display")
+    assert step_line.startswith("claude · ok · 2,400 in / 68 out tokens")
     assert (hello / "hello.txt").read_text() == "hi\n"
 
     again = cells[2]  # a follow-up: the agent's own session is resumed
@@ -157,7 +159,12 @@ def test_rehearsed_runs_in_a_notebook(tmp_path: Path) -> None:
     assert texts(cells[4], "stream") == [
         "● new task (no follow-up words) — use --followup to continue\n"
     ]
-    assert texts(cells[4], "display") == ["", "", ""]
+    step_lines = texts(cells[4], "display")
+    assert [line.split(" · ")[:3] for line in step_lines] == [
+        ["implement", "codex", "ok"],
+        ["review #1", "gemini", "ok"],
+        ["refine #1", "claude", "ok"],
+    ]
 
     note = "".join(texts(cells[5], "stream"))
     assert "● new task (--new)" in note

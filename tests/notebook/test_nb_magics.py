@@ -76,7 +76,11 @@ def test_load_ext_registers_the_magic_and_the_renderer(shell: InteractiveShell) 
         ("--frob", "x", "accepted options: -w/--workflow"),
         ("-w nope", "x", "unknown workflow 'nope'; known: best-of-n, default"),
         ("-a nope", "x", "unknown agent 'nope'; known: claude, codex, copilot, fake, fake2"),
-        ("--rehearse nope", "x", "shipped: calculator, flaky, hang, rate-limit, write-file"),
+        (
+            "--rehearse nope",
+            "x",
+            "shipped: best-of-n, calculator, flaky, hang, parallel-review, rate-limit, write-file",
+        ),
         ("--followup --new", "x", "contradict"),
         ("-a fake -w pair", "x", "either -w/--workflow or -a/--agent"),
         ("-a fake --budget 1", "x", "apply to workflows"),
