@@ -7,9 +7,10 @@ VENV_STAMP := $(VENV)/.installed
 AGENTS_STAMP := .agents/node_modules/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help venv agents browser test lint typecheck pytest clean
+.PHONY: help demo venv agents browser test lint typecheck pytest clean
 
 help:
+	@echo "make demo    run notebooks/01-quickstart.ipynb under rehearsal into build/demo/"
 	@echo "make test    lint, type-check and run the whole test suite (sets everything up first)"
 	@echo "make agents  install the pinned agent CLIs into .agents/"
 	@echo "make browser install Debian's chromium for the real-browser tests"
@@ -22,6 +23,11 @@ $(VENV_STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[lab,test]"
 	touch $@
+
+# The main job: three real agent CLIs on one task, rehearsed (REHEARSE=None runs it for real).
+REHEARSE ?= calculator
+demo: $(VENV_STAMP) $(AGENTS_STAMP)
+	$(BIN)/python -m orchestrator_nb.demo --rehearse $(REHEARSE)
 
 # The CLIs come from npm at the versions fixed in .agents/package-lock.json.
 agents: $(AGENTS_STAMP)
@@ -47,8 +53,10 @@ lint: $(VENV_STAMP)
 typecheck: $(VENV_STAMP)
 	$(BIN)/mypy
 
+# The notebooks run under nbval: a fresh execution must reproduce their stored outputs.
+NBVAL := --nbval --nbval-sanitize-with notebooks/nbval-sanitize.cfg --nbval-cell-timeout 600
 pytest: $(VENV_STAMP) $(AGENTS_STAMP) browser
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest $(NBVAL) tests notebooks $(PYTEST_ARGS)
 
 test: lint typecheck pytest
 
