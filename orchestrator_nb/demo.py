@@ -21,8 +21,9 @@ NOTEBOOK = ROOT / "notebooks" / "01-quickstart.ipynb"
 
 def _result_text(executed: Path) -> str | None:
     """The plain-text form of the workflow result the notebook displayed."""
-    import nbformat
+    from importlib import import_module
 
+    nbformat: Any = import_module("nbformat")  # untyped
     nb: Any = nbformat.read(executed, as_version=4)
     for cell in nb.cells:
         for output in cell.get("outputs", []):
