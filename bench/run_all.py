@@ -23,7 +23,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import BUILD, ROOT, Row, machine, markdown, row
+from _common import BUILD, ROOT, Row, fmt_diff, machine, markdown, row
 
 BENCH = Path(__file__).resolve().parent
 # name → (script, arguments for a full run, arguments for --quick)
@@ -97,7 +97,7 @@ def targets_table(rows: list[Row]) -> str:
         if r["unit"] == "s":
             got = f"{r['subject']['median'] * 1000:.0f} ms" if subject["median"] < 1 else ""
             got = got or f"{subject['median']:.2f} s"
-            got += f", +{r['difference'] * 1000:.1f} ms, {r['ratio']:.2f}×"
+            got += f", {fmt_diff(r)}, {r['ratio']:.2f}×"
         else:
             got = f"{subject['median']:.3g} {r['unit']}"
         verdict = "pass" if r["pass"] else "**miss**"
@@ -170,11 +170,25 @@ def readme_section(rows: list[Row], host: dict[str, Any]) -> str:
     return "\n".join(parts) + "\n"
 
 
+def write_markdown(
+    rows: list[Row], host: dict[str, Any], failures: dict[str, str], notes: list[str]
+) -> None:
+    (BUILD / "results.md").write_text(render(rows, host, failures, notes))
+    (BUILD / "README-section.md").write_text(readme_section(rows, host))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--only", help=f"comma-separated, from: {', '.join(SUITE)}")
     parser.add_argument("--quick", action="store_true", help="fewer repeats (noisier)")
+    parser.add_argument(
+        "--render", action="store_true", help="only rewrite the Markdown from results.json"
+    )
     args = parser.parse_args()
+    if args.render:
+        saved = json.loads((BUILD / "results.json").read_text())
+        write_markdown(saved["rows"], saved["machine"], saved["failures"], saved["notes"])
+        return 0
     names = args.only.split(",") if args.only else list(SUITE)
     unknown = [n for n in names if n not in SUITE]
     if unknown:
@@ -211,8 +225,7 @@ def main() -> int:
         "details": extras,
     }
     (BUILD / "results.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
-    (BUILD / "results.md").write_text(render(rows, host, failures, notes))
-    (BUILD / "README-section.md").write_text(readme_section(rows, host))
+    write_markdown(rows, host, failures, notes)
     print(f"\nwrote {BUILD / 'results.md'} and results.json in {total:.0f} s")
     return 1 if failures else 0
 
