@@ -22,6 +22,8 @@ from ..errors import OrchestratorError
 from ..sessions import SessionStore
 from .export import FORMATS, export_session, to_markdown
 
+_METRICS_SERVER: Any = None  # the kernel's /metrics endpoint, if one was started
+
 SUBCOMMANDS = (
     "agents",
     "workflows",
@@ -205,8 +207,17 @@ class Commands:
         except ImportError:
             observe = None
         table = getattr(observe, "metrics_table", None)
-        if table is None:
+        if table is None or observe is None:
             print("metrics are unavailable: this installation has no orchestrator_nb.observe")
+            return None
+        if rest:
+            if len(rest) != 2 or rest[0] != "--serve" or not rest[1].isdigit():
+                raise UsageError("usage: %orchestrate metrics [--serve PORT]  (PORT 0: any free)")
+            global _METRICS_SERVER
+            if _METRICS_SERVER is not None:  # one endpoint per kernel: the new port replaces it
+                _METRICS_SERVER.stop()
+            _METRICS_SERVER = observe.serve_metrics(int(rest[1]))
+            print(f"serving metrics at {_METRICS_SERVER.url} (127.0.0.1 only)")
             return None
         return table()
 

@@ -358,3 +358,24 @@ def test_notebook_package_exports_resolve() -> None:
         assert getattr(notebook, name) is not None, name
     with pytest.raises(AttributeError):
         _ = notebook.nothing_here
+
+
+def test_metrics_served_on_loopback_from_the_kernel(
+    shell: InteractiveShell, store: SessionStore
+) -> None:
+    import urllib.request
+
+    from orchestrator_nb.notebook import commands
+
+    with capture_output() as cap:
+        shell.run_line_magic("orchestrate", "metrics --serve 0")
+    url = cap.stdout.split("serving metrics at ")[1].split()[0]
+    try:
+        assert url.startswith("http://127.0.0.1:")
+        with urllib.request.urlopen(url, timeout=10) as reply:
+            assert b"orchestrator_tasks_total" in reply.read()
+    finally:
+        commands._METRICS_SERVER.stop()
+        commands._METRICS_SERVER = None
+    with pytest.raises(UsageError, match=r"metrics \[--serve PORT\]"):
+        shell.run_line_magic("orchestrate", "metrics --serve everywhere")
