@@ -21,7 +21,7 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Literal
@@ -125,6 +125,12 @@ class _LineSplitter:
 
 def group_members(pgid: int) -> list[int]:
     """Live (non-zombie) processes of a process group, read from /proc where there is one."""
+    try:
+        os.killpg(pgid, 0)  # cheap: most of the time the whole group is already gone
+    except ProcessLookupError:
+        return []
+    except PermissionError:
+        pass
     proc = Path("/proc")
     if not proc.is_dir():  # pragma: no cover - non-Linux fallback
         try:
@@ -198,6 +204,15 @@ class _RedactedLog:
         self._flush(bytes(self._pending))
         self._pending.clear()
         self._file.close()
+
+
+async def _uninterruptible(awaitable: Awaitable[object]) -> None:
+    """Await to the end even if the awaiting task is cancelled again meanwhile (bounded work)."""
+    task = asyncio.ensure_future(awaitable)
+    while not task.done():
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.shield(task)
+    task.result()
 
 
 def _open_log(log_dir: Path | None, name: str) -> _RedactedLog | None:
@@ -321,10 +336,11 @@ async def run_process(
             await stop_group(pgid, Grace(0.2, 0.5))
         await asyncio.gather(*readers, return_exceptions=True)
     except asyncio.CancelledError:
-        # Clean up before letting the cancellation through: no orphaned agent processes.
-        await asyncio.shield(stop_group(pgid, grace))
+        # Clean up before letting the cancellation through: no orphaned agent processes. A
+        # second cancel (a group of tasks being cancelled again) must not cut this short.
+        await _uninterruptible(stop_group(pgid, grace))
         with contextlib.suppress(BaseException):
-            await asyncio.shield(asyncio.wait_for(proc.wait(), 5.0))
+            await _uninterruptible(asyncio.wait_for(proc.wait(), 5.0))
         raise
     finally:
         for fut in (*readers, waiter, writer, cancel_waiter):

@@ -157,8 +157,9 @@ class Engine:
             resume_ids=dict(resume_ids or {}),
         )
         started = time.monotonic()
-        if ws.is_git:
-            ws.worktrees.cleanup_stale()  # leftovers of a crashed run
+        leftovers = ws.state.worktrees
+        if ws.is_git and leftovers.is_dir() and any(leftovers.iterdir()):
+            ws.worktrees.cleanup_stale()  # a crashed run's worktrees (each leaves a folder)
         # Logs, metrics and the audit trail follow every run, in the workspace's state folder.
         from ..observe import install
 
@@ -430,9 +431,9 @@ class Engine:
 
         if isolation == "shared":
             with ctx.ws.step(f"{prefix}{step.id}"):
-                results = await asyncio.gather(*(child(c) for c in step.steps))
+                results = await _all_or_none([child(c) for c in step.steps])
         else:
-            results = await asyncio.gather(*(child(c) for c in step.steps))
+            results = await _all_or_none([child(c) for c in step.steps])
         failed = [
             r for r, c in zip(results, step.steps, strict=True) if not r.ok and not c.optional
         ]
@@ -575,6 +576,23 @@ class Engine:
 
         walk(wf.steps, 0)
         return out
+
+
+async def _all_or_none(coros: list[Awaitable[StepResult]]) -> list[StepResult]:
+    """Run children at once; if this is cancelled, wait until every child has cleaned up.
+
+    A bare ``gather`` returns as soon as the first child is cancelled, while the others are
+    still stopping their agents' process groups: the loop could close on them and leave
+    agent processes running.
+    """
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
 
 
 def apply_overrides(wf: Workflow, overrides: dict[str, Any]) -> Workflow:

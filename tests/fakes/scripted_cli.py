@@ -3,11 +3,12 @@
 argv: scripted_cli.py RULES_JSON PROMPT. The first rule whose `match` occurs in the prompt
 decides: `write` {path: content} (relative to the working folder), `say` (printed; `{n}` is the
 call number of that rule), `sleep` seconds, `exit` code, and `fail_first` (exit 1 on the first
-call of that rule only). Every call is appended to CALLS_LOG (JSON lines) for assertions.
+call of that rule only), `ignore_sigint` (stops only on SIGTERM). Every call is appended to CALLS_LOG (JSON lines) for assertions.
 """
 
 import json
 import os
+import signal
 import sys
 import time
 
@@ -34,6 +35,8 @@ def main() -> int:
                 )
                 + "\n"
             )
+    if rule.get("ignore_sigint"):  # like a CLI that only stops on SIGTERM
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     if rule.get("fail_first") and n == 1:
         print("first call fails", file=sys.stderr)
         return 1

@@ -232,7 +232,7 @@ async def test_wall_budget_cancels_running_agents(h: Harness) -> None:
     assert result.outcome == "budget_exceeded"
     assert "max_wall_s" in (result.error or "")
     assert result.step("slow").error_kind == "cancelled"
-    assert not [p for p in _pids_running(SCRIPTED.name)]
+    assert not _pids_running(str(h.rules))
 
 
 async def test_parallel_shared_runs_children_at_once(h: Harness) -> None:
@@ -426,3 +426,31 @@ async def test_concurrent_runs_on_one_engine_keep_their_own_audit_trails(
         assert result.run_id in audit
         assert ({one.run_id, two.run_id} - {result.run_id}).pop() not in audit
     assert seen.count("RunFinished") == 2  # the engine's own subscribers still see both
+
+
+async def test_interrupting_a_parallel_step_leaves_no_agent_running(h: Harness) -> None:
+    settings = h.settings(
+        # P1 stops at once on SIGINT; P2 only on the SIGTERM that follows after the grace
+        # period, so the group's cancel returns only when the slow one is gone too.
+        [
+            {"match": "P1", "say": "p", "sleep": 30},
+            {"match": "P2", "say": "p", "sleep": 30, "ignore_sigint": True},
+        ],
+        """
+        flow:
+          steps:
+            - id: group
+              kind: parallel
+              steps: [{id: p1, agent: a, prompt: P1}, {id: p2, agent: b, prompt: P2}]
+        """,
+    )
+    task = asyncio.ensure_future(arun("t", "flow", workspace=h.ws, config=settings))
+    for _ in range(200):
+        if len(h.prompts()) == 2:
+            break
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.3)  # let P2 install its SIGINT handler
+    task.cancel()  # what the kernel's Interrupt button does
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert not _pids_running(str(h.rules))  # every child's agent already gone on return
