@@ -6,6 +6,8 @@ Layers, later ones win: the package's ``config/agents.yaml``, then the user's
 
 from __future__ import annotations
 
+import copy
+import functools
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -168,6 +170,13 @@ def validate_yaml(model: type[M], path: Path, error_type: type[ConfigError] = Co
         raise validation_error(exc, str(path), node, error_type) from None
 
 
+@functools.lru_cache(maxsize=4)
+def _read_shipped(path: Path, _mtime_ns: int) -> tuple[Any, yaml.Node | None]:
+    # The package's own files are parsed once per process (per version of the file): every
+    # run loads settings, and parsing them cost tens of milliseconds. Callers get a deep copy.
+    return read_yaml(path)
+
+
 def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in over.items():
@@ -188,7 +197,8 @@ def load_settings(
     layers: list[tuple[Path, Any, yaml.Node | None]] = []
     for name in ("agents.yaml", "workflows.yaml"):
         shipped = package_config_dir() / name
-        layers.append((shipped, *read_yaml(shipped)))
+        data, node = _read_shipped(shipped, shipped.stat().st_mtime_ns)
+        layers.append((shipped, copy.deepcopy(data), node))
     user = Path(path) if path is not None else Path(cwd or ".") / USER_CONFIG_NAME
     if path is not None and not user.is_file():
         raise ConfigError("configuration file not found", path=str(user))

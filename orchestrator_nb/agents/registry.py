@@ -7,8 +7,10 @@ constructor takes those two arguments works too).
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
+import sys
 from collections.abc import Callable
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -73,12 +75,21 @@ class DriverRegistry:
 
 
 def default_registry(*, plugins: bool = True) -> DriverRegistry:
-    """The built-in drivers, then those from installed packages' entry points."""
+    """The built-in drivers, then those from installed packages' entry points.
+
+    Each call builds a fresh registry (tests rely on that); the entry points are scanned again
+    only when ``sys.path`` changed, since the scan costs milliseconds on every run.
+    """
     registry = DriverRegistry(_builtin_factories())
     if plugins:
-        for ep in entry_points(group=ENTRY_POINT_GROUP):
-            registry.register(ep.name, ep.load())
+        for name, factory in _plugins(tuple(sys.path)):
+            registry.register(name, factory)
     return registry
+
+
+@functools.lru_cache(maxsize=8)
+def _plugins(_path: tuple[str, ...]) -> list[tuple[str, DriverFactory]]:
+    return [(ep.name, ep.load()) for ep in entry_points(group=ENTRY_POINT_GROUP)]
 
 
 def agents_bin_dirs() -> list[Path]:

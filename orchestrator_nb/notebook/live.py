@@ -314,8 +314,8 @@ class LiveDisplay:
 
     def _changed(self, step: _Step) -> None:
         step.dirty = True
-        if not self.sink.live:
-            return
+        if not self.sink.live or step.timer is not None:
+            return  # a flush is already scheduled and will send the latest state
         wait = step.last_sent + self._interval - self._clock()
         if wait <= 0:
             self._send(step)
