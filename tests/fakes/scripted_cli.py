@@ -3,7 +3,8 @@
 argv: scripted_cli.py RULES_JSON PROMPT. The first rule whose `match` occurs in the prompt
 decides: `write` {path: content} (relative to the working folder), `say` (printed; `{n}` is the
 call number of that rule), `sleep` seconds, `exit` code, and `fail_first` (exit 1 on the first
-call of that rule only), `ignore_sigint` (stops only on SIGTERM). Every call is appended to CALLS_LOG (JSON lines) for assertions.
+call of that rule only), `ignore_sigint` (stops only on SIGTERM). Every call is appended to
+CALLS_LOG (JSON lines) for assertions.
 """
 
 import json
