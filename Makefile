@@ -7,11 +7,12 @@ VENV_STAMP := $(VENV)/.installed
 AGENTS_STAMP := .agents/node_modules/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help demo venv agents browser test lint typecheck pytest clean
+.PHONY: help demo bench venv agents browser test lint typecheck pytest clean
 
 help:
 	@echo "make demo    run notebooks/01-quickstart.ipynb under rehearsal into build/demo/"
 	@echo "make test    lint, type-check and run the whole test suite (sets everything up first)"
+	@echo "make bench   run the benchmarks (~5 min); the table goes to build/bench/results.md"
 	@echo "make agents  install the pinned agent CLIs into .agents/"
 	@echo "make browser install Debian's chromium for the real-browser tests"
 	@echo "make venv    create .venv and install the package with its extras"
@@ -28,6 +29,10 @@ $(VENV_STAMP): pyproject.toml
 REHEARSE ?= calculator
 demo: $(VENV_STAMP) $(AGENTS_STAMP)
 	$(BIN)/python -m orchestrator_nb.demo --rehearse $(REHEARSE)
+
+# Benchmarks are not tests: each figure is measured against a baseline in the same run.
+bench: $(VENV_STAMP) $(AGENTS_STAMP)
+	$(BIN)/python bench/run_all.py
 
 # The CLIs come from npm at the versions fixed in .agents/package-lock.json.
 agents: $(AGENTS_STAMP)
