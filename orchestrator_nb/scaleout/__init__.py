@@ -13,6 +13,7 @@ runs on it, and asking for it without it installed raises a ConfigError with the
 from __future__ import annotations
 
 from .caps import AgentCall, overlaps
-from .ray_executor import BatchBudget, RayBatchResult, abatch_ray, batch_ray
+from .ray_executor import abatch_ray, batch_ray
+from .result import BatchBudget, RayBatchResult
 
 __all__ = ["AgentCall", "BatchBudget", "RayBatchResult", "abatch_ray", "batch_ray", "overlaps"]

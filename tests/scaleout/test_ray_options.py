@@ -14,7 +14,7 @@ import orchestrator_nb.scaleout as scaleout
 from orchestrator_nb.errors import ConfigError
 from orchestrator_nb.scaleout._ray import ray_address
 from orchestrator_nb.scaleout.coordinator import Spend
-from orchestrator_nb.scaleout.ray_executor import BatchBudget
+from orchestrator_nb.scaleout.result import BatchBudget
 
 
 def test_without_ray_the_executor_says_how_to_install_it(tmp_path: Path) -> None:
