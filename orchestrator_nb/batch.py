@@ -57,6 +57,7 @@ async def abatch(
     on_progress: ProgressCallback | None = None,
     progress: bool | None = None,
     retry_failed: bool = False,
+    executor: str = "local",
     **overrides: Any,
 ) -> BatchResult:
     """Run ``workflow`` on every task, at most ``max_concurrency`` tasks at once.
@@ -66,7 +67,30 @@ async def abatch(
     the progress display; ``on_progress`` receives a :class:`BatchProgress` after each change.
     ``retry_failed`` runs tasks again that the journal records as not completed.
     ``overrides`` go to every run: ``max_iterations``, ``max_cost_usd``, ``max_tokens``, ...
+
+    ``executor``: ``"local"``, or ``"ray"``, ``"auto"``, ``"ray://host:10001"`` or ``"host:port"``
+    to run each task on a Ray cluster; then ``caps``, ``batch_budget``, ``cancel``,
+    ``cancel_grace_s``, ``worker_dir`` and ``task_options`` are accepted too (see
+    :func:`orchestrator_nb.scaleout.abatch_ray`).
     """
+    if executor != "local":
+        from .scaleout import abatch_ray
+
+        return await abatch_ray(
+            tasks,
+            workflow,
+            executor=executor,
+            workspace=workspace,
+            max_concurrency=max_concurrency,
+            journal=journal,
+            config=config,
+            rehearsal=rehearsal,
+            isolation=isolation,
+            on_progress=on_progress,
+            progress=progress,
+            retry_failed=retry_failed,
+            **overrides,
+        )
     root = _folder(workspace)
     specs = load_tasks(tasks)
     if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int):
@@ -140,6 +164,7 @@ def batch(
     on_progress: ProgressCallback | None = None,
     progress: bool | None = None,
     retry_failed: bool = False,
+    executor: str = "local",
     **overrides: Any,
 ) -> BatchResult:
     """The sync form of :func:`abatch`; works inside a running Jupyter kernel too."""
@@ -156,6 +181,7 @@ def batch(
             on_progress=on_progress,
             progress=progress,
             retry_failed=retry_failed,
+            executor=executor,
             **overrides,
         )
     )
