@@ -225,6 +225,20 @@ class JsonlParser:
             text=text,
         )
 
+    def succeeded(
+        self, exit_code: int | None, text: str, tools_hint: str, *, claim: str = "reported success"
+    ) -> Verdict:
+        """The verdict once the stream said the run succeeded: the exit code and the tools'
+        outcomes still have a say (both have been seen to contradict the claim)."""
+        if exit_code not in (0, None):
+            return self.fail(
+                "failed",
+                f"{self.agent} {claim} but exited with code {exit_code}",
+                "look at stderr",
+                text=text,
+            )
+        return self.tools_all_failed(tools_hint, text) or self.ok(text)
+
     @property
     def changes(self) -> list[FileChange]:
         return [FileChange(path, kind) for path, kind in self._changes.items()]

@@ -193,15 +193,7 @@ class ClaudeParser(JsonlParser):
                 "bypassPermissions for shell commands",
                 text=text,
             )
-        if exit_code not in (0, None):
-            return self.fail(
-                "failed",
-                f"claude reported success but exited with code {exit_code}",
-                "look at stderr",
-                text=text,
-            )
-        failed = self.tools_all_failed("read the tool results in the events", text)
-        return failed or self.ok(text)
+        return self.succeeded(exit_code, text, "read the tool results in the events")
 
     def _error(self, result: dict[str, Any], subtype: str, text: str) -> Verdict:
         errors = [e for e in as_list(result.get("errors")) if isinstance(e, str)]

@@ -171,19 +171,12 @@ class GeminiParser(JsonlParser):
                 error = as_dict(result.get("error"))
                 message = as_str(error.get("message")) or self.last_error or "gemini failed"
                 return self._classify(message, exit_code)
-            if exit_code not in (0, None):
-                return self.fail(
-                    "failed",
-                    f"gemini reported success but exited with code {exit_code}",
-                    "look at stderr",
-                    text=self.text,
-                )
-            failed = self.tools_all_failed(
+            return self.succeeded(
+                exit_code,
+                self.text,
                 "read the tool results; for refused tools use permission_mode: yolo "
                 "(--approval-mode yolo)",
-                self.text,
             )
-            return failed or self.ok(self.text)
         if exit_code in _EXIT_KINDS:
             kind, what, hint = _EXIT_KINDS[exit_code]
             message = stderr_message(stderr)

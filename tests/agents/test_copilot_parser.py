@@ -166,7 +166,7 @@ def test_nonzero_exit_code_in_result(replay: Run) -> None:
     lines = [event("assistant.message", content="hm"), result(exit_code=1)]
     v = replay(parser(), lines, 1).verdict
     assert v.error_kind == "failed"
-    assert v.error_message == "copilot ended with exit code 1"
+    assert v.error_message == "copilot finished but exited with code 1"
 
 
 def test_files_modified_used_when_tools_did_not_name_them(replay: Run) -> None:
