@@ -191,42 +191,21 @@ def stream(planned: Planned, model: str) -> list[bytes]:
                 content_index=0,
                 part={**part, "text": text},
             )
-        elif item["type"] == "function_call":
-            emit(
-                "response.output_item.added",
-                output_index=index,
-                item={**item, "status": "in_progress", "arguments": ""},
-            )
-            emit(
-                "response.function_call_arguments.delta",
-                item_id=item["id"],
-                output_index=index,
-                delta=item["arguments"],
-            )
-            emit(
-                "response.function_call_arguments.done",
-                item_id=item["id"],
-                output_index=index,
-                arguments=item["arguments"],
-            )
         else:
+            # A function call streams `arguments`, a custom (freeform) tool call `input`; the
+            # three events are otherwise the same.
+            field, prefix = (
+                ("arguments", "response.function_call_arguments")
+                if item["type"] == "function_call"
+                else ("input", "response.custom_tool_call_input")
+            )
             emit(
                 "response.output_item.added",
                 output_index=index,
-                item={**item, "status": "in_progress", "input": ""},
+                item={**item, "status": "in_progress", field: ""},
             )
-            emit(
-                "response.custom_tool_call_input.delta",
-                item_id=item["id"],
-                output_index=index,
-                delta=item["input"],
-            )
-            emit(
-                "response.custom_tool_call_input.done",
-                item_id=item["id"],
-                output_index=index,
-                input=item["input"],
-            )
+            emit(f"{prefix}.delta", item_id=item["id"], output_index=index, delta=item[field])
+            emit(f"{prefix}.done", item_id=item["id"], output_index=index, **{field: item[field]})
         emit("response.output_item.done", output_index=index, item=item)
     done = _response(rid, model, "completed", items)
     done["usage"] = _usage(planned.usage)
