@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
+import time
 from typing import Any
 
 from ..errors import ConfigError
@@ -48,6 +50,9 @@ def ray_address(executor: str) -> str | None:
     raise ConfigError(f"unknown executor {executor!r}", key="executor", hint=f"use {EXECUTORS}")
 
 
+CONNECT_ATTEMPTS = 3
+
+
 def connect(ray: Any, address: str | None) -> bool:
     """Join (or start) the cluster unless this process already did; True if this call did."""
     if ray.is_initialized():
@@ -56,17 +61,26 @@ def connect(ray: Any, address: str | None) -> bool:
     options: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.WARNING}
     if address is None:
         options["include_dashboard"] = False
-    try:
-        ray.init(address=address, **options)
-    except Exception as exc:  # Ray raises ConnectionError, RuntimeError, ValueError...
-        where = address or "RAY_ADDRESS or a new local cluster"
-        raise ConfigError(
-            f"cannot start or join the Ray cluster ({where}): {type(exc).__name__}: {exc}",
-            key="executor",
-            hint="check the address and that the cluster is up (`ray status` on the head); "
-            "the driver and the cluster need the same Ray and Python versions",
-        ) from exc
-    return True
+    for attempt in range(CONNECT_ATTEMPTS):
+        try:
+            ray.init(address=address, **options)
+            return True
+        except Exception as exc:  # Ray raises ConnectionError, RuntimeError, ValueError...
+            # A failed init leaves half-made state behind; without this every later init in the
+            # process fails with a bare AssertionError.
+            with contextlib.suppress(Exception):
+                ray.shutdown()
+            if attempt + 1 == CONNECT_ATTEMPTS:
+                where = address or "RAY_ADDRESS or a new local cluster"
+                raise ConfigError(
+                    f"cannot start or join the Ray cluster ({where}): {type(exc).__name__}: {exc}",
+                    key="executor",
+                    hint="check the address and that the cluster is up (`ray status` on the "
+                    "head); the driver and the cluster need the same Ray and Python versions",
+                ) from exc
+            # The head starts a client server per connection, which can fail when it is busy.
+            time.sleep(2.0 * (attempt + 1))
+    raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
 
 __all__ = ["INSTALL_HINT", "connect", "ray_address", "require_ray"]
