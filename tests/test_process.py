@@ -218,3 +218,153 @@ def test_base_env_turns_colour_off_and_drops(monkeypatch: pytest.MonkeyPatch) ->
     env = base_env({"A": "b"}, drop=frozenset({"SECRET_TOKEN"}))
     assert env["NO_COLOR"] == "1" and env["A"] == "b"
     assert "FORCE_COLOR" not in env and "SECRET_TOKEN" not in env
+
+
+# -- stop means stop: a descendant that escaped the group and holds stdout --------------------
+
+
+async def _pid_from(pidfile: Path, task: asyncio.Future[object]) -> int:
+    for _ in range(400):
+        if pidfile.exists() and pidfile.read_text():
+            return int(pidfile.read_text())
+        assert not task.done(), "the fake agent ended before its child started"
+        await asyncio.sleep(0.05)
+    raise AssertionError("the escaped child never wrote its pid")
+
+
+def _gone_soon(pid: int) -> bool:
+    """The escaped child is re-parented to init, which reaps it; give it a moment to vanish."""
+    deadline = time.monotonic() + 2.0
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not _alive(pid)
+
+
+async def test_timeout_returns_fast_with_an_escaped_child_holding_stdout(
+    fake_exe: Callable[[str], Path], fake_env: Callable[..., None], tmp_path: Path
+) -> None:
+    pidfile = tmp_path / "escaped.pid"
+    fake_env(mode="escape", pidfile=pidfile)
+    task = asyncio.ensure_future(_run(fake_exe("x"), tmp_path, idle_timeout=1.0, grace=FAST))
+    escaped = await _pid_from(pidfile, task)
+    assert os.getsid(escaped) != os.getsid(0)  # it really left the agent's session
+    _lines, result = await task
+    assert result.timed_out == "idle"  # type: ignore[attr-defined]
+    # Escalation takes FAST's 0.5 + 0.5 s; the whole stop then returns well within 3 s, not
+    # when the escaped child would close the pipe (never).
+    assert result.duration_s < 1.0 + 1.0 + 3.0  # type: ignore[attr-defined]
+    assert result.survivors == []  # type: ignore[attr-defined]
+    assert _gone_soon(escaped)
+
+
+async def test_cancel_returns_fast_with_an_escaped_child_holding_stdout(
+    fake_exe: Callable[[str], Path], fake_env: Callable[..., None], tmp_path: Path
+) -> None:
+    pidfile = tmp_path / "escaped.pid"
+    fake_env(mode="escape", pidfile=pidfile)
+    cancel = asyncio.Event()
+    task = asyncio.ensure_future(_run(fake_exe("x"), tmp_path, cancel=cancel, grace=FAST))
+    escaped = await _pid_from(pidfile, task)
+    cancel.set()
+    asked = time.monotonic()
+    _lines, result = await task
+    assert time.monotonic() - asked < 3.0
+    assert result.cancelled  # type: ignore[attr-defined]
+    assert _gone_soon(escaped)
+
+
+async def test_task_stop_returns_fast_with_an_escaped_child_holding_stdout(
+    fake_exe: Callable[[str], Path], fake_env: Callable[..., None], tmp_path: Path
+) -> None:
+    # What the dashboard's Stop and Ctrl-C do when the awaiting task itself is cancelled.
+    pidfile = tmp_path / "escaped.pid"
+    fake_env(mode="escape", pidfile=pidfile)
+    task = asyncio.ensure_future(_run(fake_exe("x"), tmp_path, grace=FAST))
+    escaped = await _pid_from(pidfile, task)
+    task.cancel()
+    asked = time.monotonic()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert time.monotonic() - asked < 3.0
+    assert _gone_soon(escaped)
+
+
+def test_stop_from_another_thread_returns_fast(
+    fake_exe: Callable[[str], Path], fake_env: Callable[..., None], tmp_path: Path
+) -> None:
+    # The dashboard's Stop button: Run.cancel() from the UI thread sets the run's cancel event.
+    from orchestrator_nb.notebook.background import launch
+
+    pidfile = tmp_path / "escaped.pid"
+    fake_env(mode="escape", pidfile=pidfile)
+    exe = fake_exe("x")
+
+    async def body(cancel: asyncio.Event) -> object:
+        return await run_process(
+            [str(exe)], cwd=tmp_path, env=base_env(), on_line=lambda _l: None, cancel=cancel,
+            grace=FAST,
+        )  # fmt: skip
+
+    run = launch(body, "escape")  # type: ignore[arg-type]
+    deadline = time.monotonic() + 20
+    while not (pidfile.exists() and pidfile.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    escaped = int(pidfile.read_text())
+    assert run.cancel()
+    asked = time.monotonic()
+    result = run.result(timeout=10)
+    assert time.monotonic() - asked < 3.0
+    assert result.cancelled  # type: ignore[attr-defined]
+    assert _gone_soon(escaped)
+
+
+async def test_exit_zero_with_a_background_child_holding_stdout_is_ok(
+    fake_exe: Callable[[str], Path], fake_env: Callable[..., None], tmp_path: Path
+) -> None:
+    pidfile = tmp_path / "escaped.pid"
+    fake_env(mode="exit-leaving-child", pidfile=pidfile)
+    started = time.monotonic()
+    lines, result = await _run(fake_exe("x"), tmp_path, idle_timeout=30, drain_after_exit=0.5)
+    assert result.exit_code == 0 and result.timed_out is None  # type: ignore[attr-defined]
+    assert lines == ['{"type":"started"}']
+    assert time.monotonic() - started < 15  # not the 30 s idle timeout
+    deadline = time.monotonic() + 10
+    while not (pidfile.exists() and pidfile.read_text()) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert _gone_soon(int(pidfile.read_text()))
+
+
+async def test_agent_dies_with_the_thread_that_started_it(
+    fake_exe: Callable[[str], Path], fake_env: Callable[..., None], tmp_path: Path
+) -> None:
+    # PR_SET_PDEATHSIG: a helper process starts the agent and is killed with SIGKILL.
+    import signal
+    import subprocess
+    import sys
+
+    fake_env(mode="hang")
+    pidfile = tmp_path / "agent.pid"
+    script = (
+        "import asyncio, sys\n"
+        "from orchestrator_nb.process import base_env, run_process\n"
+        "async def main():\n"
+        "    def on_line(_l): pass\n"
+        "    t = asyncio.ensure_future(run_process([sys.argv[1]], cwd='.', env=base_env(),"
+        " on_line=on_line))\n"
+        "    await asyncio.sleep(0)\n"
+        "    await t\n"
+        "asyncio.run(main())\n"
+    )
+    helper = subprocess.Popen([sys.executable, "-c", script, str(fake_exe("x"))], cwd=tmp_path)
+    agent = None
+    deadline = time.monotonic() + 20
+    while agent is None and time.monotonic() < deadline:
+        kids = Path(f"/proc/{helper.pid}/task/{helper.pid}/children")
+        found = kids.read_text().split() if kids.exists() else []
+        agent = int(found[0]) if found else None
+        time.sleep(0.05)
+    assert agent is not None and _alive(agent)
+    pidfile.write_text(str(agent))
+    helper.send_signal(signal.SIGKILL)
+    helper.wait()
+    assert _gone_soon(agent)
