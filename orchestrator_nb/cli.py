@@ -4,7 +4,7 @@
 
     orchestrator-nb run NOTEBOOK [-p NAME VALUE]... [-o OUT.ipynb] [--html]
     orchestrator-nb exec "TASK" [-w WORKFLOW] [--workspace DIR] [--rehearse SCENARIO]
-                         [--max-iterations N] [--budget USD] [--dry-run] [--json]
+                         [--max-iterations N] [--budget USD] [--isolate] [--dry-run] [--json]
     orchestrator-nb batch TASKS_FILE [-w WORKFLOW] [--workspace DIR] [--rehearse SCENARIO] [-j N]
                           [--journal PATH] [--isolation auto|worktree|copy] [--csv F] [--json F]
     orchestrator-nb agents
@@ -40,6 +40,7 @@ from .lifecycle import (
     RunFinished,
     StepFinished,
     StepStarted,
+    WorkspaceWaiting,
 )
 
 PROG = "orchestrator-nb"
@@ -127,6 +128,8 @@ class StepPrinter:
             line = f"budget {event.budget}: {event.used:.4g} of {event.limit:.4g} used"
         elif isinstance(event, RunFinished):
             line = f"workflow {event.workflow}: {event.outcome} in {event.duration_s:.1f} s"
+        elif isinstance(event, WorkspaceWaiting):
+            line = event.message
         if line is not None:
             self.stream.write(line + "\n")
             self.stream.flush()
@@ -165,6 +168,7 @@ def cmd_exec(args: argparse.Namespace) -> int:
             rehearsal=args.rehearse,
             dry_run=args.dry_run,
             subscribers=[StepPrinter()],
+            isolation="worktree" if args.isolate else "shared",
             **_overrides(args),
         )
     )
@@ -354,6 +358,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex = sub.add_parser("exec", parents=[config], help="run a workflow on a task")
     ex.add_argument("task", metavar="TASK", help="what to do (- reads it from stdin)")
     work_options(ex)
+    ex.add_argument("--isolate", action="store_true",
+                    help="work in an own git worktree, applied at the end")  # fmt: skip
     ex.add_argument("--dry-run", action="store_true", help="show the plan, run nothing")
     ex.add_argument("--json", action="store_true", help="print the result as JSON")
     ex.set_defaults(handler=cmd_exec)

@@ -338,7 +338,7 @@ async def run_process(
             stderr=subprocess.PIPE,
             start_new_session=True,
             close_fds=True,
-            preexec_fn=pdeathsig_preexec(),  # noqa: PLW1509 - prctl only; see proctree
+            preexec_fn=pdeathsig_preexec(),  # prctl only: see proctree
         )
     except BaseException:
         for log_file in (out_log, err_log):
