@@ -28,8 +28,7 @@ def _write_exe(path: Path) -> Path:
 def _user_config_home(tmp_path_factory: pytest.TempPathFactory) -> None:
     """The audit key, receipt key and outside heads of every run go to a folder of this test
     session, never into the real ~/.config (tests that need their own set it per test)."""
-    if "XDG_CONFIG_HOME" not in os.environ:
-        os.environ["XDG_CONFIG_HOME"] = str(tmp_path_factory.mktemp("config-home"))
+    os.environ["XDG_CONFIG_HOME"] = str(tmp_path_factory.mktemp("config-home"))
 
 
 @pytest.fixture
