@@ -368,3 +368,100 @@ async def test_agent_dies_with_the_thread_that_started_it(
     helper.send_signal(signal.SIGKILL)
     helper.wait()
     assert _gone_soon(agent)
+
+
+# -- a crashed orchestrator: a real CLI under rehearsal, the orchestrator killed by SIGKILL ------
+
+CRASHING_RUN = """
+import asyncio, sys
+from orchestrator_nb.notebook.runner import SessionRecorder
+from orchestrator_nb.sessions import Session
+from orchestrator_nb.workflow.api import arun
+
+ws, config = sys.argv[1], sys.argv[2]
+session = Session.create("crash")
+turn = session.begin_turn("Create hello.txt containing hi", workflow="solo", workspace=ws)
+asyncio.run(
+    arun("Create hello.txt containing hi", "solo", workspace=ws, config=config,
+         rehearsal="hang", subscribers=[SessionRecorder(session, turn)])
+)
+"""
+
+
+def _require_codex() -> None:
+    from orchestrator_nb.agents.registry import agents_bin_dirs
+
+    if not any((d / "codex").exists() for d in agents_bin_dirs()):
+        reason = "codex is not installed: run `make agents`"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+
+
+@pytest.mark.real_cli
+@pytest.mark.slow
+async def test_sigkill_mid_step_then_resume_leaves_one_agent_and_no_process(
+    tmp_path: Path,
+) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    from orchestrator_nb.lifecycle import LifecycleEvent, StepStarted
+    from orchestrator_nb.proctree import token_members
+    from orchestrator_nb.sessions import Session
+    from orchestrator_nb.workflow.api import aresume
+
+    _require_codex()
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    config = tmp_path / "orchestrator.yaml"
+    config.write_text(
+        "workflows:\n  solo:\n    steps:\n      - {id: impl, agent: codex, prompt: '{{ task }}'}\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", CRASHING_RUN, str(ws), str(config)])
+    runs = ws / ".orchestrator" / "runs"
+    agents: list[dict[str, object]] = []
+    deadline = time.monotonic() + 120
+    while not agents and time.monotonic() < deadline:
+        for file in runs.glob("*/agents.jsonl") if runs.is_dir() else []:
+            agents = [json.loads(x) for x in file.read_text().splitlines()]
+        await asyncio.sleep(0.1)
+    assert agents, "the codex step never started"
+    run_id = next(runs.glob("*/agents.jsonl")).parent.name
+    token = str(agents[0]["token"])
+    # The CLI is running (the hang scenario never answers); give it time to start its children.
+    while len(token_members(token)) < 2 and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    before = token_members(token)
+    assert int(str(agents[0]["pid"])) in before
+    child.send_signal(signal.SIGKILL)  # the kernel is killed mid-step
+    child.wait()
+    # PR_SET_PDEATHSIG took the CLI's own process with its starter at once.
+    assert _gone_soon(int(str(agents[0]["pid"])))
+    # Its own children (codex's native binary behind the node launcher) outlive it: these are
+    # the leftovers the resume has to stop before it starts a new agent.
+    left = token_members(token)
+
+    seen_at_start: list[list[int]] = []
+
+    def on_event(event: LifecycleEvent) -> None:
+        if isinstance(event, StepStarted):
+            seen_at_start.append(token_members(token))
+
+    result = await aresume(
+        run_id, workspace=ws, config=config, rehearsal="write-file", subscribers=[on_event]
+    )
+    assert result.ok, result.error
+    assert seen_at_start == [[]]  # nothing of the first agent lived when the second started
+    assert (ws / "hello.txt").read_text() == "hi\n"
+    assert token_members(token) == []
+    for file in runs.glob("*/agents.jsonl"):
+        for entry in (json.loads(x) for x in file.read_text().splitlines()):
+            if entry.get("token"):
+                assert token_members(str(entry["token"])) == []
+    sessions = list((ws / ".orchestrator" / "sessions").glob("*.json"))
+    turns = [t for s in sessions for t in Session.load(s).turns]
+    assert [(t.run_id, t.outcome) for t in turns] == [(run_id, "interrupted")]
+    stopped = f"stopped {len(left)} leftover process(es) of dead run {run_id}"
+    assert any(n.startswith(stopped) for n in result.notes), result.notes
