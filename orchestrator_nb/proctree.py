@@ -20,7 +20,9 @@ then have to reap with ``waitpid`` calls that steal other code's exit statuses.
 
 How an agent dies with its starter, also under SIGKILL: ``PR_SET_PDEATHSIG(SIGKILL)`` is set in
 the agent's own process right after fork (:func:`pdeathsig_preexec`), so the kernel sends it
-SIGKILL the moment the starting thread dies. The signal reaches only that process, not its
+SIGKILL the moment the starting thread dies (the kernel ties it to the thread that forked; a
+run's event loop thread lives until its agents are reaped, so that is the run's own end or the
+process's death). The signal reaches only that process, not its
 descendants: those are stopped by the next run, ``resume`` or the kernel's next start, which find
 them by the token (:mod:`orchestrator_nb.orphans`).
 """

@@ -338,9 +338,16 @@ def verify(path: str | os.PathLike[str], *, config_dir: Path | None = None) -> V
             if seen.get(seq) == line.hash:
                 return bad(n, "duplicated", f"seq {seq} appears a second time", i)
             if seq < expected:
-                return bad(n, "reordered", f"records reordered: seq {seq} comes after seq {prev_seq}", i)
+                return bad(
+                    n, "reordered", f"records reordered: seq {seq} comes after seq {prev_seq}", i
+                )
             if expected in later:
-                return bad(n, "reordered", f"records reordered: seq {expected} should come here, found {seq}", i)
+                return bad(
+                    n,
+                    "reordered",
+                    f"records reordered: seq {expected} should come here, found {seq}",
+                    i,
+                )
             return bad(n, "removed", f"{seq - expected} record(s) removed before this one", i)
         if record["prev"] != prev_hash:
             return bad(n, "chain-broken", "its prev is not the previous record's hash", i)
