@@ -201,7 +201,7 @@ async def run_seat(
         if got:
             for left in await asyncio.to_thread(stop_leftovers, main.root):
                 seat.notes.append(_leftover_note(left))
-        if isolation == "worktree":
+        if isolation == "worktree" and got:  # (cancelled while waiting: no worktree needed)
             from .workspace import Workspace
 
             path = await asyncio.to_thread(main.worktrees.create, "run")

@@ -266,3 +266,33 @@ def test_holder_is_named_only_while_held(tmp_path: Path) -> None:
     lock.release()
     assert other.try_acquire("r2")
     other.release()
+
+
+async def test_a_waiting_run_can_be_stopped(tmp_path: Path, calls: Path) -> None:
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    go = tmp_path / "go"
+    settings = _settings(
+        ws,
+        [
+            {"match": "FIRST", "wait_file": str(go), "write": {"a.txt": "a\n"}},
+            {"match": "SECOND", "write": {"b.txt": "b\n"}},
+        ],
+        tmp_path,
+    )
+    first = asyncio.ensure_future(arun("FIRST", "flow", workspace=ws, config=settings))
+    await _until(lambda: _calls(calls), "the first run's agent to start")
+    stop = asyncio.Event()
+
+    def on_event(event: LifecycleEvent) -> None:
+        if isinstance(event, WorkspaceWaiting):
+            stop.set()  # the dashboard's Stop while the run waits
+
+    b = await arun(
+        "SECOND", "flow", workspace=ws, config=settings, cancel=stop, subscribers=[on_event]
+    )
+    assert b.outcome == "cancelled" and b.steps == [] and b.changes == []
+    go.write_text("")
+    assert (await first).ok
+    assert not (ws / "b.txt").exists()
+    assert len([c for c in _calls(calls) if c["rule"] >= 0]) == 1  # the second agent never ran
