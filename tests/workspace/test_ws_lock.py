@@ -296,3 +296,29 @@ async def test_a_waiting_run_can_be_stopped(tmp_path: Path, calls: Path) -> None
     assert (await first).ok
     assert not (ws / "b.txt").exists()
     assert len([c for c in _calls(calls) if c["rule"] >= 0]) == 1  # the second agent never ran
+
+
+def test_exec_isolate(tmp_path: Path, calls: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from orchestrator_nb.cli import main
+
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    rules = tmp_path / "rules.json"
+    rules.write_text(json.dumps([{"match": "", "write": {"a.txt": "a\n"}}]))
+    config = tmp_path / "orchestrator.yaml"
+    argv = [sys.executable, str(SCRIPTED), str(rules), "{prompt}"]
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "agents": {"a": {"driver": "command", "argv": argv, "retry_wait": 0}},
+                "workflows": yaml.safe_load(FLOW),
+            }
+        )
+    )
+    args = ["exec", "T", "-w", "flow", "--workspace", str(ws), "--config", str(config)]
+    assert main([*args, "--isolate"]) == 1
+    assert "isolation='worktree' needs a git workspace" in capsys.readouterr().err
+    _git(ws)
+    assert main([*args, "--isolate"]) == 0
+    assert (ws / "a.txt").read_text() == "a\n"
+    assert Path(_calls(calls)[0]["cwd"]) != ws.resolve()  # it worked in its own worktree
