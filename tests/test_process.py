@@ -465,3 +465,31 @@ async def test_sigkill_mid_step_then_resume_leaves_one_agent_and_no_process(
     assert [(t.run_id, t.outcome) for t in turns] == [(run_id, "interrupted")]
     stopped = f"stopped {len(left)} leftover process(es) of dead run {run_id}"
     assert any(n.startswith(stopped) for n in result.notes), result.notes
+
+
+async def test_budget_stop_returns_fast_with_an_escaped_child(
+    fake_exe: Callable[[str], Path], fake_env: Callable[..., None], tmp_path: Path
+) -> None:
+    # The engine's wall-clock budget sets the run's cancel event: the same bounded stop.
+    from orchestrator_nb.config import AgentConfig, Settings, load_settings
+    from orchestrator_nb.workflow.api import arun
+    from orchestrator_nb.workflow.models import Workflow
+
+    pidfile = tmp_path / "escaped.pid"
+    fake_env(mode="escape", pidfile=pidfile)
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    argv = [str(fake_exe("x")), "{prompt}"]
+    agent = AgentConfig(driver="command", argv=argv, retries=0, retry_wait=0)
+    flow = Workflow.model_validate(
+        {"budget": {"max_wall_s": 1.0}, "steps": [{"id": "s", "agent": "a", "prompt": "go"}]}
+    )
+    settings = Settings(
+        agents={"a": agent}, workflows={"flow": flow}, limits=load_settings(cwd=ws).limits
+    )
+    result = await arun("go", "flow", workspace=ws, config=settings)
+    assert result.outcome == "budget_exceeded"
+    # 1 s budget, then the default escalation (2 s after SIGINT, 2 s after SIGTERM), then
+    # SIGKILL; the run is back well within 3 s of that.
+    assert result.duration_s < 1.0 + 4.0 + 3.0
+    assert _gone_soon(int(pidfile.read_text()))
