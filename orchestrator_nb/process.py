@@ -431,7 +431,10 @@ async def run_process(
             writer.close()
         if cancel_waiter is not None and not cancel_waiter.done():
             cancel_waiter.cancel()
-        splitter.close()
+        try:
+            splitter.close()  # the last line without a newline
+        except Exception:  # a failing handler must not keep the logs open
+            log.exception("output handler failed")
         for log_file in (out_log, err_log):
             if log_file is not None:
                 log_file.close()
