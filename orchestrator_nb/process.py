@@ -34,7 +34,6 @@ import contextlib
 import logging
 import os
 import subprocess
-import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -42,6 +41,7 @@ from pathlib import Path
 from typing import IO, Any, Literal
 
 from .observe.redact import redact
+from .procio import PipeReader, PipeWriter, exit_future
 from .proctree import (
     TOKEN_ENV,
     Grace,
@@ -56,8 +56,6 @@ from .proctree import (
 log = logging.getLogger("orchestrator_nb.process")
 
 TimeoutKind = Literal["idle", "total"]
-
-READ_CHUNK = 1 << 16
 
 
 @dataclass
@@ -171,114 +169,6 @@ class _RedactedLog:
         self._file.close()
 
 
-class _Reader:
-    """Drains one pipe on the loop; closing it ends the reader at once, whoever else holds the
-    pipe's other end."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, fd: int, on_data: Callable[[bytes], None]):
-        self._loop = loop
-        self.fd: int | None = fd
-        self._on_data = on_data
-        self.done: asyncio.Future[None] = loop.create_future()
-        os.set_blocking(fd, False)
-        loop.add_reader(fd, self._ready)
-
-    def _ready(self) -> None:
-        if self.fd is None:
-            return
-        try:
-            data = os.read(self.fd, READ_CHUNK)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            data = b""
-        if not data:
-            self.close()
-            return
-        try:
-            self._on_data(data)
-        except Exception:  # a failing callback must not leave the pipe undrained
-            log.exception("output handler failed")
-
-    def close(self) -> None:
-        fd, self.fd = self.fd, None
-        if fd is not None:
-            self._loop.remove_reader(fd)
-            os.close(fd)
-        if not self.done.done():
-            self.done.set_result(None)
-
-
-class _Writer:
-    """Writes the prompt to stdin without blocking the loop, then closes it."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, fd: int, data: bytes) -> None:
-        self._loop = loop
-        self.fd: int | None = fd
-        self._data = memoryview(data)
-        os.set_blocking(fd, False)
-        if self._data:
-            loop.add_writer(fd, self._ready)
-        else:
-            self.close()
-
-    def _ready(self) -> None:
-        if self.fd is None:
-            return
-        try:
-            self._data = self._data[os.write(self.fd, self._data) :]
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:  # the child exited without reading its stdin: not our error
-            self._data = self._data[:0]
-        if not self._data:
-            self.close()
-
-    def close(self) -> None:
-        fd, self.fd = self.fd, None
-        if fd is not None:
-            self._loop.remove_writer(fd)
-            os.close(fd)
-
-
-def _exit_future(loop: asyncio.AbstractEventLoop, proc: subprocess.Popen[bytes]) -> Any:
-    """A future set when the child exits (and is reaped): a pidfd on the loop, else a thread."""
-    fut: asyncio.Future[int] = loop.create_future()
-
-    def settle() -> None:
-        code = proc.wait()
-        if not fut.done():
-            fut.set_result(code)
-
-    pidfd_open = getattr(os, "pidfd_open", None)
-    pidfd = None
-    if pidfd_open is not None:
-        with contextlib.suppress(OSError):
-            pidfd = pidfd_open(proc.pid)
-    if pidfd is not None:
-        watched = [pidfd]  # emptied once closed: a reused descriptor number is never touched
-
-        def unwatch() -> None:
-            if watched:
-                loop.remove_reader(watched[0])
-                os.close(watched.pop())
-
-        def ready() -> None:
-            unwatch()
-            settle()
-
-        loop.add_reader(pidfd, ready)
-        fut.add_done_callback(lambda _f: unwatch())
-        return fut
-
-    def wait_thread() -> None:  # pragma: no cover - kernels before 5.3
-        code = proc.wait()
-        loop.call_soon_threadsafe(lambda: None if fut.done() else fut.set_result(code))
-
-    threading.Thread(target=wait_thread, name="orchestrator-nb-wait", daemon=True).start()
-    return fut
-
-
 async def _uninterruptible(awaitable: Awaitable[object]) -> None:
     """Await to the end even if the awaiting task is cancelled again meanwhile (bounded work)."""
     task = asyncio.ensure_future(awaitable)
@@ -368,15 +258,15 @@ async def run_process(
     assert proc.stdout is not None and proc.stderr is not None
     # Popen's file objects must not close the fds a second time: take the descriptors over.
     readers = [
-        _Reader(loop, _detach(proc.stdout), sink("stdout")),
-        _Reader(loop, _detach(proc.stderr), sink("stderr")),
+        PipeReader(loop, _detach(proc.stdout), sink("stdout")),
+        PipeReader(loop, _detach(proc.stderr), sink("stderr")),
     ]
     proc.stdout = proc.stderr = None
     writer = None
     if stdin_data is not None and proc.stdin is not None:
-        writer = _Writer(loop, _detach(proc.stdin), stdin_data)
+        writer = PipeWriter(loop, _detach(proc.stdin), stdin_data)
         proc.stdin = None
-    exited = _exit_future(loop, proc)
+    exited = exit_future(loop, proc)
     cancel_waiter = asyncio.ensure_future(cancel.wait()) if cancel is not None else None
     timed_out: TimeoutKind | None = None
     cancelled = False
