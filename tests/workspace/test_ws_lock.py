@@ -298,9 +298,7 @@ async def test_a_waiting_run_can_be_stopped(tmp_path: Path, calls: Path) -> None
     assert len([c for c in _calls(calls) if c["rule"] >= 0]) == 1  # the second agent never ran
 
 
-def test_exec_isolate(tmp_path: Path, calls: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from orchestrator_nb.cli import main
-
+def test_exec_isolate(tmp_path: Path, calls: Path) -> None:
     ws = tmp_path / "ws"
     ws.mkdir()
     rules = tmp_path / "rules.json"
@@ -315,10 +313,14 @@ def test_exec_isolate(tmp_path: Path, calls: Path, capsys: pytest.CaptureFixture
             }
         )
     )
-    args = ["exec", "T", "-w", "flow", "--workspace", str(ws), "--config", str(config)]
-    assert main([*args, "--isolate"]) == 1
-    assert "isolation='worktree' needs a git workspace" in capsys.readouterr().err
+    # The real command in its own process (it configures logging for a console).
+    args = [sys.executable, "-m", "orchestrator_nb.cli", "exec", "T", "-w", "flow"]
+    args += ["--workspace", str(ws), "--config", str(config), "--isolate"]
+    refused = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 1
+    assert "isolation='worktree' needs a git workspace" in refused.stderr
     _git(ws)
-    assert main([*args, "--isolate"]) == 0
+    done = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
     assert (ws / "a.txt").read_text() == "a\n"
     assert Path(_calls(calls)[0]["cwd"]) != ws.resolve()  # it worked in its own worktree
