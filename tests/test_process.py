@@ -245,15 +245,30 @@ async def test_timeout_returns_fast_with_an_escaped_child_holding_stdout(
 ) -> None:
     pidfile = tmp_path / "escaped.pid"
     fake_env(mode="escape", pidfile=pidfile)
-    task = asyncio.ensure_future(_run(fake_exe("x"), tmp_path, idle_timeout=1.0, grace=FAST))
+    last_line = [0.0]
+
+    def on_line(_line: str) -> None:
+        last_line[0] = time.monotonic()  # the idle timeout counts from here
+
+    task = asyncio.ensure_future(
+        run_process(
+            [str(fake_exe("x"))],
+            cwd=tmp_path,
+            env=base_env(),
+            on_line=on_line,
+            idle_timeout=2.0,
+            grace=FAST,
+        )
+    )
     escaped = await _pid_from(pidfile, task)
     assert os.getsid(escaped) != os.getsid(0)  # it really left the agent's session
-    _lines, result = await task
-    assert result.timed_out == "idle"  # type: ignore[attr-defined]
-    # Escalation takes FAST's 0.5 + 0.5 s; the whole stop then returns well within 3 s, not
-    # when the escaped child would close the pipe (never).
-    assert result.duration_s < 1.0 + 1.0 + 3.0  # type: ignore[attr-defined]
-    assert result.survivors == []  # type: ignore[attr-defined]
+    result = await task
+    returned = time.monotonic()
+    assert result.timed_out == "idle"
+    # Idle for 2 s, then FAST's 0.5 + 0.5 s of escalation, then back well within 3 s: not when
+    # the escaped child would close the pipe (never).
+    assert last_line[0] > 0 and returned - last_line[0] < 2.0 + 1.0 + 3.0
+    assert result.survivors == []
     assert _gone_soon(escaped)
 
 
@@ -323,11 +338,21 @@ async def test_exit_zero_with_a_background_child_holding_stdout_is_ok(
 ) -> None:
     pidfile = tmp_path / "escaped.pid"
     fake_env(mode="exit-leaving-child", pidfile=pidfile)
-    started = time.monotonic()
-    lines, result = await _run(fake_exe("x"), tmp_path, idle_timeout=30, drain_after_exit=0.5)
-    assert result.exit_code == 0 and result.timed_out is None  # type: ignore[attr-defined]
+    lines: list[str] = []
+    seen_at = [0.0]
+
+    def on_line(line: str) -> None:
+        lines.append(line)
+        seen_at[0] = time.monotonic()
+
+    result = await run_process(
+        [str(fake_exe("x"))], cwd=tmp_path, env=base_env(), on_line=on_line,
+        idle_timeout=30, drain_after_exit=0.5,
+    )  # fmt: skip
+    assert result.exit_code == 0 and result.timed_out is None
     assert lines == ['{"type":"started"}']
-    assert time.monotonic() - started < 15  # not the 30 s idle timeout
+    # Judged after a short drain (0.5 s) and a stop of the child (about 1 s), not the 30 s idle.
+    assert time.monotonic() - seen_at[0] < 10
     deadline = time.monotonic() + 10
     while not (pidfile.exists() and pidfile.read_text()) and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
@@ -482,14 +507,14 @@ async def test_budget_stop_returns_fast_with_an_escaped_child(
     argv = [str(fake_exe("x")), "{prompt}"]
     agent = AgentConfig(driver="command", argv=argv, retries=0, retry_wait=0)
     flow = Workflow.model_validate(
-        {"budget": {"max_wall_s": 1.0}, "steps": [{"id": "s", "agent": "a", "prompt": "go"}]}
+        {"budget": {"max_wall_s": 5.0}, "steps": [{"id": "s", "agent": "a", "prompt": "go"}]}
     )
     settings = Settings(
         agents={"a": agent}, workflows={"flow": flow}, limits=load_settings(cwd=ws).limits
     )
     result = await arun("go", "flow", workspace=ws, config=settings)
     assert result.outcome == "budget_exceeded"
-    # 1 s budget, then the default escalation (2 s after SIGINT, 2 s after SIGTERM), then
-    # SIGKILL; the run is back well within 3 s of that.
-    assert result.duration_s < 1.0 + 4.0 + 3.0
+    # 5 s budget (the agent and its escaped child start well within it), then the default
+    # escalation (2 s after SIGINT, 2 s after SIGTERM), then SIGKILL; back within 3 s of that.
+    assert result.duration_s < 5.0 + 4.0 + 3.0
     assert _gone_soon(int(pidfile.read_text()))
