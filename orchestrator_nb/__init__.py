@@ -32,6 +32,7 @@ _EXPORTS = {
     "OrchestratorError": ".errors",
     "AgentError": ".errors",
     "ConfigError": ".errors",
+    "trust": ".trust_store",
 }
 
 __all__ = [
@@ -61,6 +62,7 @@ __all__ = [
     "run",
     "run_agent",
     "start",
+    "trust",
 ]
 
 if TYPE_CHECKING:
@@ -72,6 +74,7 @@ if TYPE_CHECKING:
     from .events import FileChange, StepResult, Usage
     from .notebook.background import Run, start
     from .rehearsal import rehearsal
+    from .trust_store import trust
     from .workflow.api import aresume, arun, resume, revert, run
     from .workflow.result import WorkflowResult
 

@@ -7,6 +7,7 @@ cancel, retries, logs, the events cap) happens here, once.
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import time
 import uuid
@@ -40,7 +41,9 @@ from .events import (
     Usage,
     WarningEvent,
 )
+from .observe.checks import check_name, check_task, check_workspace
 from .process import base_env, run_process
+from .trust_store import refuse_untrusted_cli
 
 STATE_DIR = ".orchestrator"
 EventCallback = Callable[[Event], None]
@@ -68,10 +71,14 @@ class _Run:
     previous_usage: Usage | None = None
 
 
-def _settings(config: Settings | str | os.PathLike[str] | None, workspace: Path) -> Settings:
+def _settings(
+    config: Settings | str | os.PathLike[str] | None, workspace: Path, trust: bool | None = None
+) -> Settings:
     if isinstance(config, Settings):
-        return config
-    return load_settings(config, cwd=workspace if config is None else None)
+        return config.with_trust(workspace, trust)
+    if config is None:
+        return load_settings(cwd=workspace, trust=trust)
+    return load_settings(config).with_trust(workspace, trust)
 
 
 def _workspace(workspace: str | os.PathLike[str]) -> Path:
@@ -81,7 +88,7 @@ def _workspace(workspace: str | os.PathLike[str]) -> Path:
             f"workspace {str(path)!r} is not an existing folder",
             hint="create it first, or pass the folder the agent should edit",
         )
-    return path.resolve()
+    return check_workspace(path.resolve())
 
 
 def _relative_changes(verdict: Verdict, workspace: Path) -> list[FileChange]:
@@ -140,7 +147,21 @@ async def _attempt(
             log_dir=run.log_root / f"attempt-{number}",
             cancel=cancel,
         )
-    except (FileNotFoundError, PermissionError) as exc:
+    except OSError as exc:
+        if not isinstance(exc, (FileNotFoundError, PermissionError)):
+            if exc.errno != errno.E2BIG:
+                raise
+            # The OS refused the argument list: name the size rather than a bare OSError.
+            size = max(len(a.encode("utf-8", "surrogatepass")) for a in argv)
+            too_big = AgentError.for_kind(
+                "config",
+                f"the prompt is {size:,} bytes, more than the OS passes as one argument",
+                agent=run.name,
+                argv=argv,
+                hint="shorten the task, or put long material in a file and refer to it",
+            )
+            elapsed = time.monotonic() - started
+            return StepResult(run.name, False, error=too_big, argv=argv, duration_s=elapsed)
         missing = AgentNotInstalled(
             f"cannot start {argv[0]!r}: {exc.strerror or exc}",
             agent=run.name,
@@ -244,6 +265,7 @@ async def arun_agent(
     registry: DriverRegistry | None = None,
     log_dir: str | os.PathLike[str] | None = None,
     previous_usage: Usage | None = None,
+    trust: bool | None = None,
     **options: Any,
 ) -> StepResult:
     """Run ``agent`` once on ``prompt`` in ``workspace`` and return what happened.
@@ -253,12 +275,13 @@ async def arun_agent(
     workspace's ``.orchestrator/runs/``). With ``resume``, ``previous_usage`` (what the native
     session used before) keeps a CLI that reports running totals from counting twice. Options
     override the agent's config: ``idle_timeout``, ``retries``, ``retry_wait``,
-    ``permission_mode``, ``max_turns``, ``extra_args``, ``env``.
+    ``permission_mode``, ``max_turns``, ``extra_args``, ``env``. ``trust``: True trusts the
+    workspace for this call (see :mod:`orchestrator_nb.trust_store`), None asks the trust store.
     """
-    if not isinstance(prompt, str) or not prompt.strip():
-        raise ConfigError("the prompt is empty", key="prompt", hint="pass the task as a string")
+    check_task(prompt, what="prompt")
+    check_name("agent", agent)
     root = _workspace(workspace)
-    settings = _settings(config, root)
+    settings = _settings(config, root, trust)
     unknown = set(options) - set(AgentConfig.model_fields)
     if unknown:
         raise ConfigError(
@@ -277,6 +300,9 @@ async def arun_agent(
     except Exception as exc:
         raise ConfigError(f"bad option for agent {agent!r}: {exc}", key="options") from None
     driver = (registry or default_registry()).create(agent, cfg)
+    trusted = settings.trusts(root)
+    if not trusted:
+        refuse_untrusted_cli(driver.name, root)
     try:
         executable, _version = await asyncio.to_thread(locate, agent, driver, cfg, probe=False)
     except AgentNotInstalled as exc:
@@ -304,6 +330,7 @@ async def arun_agent(
             max_turns=cfg.max_turns,
             permission_mode=cfg.permission_mode,
             extra_args=provider_args + list(cfg.extra_args),
+            trusted=trusted,
         )
         env = base_env(extra_env, drop)
         run = _Run(agent, cfg, driver, request, env, log_root, settings.max_events, previous_usage)

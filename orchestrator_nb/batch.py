@@ -29,15 +29,16 @@ from pathlib import Path
 from typing import Any
 
 from ._sync import run_sync
+from .api import _settings
 from .batching.isolation import Isolator, Place
 from .batching.journal import BatchJournal
 from .batching.progress import BatchProgress, ProgressCallback, Tracker, choose_display
 from .batching.result import BatchResult, BatchRow, workflow_result_from_dict
 from .batching.tasks import BatchTask, TasksArg, load_tasks
-from .config import Settings, load_settings
+from .config import Settings
 from .errors import ConfigError, WorkspaceError
 from .lifecycle import EventBus
-from .observe.checks import check_task
+from .observe.checks import check_task, check_workspace
 from .workflow.api import arun
 from .workflow.engine import Engine, apply_overrides
 from .workflow.result import WorkflowResult
@@ -58,6 +59,7 @@ async def abatch(
     progress: bool | None = None,
     retry_failed: bool = False,
     executor: str = "local",
+    trust: bool | None = None,
     **overrides: Any,
 ) -> BatchResult:
     """Run ``workflow`` on every task, at most ``max_concurrency`` tasks at once.
@@ -89,6 +91,7 @@ async def abatch(
             on_progress=on_progress,
             progress=progress,
             retry_failed=retry_failed,
+            trust=trust,
             **overrides,
         )
     root = _folder(workspace)
@@ -101,7 +104,7 @@ async def abatch(
             key="max_concurrency",
             hint="pass 1 to run the tasks one after another",
         )
-    settings = config if isinstance(config, Settings) else load_settings(config, cwd=root)
+    settings = _settings(config, root, trust)
     _check(specs, workflow, settings, overrides)
 
     path = Path(journal).expanduser().resolve() if journal is not None else None
@@ -165,6 +168,7 @@ def batch(
     progress: bool | None = None,
     retry_failed: bool = False,
     executor: str = "local",
+    trust: bool | None = None,
     **overrides: Any,
 ) -> BatchResult:
     """The sync form of :func:`abatch`; works inside a running Jupyter kernel too."""
@@ -182,6 +186,7 @@ def batch(
             progress=progress,
             retry_failed=retry_failed,
             executor=executor,
+            trust=trust,
             **overrides,
         )
     )
@@ -194,7 +199,7 @@ def _folder(workspace: str | os.PathLike[str]) -> Path:
             f"workspace {str(path)!r} is not an existing folder",
             hint="create it first, or pass the folder the tasks should work on",
         )
-    return path.resolve()
+    return check_workspace(path.resolve())
 
 
 @contextlib.asynccontextmanager

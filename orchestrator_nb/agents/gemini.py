@@ -215,7 +215,9 @@ class GeminiDriver(NpmCliDriver):
         mode = self.permission_mode(request)
         # "--prompt=" keeps a prompt that starts with "-" from being parsed as a flag.
         argv = [request.executable, f"--prompt={request.prompt}", "-o", "stream-json"]
-        argv += ["--skip-trust", "--approval-mode", mode]
+        # Folder trust is the user's to give (orchestrator_nb.trust_store), not a default.
+        argv += ["--skip-trust"] if request.trusted else []
+        argv += ["--approval-mode", mode]
         if request.model:
             argv += ["-m", request.model]
         if request.resume:

@@ -30,11 +30,12 @@ from pathlib import Path
 from typing import Any
 
 from .._sync import run_sync
+from ..api import _settings
 from ..batch import _check, _folder, _from_journal, _resumed
 from ..batching.journal import BatchJournal
 from ..batching.progress import ProgressCallback, Tracker, choose_display
 from ..batching.tasks import TasksArg, load_tasks
-from ..config import Settings, load_settings
+from ..config import Settings
 from ..errors import ConfigError
 from ..rehearsal.scenario import Scenario, load_scenario
 from ..rehearsal.session import Rehearsal
@@ -67,6 +68,7 @@ async def abatch_ray(
     cancel_grace_s: float = 10.0,
     worker_dir: str | os.PathLike[str] | None = None,
     task_options: Mapping[str, Any] | None = None,
+    trust: bool | None = None,
     **overrides: Any,
 ) -> RayBatchResult:
     """Run ``workflow`` on every task on a Ray cluster; at most ``max_concurrency`` in flight.
@@ -86,7 +88,7 @@ async def abatch_ray(
     _check_concurrency(max_concurrency)
     if isinstance(cancel_grace_s, bool) or not cancel_grace_s >= 0:
         raise ConfigError("cancel_grace_s must be 0 or more seconds", key="cancel_grace_s")
-    settings = config if isinstance(config, Settings) else load_settings(config, cwd=root)
+    settings = _settings(config, root, trust)
     _check(specs, workflow, settings, overrides)
     chosen = resolve_caps(caps, settings.limits.per_agent)
     budget = BatchBudget.from_arg(batch_budget)

@@ -12,10 +12,10 @@ import os
 from typing import Any
 
 from .._sync import run_sync
-from ..api import _workspace
-from ..config import Settings, load_settings
+from ..api import _settings, _workspace
+from ..config import Settings
 from ..lifecycle import EventBus, Subscriber
-from ..observe.checks import check_task
+from ..observe.checks import check_name, check_task
 from ..workspace import RevertResult, Workspace
 from ..workspace.lock import Isolation
 from .engine import Engine, GateDecision, GateHandler
@@ -38,6 +38,7 @@ async def arun(
     variables: dict[str, Any] | None = None,
     engine: Engine | None = None,
     isolation: Isolation = "shared",
+    trust: bool | None = None,
     **overrides: Any,
 ) -> WorkflowResult:
     """Run ``workflow`` on ``task`` in ``workspace``.
@@ -48,12 +49,14 @@ async def arun(
     ``overrides``: ``max_iterations``, ``max_cost_usd``, ``max_tokens``, ``max_wall_s``,
     ``gate_policy``. ``rehearsal``: a scenario path or name, or a running rehearsal.
     ``session``: anything with a ``history`` list of earlier turns (for follow-ups).
+    ``trust``: True trusts the workspace for this run (a script that must not prompt); None asks
+    the user's trust store (:mod:`orchestrator_nb.trust_store`).
     """
     check_task(task)
+    check_name("workflow", workflow)
     root = _workspace(workspace)
     if engine is None:
-        settings = config if isinstance(config, Settings) else load_settings(config, cwd=root)
-        engine = Engine(settings, bus=EventBus())
+        engine = Engine(_settings(config, root, trust), bus=EventBus())
     if dry_run:
         plan = engine.plan(task, workflow, overrides)
         return WorkflowResult("dry-run", workflow, task, "completed", plan=plan)
@@ -93,12 +96,13 @@ async def aresume(
     rehearsal: Any = None,
     gate: GateHandler | None = None,
     subscribers: list[Subscriber] | None = None,
+    trust: bool | None = None,
 ) -> WorkflowResult:
     """Continue run ``run_id``: finished steps are taken from its journal, not run again."""
+    check_name("run", run_id)
     root = _workspace(workspace)
     meta = RunJournal(root / ".orchestrator" / "runs", run_id).meta()
-    settings = config if isinstance(config, Settings) else load_settings(config, cwd=root)
-    engine = Engine(settings)
+    engine = Engine(_settings(config, root, trust))
     unsubscribe = [engine.bus.subscribe(s) for s in subscribers or []]
     try:
         return await engine.run(
@@ -127,6 +131,7 @@ def revert(
 
     Files that changed again after the run are refused with ``RevertConflict`` unless ``force``.
     """
+    check_name("run", run_id)
     ws = Workspace(_workspace(workspace), run_id=run_id)
     if step is None:
         return ws.revert_run(force=force)
