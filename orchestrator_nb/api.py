@@ -331,6 +331,7 @@ async def arun_agent(
             permission_mode=cfg.permission_mode,
             extra_args=provider_args + list(cfg.extra_args),
             trusted=trusted,
+            rehearsal=reh is not None,
         )
         env = base_env(extra_env, drop)
         run = _Run(agent, cfg, driver, request, env, log_root, settings.max_events, previous_usage)

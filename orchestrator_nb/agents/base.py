@@ -31,6 +31,8 @@ class AgentRequest:
     # Whether the user trusts the workspace: only then may the CLI follow the folder's own
     # settings (claude's project hooks and MCP servers, gemini's folder trust).
     trusted: bool = False
+    # Under rehearsal the CLI runs in its own throwaway HOME against the local server.
+    rehearsal: bool = False
 
 
 @dataclass
