@@ -26,6 +26,7 @@ from tenacity import (
     wait_random,
 )
 
+from . import fsio
 from ._sync import run_sync
 from .agents.base import AgentRequest, Driver, Verdict
 from .agents.registry import DriverRegistry, default_registry
@@ -313,6 +314,8 @@ async def arun_agent(
         log_root = Path(log_dir)
     else:
         log_root = root / STATE_DIR / "runs" / uuid.uuid4().hex[:12] / (step or agent)
+    # Before any process starts: a state folder that is a link (or holds one) is refused here.
+    fsio.ensure_dir(log_root, anchor=root)
     async with _rehearsal_scope(rehearsal) as reh:
         extra_env = {**driver.env(AgentRequest(prompt, root, executable)), **cfg.env}
         drop: frozenset[str] = frozenset()

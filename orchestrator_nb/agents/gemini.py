@@ -1,4 +1,4 @@
-"""Gemini CLI (``gemini``): ``gemini --prompt=PROMPT -o stream-json ...``; ``--skip-trust`` only in a trusted workspace or a rehearsal.
+"""Gemini CLI (``gemini``): ``gemini --prompt=PROMPT -o stream-json ...``.
 
 permission_mode: gemini's ``--approval-mode`` (default, auto_edit, yolo, plan); ``auto_edit`` by
 default, the counterpart of claude's acceptEdits. max_turns has no flag (it is the
