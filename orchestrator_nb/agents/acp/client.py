@@ -37,6 +37,10 @@ from ...observe.redact import redact
 from ...process import Grace, group_members, stop_group
 
 STDIO_LIMIT = 32 * 1024 * 1024  # one JSON-RPC line may carry a whole file's diff
+# Session options some adapters read from ``_meta`` (others ignore it): claude's adapter would
+# otherwise start Claude Code with permissions bypassed where IS_SANDBOX is set, which Claude
+# Code refuses as root; and its tool permissions are the client's (our policy) to answer.
+SESSION_META: dict[str, Any] = {"claudeCode": {"options": {"allowDangerouslySkipPermissions": False}}}
 PermissionCallback = Callable[[dict[str, Any], list[dict[str, Any]]], Any]
 
 
@@ -200,12 +204,12 @@ class AcpProcess:
         cwd = str(self.cwd)
         if resume and self.load_session:
             try:
-                await self._request(self.conn.load_session(cwd=cwd, session_id=resume))
+                await self._request(self.conn.load_session(cwd=cwd, session_id=resume, **SESSION_META))
                 self.session_id = resume
                 return resume
             except RequestError:
                 pass  # the agent no longer has it: a new session, as the CLIs do
-        response = await self._request(self.conn.new_session(cwd=cwd, mcp_servers=[]))
+        response = await self._request(self.conn.new_session(cwd=cwd, mcp_servers=[], **SESSION_META))
         self.session_id = str(response.session_id)
         return self.session_id
 
