@@ -17,7 +17,7 @@ import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, cast
 
 from acp import PROTOCOL_VERSION, RequestError
 from acp.client.connection import ClientSideConnection
@@ -40,8 +40,15 @@ STDIO_LIMIT = 32 * 1024 * 1024  # one JSON-RPC line may carry a whole file's dif
 # Session options some adapters read from ``_meta`` (others ignore it): claude's adapter would
 # otherwise start Claude Code with permissions bypassed where IS_SANDBOX is set, which Claude
 # Code refuses as root; and its tool permissions are the client's (our policy) to answer.
-SESSION_META: dict[str, Any] = {"claudeCode": {"options": {"allowDangerouslySkipPermissions": False}}}
+SESSION_META: dict[str, Any] = {
+    "claudeCode": {"options": {"allowDangerouslySkipPermissions": False}}
+}
 PermissionCallback = Callable[[dict[str, Any], list[dict[str, Any]]], Any]
+
+
+def _append(path: Path) -> IO[str]:
+    # Held open for the life of the step (a warm process moves on to the next step's folder).
+    return open(path, "a", encoding="utf-8")
 
 
 class _Client:
@@ -112,8 +119,8 @@ class AcpProcess:
         self._log = self._err_log = None
         if log_dir is not None:
             log_dir.mkdir(parents=True, exist_ok=True)
-            self._log = open(log_dir / "rpc.log", "a", encoding="utf-8")
-            self._err_log = open(log_dir / "stderr.log", "a", encoding="utf-8")
+            self._log = _append(log_dir / "rpc.log")
+            self._err_log = _append(log_dir / "stderr.log")
 
     def _observe(self, event: StreamEvent) -> None:
         direction = "in" if event.direction.value == "incoming" else "out"
@@ -166,7 +173,7 @@ class AcpProcess:
         self._stderr_task = asyncio.ensure_future(self._pump_stderr())
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self.conn = ClientSideConnection(
-            _Client(self), self.proc.stdin, self.proc.stdout, observers=[self._observe]
+            cast(Any, _Client(self)), self.proc.stdin, self.proc.stdout, observers=[self._observe]
         )
         info = await self._request(
             self.conn.initialize(
@@ -204,12 +211,16 @@ class AcpProcess:
         cwd = str(self.cwd)
         if resume and self.load_session:
             try:
-                await self._request(self.conn.load_session(cwd=cwd, session_id=resume, **SESSION_META))
+                await self._request(
+                    self.conn.load_session(cwd=cwd, session_id=resume, **SESSION_META)
+                )
                 self.session_id = resume
                 return resume
             except RequestError:
                 pass  # the agent no longer has it: a new session, as the CLIs do
-        response = await self._request(self.conn.new_session(cwd=cwd, mcp_servers=[], **SESSION_META))
+        response = await self._request(
+            self.conn.new_session(cwd=cwd, mcp_servers=[], **SESSION_META)
+        )
         self.session_id = str(response.session_id)
         return self.session_id
 

@@ -52,7 +52,8 @@ class AcpDriver:
     def install_hint(self) -> str:
         if self.npm_package:
             return f"run `make agents`, or `npm install -g {self.npm_package}`"
-        return f"install the ACP agent `{self.executable}` and put it on PATH (agents.{self.agent}.argv)"
+        where = f"agents.{self.agent}.argv"
+        return f"install the ACP agent `{self.executable}` and put it on PATH ({where})"
 
 
 __all__ = ["AcpDriver"]

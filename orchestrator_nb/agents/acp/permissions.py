@@ -43,7 +43,7 @@ class ApprovalRule(BaseModel):
 
     kind: list[str] | None = Field(
         default=None,
-        description="ACP tool kinds: read, edit, delete, move, search, execute, think, fetch, other.",
+        description="ACP tool kinds: read, edit, delete, move, search, execute, fetch, other...",
     )
     where: Literal["workspace", "outside", "any"] = Field(
         default="any", description="Whether every path the tool names is inside the workspace."
@@ -221,6 +221,7 @@ __all__ = [
     "PermissionHandler",
     "PermissionRequest",
     "decide_by_policy",
+    "handler_for",
     "pick_option",
     "request_from_acp",
 ]

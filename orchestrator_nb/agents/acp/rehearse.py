@@ -23,7 +23,7 @@ def _value(text: str) -> Any:
 def codex_config(args: list[str]) -> dict[str, Any]:
     """``-c a.b=v`` and ``-m MODEL`` flags as the nested object codex's config would hold."""
     config: dict[str, Any] = {}
-    pairs = zip(args[::2], args[1::2])
+    pairs = zip(args[::2], args[1::2], strict=False)
     for flag, value in pairs:
         if flag == "-m":
             config["model"] = value
@@ -45,7 +45,7 @@ def acp_rehearsal_env(
     provider = config.provider
     if provider is None:
         raise ConfigError(
-            f"agent {agent!r} cannot be rehearsed: rehearsal does not know which model API it calls",
+            f"agent {agent!r} cannot be rehearsed: which model API it calls is not known",
             key=f"agents.{agent}.provider",
             hint="set provider: claude, codex, gemini or copilot (the CLI the agent wraps)",
         )

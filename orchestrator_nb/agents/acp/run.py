@@ -85,7 +85,6 @@ async def acp_attempt(
     pool = current_pool()
     key: WarmKey = (name, str(workspace), tuple(argv))
     proc = pool.take(key) if pool is not None else None
-    warm = proc is not None
     started = time.monotonic()
     context: dict[str, Any] = {"agent": name, "argv": argv}
 
@@ -117,7 +116,11 @@ async def acp_attempt(
             proc = AcpProcess(argv, cwd=workspace, env=env, log_dir=log_dir, grace=grace)
             proc.on_message = lambda d, m: emit(parser.message(d, m))
             try:
-                await proc.start()
+                stopped = await _bounded(proc.start(), config, cancel)
+                if pool is not None:
+                    pool.count_start(name)
+                if stopped is None:
+                    stopped = await _bounded(proc.open_session(request.resume), config, cancel)
             except (FileNotFoundError, PermissionError) as exc:
                 missing = AgentNotInstalled(
                     f"cannot start the ACP agent {argv[0]!r}: {exc.strerror or exc}",
@@ -125,14 +128,17 @@ async def acp_attempt(
                     argv=argv,
                     hint=driver.install_hint(),
                 )
+                await _discard(pool, key, None)
                 proc = None
                 return result(missing)
-            if pool is not None:
-                pool.count_start(name)
-            try:
-                await proc.open_session(request.resume)
-            except (ConnectionError, RequestError) as exc:
-                raise _NotAcp(str(exc)) from None
+            except (ConnectionError, RequestError, ValueError) as exc:
+                raise _NotAcp(str(exc) or type(exc).__name__) from None
+            if stopped == "cancelled":
+                await _discard(pool, key, proc)
+                return result(AgentError.for_kind("cancelled", "stopped on request", **context))
+            if stopped is not None:
+                limit = _start_limit(config)
+                raise _NotAcp(f"no answer to initialize or session/new within {limit:g}s")
             if pool is not None:
                 pool.keep(key, proc)
         else:
@@ -143,7 +149,7 @@ async def acp_attempt(
         proc.on_permission = on_permission
         stopped = await _prompt(proc, request.prompt, config, cancel, grace)
     except _NotAcp as exc:
-        error = AgentError.for_kind(
+        broken = AgentError.for_kind(
             "config",
             f"{' '.join(argv)!r} did not answer as an ACP agent: {exc}",
             hint=f"check agents.{name}.argv: it must start an agent speaking ACP on stdio",
@@ -152,7 +158,7 @@ async def acp_attempt(
             **context,
         )
         await _discard(pool, key, proc)
-        return result(error)
+        return result(broken)
     except BaseException:
         await _discard(pool, key, proc)
         raise
@@ -165,19 +171,18 @@ async def acp_attempt(
         return result(AgentError.for_kind("cancelled", "stopped on request", **context))
     if stopped in ("idle", "total"):
         idle = stopped == "idle"
-        limit = config.idle_timeout if idle else config.timeout
+        limit = (config.idle_timeout or config.timeout) if idle else config.timeout
         key_name = "idle_timeout" if idle else "timeout"
         message = (
             f"{'no message' if idle else 'not finished'} after {limit:g}s ({key_name}); "
             "the turn was cancelled and the process group stopped"
         )
-        error = AgentError.for_kind("timeout", message, hint=f"raise agents.{name}.{key_name}")
-        error.agent, error.argv = name, argv
-        return result(error)
+        hint = f"raise agents.{name}.{key_name}"
+        return result(AgentError.for_kind("timeout", message, hint=hint, **context))
     if stopped == "died" and parser.stop_reason is None and parser.prompt_error is None:
         parser.fatal = f"the agent exited (code {proc.exit_code}) during the turn"
     verdict = parser.finish(proc.exit_code, proc.stderr_tail)
-    error = None
+    error: AgentError | None = None
     if not verdict.ok:
         error = AgentError.for_kind(
             verdict.error_kind or "failed",
@@ -191,6 +196,29 @@ async def acp_attempt(
 
 class _NotAcp(Exception):
     pass
+
+
+def _start_limit(config: AgentConfig) -> float:
+    return min(config.timeout, config.idle_timeout or config.timeout)
+
+
+async def _bounded(awaitable: Any, config: AgentConfig, cancel: asyncio.Event | None) -> str | None:
+    """Await a start-up request; "cancelled" or "timeout" when it had to be abandoned."""
+    task = asyncio.ensure_future(awaitable)
+    watch: set[asyncio.Future[Any]] = {task}
+    stop = asyncio.ensure_future(cancel.wait()) if cancel is not None else None
+    if stop is not None:
+        watch.add(stop)
+    try:
+        await asyncio.wait(watch, timeout=_start_limit(config), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if stop is not None:
+            stop.cancel()
+    if task.done():
+        task.result()
+        return None
+    task.cancel()
+    return "cancelled" if cancel is not None and cancel.is_set() else "timeout"
 
 
 async def _discard(pool: Any, key: WarmKey, proc: AcpProcess | None) -> None:

@@ -14,6 +14,7 @@ server records its later steps' requests under that first step.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
@@ -75,10 +76,8 @@ async def warm_agents() -> AsyncIterator[WarmPool]:
     try:
         yield pool
     finally:
-        try:
+        with contextlib.suppress(ValueError):  # closed from another context: it still goes
             _POOL.reset(token)
-        except ValueError:  # closed from another context: the pool still goes away
-            pass
         # Shielded: a cancelled run must still stop its agents, never orphan them.
         task = asyncio.ensure_future(pool.close())
         while not task.done():
