@@ -199,7 +199,8 @@ class _NotAcp(Exception):
 
 
 def _start_limit(config: AgentConfig) -> float:
-    return min(config.timeout, config.idle_timeout or config.timeout)
+    # Start-up is bounded by the total timeout only: a cold adapter may be silent for a while.
+    return config.timeout
 
 
 async def _bounded(awaitable: Any, config: AgentConfig, cancel: asyncio.Event | None) -> str | None:
