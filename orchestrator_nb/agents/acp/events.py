@@ -38,6 +38,10 @@ from ..base import Verdict
 RATE_LIMIT_RE = re.compile(r"\b429\b|rate.?limit|too many requests|quota|overloaded", re.I)
 AUTH_RE = re.compile(r"auth(entication|orization)? required|unauthori[sz]ed|\b401\b|api key", re.I)
 _EDIT_KINDS = {"edit", "delete", "move"}
+# Some agents end a failed turn with stopReason end_turn and the error as the answer text
+# (copilot: "Error: Failed to get response from the AI model; ... 429 ..."): an answer that is
+# only such a line, in a turn that ran no tool, is the failure it reports.
+_ERROR_ANSWER_RE = re.compile(r"^\s*Error: [^\n]+\s*$")
 
 
 def _dict(value: Any) -> dict[str, Any]:
@@ -65,6 +69,9 @@ class AcpParser:
         self.usage = Usage()
         self._cost: float | None = None
         self.changes: dict[str, FileChange] = {}
+        self.agent_error: str | None = None  # the last model error the agent reported
+        self.system_error = False  # the agent said the turn failed (while ending it normally)
+        self._ran_tools = False
 
     # ------------------------------------------------------------------ feed
 
@@ -142,6 +149,16 @@ class AcpParser:
             known = self._tools.setdefault(tool_id, {})
             known.update({k: v for k, v in update.items() if v is not None})
             return self._tool_status(tool_id, known)
+        if kind == "session_info_update":
+            # codex's adapter reports model errors and a failed turn only in _meta.
+            codex = _dict(_dict(update.get("_meta")).get("codex"))
+            error = _dict(codex.get("error"))
+            if error:
+                details = error.get("additionalDetails") or error.get("message")
+                self.agent_error = str(details or "error")
+            if _dict(codex.get("threadStatus")).get("type") == "systemError":
+                self.system_error = True
+            return [RawEvent(update)]
         if kind == "usage_update":
             cost = _dict(update.get("cost"))
             amount = cost.get("amount")
@@ -163,6 +180,7 @@ class AcpParser:
         if status not in ("completed", "failed") or tool.get("_reported"):
             return []
         tool["_reported"] = True
+        self._ran_tools = True
         output = _content_text(tool.get("content")) or _text_of(tool.get("rawOutput"))
         events: list[Event] = [ToolResultEvent(tool_id, status == "completed", output)]
         if status == "completed":
@@ -201,9 +219,12 @@ class AcpParser:
             "usage": self.usage,
             "changes": list(self.changes.values()),
         }
-        if self.stop_reason == "end_turn":
+        failed_answer = not self._ran_tools and _ERROR_ANSWER_RE.match(self.text)
+        if self.stop_reason == "end_turn" and (self.system_error or failed_answer):
+            self.fatal = self.agent_error or self.text.strip()
+        elif self.stop_reason == "end_turn":
             return Verdict(True, **common)
-        if self.stop_reason is not None:
+        if self.stop_reason is not None and self.stop_reason != "end_turn":
             reason = self.stop_reason
             kind = "cancelled" if reason == "cancelled" else "failed"
             message = f"the agent stopped its turn: {reason}"
