@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 
 from orchestrator_nb.api import arun_agent
+from orchestrator_nb.config import load_settings
+from orchestrator_nb.workflow.api import arun
 from orchestrator_nb.rehearsal import Rehearsal, rehearsal
 
 pytestmark = pytest.mark.real_cli
@@ -133,3 +135,53 @@ async def test_cancel_mid_turn_leaves_no_process(agent: str, workspace: Path) ->
             watcher.cancel()
         assert result.error_kind == "cancelled", (result.error, result.text)
         assert processes_of(r) == []
+
+
+@pytest.mark.parametrize("name", ["gemini-acp", "copilot-acp"])
+async def test_a_rejecting_policy_keeps_a_real_agent_from_writing(
+    name: str, workspace: Path
+) -> None:
+    need(name)
+    with rehearsal("write-file") as r:
+        result = await arun_agent(
+            name,
+            "Create hello.txt",
+            workspace=workspace,
+            rehearsal=r,
+            approvals={"rules": [], "default": "reject"},
+        )
+        assert [(p.kind, p.decision, p.by) for p in result.permissions][:1] == [
+            ("edit", "reject", "policy")
+        ]
+        assert not (workspace / "hello.txt").exists()
+        assert processes_of(r) == []
+
+
+async def test_a_workflow_reuses_one_warm_process_per_agent(workspace: Path) -> None:
+    need("gemini-acp")
+    need("codex-acp")
+    cfg = load_settings(
+        cwd=workspace,
+        workflows={
+            "warm": {
+                "steps": [
+                    {"id": "write", "agent": "gemini-acp", "prompt": "Create hello.txt"},
+                    {"id": "check", "agent": "codex-acp", "prompt": "Say it again"},
+                    {"id": "again", "agent": "gemini-acp", "prompt": "Say it again"},
+                    {"id": "more", "agent": "codex-acp", "prompt": "Say it again"},
+                ]
+            }
+        },
+    )
+    with rehearsal("write-file") as r:
+        result = await arun("warm run", "warm", workspace=workspace, config=cfg, rehearsal=r)
+        assert result.ok, [s.error for s in result.steps]
+        write, check, again, more = result.steps
+        assert write.session_id == again.session_id and check.session_id == more.session_id
+        assert "Done again" in again.text and "Done again" in more.text
+        # A warm process keeps the environment of the step that started it: every request of
+        # each agent reached the server under its first step, i.e. one process per agent.
+        turns = r.requests_for(kind="turn")
+        assert {q.step for q in turns if q.agent == "gemini"} == {"write"}
+        assert {q.step for q in turns if q.agent == "codex"} == {"check"}
+        assert processes_of(r) == []  # the run ended them
