@@ -118,6 +118,7 @@ async def _attempt(
             permissions=run.permissions,
             on_event=on_event,
             cancel=cancel,
+            previous_usage=run.previous_usage,
         )
     parser = run.driver.new_parser(previous_usage=run.previous_usage)
     events: list[Event] = []

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ..agents.registry import DriverRegistry, default_registry
 from ..agents.acp.warm import warm_agents
+from ..agents.registry import DriverRegistry, default_registry
 from ..api import _rehearsal_scope, arun_agent
 from ..config import Settings
 from ..errors import AgentError, OrchestratorError

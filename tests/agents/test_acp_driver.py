@@ -255,6 +255,8 @@ async def test_a_workflow_keeps_one_warm_session_per_agent_and_ends_it(
     first, second = result.steps
     assert first.session_id == second.session_id
     assert "prompt number 2" in second.text  # the live session kept its context
+    # The agent reports the session's running cost; each step is charged its own share.
+    assert (first.usage.cost_usd, second.usage.cost_usd) == (0.25, 0.25)
     assert not group_members(pids(starts)[0])  # and it ended with the run
     audit = workspace / ".orchestrator" / "audit.jsonl"
     records = [json.loads(line) for line in audit.read_text().splitlines()]

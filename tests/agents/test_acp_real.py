@@ -17,8 +17,8 @@ import pytest
 
 from orchestrator_nb.api import arun_agent
 from orchestrator_nb.config import load_settings
-from orchestrator_nb.workflow.api import arun
 from orchestrator_nb.rehearsal import Rehearsal, rehearsal
+from orchestrator_nb.workflow.api import arun
 
 pytestmark = pytest.mark.real_cli
 

@@ -10,6 +10,7 @@ The prompt says what to do, one instruction per line:
 * ``crash``            - exit with code 3 in the middle of the turn
 * ``remember``         - say how many prompts this session has had (warm sessions keep count)
 
+Each turn costs $0.25; ``usage_update`` reports the session's running total, as ACP says.
 ``FAKE_ACP_STARTS`` names a file that gets one line per process start. ``FAKE_ACP_MODE=silent``
 makes the process never answer ``initialize``; ``FAKE_ACP_MODE=not-acp`` prints text and exits.
 """
@@ -127,7 +128,7 @@ class FakeAgent:
                 session_update="usage_update",
                 used=10,
                 size=100,
-                cost={"amount": 0.25, "currency": "USD"},
+                cost={"amount": 0.25 * self.prompts[sid], "currency": "USD"},
             ),
         )
         return PromptResponse(stop_reason="end_turn")

@@ -44,7 +44,8 @@ class AcpDriver:
         return {}
 
     def new_parser(self, previous_usage: Usage | None = None) -> AcpParser:
-        return AcpParser()
+        base = previous_usage.cost_usd if previous_usage is not None else None
+        return AcpParser(base_cost=base or 0.0)
 
     def is_genuine(self, version_output: str) -> bool:
         return True

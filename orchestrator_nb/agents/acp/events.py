@@ -55,8 +55,10 @@ def _int(value: Any) -> int:
 class AcpParser:
     """Stateful: one per prompt turn (a warm session gets a fresh one for every step)."""
 
-    def __init__(self, workspace: Path | None = None) -> None:
+    def __init__(self, workspace: Path | None = None, base_cost: float = 0.0) -> None:
         self.workspace = workspace
+        self.base_cost = base_cost  # the session's running cost before this turn
+        self.session_cost = base_cost
         self.session_id: str | None = None
         self.model: str | None = None
         self._pieces: list[str] = []
@@ -120,6 +122,17 @@ class AcpParser:
             return [WarningEvent(str(self.prompt_error.get("message") or "prompt failed"))]
         self.stop_reason = str(result.get("stopReason") or "end_turn")
         tokens = _dict(result.get("usage"))
+        if not tokens:
+            # gemini reports the turn's tokens only in _meta.quota.token_count (snake_case).
+            count = _dict(_dict(_dict(result.get("_meta")).get("quota")).get("token_count"))
+            tokens = {
+                "inputTokens": count.get("input_tokens", count.get("inputTokens")),
+                "outputTokens": count.get("output_tokens", count.get("outputTokens")),
+                "cachedReadTokens": count.get(
+                    "cached_input_tokens", count.get("cachedInputTokens")
+                ),
+            }
+            tokens = {k: v for k, v in tokens.items() if v is not None}
         if tokens:
             self.usage = Usage(
                 _int(tokens.get("inputTokens")),
@@ -163,7 +176,9 @@ class AcpParser:
             cost = _dict(update.get("cost"))
             amount = cost.get("amount")
             if isinstance(amount, (int, float)) and cost.get("currency", "USD") == "USD":
-                self._cost = float(amount)
+                # The amount is the session's running total: this turn's share is what it added.
+                self.session_cost = float(amount)
+                self._cost = max(0.0, float(amount) - self.base_cost)
                 self.usage = Usage(
                     self.usage.input_tokens,
                     self.usage.output_tokens,

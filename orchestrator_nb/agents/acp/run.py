@@ -19,7 +19,7 @@ from acp import RequestError
 
 from ...config import AgentConfig
 from ...errors import AgentError, AgentNotInstalled
-from ...events import Event, PermissionEvent, SessionEvent, StepResult
+from ...events import Event, PermissionEvent, SessionEvent, StepResult, Usage
 from ...process import Grace
 from ..base import AgentRequest
 from .client import AcpProcess
@@ -52,11 +52,13 @@ async def acp_attempt(
     on_event: Callable[[Event], None] | None,
     cancel: asyncio.Event | None,
     grace: Grace | None = None,
+    previous_usage: Usage | None = None,
 ) -> StepResult:
     grace = grace or Grace()
     workspace = request.workspace
     argv = driver.build_argv(request)
-    parser = AcpParser(workspace)
+    base_cost = previous_usage.cost_usd if previous_usage and previous_usage.cost_usd else 0.0
+    parser = AcpParser(workspace, base_cost=base_cost)
     events: list[Event] = []
     dropped = 0
 
@@ -85,6 +87,8 @@ async def acp_attempt(
     pool = current_pool()
     key: WarmKey = (name, str(workspace), tuple(argv))
     proc = pool.take(key) if pool is not None else None
+    if proc is not None:
+        parser.base_cost = parser.session_cost = proc.session_cost
     started = time.monotonic()
     context: dict[str, Any] = {"agent": name, "argv": argv}
 
@@ -162,6 +166,7 @@ async def acp_attempt(
     except BaseException:
         await _discard(pool, key, proc)
         raise
+    proc.session_cost = parser.session_cost
     if stopped is not None or pool is None or not proc.alive:
         await _discard(pool, key, proc)
     elif pool is not None:
