@@ -184,9 +184,9 @@ async def test_a_hang_times_out_and_leaves_no_process(
     workspace: Path, acp_exe: Path, starts: Path
 ) -> None:
     started = time.monotonic()
-    result = await run(workspace, acp_exe, "ignore-cancel", {"timeout": 1.5})
-    assert result.error_kind == "timeout"
-    assert "timeout" in result.error.message
+    result = await run(workspace, acp_exe, "ignore-cancel", {"idle_timeout": 1.5})
+    assert result.error_kind == "timeout", result.error
+    assert "idle_timeout" in result.error.message
     assert time.monotonic() - started < 15
     assert not group_members(pids(starts)[0])
 
@@ -213,10 +213,11 @@ async def test_a_program_that_does_not_speak_acp_is_a_config_error_naming_the_ar
     workspace: Path, acp_exe: Path, starts: Path, monkeypatch: pytest.MonkeyPatch, mode: str
 ) -> None:
     monkeypatch.setenv("FAKE_ACP_MODE", mode)
-    result = await run(workspace, acp_exe, "hello", {"timeout": 1.5})
-    assert result.error_kind == "config"
+    result = await run(workspace, acp_exe, "hello", {"timeout": 3})
+    assert result.error_kind == "config", result.error
     assert str(acp_exe) in result.error.message and "ACP" in result.error.message
-    assert not group_members(pids(starts)[0])
+    # (On a loaded machine the fake may be stopped before it could note its pid.)
+    assert not any(group_members(pid) for pid in pids(starts))
 
 
 async def test_a_missing_agent_is_not_installed_naming_the_argv(

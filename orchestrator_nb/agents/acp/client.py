@@ -5,7 +5,8 @@ project needs what :mod:`orchestrator_nb.process` gives every CLI: its own sessi
 whole group can be stopped: adapters run the real CLI as a child), the exact environment
 (rehearsal drops inherited credentials), stderr drained into a log with a tail kept, and a
 stop that leaves nothing behind. Every JSON-RPC message, both ways, is one line of
-``rpc.log`` (redacted) in the attempt's log folder, like the other drivers' raw streams.
+``rpc.log`` (redacted, written through :mod:`orchestrator_nb.fsio`) in the attempt's log
+folder, like the other drivers' raw streams.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import Any, cast
 
 from acp import PROTOCOL_VERSION, RequestError
 from acp.client.connection import ClientSideConnection
@@ -33,6 +34,7 @@ from acp.schema import (
     ToolCallUpdate,
 )
 
+from ... import fsio
 from ...observe.redact import redact
 from ...process import Grace, group_members, stop_group
 
@@ -44,11 +46,6 @@ SESSION_META: dict[str, Any] = {
     "claudeCode": {"options": {"allowDangerouslySkipPermissions": False}}
 }
 PermissionCallback = Callable[[dict[str, Any], list[dict[str, Any]]], Any]
-
-
-def _append(path: Path) -> IO[str]:
-    # Held open for the life of the step (a warm process moves on to the next step's folder).
-    return open(path, "a", encoding="utf-8")
 
 
 class _Client:
@@ -106,30 +103,25 @@ class AcpProcess:
         self.last_message = time.monotonic()
         self._stderr_tail = bytearray()
         self._stderr_task: asyncio.Task[None] | None = None
-        self._log: Any = None
-        self._err_log: Any = None
+        self._log: Path | None = None
+        self._err_log: Path | None = None
         self.set_log_dir(log_dir)
 
     # ------------------------------------------------------------------ logs
 
     def set_log_dir(self, log_dir: Path | None) -> None:
         """Where this step's traffic goes (a warm process moves from step to step)."""
-        for log in (self._log, self._err_log):
-            if log is not None:
-                log.close()
         self._log = self._err_log = None
         if log_dir is not None:
-            log_dir.mkdir(parents=True, exist_ok=True)
-            self._log = _append(log_dir / "rpc.log")
-            self._err_log = _append(log_dir / "stderr.log")
+            fsio.ensure_dir(log_dir)
+            self._log, self._err_log = log_dir / "rpc.log", log_dir / "stderr.log"
 
     def _observe(self, event: StreamEvent) -> None:
         direction = "in" if event.direction.value == "incoming" else "out"
         self.last_message = time.monotonic()
         if self._log is not None:
             line = json.dumps({"direction": direction, "message": event.message})
-            self._log.write(redact(line) + "\n")
-            self._log.flush()
+            fsio.append_text(self._log, line + "\n")  # redacted there
         if self.on_message is not None:
             self.on_message(direction, event.message)
 
@@ -146,8 +138,7 @@ class AcpProcess:
             self._stderr_tail += data
             del self._stderr_tail[:-65536]
             if self._err_log is not None:
-                self._err_log.write(redact(data.decode("utf-8", "replace")))
-                self._err_log.flush()
+                fsio.append_text(self._err_log, data.decode("utf-8", "replace"))
 
     # ------------------------------------------------------------------ lifecycle
 
