@@ -21,6 +21,7 @@ from orchestrator_nb.api import arun_agent, parse_transcript
 from orchestrator_nb.config import Settings, load_settings
 from orchestrator_nb.errors import ConfigError
 from orchestrator_nb.events import TextEvent
+from orchestrator_nb.observe.audit import AUDIT_FILE, AuditTrail
 from orchestrator_nb.process import group_members
 from orchestrator_nb.workflow.api import arun
 
@@ -259,8 +260,7 @@ async def test_a_workflow_keeps_one_warm_session_per_agent_and_ends_it(
     # The agent reports the session's running cost; each step is charged its own share.
     assert (first.usage.cost_usd, second.usage.cost_usd) == (0.25, 0.25)
     assert not group_members(pids(starts)[0])  # and it ended with the run
-    audit = workspace / ".orchestrator" / "audit.jsonl"
-    records = [json.loads(line) for line in audit.read_text().splitlines()]
+    records = AuditTrail(workspace / ".orchestrator" / AUDIT_FILE).records()
     decided = [r["data"] for r in records if r["kind"] == "permission_decided"]
     assert [(d["step_id"], d["decision"], d["by"]) for d in decided] == [
         ("first", "allow_once", "policy"),
