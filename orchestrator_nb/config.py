@@ -20,6 +20,7 @@ from typing import Any, Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
+from .agents.acp.permissions import ApprovalPolicy
 from .errors import ConfigError
 from .workflow.models import Limits, Workflow
 
@@ -84,6 +85,13 @@ class AgentConfig(BaseModel):
     prompt_via: Literal["arg", "stdin"] | None = Field(
         default=None, description="command driver: pass the prompt as an argument or on stdin."
     )
+    provider: Literal["claude", "codex", "gemini", "copilot"] | None = Field(
+        default=None,
+        description="acp driver: the CLI the agent wraps, whose rehearsal environment it gets.",
+    )
+    npm_package: str | None = Field(
+        default=None, description="acp driver: the npm package that provides it (install hint)."
+    )
 
 
 class Settings(BaseModel):
@@ -97,6 +105,10 @@ class Settings(BaseModel):
     workflows: dict[str, Workflow] = Field(default_factory=dict, description="Workflows by name.")
     limits: Limits = Field(
         default_factory=Limits, description="Concurrency caps, rate limits, breakers, cache TTL."
+    )
+    approvals: ApprovalPolicy = Field(
+        default_factory=ApprovalPolicy,
+        description="How ACP agents' permission requests are answered when nobody is asked.",
     )
     max_events: int = Field(
         default=20_000, gt=0, description="Events kept per step; later ones are counted, not kept."
@@ -235,7 +247,7 @@ def load_settings(
     file sets keys that change what runs, ``untrusted="refuse"`` raises a ConfigError listing
     them (before anything starts); ``"ignore"`` drops the file's ``agents:`` (for listings).
     """
-    from .trust_store import config_findings, refusal, report, trust_root
+    from .trust_store import GUARDED_TOP, config_findings, refusal, report, trust_root
     from .userdirs import user_config_dir
 
     layers: list[tuple[Path, Any, yaml.Node | None]] = []
@@ -265,7 +277,7 @@ def load_settings(
             if guarded and untrusted == "refuse":
                 raise refusal(root, guarded)
             if guarded and isinstance(data, dict):
-                data = {k: v for k, v in data.items() if k != "agents"}
+                data = {k: v for k, v in data.items() if k not in ("agents", *GUARDED_TOP)}
                 ignored = [str(f) for f in guarded]
             layers.append((ws_file, data, node))
     merged: dict[str, Any] = {}

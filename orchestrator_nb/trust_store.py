@@ -43,7 +43,10 @@ GUARDED_KEYS = (
     "permission_mode",
     "model",
     "prompt_via",
+    "provider",
 )
+# Top-level keys that change what an agent is allowed to do (the ACP approval policy).
+GUARDED_TOP = ("approvals",)
 
 # The agent CLIs' project files that can make a program run: (path or folder, what it holds).
 CLI_PROJECT_FILES: tuple[tuple[str, str], ...] = (
@@ -125,10 +128,13 @@ def _line(node: yaml.Node | None, *keys: str) -> int | None:
 
 def config_findings(data: Any, node: yaml.Node | None, file: str) -> list[Finding]:
     """The guarded keys the ``agents:`` part of a workspace's configuration sets."""
+    found: list[Finding] = []
+    for key in GUARDED_TOP:
+        if isinstance(data, dict) and key in data:
+            found.append(Finding(file, key, _line(node, key), "what agents may do unasked"))
     agents = data.get("agents") if isinstance(data, dict) else None
     if not isinstance(agents, dict):
-        return []
-    found: list[Finding] = []
+        return found
     for name, spec in agents.items():
         if not isinstance(spec, dict):
             found.append(Finding(file, f"agents.{name}", _line(node, "agents", str(name))))
@@ -173,8 +179,10 @@ def assess(root: str | os.PathLike[str]) -> tuple[str, list[Finding]]:
     config = folder / WORKSPACE_CONFIG
     if config.is_file():
         data, node = read_yaml(config)
-        agents = data.get("agents") if isinstance(data, dict) else None
-        digest.update(json.dumps(agents, sort_keys=True, default=str).encode())
+        guarded = (
+            {k: data.get(k) for k in ("agents", *GUARDED_TOP)} if isinstance(data, dict) else {}
+        )
+        digest.update(json.dumps(guarded, sort_keys=True, default=str).encode())
         findings += config_findings(data, node, WORKSPACE_CONFIG)
     for rel, what, data in _cli_files(folder):
         digest.update(b"\0" + rel.encode() + b"\0" + hashlib.sha256(data).digest())
@@ -249,7 +257,14 @@ def untrust(path: str | os.PathLike[str] = ".") -> TrustReport:
 
 
 # CLI project files that a CLI would still load in an untrusted folder, with no flag to stop it.
-_UNGUARDED = {"gemini": (".gemini/settings.json",)}
+_UNGUARDED = {
+    "gemini": (".gemini/settings.json",),
+    # ACP adapters load the project's settings by their own rules, with no flag of ours.
+    "acp:claude": (".claude/settings.json", ".claude/settings.local.json", ".mcp.json"),
+    "acp:gemini": (".gemini/settings.json",),
+    "acp:codex": (".codex",),
+    "acp:copilot": (".copilot", ".vscode/mcp.json"),
+}
 
 
 def refuse_untrusted_cli(driver: str, workspace: str | os.PathLike[str]) -> None:
@@ -262,7 +277,8 @@ def refuse_untrusted_cli(driver: str, workspace: str | os.PathLike[str]) -> None
     root = trust_root(workspace)
     for rel in _UNGUARDED.get(driver, ()):
         if (root / rel).exists():
-            raise refusal(root, [Finding(rel, "present", None, "gemini would start what it names")])
+            what = f"{driver.removeprefix('acp:')} would start what it names"
+            raise refusal(root, [Finding(rel, "present", None, what)])
 
 
 def refusal(root: Path, findings: list[Finding]) -> ConfigError:
