@@ -179,7 +179,7 @@ def cmd_exec(args: argparse.Namespace) -> int:
 
 
 def cmd_batch(args: argparse.Namespace) -> int:
-    from .batch import BatchProgress, abatch
+    from .batching import BatchProgress, abatch
 
     _quiet_logs()
     seen: dict[str, str] = {}

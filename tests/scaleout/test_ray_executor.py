@@ -353,7 +353,7 @@ async def test_the_sync_form_joins_from_a_running_loop_as_in_a_notebook(
 async def test_batch_runs_on_ray_through_its_executor_argument(
     cluster: Cluster, ws: Path, tmp_path: Path
 ) -> None:
-    from orchestrator_nb.batch import abatch
+    from orchestrator_nb import abatch
 
     if "executor" not in inspect.signature(abatch).parameters:
         pytest.skip("batch() has no executor= yet (the hook in batch.py is not in yet)")
