@@ -107,7 +107,8 @@ class Rehearsal:
         self.home = Path(home) if home else Path(tempfile.mkdtemp(prefix="rehearsal-home-"))
         # Throwaway keys: each CLI insists on some key; none of them is worth anything.
         self._keys: dict[str, str] = {
-            a: f"rehearsal-{a}-{secrets.token_hex(16)}" for a in (*AGENTS, ANY_AGENT)
+            a: f"rehearsal-{'any' if a == ANY_AGENT else a}-{secrets.token_hex(16)}"
+            for a in (*AGENTS, ANY_AGENT)
         }
         self._server = ScriptedModelServer(self.scenario, secrets=self._keys.values())
         self.workspace = workspace

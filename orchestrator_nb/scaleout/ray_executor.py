@@ -199,8 +199,15 @@ def _rehearsal(rehearsal: RehearsalArg) -> tuple[Scenario | None, RehearsalEndpo
         return None, running
     if isinstance(rehearsal, Scenario):
         return rehearsal, None
-    # Loaded here, so a bad name fails before anything starts and workers need no file.
-    return load_scenario(os.fspath(rehearsal)), None  # type: ignore[arg-type]
+    if isinstance(rehearsal, (str, os.PathLike)):
+        # Loaded here, so a bad name fails before anything starts and workers need no file.
+        return load_scenario(os.fspath(rehearsal)), None
+    raise ConfigError(
+        f"rehearsal must be a scenario name or path, a Scenario or a running rehearsal, "
+        f"not {type(rehearsal).__name__}",
+        key="rehearsal",
+        hint="e.g. rehearsal='write-file'",
+    )
 
 
 __all__ = ["BatchBudget", "RayBatchResult", "RayExecutor", "abatch_ray", "batch_ray"]
