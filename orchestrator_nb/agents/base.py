@@ -40,6 +40,8 @@ class ProviderEnv:
 
     env: Mapping[str, str] = field(default_factory=dict)
     args: tuple[str, ...] = ()
+    # The agent the URLs name, when not the driver's own (an ACP adapter wrapping claude).
+    served_as: str | None = None
 
 
 @dataclass

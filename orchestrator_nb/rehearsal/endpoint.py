@@ -130,8 +130,8 @@ def provider_settings(
         )
     own: ProviderEnv = provide(endpoint, step)
     if workspace is not None:
-        endpoint.register_workspace(driver.name, step, workspace)
-    return ProviderEnv({**endpoint.home_env(), **own.env}, tuple(own.args))
+        endpoint.register_workspace(own.served_as or driver.name, step, workspace)
+    return ProviderEnv({**endpoint.home_env(), **own.env}, tuple(own.args), own.served_as)
 
 
 def announce(url: str, server: _Registers) -> None:
