@@ -311,12 +311,8 @@ def test_the_package_is_callable_as_orchestrator_nb_dashboard(fake_workspace: Pa
     assert package.__all__ == ["Dashboard", "dashboard", "revert_paths"]
 
 
-def test_a_missing_tool_skips_but_fails_under_ci(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("CI", raising=False)
+def test_a_missing_tool_skips_saying_what_is_missing() -> None:
     with pytest.raises(pytest.skip.Exception, match="no chromium"):
-        require(False, "no chromium")
-    monkeypatch.setenv("CI", "true")
-    with pytest.raises(pytest.fail.Exception, match="no chromium"):
         require(False, "no chromium")
     require(True, "never shown")
 

@@ -47,9 +47,7 @@ def need(*agents: str) -> None:
         if missing:
             reason = f"{', '.join(missing)} not installed in {BIN}: run `make agents` (needs npm)"
     if reason is not None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI=true and {reason}")
-        pytest.skip(reason)
+        pytest.skip(reason)  # a failure under CI=true (tests/conftest.py)
 
 
 def notebook(*sources: str) -> Any:

@@ -44,9 +44,7 @@ def binary(agent: str) -> Path:
     elif not path.exists():
         reason = f"{agent} is not installed in {BIN}: run `make agents` (needs npm)"
     if reason is not None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI=true and {reason}")
-        pytest.skip(reason)
+        pytest.skip(reason)  # a failure under CI=true (tests/conftest.py)
     return path
 
 
@@ -380,13 +378,9 @@ def test_transient_429s_are_retried_by_the_cli(agent: str, tmp_path: Path) -> No
     assert len(retries) == 2, run.explain()
 
 
-def test_missing_binary_skips_locally_and_fails_under_ci(
+def test_a_missing_binary_skips_saying_how_to_install_it(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setattr(sys.modules[__name__], "BIN", tmp_path)
-    monkeypatch.delenv("CI", raising=False)
     with pytest.raises(pytest.skip.Exception, match="make agents"):
-        binary("claude")
-    monkeypatch.setenv("CI", "true")
-    with pytest.raises(pytest.fail.Exception, match="CI=true"):
         binary("claude")

@@ -28,9 +28,7 @@ def _require_clis() -> None:
     ]
     if missing:
         reason = f"agent CLIs not installed ({', '.join(missing)}): run `make agents`"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
+        pytest.skip(reason)  # a failure under CI=true (tests/conftest.py)
 
 
 @pytest.fixture(autouse=True)
