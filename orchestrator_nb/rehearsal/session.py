@@ -155,8 +155,13 @@ class Rehearsal:
         if workspace is not None:
             self._server.run_workspaces[(agent, step)] = str(Path(workspace).resolve())
         home = str(self.home)
+        # Each CLI's temp files (gemini's gemini-client-error-*.json, say) stay in the
+        # rehearsal's home, removed with it, instead of piling up in the system temp folder.
+        tmp = self.home / "tmp" / agent
+        tmp.mkdir(parents=True, exist_ok=True)
         env = {
             "HOME": home,
+            "TMPDIR": str(tmp),
             "USERPROFILE": home,
             "XDG_CONFIG_HOME": str(self.home / ".config"),
             "XDG_CACHE_HOME": str(self.home / ".cache"),
