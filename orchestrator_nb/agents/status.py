@@ -11,6 +11,7 @@ from typing import Any
 from ..config import AgentConfig, Settings, load_settings
 from ..errors import AgentNotInstalled, ConfigError
 from ..process import base_env
+from ._npm import node_env
 from .base import Driver
 from .registry import DriverRegistry, candidate_paths, default_registry, not_installed
 
@@ -31,7 +32,7 @@ def read_version(path: str, timeout: float = 20.0) -> str | None:
             stdin=subprocess.DEVNULL,
             capture_output=True,
             timeout=timeout,
-            env=base_env(),
+            env=base_env(node_env(path)),
             start_new_session=True,
             check=False,
         )

@@ -196,3 +196,21 @@ def test_resume_of_unknown_session_is_a_config_error(replay: Run) -> None:
     assert v.error_kind == "config"
     assert v.error_message == f"copilot could not resume: {stderr.splitlines()[0]}"
     assert v.hint is not None and "home directory" in v.hint
+
+
+def test_the_clis_own_interruption_is_cancelled_even_with_exit_0(
+    replay: Run, transcript: Callable[..., Any]
+) -> None:
+    lines = transcript("copilot_tool_create.jsonl")
+    body, last = lines[:-1], lines[-1]
+    assert json.loads(last)["type"] == "result" and json.loads(last)["exitCode"] == 0
+    for stop in (
+        [event("abort", reason="user_initiated")],
+        [event("agent.interrupted", activity="model_call", elapsedMs=20, turn=0)],
+        [event("session.idle", aborted=True)],
+    ):
+        v = replay(parser(), [*body, *stop, last], exit_code=0).verdict
+        assert not v.ok and v.error_kind == "cancelled", stop
+        assert not v.retryable
+    # A plain idle is the normal end of a turn.
+    assert replay(parser(), [*body, event("session.idle"), last], exit_code=0).verdict.ok

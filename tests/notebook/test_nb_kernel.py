@@ -23,12 +23,13 @@ from nbclient import NotebookClient
 from nbformat import v4
 
 import orchestrator_nb
+from orchestrator_nb.agents.registry import agents_bin_dirs
 from orchestrator_nb.sessions import Session
 
 pytestmark = [pytest.mark.kernel, pytest.mark.real_cli, pytest.mark.timeout(240)]
 
 REPO = Path(__file__).resolve().parents[2]
-BIN = REPO / ".agents" / "node_modules" / ".bin"
+BIN = agents_bin_dirs()[0]  # .agents/, or ORCHESTRATOR_NB_AGENTS_DIR (make test-latest)
 # Until orchestrator_nb/__init__.py re-exports it, the extension is loaded from its module.
 EXT = (
     "orchestrator_nb"

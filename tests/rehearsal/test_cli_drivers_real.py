@@ -165,6 +165,9 @@ async def test_a_native_resume_carries_the_earlier_turn(agent: str, tmp_path: Pa
         assert (ws / "hello.txt").read_text() == "hi\n"
         assert [(c.path, c.kind) for c in first.changes] == [("hello.txt", "added")]
         assert first.session_id and "Done. I created hello.txt" in first.text
+        if agent in ("claude", "codex"):  # 2 responses of 1200 in (200 cached), 34 out
+            usage = first.usage
+            assert (usage.input_tokens, usage.cached_tokens, usage.output_tokens) == (2400, 400, 68)
         resumed = await arun_agent(
             agent, "Now say done again", workspace=ws, rehearsal=r, step="resume",
             resume=first.session_id, previous_usage=first.usage,

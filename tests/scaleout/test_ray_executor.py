@@ -148,7 +148,7 @@ async def wait_for_agents(folder: Path, tasks: int) -> None:
                 argv = Path(f"/proc/{pid}/cmdline").read_bytes()
             except OSError:
                 continue
-            if b".agents/node_modules" in argv:
+            if b"node_modules" in argv:  # .agents/ or the latest CLIs' folder
                 running.add(Path(cwd).relative_to(folder).parts[:2])
         if len(running) >= tasks:
             return
