@@ -4,7 +4,7 @@ permission_mode: one of claude's own ``--permission-mode`` choices; ``acceptEdit
 so file edits go through in a headless run (in ``default`` mode, called ``manual`` by newer
 releases, every write is refused).
 
-max_turns is not passed: ``--max-turns`` is not in the pinned 2.1.197 ``--help`` (the CLI still
+max_turns is not passed: ``--max-turns`` is not in the pinned 2.1.332 ``--help`` (the CLI still
 accepts it, so ``extra_args: ["--max-turns", "5"]`` works at your own risk).
 """
 
