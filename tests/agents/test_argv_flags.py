@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -277,3 +278,20 @@ def test_install_hints_and_registry() -> None:
         assert BUILTIN_DRIVERS[name] is cls
         assert isinstance(driver, Driver)
         assert (driver.name, driver.executable, driver.prompt_via) == (name, name, "arg")
+
+
+def test_a_node_beside_the_clis_runs_them(tmp_path: Path) -> None:
+    # `make agents` on Node 20 puts Node 22 from npm into node_modules/.bin: the CLIs, which are
+    # `#!/usr/bin/env node` scripts, must find it first on PATH.
+    bindir = tmp_path / "node_modules" / ".bin"
+    bindir.mkdir(parents=True)
+    claude = bindir / "claude"
+    claude.write_text("#!/usr/bin/env node\n")
+    request = full_request(executable=str(claude))
+    assert "PATH" not in ClaudeDriver().env(request)  # no node there: the system's runs them
+    node = bindir / "node"
+    node.write_text("#!/bin/sh\n")
+    node.chmod(0o755)
+    for driver in (ClaudeDriver(), CodexDriver(), GeminiDriver(), CopilotDriver()):
+        path = driver.env(request)["PATH"].split(os.pathsep)
+        assert path[0] == str(bindir) and path[1:] == os.environ["PATH"].split(os.pathsep)
