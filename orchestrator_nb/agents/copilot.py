@@ -53,6 +53,7 @@ _QUIET = frozenset(
         "session.tools_updated",
         "session.info",
         "session.idle",
+        "session.background_tasks_changed",
         "user.message",
         "assistant.turn_start",
         "assistant.turn_end",
@@ -87,7 +88,7 @@ class CopilotParser(JsonlParser):
         if kind == "abort" or kind == "agent.interrupted":
             self.interrupted = as_str(data.get("reason")) or kind
             return [WarningEvent(f"copilot: {kind} ({self.interrupted})")]
-        if kind == "session.idle" and data.get("aborted") is True:
+        if kind in ("session.idle", "assistant.idle") and data.get("aborted") is True:
             self.interrupted = self.interrupted or "aborted"
             return []
         if kind in _QUIET:

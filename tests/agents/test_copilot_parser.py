@@ -10,6 +10,7 @@ from orchestrator_nb.agents.copilot import CopilotDriver
 from orchestrator_nb.events import (
     FileChange,
     FileChangeEvent,
+    RawEvent,
     SessionEvent,
     TextEvent,
     ToolCallEvent,
@@ -214,3 +215,15 @@ def test_the_clis_own_interruption_is_cancelled_even_with_exit_0(
         assert not v.retryable
     # A plain idle is the normal end of a turn.
     assert replay(parser(), [*body, event("session.idle"), last], exit_code=0).verdict.ok
+
+
+def test_a_recorded_interrupt_is_cancelled(replay: Run) -> None:
+    # copilot 1.0.102 stopped with SIGINT: agent.interrupted, abort, an aborted idle, then a
+    # result with exitCode 0.
+    r = replay(parser(), "copilot_interrupted_sigint.jsonl")
+    assert not r.verdict.ok and r.verdict.error_kind == "cancelled"
+    assert "user_initiated" in (r.verdict.error_message or "")
+    assert not [e for e in r.events if isinstance(e, RawEvent)]
+    assert replay(parser(), "copilot_interrupted_sigint.jsonl", exit_code=0).verdict.error_kind == (
+        "cancelled"
+    )
