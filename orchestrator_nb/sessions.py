@@ -259,8 +259,19 @@ class Session(BaseModel):
     @property
     def resume_ids(self) -> dict[str, str]:
         """The latest native session id per agent (for the CLIs' ``--resume``)."""
+        return self.resume_ids_for(None)
+
+    def resume_ids_for(self, workspace: str | os.PathLike[str] | None) -> dict[str, str]:
+        """:attr:`resume_ids` of the turns that ran in ``workspace`` (None: of every turn).
+
+        A CLI's native session belongs to the folder it started in: resumed from another one,
+        newer claude releases carry on in the old folder (its reads there are refused).
+        """
+        here = None if workspace is None else Path(workspace).resolve()
         ids: dict[str, str] = {}
         for turn in self.turns:
+            if here is not None and turn.workspace and Path(turn.workspace).resolve() != here:
+                continue
             for step in turn.steps:
                 if step.native_session_id and step.ok:
                     ids[step.agent] = step.native_session_id

@@ -233,7 +233,11 @@ class OrchestratorMagics(Magics):
         if session.turns and not args.quiet and not args.dry_run:
             print(decision)
         prompt = session.followup_task(body) if decision.followup else body
-        resume = session.resume_ids.get(args.agent) if decision.followup and args.agent else None
+        resume = (
+            session.resume_ids_for(workspace).get(args.agent)
+            if decision.followup and args.agent
+            else None
+        )
         overrides: dict[str, Any] = {}
         if args.max_iterations is not None:
             overrides["max_iterations"] = args.max_iterations

@@ -66,7 +66,9 @@ async def arun(
     unsubscribe = [engine.bus.subscribe(s) for s in subscribers or []]
     history = list(getattr(session, "history", None) or [])
     # A follow-up continues each agent's native conversation where its CLI allows it.
-    resume_ids = dict(getattr(session, "resume_ids", None) or {})
+    # Only sessions that started in this workspace: a CLI resumed elsewhere works in the old one.
+    ids_for = getattr(session, "resume_ids_for", None)
+    resume_ids = dict(ids_for(root) if callable(ids_for) else getattr(session, "resume_ids", {}))
     try:
         return await engine.run(
             task,
