@@ -60,11 +60,12 @@ __all__ = [
     "revert",
     "run",
     "run_agent",
+    "secrets",
     "start",
 ]
 
 if TYPE_CHECKING:
-    from . import agents, batch, dashboard, errors
+    from . import agents, batch, dashboard, errors, secrets
     from .api import arun_agent, parse_transcript, run_agent
     from .batch import BatchResult, abatch
     from .config import load_settings
@@ -81,7 +82,7 @@ def __getattr__(name: str) -> Any:
         value = getattr(import_module(_EXPORTS[name], __name__), name)
         globals()[name] = value
         return value
-    if name in ("agents", "errors", "dashboard", "batch"):
+    if name in ("agents", "errors", "dashboard", "batch", "secrets"):
         return import_module(f".{name}", __name__)
     raise AttributeError(f"module 'orchestrator_nb' has no attribute {name!r}")
 

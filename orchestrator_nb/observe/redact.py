@@ -9,13 +9,25 @@ Two sources of secrets:
   ``AKIA``, Slack tokens, PEM private keys), caught wherever they appear, even when no variable
   holds them (an agent that prints a key it found in a file).
 
-Values shorter than :data:`MIN_SECRET_LEN` are never treated as secrets: ``DEBUG_TOKEN=1`` must not
-turn every "1" in a log into ``[REDACTED]``.
+Three more sources are registered rather than guessed: values the user adds
+(:func:`orchestrator_nb.secrets.add`), variables named in the settings' ``secrets:`` list, and the
+variables (and literal values) of an agent's configured ``env:``.
+
+Values shorter than :data:`MIN_SECRET_LEN`, or common words (``true``, ``localhost``), are never
+treated as secrets: ``DEBUG_TOKEN=1`` must not turn every "1" in a log into ``[REDACTED]``.
+
+Streams: :class:`StreamRedactor` holds back the tail of what it was given while that tail could
+still be the start of a secret (a proper prefix of a known value, the head of a key format, a key
+that may go on), so a value split across chunks, lines or deltas is masked whole; the held text is
+never longer than the longest secret, or :data:`HOLD_CAP` for a key format that keeps growing.
+:meth:`Redactor.redact_live` applies the same rule to accumulated text that is still growing.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import html
+import json
 import os
 import re
 import threading
@@ -23,6 +35,23 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 MIN_SECRET_LEN = 8
+# Values that are long enough but are settings, not credentials (``USE_TOKEN_CACHE=disabled``).
+COMMON_VALUES = frozenset(
+    {"true", "false", "yes", "no", "none", "null", "on", "off", "enabled", "disabled"}
+    | {"localhost", "undefined", "default", "changeme", "password", "required", "optional"}
+)
+# A key format match longer than this is released even while it still grows (a base64 blob that
+# happens to start with ``sk-`` must not stall a stream forever); it is masked all the same.
+HOLD_CAP = 1 << 16
+
+
+def is_secret_value(value: object) -> bool:
+    """Whether a value is long and uncommon enough to be masked wherever it appears."""
+    return (
+        isinstance(value, str)
+        and len(value.strip()) >= MIN_SECRET_LEN
+        and value.strip().lower() not in COMMON_VALUES
+    )
 
 # Matched against whole ``_``-separated words of the name, so PATH, TOKENIZERS_PARALLELISM,
 # KEYBOARD_LAYOUT or PWD (the current folder) are not mistaken for credentials.
@@ -55,10 +84,41 @@ _FORMATS = re.compile(
     "(?=[sgAx-])(?:" + "|".join(f"(?:{p.pattern})" for _, p in KNOWN_FORMATS) + ")", re.DOTALL
 )
 
+# The literal heads of the key formats and the characters that may follow them: text ending in a
+# head, or in a head and some body, may become a key with the next chunk.
+_HEADS: tuple[tuple[str, str], ...] = (
+    ("sk-", r"[A-Za-z0-9_\-]*"),
+    ("github_pat_", r"[A-Za-z0-9_]*"),
+    *((f"gh{c}_", r"[A-Za-z0-9]*") for c in "pousr"),
+    ("AIza", r"[0-9A-Za-z_\-]*"),
+    ("AKIA", r"[0-9A-Z]*"),
+    ("ASIA", r"[0-9A-Z]*"),
+    *((f"xox{c}-", r"[A-Za-z0-9\-]*") for c in "abprs"),
+)
+_PARTIAL = re.compile(
+    r"(?:(?<![A-Za-z0-9_])(?:"
+    + "|".join(
+        sorted(
+            {re.escape(h[:k]) for h, _ in _HEADS for k in range(1, len(h))}
+            | {re.escape(h) + body for h, body in _HEADS}
+        )
+    )
+    + r")|-{1,5}(?:B(?:E(?:G(?:I(?:N(?: [A-Z ]*-{0,5})?)?)?)?)?)?)\Z"
+)
+# How far back a partial key head can start (the longest head plus room for its body).
+_PARTIAL_SPAN = 64
+
 
 def is_secret_name(name: str) -> bool:
     """Whether an environment variable's name says it holds a credential."""
     return bool(_SECRET_NAME.search(name))
+
+
+def _escaped(value: str) -> set[str]:
+    forms = {html.escape(value), html.escape(value, quote=False), json.dumps(value)[1:-1]}
+    forms.add(json.dumps(value, ensure_ascii=False)[1:-1])
+    forms.discard(value)
+    return forms
 
 
 def _label_for(match: str) -> str:
@@ -82,31 +142,59 @@ class Redactor:
         extra: Iterable[str] = (),
     ) -> None:
         self._environ = environ
-        self._extra: set[str] = {v for v in extra if len(v) >= MIN_SECRET_LEN}
+        self._extra: dict[str, str] = {v: "secret" for v in extra if is_secret_value(v)}
+        self._extra_names: set[str] = set()
         self._lock = threading.Lock()
         self._key: frozenset[tuple[str, str]] | None = None
         self._names: dict[str, str] = {}
         self._pattern: re.Pattern[str] | None = None
         self._raw: dict[Any, Any] | None = None
 
-    def add(self, *values: str) -> None:
-        """Treat these values as secrets from now on (short ones are ignored)."""
+    def add(self, *values: str, source: str = "secret") -> None:
+        """Treat these values as secrets from now on (short and common ones are ignored).
+
+        ``source`` names where they came from in the ``[REDACTED:…]`` marker.
+        """
         with self._lock:
-            self._extra.update(v for v in values if isinstance(v, str) and len(v) >= MIN_SECRET_LEN)
+            for v in values:
+                if is_secret_value(v):
+                    self._extra.setdefault(v, source)
+                    self._extra.setdefault(v.strip(), source)
+            self._key = None
+
+    def add_names(self, *names: str) -> None:
+        """Treat the values of these environment variables as secrets, whatever their names."""
+        with self._lock:
+            self._extra_names.update(n for n in names if isinstance(n, str) and n)
             self._key = None
 
     def secrets(self) -> dict[str, str]:
         """The secret values currently known, mapped to where they came from."""
         env = self._environ if self._environ is not None else os.environ
+        with self._lock:
+            names, extra = set(self._extra_names), dict(self._extra)
         found = {
             value: name
             for name, value in env.items()
-            if len(value) >= MIN_SECRET_LEN and is_secret_name(name)
+            if is_secret_value(value) and (is_secret_name(name) or name in names)
         }
-        with self._lock:
-            for value in self._extra:
-                found.setdefault(value, "secret")
+        for value, source in extra.items():
+            found.setdefault(value, source)
         return found
+
+    def longest(self) -> int:
+        """The length of the longest secret value known now (0 when there is none)."""
+        return max(map(len, self._env_pattern()[1]), default=0)
+
+    def env_reference(self, value: str) -> str | None:
+        """The name of an environment variable that holds ``value`` now, if one does."""
+        env = self._environ if self._environ is not None else os.environ
+        with self._lock:
+            names = set(self._extra_names)
+        for name, held in env.items():
+            if held == value and (is_secret_name(name) or name in names):
+                return name
+        return None
 
     def _env_pattern(self) -> tuple[re.Pattern[str] | None, dict[str, str]]:
         # The environment is re-read whenever it changed, so a key exported mid-session is caught
@@ -121,6 +209,9 @@ class Redactor:
         key = frozenset(found.items())
         with self._lock:
             if key != self._key:
+                # The forms a value takes once escaped for HTML or JSON are masked too: a
+                # password with ``&`` or ``"`` in it is still found in a rendered page.
+                found = {**{e: n for v, n in found.items() for e in _escaped(v)}, **found}
                 # Longest first, so a secret that contains another is masked whole.
                 values = sorted(found, key=len, reverse=True)
                 self._pattern = re.compile("|".join(map(re.escape, values))) if values else None
@@ -140,6 +231,26 @@ class Redactor:
         if pattern is not None:
             text = pattern.sub(lambda m: f"[REDACTED:{names.get(m.group(0), 'secret')}]", text)
         return _FORMATS.sub(lambda m: f"[REDACTED:{_label_for(m.group(0))}]", text)
+
+    def hold_start(self, text: str) -> int:
+        """Where the tail of ``text`` that could still grow into a secret starts (``len`` if none).
+
+        Everything before the result can be redacted and released; the rest must wait for more
+        text (or the end of the stream).
+        """
+        pattern, names = self._env_pattern()
+        return _hold_start(text, pattern, names)
+
+    def redact_live(self, text: str) -> str:
+        """Redacted ``text`` that is still growing (a live view): a possible secret start is cut."""
+        if not isinstance(text, str) or not text:
+            return text
+        pattern, names = self._env_pattern()
+        return self._redact(text[: _hold_start(text, pattern, names)], pattern, names)
+
+    def stream(self) -> StreamRedactor:
+        """A :class:`StreamRedactor` that masks with this redactor."""
+        return StreamRedactor(self)
 
     def redact_obj(self, obj: Any) -> Any:
         """A copy of a JSON-like object (dicts, lists, tuples, dataclasses) with strings redacted.
@@ -169,6 +280,76 @@ class Redactor:
         return self.redact(text) != text
 
 
+def _hold_start(text: str, pattern: re.Pattern[str] | None, names: Mapping[str, str]) -> int:
+    n = len(text)
+    cut = n
+    # A key format matched up to the very end may go on with the next chunk.
+    floor = max(0, n - HOLD_CAP)
+    for m in _FORMATS.finditer(text, floor):
+        if m.end() == n:
+            cut = min(cut, m.start())
+    # The head of a key format, or a head with a short body, at the end.
+    tail_from = max(0, n - _PARTIAL_SPAN)
+    m = _PARTIAL.search(text, tail_from)
+    if m is not None:
+        cut = min(cut, m.start())
+    # A proper prefix of a known secret at the end.
+    if names:
+        longest = max(map(len, names))
+        firsts = {v[0] for v in names}
+        for i in range(max(0, n - longest + 1), n):
+            if text[i] in firsts:
+                rest = text[i:]
+                if any(len(v) > len(rest) and v.startswith(rest) for v in names):
+                    cut = min(cut, i)
+                    break
+    # A complete secret must not be split by the cut: move the cut to its start.
+    moved = True
+    while moved and cut < n:
+        moved = False
+        lo = max(0, cut - max(HOLD_CAP, max(map(len, names), default=0)))
+        for regex in (pattern, _FORMATS):
+            if regex is None:
+                continue
+            for m in regex.finditer(text, lo, min(n, cut + HOLD_CAP)):
+                if m.start() < cut < m.end() and m.start() >= floor:
+                    cut, moved = m.start(), True
+    return cut
+
+
+class StreamRedactor:
+    """Redacts a stream given in pieces; a secret split across pieces is still masked whole.
+
+    ``feed`` returns the redacted text that is safe to release now; ``flush`` the rest at the end.
+    Concatenating every result equals redacting the whole stream at once (up to the masking of a
+    key that grew past :data:`HOLD_CAP`).
+    """
+
+    def __init__(self, redactor: Redactor | None = None) -> None:
+        self._redactor = redactor
+        self._carry = ""
+
+    @property
+    def held(self) -> int:
+        """How many characters wait for more input."""
+        return len(self._carry)
+
+    def feed(self, text: str) -> str:
+        r = self._redactor or default_redactor()
+        buf = self._carry + text
+        if not buf:
+            return ""
+        pattern, names = r._env_pattern()
+        cut = _hold_start(buf, pattern, names)
+        self._carry = buf[cut:]
+        return r._redact(buf[:cut], pattern, names) if cut else ""
+
+    def flush(self) -> str:
+        r = self._redactor or default_redactor()
+        rest, self._carry = self._carry, ""
+        return r.redact(rest)
+
+
 _default: Redactor | None = None
 _default_lock = threading.Lock()
 
@@ -192,18 +373,34 @@ def redact_obj(obj: Any) -> Any:
     return default_redactor().redact_obj(obj)
 
 
-def add_secret(*values: str) -> None:
+def add_secret(*values: str, source: str = "secret") -> None:
     """Register values as secrets for the process-wide redactor (e.g. an agent's ``env``)."""
-    default_redactor().add(*values)
+    default_redactor().add(*values, source=source)
+
+
+def add_secret_names(*names: str) -> None:
+    """Treat the values of these environment variables as secrets, whatever their names."""
+    default_redactor().add_names(*names)
+
+
+def redact_live(text: str) -> str:
+    """Redact growing text (a live view) with the process-wide redactor; see ``redact_live``."""
+    return default_redactor().redact_live(text)
 
 
 __all__ = [
+    "COMMON_VALUES",
+    "HOLD_CAP",
     "KNOWN_FORMATS",
     "MIN_SECRET_LEN",
     "Redactor",
+    "StreamRedactor",
     "add_secret",
+    "add_secret_names",
     "default_redactor",
     "is_secret_name",
+    "is_secret_value",
     "redact",
+    "redact_live",
     "redact_obj",
 ]
