@@ -41,6 +41,7 @@ from .lifecycle import (
     StepFinished,
     StepStarted,
 )
+from .publish import say
 
 PROG = "orchestrator-nb"
 Handler = Callable[[argparse.Namespace], int]
@@ -169,9 +170,9 @@ def cmd_exec(args: argparse.Namespace) -> int:
         )
     )
     if args.json:
-        print(json.dumps(result.to_dict(), indent=2))
+        say(json.dumps(result.to_dict(), indent=2))
     else:
-        print(str(replace(result, diff="")))  # the diff stays in the workspace; --json has it
+        say(str(replace(result, diff="")))  # the diff stays in the workspace; --json has it
     return 0 if result.ok else 1
 
 
@@ -206,7 +207,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         resume = f"; resume with --journal {seen['journal']}" if seen.get("journal") else ""
         raise Failed(f"interrupted; the agents were stopped{resume}", 130) from None
-    print(result)
+    say(result)
     if args.csv:
         result.to_csv(args.csv)
     if args.json:
@@ -221,7 +222,7 @@ def cmd_agents(args: argparse.Namespace) -> int:
     from .agents.status import status
     from .config import load_settings
 
-    print(status(load_settings(args.config)))
+    say(status(load_settings(args.config)))
     return 0
 
 
@@ -234,7 +235,7 @@ def cmd_workflows(args: argparse.Namespace) -> int:
     for name, wf in sorted(settings.workflows.items()):
         agents = dict.fromkeys(s.agent for s in iter_steps(wf.steps) if isinstance(s, AgentStep))
         used = f" [{', '.join(agents)}]" if agents else ""
-        print(f"{name:<{width}}  {wf.description or '(no description)'}{used}")
+        say(f"{name:<{width}}  {wf.description or '(no description)'}{used}")
     return 0
 
 
@@ -243,7 +244,7 @@ def cmd_session_export(args: argparse.Namespace) -> int:
     from .sessions import Session
 
     path, fmt = export_session(Session.load(args.session_file), args.out, args.format)
-    print(f"wrote {path} ({fmt})")
+    say(f"wrote {path} ({fmt})")
     return 0
 
 
@@ -316,7 +317,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         _say(f"wrote {page}")
     if failure:
         raise Failed(failure, 1)
-    print(f"wrote {target}")
+    say(f"wrote {target}")
     return 0
 
 

@@ -23,7 +23,9 @@ Bundle = Mapping[str, Any]
 
 def redact_bundle(bundle: Bundle) -> dict[str, Any]:
     """A display bundle (mime type to data) with every string in it redacted."""
-    return {str(k): redact_obj(v) if not isinstance(v, str) else redact(v) for k, v in bundle.items()}
+    return {
+        str(k): redact_obj(v) if not isinstance(v, str) else redact(v) for k, v in bundle.items()
+    }
 
 
 def emit(
@@ -50,7 +52,7 @@ def emit(
 def _shell() -> Any:
     from IPython.core.getipython import get_ipython
 
-    return get_ipython()  # type: ignore[no-untyped-call]
+    return get_ipython()
 
 
 def format_bundle(obj: Any) -> dict[str, Any]:
@@ -63,7 +65,7 @@ def format_bundle(obj: Any) -> dict[str, Any]:
 
 
 def show(obj: Any, *, display_id: str | None = None, update: bool = False) -> None:
-    """Display ``obj`` in the current cell (or update ``display_id``); prints it without a kernel."""
+    """Display ``obj`` in the current cell (or update ``display_id``); print it without IPython."""
     shell = _shell()
     if shell is None:
         say(obj)
@@ -79,8 +81,15 @@ def say(*parts: object, file: TextIO | None = None, sep: str = " ", end: str = "
 
 
 def set_value(widget: Any, value: Any, trait: str = "value") -> None:
-    """Set a widget's text trait (sent to every frontend), redacted; unchanged values are not sent."""
-    clean = redact(value) if isinstance(value, str) else redact_obj(value)
+    """Set a widget's trait (sent to every frontend), redacted; an unchanged value is not sent."""
+    if isinstance(value, str):
+        clean: Any = redact(value)
+    elif isinstance(value, tuple) and all(isinstance(v, Mapping) for v in value):
+        clean = tuple(redact_obj(v) for v in value)  # Output.outputs: a tuple of dicts
+    elif value is None or isinstance(value, (bool, int, float, tuple, list)):
+        clean = value  # numbers, flags and widget children are not text
+    else:
+        clean = redact_obj(value)
     if getattr(widget, trait, None) != clean:
         setattr(widget, trait, clean)
 
@@ -94,6 +103,32 @@ def set_outputs(area: Any, bundles: Iterable[Bundle]) -> None:
         area.outputs = outputs
 
 
+def _ours(obj: object) -> bool:
+    return type(obj).__module__.split(".", 1)[0] == __name__.split(".", 1)[0]
+
+
+def install(shell: Any) -> None:
+    """Redact every bundle IPython formats for the project's objects (cell results included).
+
+    Objects returned by a magic or left as a cell's last value are formatted by IPython's
+    display hook, not by :func:`show`; wrapping the formatter puts them behind the same boundary.
+    The user's own objects are left as they are.
+    """
+    formatter = shell.display_formatter
+    if getattr(formatter.format, "_redacts", False):
+        return
+    original = formatter.format
+
+    def format(obj: Any, include: Any = None, exclude: Any = None) -> Any:
+        data, metadata = original(obj, include=include, exclude=exclude)
+        if _ours(obj):
+            return redact_bundle(data), redact_obj(metadata)
+        return data, metadata
+
+    format._redacts = True  # type: ignore[attr-defined]
+    formatter.format = format
+
+
 def html_widget(value: str = "", **kwargs: Any) -> Any:
     """An ``ipywidgets.HTML`` whose first value is redacted like every later one."""
     import ipywidgets as widgets
@@ -105,6 +140,7 @@ __all__ = [
     "emit",
     "format_bundle",
     "html_widget",
+    "install",
     "redact_bundle",
     "say",
     "set_outputs",

@@ -21,6 +21,7 @@ from typing import Any
 from ..errors import WorkspaceError
 from ..events import FileChange
 from ..notebook.render import FileDiff, file_diff_html, split_files
+from ..publish import html_widget, set_value
 from ..workspace import RevertResult, SafeWriter, Workspace
 from ..workspace.revert import RecordedChange, compose, revert_changes
 from ..workspace.store import load_contents
@@ -125,7 +126,7 @@ class ChangesPanel:
         self._buttons = {}
         children = []
         for row in self.rows.values():
-            label = self._w.HTML(self._label(row), layout=self._w.Layout(width="auto"))
+            label = html_widget(self._label(row), layout=self._w.Layout(width="auto"))
             view = self._w.Button(description="diff", tooltip=f"show the diff of {row.path}")
             view.layout.width = "64px"
             revert = self._w.Button(
@@ -145,8 +146,9 @@ class ChangesPanel:
         n = len(self.rows)
         summary = f"{n} file(s) changed" if n else "no files changed"
         with batched(self.summary, self.list):
-            self.summary.value = (
-                f"<b>{summary}</b>" if n else f'<span style="color:{_GREY}">{summary}</span>'
+            set_value(
+                self.summary,
+                f"<b>{summary}</b>" if n else f'<span style="color:{_GREY}">{summary}</span>',
             )
             self.list.children = tuple(children)
         self.select(next(iter(self.rows), None))
@@ -190,7 +192,7 @@ class ChangesPanel:
     def _refresh(self, row: FileRow) -> None:
         label, _view, revert = self._buttons[row.path]
         with batched(label, revert):
-            label.value = self._label(row)
+            set_value(label, self._label(row))
             revert.disabled = row.state == "reverted"
 
     @staticmethod

@@ -30,6 +30,7 @@ from ..errors import ConfigError
 from ..lifecycle import BudgetWarning, LifecycleEvent, RunStarted
 from ..notebook.background import Run
 from ..notebook.live import LiveDisplay
+from ..publish import html_widget, set_value
 from ..rehearsal import shipped_scenarios
 from ..sessions import Session, SessionStore, default_store
 from ..workflow.result import WorkflowResult
@@ -45,9 +46,8 @@ Finished = Callable[[WorkflowResult], object]
 
 
 def _section(title: str) -> Any:
-    import ipywidgets as widgets
 
-    return widgets.HTML(section_html(title))
+    return html_widget(section_html(title))
 
 
 class Dashboard(HasTraits):
@@ -103,13 +103,13 @@ class Dashboard(HasTraits):
             max_iterations=max_iterations,
             budget=budget,
         )
-        self.controls.conversation.value = self.session.conversation
+        set_value(self.controls.conversation, self.session.conversation)
         self.lights = AgentLights(self.settings, self._dispatch.report)
         self.error_html = widgets.HTML("")
         self.dismiss = widgets.Button(description="dismiss", layout=widgets.Layout(width="80px"))
         self.error_box = widgets.HBox([self.error_html, self.dismiss])
         self.error_box.layout.display = "none"
-        self.progress_html = widgets.HTML(self.progress.table_html())
+        self.progress_html = html_widget(self.progress.table_html())
         self.tabs = widgets.Tab([])
         self.changes = ChangesPanel(self._dispatch, self._note)
         self.history = HistoryPanel(self._dispatch, self.session, self.workspace)
@@ -120,7 +120,7 @@ class Dashboard(HasTraits):
         c.conversation.observe(self._dispatch.wrap("conversation", self._conversation), "value")
         self.dismiss.on_click(self._dispatch.wrap("dismiss", self.dismiss_error))
         self.observe(self._dispatch.wrap("buttons", self._buttons), ["running"])
-        header = widgets.HTML(
+        header = html_widget(
             '<div style="font-family:sans-serif"><b>orchestrator-nb</b> · workspace '
             f"<code>{html.escape(str(self.workspace))}</code></div>"
         )
@@ -182,7 +182,7 @@ class Dashboard(HasTraits):
     def dismiss_error(self) -> None:
         with batched(self.error_html, self.error_box):
             self.error = ""
-            self.error_html.value = ""
+            set_value(self.error_html, "")
             self.error_box.layout.display = "none"
 
     def on_finished(self, callback: Finished) -> None:
@@ -256,7 +256,7 @@ class Dashboard(HasTraits):
 
     def _start_followup(self) -> Run:
         run = self._start(self.controls.followup.value, True)
-        self.controls.followup.value = ""
+        set_value(self.controls.followup, "")
         return run
 
     def _start(self, text: str, force: bool | None) -> Run:
@@ -377,7 +377,7 @@ class Dashboard(HasTraits):
     def _show_error(self, message: str) -> None:
         with batched(self.error_html, self.error_box):
             self.error = message
-            self.error_html.value = error_html(message)
+            set_value(self.error_html, error_html(message))
             self.error_box.layout.display = "flex"
 
     def _buttons(self) -> None:

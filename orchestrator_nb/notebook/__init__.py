@@ -18,6 +18,7 @@ _LOADED: dict[int, Any] = {}
 
 def load_ipython_extension(ipython: Any) -> None:
     """Register ``%orchestrate`` / ``%%orchestrate`` and the result renderer on ``ipython``."""
+    from ..publish import install
     from ..workflow.result import WorkflowResult
     from .magics import OrchestratorMagics
     from .render import workflow_bundle
@@ -26,6 +27,7 @@ def load_ipython_extension(ipython: Any) -> None:
     ipython.register_magics(magics)
     formatter = ipython.display_formatter.mimebundle_formatter
     formatter.for_type(WorkflowResult, workflow_bundle)
+    install(ipython)
     _LOADED[id(ipython)] = magics
 
 

@@ -37,6 +37,8 @@ from ..lifecycle import (
     StepFinished,
     StepStarted,
 )
+from ..observe.redact import redact, redact_live
+from ..publish import emit
 
 Bundle = dict[str, str]
 Cancel = Callable[[], None]
@@ -77,9 +79,7 @@ class CellSink:
         if self._parent and hasattr(pub, "set_thread_parent"):
             token = pub.set_thread_parent(self._parent)
         try:
-            pub.publish(
-                data=bundle, metadata={}, transient={"display_id": display_id}, update=update
-            )
+            emit(pub, bundle, display_id=display_id, update=update)
         finally:
             if token is not None:
                 pub.reset_thread_parent(token)
@@ -165,6 +165,9 @@ def _usage_line(usage: Usage | None) -> str:
 def render_step(step: _Step, now: float) -> Bundle:
     """One step's area: Markdown (and text/plain) with no times once the step is final."""
     text = "\n\n".join(m for m in step.messages if m.strip())
+    # The whole accumulated text is redacted (a key split across deltas is whole here); while
+    # the step streams, a tail that may still grow into a secret waits for the next update.
+    text = redact(text) if step.final else redact_live(text)
     if len(text) > MAX_TEXT_CHARS:
         text = "…" + text[-MAX_TEXT_CHARS:]
     head = [f"**{step.title}**", step.status]

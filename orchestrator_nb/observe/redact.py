@@ -53,6 +53,7 @@ def is_secret_value(value: object) -> bool:
         and value.strip().lower() not in COMMON_VALUES
     )
 
+
 # Matched against whole ``_``-separated words of the name, so PATH, TOKENIZERS_PARALLELISM,
 # KEYBOARD_LAYOUT or PWD (the current folder) are not mistaken for credentials.
 _SECRET_NAME = re.compile(
@@ -248,6 +249,32 @@ class Redactor:
         pattern, names = self._env_pattern()
         return self._redact(text[: _hold_start(text, pattern, names)], pattern, names)
 
+    def to_references(self, text: str) -> tuple[str, list[str], bool]:
+        """``text`` with each secret replaced by where it came from, for a journal to keep.
+
+        A value held by an environment variable becomes ``${NAME}`` (listed in the second item,
+        so :func:`expand_references` can put it back); any other secret is redacted and the third
+        item says the text can no longer be restored.
+        """
+        pattern, names = self._env_pattern()
+        refs: list[str] = []
+        lost = False
+
+        def swap(m: re.Match[str]) -> str:
+            nonlocal lost
+            name = self.env_reference(m.group(0))
+            if name is None:
+                lost = True
+                return f"[REDACTED:{names.get(m.group(0), _label_for(m.group(0)))}]"
+            if name not in refs:
+                refs.append(name)
+            return "${" + name + "}"
+
+        if pattern is not None:
+            text = pattern.sub(swap, text)
+        text = _FORMATS.sub(swap, text)
+        return text, refs, lost
+
     def stream(self) -> StreamRedactor:
         """A :class:`StreamRedactor` that masks with this redactor."""
         return StreamRedactor(self)
@@ -290,9 +317,9 @@ def _hold_start(text: str, pattern: re.Pattern[str] | None, names: Mapping[str, 
             cut = min(cut, m.start())
     # The head of a key format, or a head with a short body, at the end.
     tail_from = max(0, n - _PARTIAL_SPAN)
-    m = _PARTIAL.search(text, tail_from)
-    if m is not None:
-        cut = min(cut, m.start())
+    head = _PARTIAL.search(text, tail_from)
+    if head is not None:
+        cut = min(cut, head.start())
     # A proper prefix of a known secret at the end.
     if names:
         longest = max(map(len, names))
@@ -350,6 +377,18 @@ class StreamRedactor:
         return r.redact(rest)
 
 
+def expand_references(
+    text: str, refs: Iterable[str], environ: Mapping[str, str] | None = None
+) -> tuple[str, list[str]]:
+    """``text`` with ``${NAME}`` put back for each name in ``refs``; also the names not set now."""
+    env = environ if environ is not None else os.environ
+    missing = [name for name in refs if not env.get(name)]
+    for name in refs:
+        if name not in missing:
+            text = text.replace("${" + name + "}", env[name])
+    return text, missing
+
+
 _default: Redactor | None = None
 _default_lock = threading.Lock()
 
@@ -398,6 +437,7 @@ __all__ = [
     "add_secret",
     "add_secret_names",
     "default_redactor",
+    "expand_references",
     "is_secret_name",
     "is_secret_value",
     "redact",

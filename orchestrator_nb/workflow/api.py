@@ -90,13 +90,14 @@ async def aresume(
 ) -> WorkflowResult:
     """Continue run ``run_id``: finished steps are taken from its journal, not run again."""
     root = _workspace(workspace)
-    meta = RunJournal(root / ".orchestrator" / "runs", run_id).meta()
+    journal = RunJournal(root / ".orchestrator" / "runs", run_id)
+    meta, task = journal.meta(), journal.task()
     settings = config if isinstance(config, Settings) else load_settings(config, cwd=root)
     engine = Engine(settings)
     unsubscribe = [engine.bus.subscribe(s) for s in subscribers or []]
     try:
         return await engine.run(
-            meta["task"],
+            task,
             meta["workflow"],
             workspace=root,
             rehearsal=rehearsal,
