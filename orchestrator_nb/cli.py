@@ -32,6 +32,7 @@ from typing import Any, NoReturn
 from ._sync import run_sync
 from .errors import ConfigError, OrchestratorError
 from .events import RetryEvent
+from .fsio import write_text
 from .lifecycle import (
     AgentEventEmitted,
     BudgetWarning,
@@ -56,7 +57,7 @@ class Failed(Exception):
 
 
 def _say(message: str) -> None:
-    sys.stderr.write(f"{PROG}: {message}\n")
+    say(f"{PROG}: {message}", file=sys.stderr)
     sys.stderr.flush()
 
 
@@ -306,6 +307,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     except KeyError as exc:  # jupyter_client's NoSuchKernel
         hint = "pass --kernel NAME, or install one: python -m ipykernel install --user"
         raise Failed(f"error: no such Jupyter kernel {exc} (hint: {hint})", 2) from None
+    if target.is_file():
+        # The executed notebook holds every output of every cell: it is an artifact like any
+        # other and leaves through the same redaction (fsio) as the files under .orchestrator/.
+        write_text(target, target.read_text(encoding="utf-8"), anchor=target.parent)
     if args.html and target.is_file():
         try:
             nbconvert: Any = import_module("nbconvert")
@@ -313,7 +318,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise Failed("error: --html needs nbconvert (hint: pip install nbconvert)", 2) from None
         body, _ = nbconvert.HTMLExporter().from_filename(str(target))
         page = target.with_suffix(".html")
-        page.write_text(body, encoding="utf-8")
+        write_text(page, body, anchor=page.parent)
         _say(f"wrote {page}")
     if failure:
         raise Failed(failure, 1)

@@ -103,7 +103,7 @@ class ChangesPanel:
         self.workspace: Path | None = None
         self.run_id: str | None = None
         self.selected: str | None = None
-        self.summary = widgets.HTML(f'<span style="color:{_GREY}">no changes yet</span>')
+        self.summary = html_widget(f'<span style="color:{_GREY}">no changes yet</span>')
         self.list = widgets.VBox([])
         self.diff_view = widgets.HTML("", layout=widgets.Layout(max_height="420px"))
         self.diff_view.layout.overflow = "auto"
