@@ -217,7 +217,7 @@ def test_resume_expands_an_environment_secret_from_the_same_environment(world: W
         # The task came back whole (the journal's step texts are redacted, not the task).
         assert again.ok and again.task == world.result.task and TOKEN in again.task
         mp.delenv("MY_SERVICE_TOKEN")
-        with pytest.raises(WorkspaceError, match="MY_SERVICE_TOKEN.*not set"):
+        with pytest.raises(WorkspaceError, match=r"MY_SERVICE_TOKEN.*not set"):
             asyncio.run(
                 aresume(world.result.run_id, workspace=world.workspace, config=world.settings)
             )
