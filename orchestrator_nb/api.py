@@ -262,7 +262,7 @@ async def arun_agent(
         raise ConfigError(f"bad option for agent {agent!r}: {exc}", key="options") from None
     driver = (registry or default_registry()).create(agent, cfg)
     try:
-        executable, _version = await asyncio.to_thread(locate, agent, driver, cfg)
+        executable, _version = await asyncio.to_thread(locate, agent, driver, cfg, probe=False)
     except AgentNotInstalled as exc:
         return StepResult(
             agent, False, error=exc, attempts=[Attempt(1, False, 0.0, exc.kind, exc.message)]
