@@ -192,7 +192,7 @@ class _RedactedLog:
     def __init__(self, file: IO[bytes]) -> None:
         self._file = file
         self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
-        self._stream = StreamRedactor()
+        self._stream = StreamRedactor(fragments=True)
 
     def write(self, data: bytes) -> None:
         self._emit(self._stream.feed(self._decoder.decode(data)))

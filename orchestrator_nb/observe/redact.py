@@ -32,7 +32,10 @@ import os
 import re
 import threading
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .redact_stream import StreamRedactor
 
 MIN_SECRET_LEN = 8
 # Values that are long enough but are settings, not credentials (``USE_TOKEN_CACHE=disabled``).
@@ -84,30 +87,6 @@ KNOWN_FORMATS: tuple[tuple[str, re.Pattern[str]], ...] = (
 _FORMATS = re.compile(
     "(?=[sgAx-])(?:" + "|".join(f"(?:{p.pattern})" for _, p in KNOWN_FORMATS) + ")", re.DOTALL
 )
-
-# The literal heads of the key formats and the characters that may follow them: text ending in a
-# head, or in a head and some body, may become a key with the next chunk.
-_HEADS: tuple[tuple[str, str], ...] = (
-    ("sk-", r"[A-Za-z0-9_\-]*"),
-    ("github_pat_", r"[A-Za-z0-9_]*"),
-    *((f"gh{c}_", r"[A-Za-z0-9]*") for c in "pousr"),
-    ("AIza", r"[0-9A-Za-z_\-]*"),
-    ("AKIA", r"[0-9A-Z]*"),
-    ("ASIA", r"[0-9A-Z]*"),
-    *((f"xox{c}-", r"[A-Za-z0-9\-]*") for c in "abprs"),
-)
-_PARTIAL = re.compile(
-    r"(?:(?<![A-Za-z0-9_])(?:"
-    + "|".join(
-        sorted(
-            {re.escape(h[:k]) for h, _ in _HEADS for k in range(1, len(h))}
-            | {re.escape(h) + body for h, body in _HEADS}
-        )
-    )
-    + r")|-{1,5}(?:B(?:E(?:G(?:I(?:N(?: [A-Z ]*-{0,5})?)?)?)?)?)?)\Z"
-)
-# How far back a partial key head can start (the longest head plus room for its body).
-_PARTIAL_SPAN = 64
 
 
 def is_secret_name(name: str) -> bool:
@@ -239,15 +218,19 @@ class Redactor:
         Everything before the result can be redacted and released; the rest must wait for more
         text (or the end of the stream).
         """
+        from .redact_stream import hold_start
+
         pattern, names = self._env_pattern()
-        return _hold_start(text, pattern, names)
+        return hold_start(text, pattern, names)
 
     def redact_live(self, text: str) -> str:
         """Redacted ``text`` that is still growing (a live view): a possible secret start is cut."""
         if not isinstance(text, str) or not text:
             return text
+        from .redact_stream import hold_start
+
         pattern, names = self._env_pattern()
-        return self._redact(text[: _hold_start(text, pattern, names)], pattern, names)
+        return self._redact(text[: hold_start(text, pattern, names)], pattern, names)
 
     def to_references(self, text: str) -> tuple[str, list[str], bool]:
         """``text`` with each secret replaced by where it came from, for a journal to keep.
@@ -275,9 +258,11 @@ class Redactor:
         text = _FORMATS.sub(swap, text)
         return text, refs, lost
 
-    def stream(self) -> StreamRedactor:
+    def stream(self, *, fragments: bool = False) -> StreamRedactor:
         """A :class:`StreamRedactor` that masks with this redactor."""
-        return StreamRedactor(self)
+        from .redact_stream import StreamRedactor
+
+        return StreamRedactor(self, fragments=fragments)
 
     def redact_obj(self, obj: Any) -> Any:
         """A copy of a JSON-like object (dicts, lists, tuples, dataclasses) with strings redacted.
@@ -305,76 +290,6 @@ class Redactor:
     def contains_secret(self, text: str) -> bool:
         """Whether ``text`` holds any secret this redactor knows (for checks and tests)."""
         return self.redact(text) != text
-
-
-def _hold_start(text: str, pattern: re.Pattern[str] | None, names: Mapping[str, str]) -> int:
-    n = len(text)
-    cut = n
-    # A key format matched up to the very end may go on with the next chunk.
-    floor = max(0, n - HOLD_CAP)
-    for m in _FORMATS.finditer(text, floor):
-        if m.end() == n:
-            cut = min(cut, m.start())
-    # The head of a key format, or a head with a short body, at the end.
-    tail_from = max(0, n - _PARTIAL_SPAN)
-    head = _PARTIAL.search(text, tail_from)
-    if head is not None:
-        cut = min(cut, head.start())
-    # A proper prefix of a known secret at the end.
-    if names:
-        longest = max(map(len, names))
-        firsts = {v[0] for v in names}
-        for i in range(max(0, n - longest + 1), n):
-            if text[i] in firsts:
-                rest = text[i:]
-                if any(len(v) > len(rest) and v.startswith(rest) for v in names):
-                    cut = min(cut, i)
-                    break
-    # A complete secret must not be split by the cut: move the cut to its start.
-    moved = True
-    while moved and cut < n:
-        moved = False
-        lo = max(0, cut - max(HOLD_CAP, max(map(len, names), default=0)))
-        for regex in (pattern, _FORMATS):
-            if regex is None:
-                continue
-            for m in regex.finditer(text, lo, min(n, cut + HOLD_CAP)):
-                if m.start() < cut < m.end() and m.start() >= floor:
-                    cut, moved = m.start(), True
-    return cut
-
-
-class StreamRedactor:
-    """Redacts a stream given in pieces; a secret split across pieces is still masked whole.
-
-    ``feed`` returns the redacted text that is safe to release now; ``flush`` the rest at the end.
-    Concatenating every result equals redacting the whole stream at once (up to the masking of a
-    key that grew past :data:`HOLD_CAP`).
-    """
-
-    def __init__(self, redactor: Redactor | None = None) -> None:
-        self._redactor = redactor
-        self._carry = ""
-
-    @property
-    def held(self) -> int:
-        """How many characters wait for more input."""
-        return len(self._carry)
-
-    def feed(self, text: str) -> str:
-        r = self._redactor or default_redactor()
-        buf = self._carry + text
-        if not buf:
-            return ""
-        pattern, names = r._env_pattern()
-        cut = _hold_start(buf, pattern, names)
-        self._carry = buf[cut:]
-        return r._redact(buf[:cut], pattern, names) if cut else ""
-
-    def flush(self) -> str:
-        r = self._redactor or default_redactor()
-        rest, self._carry = self._carry, ""
-        return r.redact(rest)
 
 
 def expand_references(
@@ -425,6 +340,15 @@ def add_secret_names(*names: str) -> None:
 def redact_live(text: str) -> str:
     """Redact growing text (a live view) with the process-wide redactor; see ``redact_live``."""
     return default_redactor().redact_live(text)
+
+
+def __getattr__(name: str) -> Any:
+    # The streaming half lives beside this module (it needs the patterns defined here).
+    if name == "StreamRedactor":
+        from . import redact_stream
+
+        return getattr(redact_stream, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = [
