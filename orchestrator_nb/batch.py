@@ -38,6 +38,7 @@ from .config import Settings, load_settings
 from .errors import ConfigError, WorkspaceError
 from .lifecycle import EventBus
 from .observe.checks import check_task
+from .observe.redact import redact
 from .workflow.api import arun
 from .workflow.engine import Engine, apply_overrides
 from .workflow.result import WorkflowResult
@@ -259,7 +260,8 @@ def _from_journal(
     pending: list[BatchTask] = []
     for spec in specs:
         record = book.finished.get(spec.id)
-        if record is not None and record.get("task") != spec.task:
+        # The journal keeps the task redacted (a secret in it is masked).
+        if record is not None and record.get("task") not in (spec.task, redact(spec.task)):
             raise ConfigError(
                 f"task {spec.id!r} is not the task the journal recorded under that id",
                 path=str(book.path),

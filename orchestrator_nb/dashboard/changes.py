@@ -21,6 +21,7 @@ from typing import Any
 from ..errors import WorkspaceError
 from ..events import FileChange
 from ..notebook.render import FileDiff, file_diff_html, split_files
+from ..observe.redact import redact
 from ..publish import html_widget, set_value
 from ..workspace import RevertResult, SafeWriter, Workspace
 from ..workspace.revert import RecordedChange, compose, revert_changes
@@ -127,13 +128,15 @@ class ChangesPanel:
         children = []
         for row in self.rows.values():
             label = html_widget(self._label(row), layout=self._w.Layout(width="auto"))
-            view = self._w.Button(description="diff", tooltip=f"show the diff of {row.path}")
+            view = self._w.Button(
+                description="diff", tooltip=redact(f"show the diff of {row.path}")
+            )
             view.layout.width = "64px"
             revert = self._w.Button(
                 description="Revert",
                 icon="undo",
                 button_style="warning",
-                tooltip=f"put {row.path} back as it was before this run",
+                tooltip=redact(f"put {row.path} back as it was before this run"),
             )
             revert.layout.width = "96px"
             path = row.path

@@ -18,6 +18,7 @@ from typing import Any
 from ..agents.status import AgentStatus, status
 from ..config import Settings
 from ..errors import ConfigError
+from ..observe.redact import redact
 from ..publish import html_widget, set_value
 from .dispatch import batched
 
@@ -58,7 +59,7 @@ class AgentLights:
         self.settings = settings
         self._on_error = on_error
         self.lights: dict[str, Any] = {
-            name: html_widget(light_html(name, None), tooltip=f"{name}: checking…")
+            name: html_widget(light_html(name, None), tooltip=redact(f"{name}: checking…"))
             for name in settings.agents
         }
         self.statuses: dict[str, AgentStatus] = {}

@@ -30,6 +30,7 @@ from ..errors import ConfigError
 from ..lifecycle import BudgetWarning, LifecycleEvent, RunStarted
 from ..notebook.background import Run
 from ..notebook.live import LiveDisplay
+from ..observe.redact import redact_obj
 from ..publish import html_widget, set_value
 from ..rehearsal import shipped_scenarios
 from ..sessions import Session, SessionStore, default_store
@@ -230,20 +231,23 @@ class Dashboard(HasTraits):
                 w.send_state(key=[k for k in w.keys if k != "msg_id"])
 
     def state(self) -> dict[str, Any]:
-        """What the panel shows, as plain data."""
-        return {
-            "status": self.status,
-            "running": self.running,
-            "run_id": self.run_id,
-            "error": self.error,
-            "errors": list(self._dispatch.errors),
-            "steps": self.progress.rows(),
-            "agents": list(self.outputs.agents()),
-            "changes": self.changes.state(),
-            "selected": self.changes.selected,
-            "history": [t.summary() for t in self.session.turns],
-            "metrics": metrics_summary(),
-        }
+        """What the panel shows, as plain data (redacted, as the widgets show it)."""
+        shown: dict[str, Any] = redact_obj(
+            {
+                "status": self.status,
+                "running": self.running,
+                "run_id": self.run_id,
+                "error": self.error,
+                "errors": list(self._dispatch.errors),
+                "steps": self.progress.rows(),
+                "agents": list(self.outputs.agents()),
+                "changes": self.changes.state(),
+                "selected": self.changes.selected,
+                "history": [t.summary() for t in self.session.turns],
+                "metrics": metrics_summary(),
+            }
+        )
+        return shown
 
     def agent_text(self, agent: str) -> str:
         """The text of ``agent``'s output tab."""

@@ -38,7 +38,7 @@ from ..lifecycle import (
     StepStarted,
 )
 from ..observe.redact import redact, redact_live
-from ..publish import emit
+from ..publish import emit, redact_bundle
 
 Bundle = dict[str, str]
 Cancel = Callable[[], None]
@@ -193,7 +193,8 @@ def render_step(step: _Step, now: float) -> Bundle:
     for warning in step.warnings:
         md += ["", f"> ⚠ {warning}"]
         plain.append(f"warning: {warning}")
-    return {"text/markdown": "\n".join(md), "text/plain": "\n".join(plain)}
+    # Tool details, warnings and titles are redacted too: every sink gets a clean bundle.
+    return redact_bundle({"text/markdown": "\n".join(md), "text/plain": "\n".join(plain)})
 
 
 class LiveDisplay:
@@ -347,6 +348,7 @@ class LiveDisplay:
     def note(self, line: str) -> None:
         """A line in the run's notes area (gates, budgets); notes carry no times."""
         with self._lock:
+            line = redact(line)
             self._notes.append(line)
             bundle = {
                 "text/plain": "\n".join(self._notes),

@@ -26,6 +26,8 @@ PATTERNS = {
     ".outputs =": r"(?<!self)\.outputs\s*=(?!=)",
     # A widget made with text that is not a plain constant.
     "HTML(": r"\bHTML\((?!\"[^\"{]*\"\s*[,)]|\)|'[^'{]*'\s*[,)])",
+    # A widget trait built from data (a path, a task) without redact().
+    "widget text": r"\b(?:tooltip|description|placeholder)=f[\"']",
     "print(": r"(?<![\w.])print\(",
     "open(": r"(?<![\w.])open\(|\bos\.open\(|\bos\.fdopen\(",
     "os.write": r"\bos\.write\(|\bos\.pwrite\(",
@@ -114,6 +116,7 @@ def test_the_scan_sees_a_new_bypass(tmp_path: Path) -> None:
     # The patterns must catch the calls this test exists for (else it cannot fail).
     samples = {
         "print(": "print(task)",
+        "widget text": 'Button(tooltip=f"diff of {path}")',
         "display(": "display(HTML(body))",
         ".value =": "self.status.value = text",
         ".outputs =": "area.outputs = (bundle,)",
