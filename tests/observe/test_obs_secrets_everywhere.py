@@ -258,3 +258,22 @@ def test_live_text_that_ends_in_part_of_a_secret_hides_that_part() -> None:
 def test_common_and_short_values_are_not_secrets() -> None:
     r = Redactor({"FEATURE_TOKEN": "true", "DEBUG_KEY": "1", "USE_TOKEN": "disabled"})
     assert r.redact("true 1 disabled") == "true 1 disabled"
+
+
+def test_an_error_shows_no_secret_in_message_hint_note_or_repr(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import pickle
+
+    from orchestrator_nb.errors import AgentFailed
+
+    monkeypatch.setenv("MY_SERVICE_TOKEN", TOKEN)
+    exc = AgentFailed(f"refused {TOKEN}", agent="x", hint=f"check {TOKEN}", argv=["cli", TOKEN])
+    exc.hint = f"or set {TOKEN} again"
+    if sys.version_info >= (3, 11):
+        exc.add_note(f"while sending {TOKEN}")
+        assert "[REDACTED:MY_SERVICE_TOKEN]" in exc.__notes__[0]
+    again = pickle.loads(pickle.dumps(exc))
+    notes = str(getattr(exc, "__notes__", ""))
+    for shown in (str(exc), repr(exc), notes, str(exc.argv), str(again), repr(again)):
+        assert not leaks(shown), shown
