@@ -77,7 +77,7 @@ LISTED: dict[str, tuple[set[str], str]] = {
     "scaleout/repo.py": ({"open(", "write_text"}, "a git bundle of the user's repository"),
     "rehearsal/session.py": (
         {"write_text"},
-        "the rehearsal's own home folder (CLI settings) and request recordings for tests",
+        "the rehearsal's own home folder: constant CLI settings and a git identity",
     ),
     "rehearsal/tools.py": ({"open(", "write_text"}, "a script run by the rehearsed CLI"),
 }

@@ -292,3 +292,27 @@ def test_a_batch_and_the_console_script(planted: Path, tmp_path: Path) -> None:
         assert not leaks(proc.stdout + proc.stderr), (proc.args, proc.stdout[-500:])
     assert "[REDACTED:" in done[1].stdout  # the secrets were there, masked
     assert not file_leaks(ws)
+
+
+def test_the_executed_notebook_and_its_html(planted: Path, tmp_path: Path) -> None:
+    # `orchestrator-nb run` (papermill, what `make demo` uses): every output of every cell,
+    # a user's own print included, is redacted in the executed notebook and its HTML.
+    source = tmp_path / "nb.ipynb"
+    nbformat.write(
+        v4.new_notebook(
+            cells=[v4.new_code_cell("import os\nprint('token:', os.environ['MY_SERVICE_TOKEN'])")]
+        ),
+        source,
+    )
+    exe = Path(sys.executable).with_name("orchestrator-nb")
+    target = tmp_path / "out" / "nb.out.ipynb"
+    target.parent.mkdir()
+    proc = subprocess.run(
+        [str(exe), "run", str(source), "-o", str(target), "--html", "--kernel", "python3"],
+        capture_output=True, text=True, timeout=240, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    executed = target.read_text()
+    assert "token: [REDACTED:MY_SERVICE_TOKEN]" in executed
+    assert not leaks(executed) and not leaks(target.with_suffix(".html").read_text())
+    assert not leaks(proc.stdout + proc.stderr)
