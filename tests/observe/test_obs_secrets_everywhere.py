@@ -277,3 +277,24 @@ def test_an_error_shows_no_secret_in_message_hint_note_or_repr(
     notes = str(getattr(exc, "__notes__", ""))
     for shown in (str(exc), repr(exc), notes, str(exc.argv), str(again), repr(again)):
         assert not leaks(shown), shown
+
+
+def test_the_settings_secrets_list_and_agent_env_are_masked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from orchestrator_nb.observe.redact import redact
+
+    listed, literal = "listed-in-yaml-0a1b2c3d4e", "agent-literal-9z8y7x6w5v"
+    monkeypatch.setenv("SERVICE_URL_WITH_CREDS", listed)  # a name that does not look secret
+    config = tmp_path / "settings.yaml"
+    config.write_text(
+        "secrets: [SERVICE_URL_WITH_CREDS]\n"
+        f"agents:\n  mytool:\n    driver: command\n    argv: [mytool, '{{prompt}}']\n"
+        f"    env: {{MYTOOL_SETTING: {literal}, MYTOOL_FLAG: 'true'}}\n"
+    )
+    settings = load_settings(config)
+    assert settings.secrets == ["SERVICE_URL_WITH_CREDS"]
+    shown = redact(f"url={listed} setting={literal} flag=true")
+    assert shown == (
+        "url=[REDACTED:SERVICE_URL_WITH_CREDS] setting=[REDACTED:MYTOOL_SETTING] flag=true"
+    )
