@@ -31,7 +31,9 @@ PATTERNS = {
     "print(": r"(?<![\w.])print\(",
     "open(": r"(?<![\w.])open\(|\bos\.open\(|\bos\.fdopen\(",
     "os.write": r"\bos\.write\(|\bos\.pwrite\(",
-    "write_text": r"\.write_text\(|\.write_bytes\(",
+    "write_text": r"(?<!fsio)\.write_text\(|(?<!fsio)\.write_bytes\(",
+    # fsio's unredacted writes: only for bytes that must stay exact (copies, keys, signed text).
+    "raw fsio write": r"\bfsio\.write_bytes\(|\bredact=False",
     "os.replace": r"\bos\.replace\(|\bos\.rename\(",
     "stream write": r"sys\.(?:stdout|stderr)\.write\(",
 }
@@ -43,9 +45,19 @@ LISTED: dict[str, tuple[set[str], str]] = {
     "cli.py": ({"open("}, "os.open(os.devnull) to silence a child's stdout; writes go via fsio"),
     "process.py": ({"open("}, "the raw stream log, written only through _RedactedLog (streaming)"),
     "observe/audit.py": (
-        {"open(", "os.write", "os.replace"},
-        "the audit trail: every record is redacted by its Redactor before the write",
+        {"open(", "os.write", "os.replace", "raw fsio write"},
+        "the audit trail: records are redacted before the write; the head file holds hashes",
     ),
+    "observe/audit_keys.py": (
+        {"raw fsio write"},
+        "the audit signing key itself, stored on purpose (0600, the user's config folder)",
+    ),
+    "observe/receipts.py": (
+        {"raw fsio write"},
+        "a signed receipt: its payload is redacted before signing and must stay byte-exact",
+    ),
+    "procio.py": ({"os.write"}, "the prompt written to the agent's stdin pipe: not a file"),
+    "proctree.py": ({"open("}, "reads /proc/<pid>/environ to find our processes; writes nothing"),
     "observe/logs.py": (
         {"open(", "os.write", "stream write"},
         "log lines: the structlog chain redacts every event last, before any sink",
@@ -124,6 +136,7 @@ def test_the_scan_sees_a_new_bypass(tmp_path: Path) -> None:
         "open(": "with open(path, 'w') as f:",
         "write_text": "path.write_text(text)",
         "os.replace": "os.replace(tmp, path)",
+        "raw fsio write": "fsio.write_text(path, text, redact=False)",
         ".publish(": "shell.display_pub.publish(data=bundle)",
     }
     for name, code in samples.items():
