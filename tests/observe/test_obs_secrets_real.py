@@ -199,6 +199,9 @@ def test_the_magic_in_a_real_kernel(planted: Path, tmp_path: Path) -> None:
                 "check the service with {{ secret }}",
                 f"%%orchestrate --rehearse {planted} --workspace {ws} -a codex\n"
                 "now with {{ secret }} again",
+                # The shipped default workflow (codex, gemini, claude) over the same scenario.
+                f"%%orchestrate --rehearse {planted} --workspace {ws} --new --max-iterations 1\n"
+                "review the service that uses {{ secret }}",
                 "%orchestrate history",
                 "%orchestrate session show",
                 f"%orchestrate session export {out / 's.json'}\n",
@@ -223,6 +226,12 @@ def test_the_magic_in_a_real_kernel(planted: Path, tmp_path: Path) -> None:
     ]
     errors = [m for m in client.messages if m["type"] == "error"]
     assert not errors, errors
+    results = [
+        m["content"]["data"]["text/plain"] for m in client.messages if m["type"] == "execute_result"
+    ]
+    ran = [r.split(":", 1)[0] for r in results if r.startswith("workflow ")]
+    assert ran == ["workflow agent", "workflow agent", "workflow default"], results
+    assert all(": completed" in r for r in results if r.startswith("workflow ")), results
     # The secret really reached the agents: the session on disk shows where it was masked.
     assert "[REDACTED:MY_SERVICE_TOKEN]" in (out / "s.md").read_text()
     assert not leaks_in(client.messages)
