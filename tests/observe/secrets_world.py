@@ -7,7 +7,7 @@ Fake values only; none is a working credential. Each is searched for whole and a
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -59,29 +59,6 @@ def scenario(path: Path) -> Path:
     }
     path.write_text(json.dumps(body), encoding="utf-8")
     return path
-
-
-def files_under(folder: Path, *, skip_user_copies: bool = True) -> Iterator[tuple[str, str]]:
-    """Every file below ``folder`` as (relative path, text), names included in the search.
-
-    The object store under ``.orchestrator/objects`` keeps exact copies of the user's own files
-    (what revert restores), which the README names as the boundary's limit.
-    """
-    for path in sorted(folder.rglob("*")):
-        rel = path.relative_to(folder).as_posix()
-        if skip_user_copies and "/objects/" in f"/{rel}":
-            continue
-        if path.is_file():
-            yield rel, rel + "\n" + path.read_bytes().decode("utf-8", "replace")
-
-
-def leaks_in_files(folder: Path, secrets: Iterable[str] = PLANTED) -> dict[str, list[str]]:
-    found = {}
-    for rel, text in files_under(folder):
-        hit = leaks(text, secrets)
-        if hit:
-            found[rel] = hit
-    return found
 
 
 def leaks_in(obj: Any, secrets: Iterable[str] = PLANTED) -> list[str]:
