@@ -298,3 +298,19 @@ def test_the_settings_secrets_list_and_agent_env_are_masked(
     assert shown == (
         "url=[REDACTED:SERVICE_URL_WITH_CREDS] setting=[REDACTED:MYTOOL_SETTING] flag=true"
     )
+
+
+@pytest.mark.parametrize("size", [1, 5, 64, 65536])
+def test_a_raw_log_masks_pieces_a_cli_wrote_as_separate_json_lines(size: int) -> None:
+    # gemini and copilot write each delta as its own JSON line: the value is never whole there.
+    r = Redactor(ENV)
+    lines = "".join(
+        json.dumps({"type": "delta", "content": piece}) + "\n"
+        for secret in (OPENAI, TOKEN, PASSWORD)
+        for piece in (secret[:14], secret[14:])
+    )
+    stream = r.stream(fragments=True)
+    out = "".join(stream.feed(lines[i : i + size]) for i in range(0, len(lines), size))
+    out += stream.flush()
+    assert out.count("[REDACTED:") == 6 and out.count('"type": "delta"') == 6
+    assert not [s for s in (OPENAI, TOKEN, PASSWORD) for w in windows(s, 10) if w in out]
