@@ -17,6 +17,7 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 
 from ..config import Settings, load_settings
 from ..errors import OrchestratorError
+from ..publish import say
 from ..sessions import SessionStore, decide_followup, default_store
 from ..workflow.templates import render_notebook_vars
 from .commands import SUBCOMMANDS, Commands
@@ -209,7 +210,7 @@ class OrchestratorMagics(Magics):
                     self.user_ns[args.out] = handle
                 return handle
             if args.background:
-                print(
+                say(
                     "--background: batch execution keeps only the output of the running cell, "
                     "so this run is awaited in this cell"
                 )
@@ -231,7 +232,7 @@ class OrchestratorMagics(Magics):
         force = True if args.followup else False if args.new else None
         decision = decide_followup(body, session, force=force)
         if session.turns and not args.quiet and not args.dry_run:
-            print(decision)
+            say(decision)
         prompt = session.followup_task(body) if decision.followup else body
         resume = (
             session.resume_ids_for(workspace).get(args.agent)

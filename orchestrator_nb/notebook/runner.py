@@ -32,6 +32,7 @@ from ..lifecycle import (
     StepStarted,
     Subscriber,
 )
+from ..publish import say, show
 from ..sessions import FollowupDecision, Session, Turn
 from ..workflow.api import arun
 from ..workflow.engine import GateHandler
@@ -156,7 +157,7 @@ class CellRun:
         try:
             result = run_sync(lambda: self._execute(None, subscribers, gate))
         except KeyboardInterrupt:
-            print(self._stopped(live, "interrupted"))
+            say(self._stopped(live, "interrupted"))
             return None
         except BaseException as exc:
             self._failed(live, exc)
@@ -170,7 +171,7 @@ class CellRun:
             sink: DisplaySink = WidgetSink()
             self._show(sink)
         else:
-            print(BATCH_NOTE)
+            say(BATCH_NOTE)
             sink = CellSink(self.shell)
         add = sink.add_widget if isinstance(sink, WidgetSink) else None
         gate, reason = gate_setup(self.shell, background=True, add_widget=add)
@@ -192,15 +193,12 @@ class CellRun:
 
         run = launch(body, self.spec.label)
         if not self.interactive and self.shell is not None:
-            await_at_cell_end(self.shell, run, lambda: print(self._stopped(live, "interrupted")))
+            await_at_cell_end(self.shell, run, lambda: say(self._stopped(live, "interrupted")))
         return run
 
     # -- shared parts ---------------------------------------------------------------------
 
     def _show(self, obj: Any) -> None:
-        from IPython import display as ipython_display
-
-        show: Any = ipython_display.display
         show(obj)
 
     def _live(self, sink: DisplaySink | None, gate_reason: str | None) -> LiveDisplay | None:

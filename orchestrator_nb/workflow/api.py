@@ -106,12 +106,13 @@ async def aresume(
     """Continue run ``run_id``: finished steps are taken from its journal, not run again."""
     check_name("run", run_id)
     root = _workspace(workspace)
-    meta = RunJournal(root / ".orchestrator" / "runs", run_id).meta()
+    journal = RunJournal(root / ".orchestrator" / "runs", run_id)
+    meta, task = journal.meta(), journal.task()
     engine = Engine(_settings(config, root, trust))
     unsubscribe = [engine.bus.subscribe(s) for s in subscribers or []]
     try:
         return await engine.run(
-            meta["task"],
+            task,
             meta["workflow"],
             workspace=root,
             rehearsal=rehearsal,
