@@ -1,0 +1,226 @@
+"""``orchestrator-nb acp`` driven by an SDK client in a subprocess: the real CLIs, rehearsed."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from acp import RequestError
+from acp.schema import (
+    AgentMessageChunk,
+    AgentPlanUpdate,
+    AvailableCommandsUpdate,
+    ToolCallProgress,
+    ToolCallStart,
+    UsageUpdate,
+    UserMessageChunk,
+)
+from acp_helpers import Recorder, alive_in_sessions, ask, connect, descendants, require_clis
+
+pytestmark = [pytest.mark.real_cli, pytest.mark.slow]
+
+GATED = """\
+workflows:
+  gated:
+    description: a person approves before codex writes anything
+    steps:
+      - id: approve
+        kind: gate
+        message: "Let codex work on: {{ task }}?"
+      - id: write
+        agent: codex
+        prompt: "{{ task }}"
+"""
+
+
+@pytest.fixture(autouse=True)
+def _clis() -> None:
+    require_clis()
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    for args in (["init", "-q"], ["config", "user.email", "t@e"], ["config", "user.name", "t"]):
+        subprocess.run(["git", *args], cwd=ws, check=True)
+    (ws / "README.md").write_text("# demo\n")
+    subprocess.run(["git", "add", "-A"], cwd=ws, check=True)
+    subprocess.run(["git", "commit", "-qm", "init"], cwd=ws, check=True)
+    return ws
+
+
+def _plan_states(rec: Recorder) -> list[dict[str, str]]:
+    return [
+        {e.content.split(" ", 1)[0]: e.status for e in u.entries} for u in rec.of(AgentPlanUpdate)
+    ]
+
+
+async def test_default_workflow_streams_plan_chunks_tool_calls_usage_then_stops(
+    repo: Path,
+) -> None:
+    rec = Recorder()
+    async with connect("--rehearse", "calculator", cwd=repo, recorder=rec) as (conn, _proc):
+        session = await conn.new_session(cwd=str(repo), mcp_servers=[])
+        reply = await ask(conn, session.session_id, "Write a small calculator module with tests.")
+    assert reply.stop_reason == "end_turn"
+    meta = reply.field_meta["orchestrator_nb"]
+    assert (meta["workflow"], meta["outcome"]) == ("default", "completed")
+    assert "ZeroDivisionError" in (repo / "calc.py").read_text()  # the real run's work
+
+    # The commands were advertised: one per workflow, plus /review.
+    advertised = rec.of(AvailableCommandsUpdate)
+    names = {c.name for c in advertised[0].available_commands}
+    assert {"default", "quick", "best-of-n", "parallel-review", "review"} <= names
+
+    # The plan first, all pending; each step goes in_progress, then completed; all done at the end.
+    kinds = rec.kinds()
+    first_plan = kinds.index("plan")
+    assert first_plan < kinds.index("chunk") and first_plan < kinds.index("tool_call")
+    states = _plan_states(rec)
+    assert states[0] == {"implement": "pending", "review": "pending", "refine": "pending"}
+    assert states[-1] == {"implement": "completed", "review": "completed", "refine": "completed"}
+    order = [(s["implement"], s["review"], s["refine"]) for s in states]
+    assert order.index(("in_progress", "pending", "pending")) < order.index(
+        ("completed", "in_progress", "pending")
+    )
+    assert any("round 2" in e.content for u in rec.of(AgentPlanUpdate) for e in u.entries)
+
+    # Each agent's text arrives labelled with its step and agent, in the order they ran.
+    text = rec.text()
+    labels = ["[implement · codex]", "[review · gemini]", "[refine · claude]"]
+    positions = [text.index(label) for label in labels]
+    assert positions == sorted(positions)
+    assert "workflow default: completed" in text  # the closing summary
+
+    # Tool calls: the agents' own (started, then updated), and each step's files as diffs.
+    starts = rec.of(ToolCallStart)
+    assert any(s.title.startswith("codex: ") for s in starts)
+    assert {p.tool_call_id for p in rec.of(ToolCallProgress)} & {s.tool_call_id for s in starts}
+    changes = [s for s in starts if s.tool_call_id == "implement/changes"]
+    assert len(changes) == 1 and changes[0].kind == "edit"
+    diffs = {c.path: c for c in changes[0].content if c.type == "diff"}
+    assert set(diffs) == {"calc.py", "test_calc.py"}
+    assert diffs["calc.py"].old_text is None  # a new file
+    assert "def div(a: float, b: float) -> float:" in diffs["calc.py"].new_text
+    refined = next(s for s in starts if s.tool_call_id == "refine #1/changes")
+    calc = next(c for c in refined.content if c.type == "diff" and c.path == "calc.py")
+    assert calc.old_text is not None and "ZeroDivisionError" not in calc.old_text
+    assert "ZeroDivisionError" in calc.new_text
+
+    # Usage after each finished step, growing; the last one is the run's total with its cost.
+    usage = rec.of(UsageUpdate)
+    assert len(usage) == 4 and [u.used for u in usage] == sorted(u.used for u in usage)
+    assert usage[-1].used == reply.usage.input_tokens + reply.usage.output_tokens > 0
+    assert usage[-1].cost is not None and usage[-1].cost.amount > 0
+    assert kinds.index("tool_call") < kinds.index("usage")
+    assert kinds[-1] == "chunk"  # the summary closes the turn, after every step's updates
+
+
+async def test_cancel_mid_run_stops_every_agent_and_leaves_no_process(repo: Path) -> None:
+    seen: dict[int, int] = {}
+    started = asyncio.Event()
+
+    def watch(update: object) -> None:
+        if isinstance(update, AgentPlanUpdate) and any(
+            e.status == "in_progress" for e in update.entries
+        ):
+            started.set()
+
+    rec = Recorder(on_update=watch)
+    async with connect("--rehearse", "hang", cwd=repo, recorder=rec) as (conn, proc):
+        session = await conn.new_session(cwd=str(repo), mcp_servers=[])
+        prompt = asyncio.ensure_future(ask(conn, session.session_id, "/quick Write calc.py"))
+        await asyncio.wait_for(started.wait(), 60)
+        deadline = time.monotonic() + 60
+        while not any(p != proc.pid for p in descendants(proc.pid)):  # the agent CLI is up
+            assert time.monotonic() < deadline, "the agent never started"
+            await asyncio.sleep(0.1)
+        seen = descendants(proc.pid)
+        await conn.cancel(session_id=session.session_id)
+        reply = await asyncio.wait_for(prompt, 60)
+        assert reply.stop_reason == "cancelled"
+        assert reply.field_meta["orchestrator_nb"]["outcome"] == "cancelled"
+        # The server lives on, and nothing it started does.
+        assert proc.returncode is None
+        assert descendants(proc.pid) == {}
+        assert alive_in_sessions({sid for sid in seen.values() if sid != proc.pid}) == []
+
+
+@pytest.mark.parametrize(("answer", "stop", "written"), [("approve", "end_turn", True),
+                                                         ("reject", "refusal", False)])  # fmt: skip
+async def test_a_gate_is_a_permission_request_and_the_answer_decides(
+    repo: Path, answer: str, stop: str, written: bool
+) -> None:
+    (repo / "orchestrator.yaml").write_text(GATED)
+    rec = Recorder(answers=[answer])
+    async with connect("--rehearse", "write-file", cwd=repo, recorder=rec) as (conn, _proc):
+        session = await conn.new_session(cwd=str(repo), mcp_servers=[])
+        reply = await ask(conn, session.session_id, "/gated Create hello.txt")
+    assert len(rec.permissions) == 1
+    call, options = rec.permissions[0]
+    assert call.title == "Gate approve: Let codex work on: Create hello.txt?"
+    assert {o.option_id: o.kind for o in options} == {
+        "approve": "allow_once",
+        "reject": "reject_once",
+    }
+    assert reply.stop_reason == stop
+    assert (repo / "hello.txt").exists() is written
+    assert ("[write · codex]" in rec.text()) is written
+    notes = reply.field_meta["orchestrator_nb"]
+    assert notes["outcome"] == ("completed" if written else "cancelled")
+
+
+async def test_load_session_replays_history_and_a_follow_up_resumes_the_agent(
+    repo: Path,
+) -> None:
+    first = Recorder()
+    async with connect("--rehearse", "write-file", cwd=repo, recorder=first) as (conn, _p):
+        session = await conn.new_session(cwd=str(repo), mcp_servers=[])
+        reply = await ask(conn, session.session_id, "/quick Create hello.txt")
+        assert reply.stop_reason == "end_turn"
+    sid = session.session_id
+    saved = json.loads((repo / ".orchestrator" / "sessions" / f"{sid}.json").read_text())
+    thread = saved["turns"][0]["steps"][0]["native_session_id"]
+    assert thread
+
+    # A new server process (the chat reopened): load, then follow up.
+    second = Recorder()
+    async with connect("--rehearse", "write-file", cwd=repo, recorder=second) as (conn, _p):
+        await conn.load_session(cwd=str(repo), session_id=sid, mcp_servers=[])
+        replayed = list(second.updates)
+        reply = await ask(conn, sid, "/quick Now say it again")
+        with pytest.raises(RequestError):
+            await conn.load_session(cwd=str(repo), session_id="../../etc", mcp_servers=[])
+    assert isinstance(replayed[0], UserMessageChunk)
+    assert replayed[0].content.text == "Create hello.txt"
+    assert isinstance(replayed[1], AgentMessageChunk)
+    assert "hello.txt" in replayed[1].content.text
+    assert reply.stop_reason == "end_turn"
+    assert "↪ follow-up of turn 1" in second.text()
+    assert "Done again" in second.text()
+    saved = json.loads((repo / ".orchestrator" / "sessions" / f"{sid}.json").read_text())
+    assert [t["task"] for t in saved["turns"]] == ["Create hello.txt", "Now say it again"]
+    assert saved["turns"][1]["followup"] is True
+    # codex resumed its own thread: the follow-up's step reports the same native session.
+    assert saved["turns"][1]["steps"][0]["native_session_id"] == thread
+
+
+async def test_bad_prompts_are_clear_errors_and_stdout_is_only_json_rpc(repo: Path) -> None:
+    rec = Recorder()
+    async with connect(cwd=repo, recorder=rec) as (conn, _proc):
+        session = await conn.new_session(cwd=str(repo), mcp_servers=[])
+        with pytest.raises(RequestError) as unknown:
+            await ask(conn, session.session_id, "/nosuch do it")
+        assert "unknown command /nosuch" in str(unknown.value.data)
+        assert "/quick" in str(unknown.value.data)
+        with pytest.raises(RequestError) as empty:
+            await ask(conn, session.session_id, "/quick")
+        assert "needs a task" in str(empty.value.data)
+        with pytest.raises(RequestError) as missing:
+            await conn.new_session(cwd=str(repo / "nope"), mcp_servers=[])
+        assert "not an existing folder" in str(missing.value.data)
