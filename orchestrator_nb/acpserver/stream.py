@@ -178,16 +178,19 @@ class Progress:
                 for f in files
             ]
             round_ = f" #{event.iteration}" if event.iteration else ""
+            call_id = f"{event.step_id}{round_}/changes"
+            # Started, then completed: clients draw a finished edit with its diffs open.
             out.append(
                 start_tool_call(
-                    f"{event.step_id}{round_}/changes",
+                    call_id,
                     f"{r.agent} changed {len(files)} file(s) in {event.step_id}{round_}",
                     kind="edit",
-                    status="completed",
+                    status="in_progress",
                     content=content,
                     locations=[ToolCallLocation(path=f.path) for f in files],
                 )
             )
+            out.append(update_tool_call(call_id, status="completed", content=content))
         if not event.cached:
             self._usage = self._usage + r.usage
         out.append(self.usage_update())

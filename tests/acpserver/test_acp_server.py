@@ -19,7 +19,15 @@ from acp.schema import (
     UsageUpdate,
     UserMessageChunk,
 )
-from acp_helpers import Recorder, alive_in_sessions, ask, connect, descendants, require_clis
+from acp_helpers import (
+    Recorder,
+    alive_in_sessions,
+    ask,
+    command,
+    connect,
+    descendants,
+    require_clis,
+)
 
 pytestmark = [pytest.mark.real_cli, pytest.mark.slow]
 
@@ -103,6 +111,8 @@ async def test_default_workflow_streams_plan_chunks_tool_calls_usage_then_stops(
     assert {p.tool_call_id for p in rec.of(ToolCallProgress)} & {s.tool_call_id for s in starts}
     changes = [s for s in starts if s.tool_call_id == "implement/changes"]
     assert len(changes) == 1 and changes[0].kind == "edit"
+    done = [p for p in rec.of(ToolCallProgress) if p.tool_call_id == "implement/changes"]
+    assert [p.status for p in done] == ["completed"]
     diffs = {c.path: c for c in changes[0].content if c.type == "diff"}
     assert set(diffs) == {"calc.py", "test_calc.py"}
     assert diffs["calc.py"].old_text is None  # a new file
@@ -210,7 +220,7 @@ async def test_load_session_replays_history_and_a_follow_up_resumes_the_agent(
     assert saved["turns"][1]["steps"][0]["native_session_id"] == thread
 
 
-async def test_bad_prompts_are_clear_errors_and_stdout_is_only_json_rpc(repo: Path) -> None:
+async def test_bad_prompts_and_folders_are_clear_errors(repo: Path) -> None:
     rec = Recorder()
     async with connect(cwd=repo, recorder=rec) as (conn, _proc):
         session = await conn.new_session(cwd=str(repo), mcp_servers=[])
@@ -224,3 +234,47 @@ async def test_bad_prompts_are_clear_errors_and_stdout_is_only_json_rpc(repo: Pa
         with pytest.raises(RequestError) as missing:
             await conn.new_session(cwd=str(repo / "nope"), mcp_servers=[])
         assert "not an existing folder" in str(missing.value.data)
+
+
+async def test_stdout_carries_only_json_rpc_through_a_real_run(repo: Path) -> None:
+    """Read the wire itself: every line the server writes is a JSON-RPC 2.0 message."""
+    proc = await asyncio.create_subprocess_exec(
+        *command(),
+        "acp",
+        "--rehearse",
+        "write-file",
+        cwd=repo,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    requests = [
+        ("initialize", {"protocolVersion": 1, "clientCapabilities": {}}),
+        ("session/new", {"cwd": str(repo), "mcpServers": []}),
+    ]
+    lines: list[dict[str, object]] = []
+
+    async def call(number: int, method: str, params: dict[str, object]) -> dict[str, object]:
+        message = {"jsonrpc": "2.0", "id": number, "method": method, "params": params}
+        proc.stdin.write(json.dumps(message).encode() + b"\n")  # type: ignore[union-attr]
+        while True:
+            raw = await asyncio.wait_for(proc.stdout.readline(), 120)  # type: ignore[union-attr]
+            assert raw, "the server closed stdout"
+            line = json.loads(raw)  # anything else on stdout fails here
+            assert line["jsonrpc"] == "2.0"
+            lines.append(line)
+            if line.get("id") == number and "method" not in line:
+                return line
+
+    try:
+        for number, (method, params) in enumerate(requests):
+            await call(number, method, params)
+        session_id = lines[-1]["result"]["sessionId"]  # type: ignore[index]
+        prompt = [{"type": "text", "text": "/quick Create hello.txt"}]
+        done = await call(2, "session/prompt", {"sessionId": session_id, "prompt": prompt})
+        assert done["result"]["stopReason"] == "end_turn"  # type: ignore[index]
+        assert sum(1 for line in lines if line.get("method") == "session/update") > 5
+    finally:
+        proc.stdin.close()
+        assert await asyncio.wait_for(proc.wait(), 60) == 0
