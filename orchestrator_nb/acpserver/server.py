@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import sys
 from typing import IO, Any, cast
 
@@ -45,8 +46,18 @@ async def serve(options: Options, out: IO[bytes]) -> None:
 
     agent = OrchestratorAgent(options)
     reader, writer = await _streams(out)
+    # A client that stops its agent (Jupyter AI sends SIGINT then SIGTERM to the group, and
+    # SIGKILL 5 s later) must not leave the agent CLIs running: they have process groups of
+    # their own. A signal cancels the serving task, whose clean-up stops every run.
+    loop = asyncio.get_running_loop()
+    serving = asyncio.current_task()
+    assert serving is not None
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        loop.add_signal_handler(signum, serving.cancel)
     try:
         await run_agent(cast(Any, agent), writer, reader)  # a structural Agent
+    except asyncio.CancelledError:
+        log.warning("stopped by a signal; stopping the agents")
     finally:
         await agent.shutdown()
 

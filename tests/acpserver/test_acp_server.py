@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -161,6 +164,41 @@ async def test_cancel_mid_run_stops_every_agent_and_leaves_no_process(repo: Path
         assert alive_in_sessions({sid for sid in seen.values() if sid != proc.pid}) == []
 
 
+async def test_a_client_that_goes_away_mid_run_leaves_no_process(repo: Path) -> None:
+    started = asyncio.Event()
+
+    def watch(update: object) -> None:
+        if isinstance(update, AgentPlanUpdate) and any(
+            e.status == "in_progress" for e in update.entries
+        ):
+            started.set()
+
+    rec = Recorder(on_update=watch)
+    async with connect("--rehearse", "hang", cwd=repo, recorder=rec) as (conn, proc):
+        session = await conn.new_session(cwd=str(repo), mcp_servers=[])
+        prompt = asyncio.ensure_future(ask(conn, session.session_id, "/quick Write calc.py"))
+        await asyncio.wait_for(started.wait(), 60)
+        deadline = time.monotonic() + 60
+        while not descendants(proc.pid):
+            assert time.monotonic() < deadline, "the agent never started"
+            await asyncio.sleep(0.1)
+        seen = descendants(proc.pid)
+        server = proc
+    # Leaving the block closed the server's stdin (and cancelled the pending prompt).
+    with contextlib.suppress(BaseException):
+        await prompt
+    assert await asyncio.wait_for(server.wait(), 60) == 0
+    assert alive_in_sessions(set(seen.values()) - {server.pid}) == []
+    assert all(not Path(f"/proc/{pid}").exists() or _zombie(pid) for pid in seen)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
 @pytest.mark.parametrize(("answer", "stop", "written"), [("approve", "end_turn", True),
                                                          ("reject", "refusal", False)])  # fmt: skip
 async def test_a_gate_is_a_permission_request_and_the_answer_decides(
@@ -278,3 +316,31 @@ async def test_stdout_carries_only_json_rpc_through_a_real_run(repo: Path) -> No
     finally:
         proc.stdin.close()
         assert await asyncio.wait_for(proc.wait(), 60) == 0
+
+
+async def test_stopped_like_jupyter_ai_stops_it_mid_run_no_agent_is_left(repo: Path) -> None:
+    """Jupyter AI closes the connection, then sends SIGINT and SIGTERM to the agent's group."""
+    started = asyncio.Event()
+
+    def watch(update: object) -> None:
+        if isinstance(update, AgentPlanUpdate) and any(
+            e.status == "in_progress" for e in update.entries
+        ):
+            started.set()
+
+    rec = Recorder(on_update=watch)
+    async with connect("--rehearse", "hang", cwd=repo, recorder=rec) as (conn, proc):
+        session = await conn.new_session(cwd=str(repo), mcp_servers=[])
+        prompt = asyncio.ensure_future(ask(conn, session.session_id, "/quick Write calc.py"))
+        await asyncio.wait_for(started.wait(), 60)
+        deadline = time.monotonic() + 60
+        while not descendants(proc.pid):
+            assert time.monotonic() < deadline, "the agent never started"
+            await asyncio.sleep(0.1)
+        seen = descendants(proc.pid)
+        os.kill(proc.pid, signal.SIGINT)
+        os.kill(proc.pid, signal.SIGTERM)
+        await asyncio.wait_for(proc.wait(), 5)  # before Jupyter AI's SIGKILL
+        with contextlib.suppress(BaseException):
+            await prompt
+    assert alive_in_sessions(set(seen.values()) - {proc.pid}) == []
