@@ -66,6 +66,7 @@ class Recorder:
     """
 
     answers: list[str] = field(default_factory=list)
+    hold: bool = False  # never answer a permission request (a person who walked away)
     updates: list[Any] = field(default_factory=list)
     permissions: list[tuple[Any, list[PermissionOption]]] = field(default_factory=list)
     on_update: Callable[[Any], None] | None = None
@@ -74,6 +75,8 @@ class Recorder:
         self, options: list[PermissionOption], session_id: str, tool_call: Any, **kwargs: Any
     ) -> RequestPermissionResponse:
         self.permissions.append((tool_call, options))
+        if self.hold:
+            await asyncio.Event().wait()
         if not self.answers:
             return RequestPermissionResponse(outcome=DeniedOutcome(outcome="cancelled"))
         return RequestPermissionResponse(

@@ -223,6 +223,23 @@ async def test_a_gate_is_a_permission_request_and_the_answer_decides(
     assert notes["outcome"] == ("completed" if written else "cancelled")
 
 
+async def test_cancel_while_a_gate_waits_for_its_answer_stops_the_run(repo: Path) -> None:
+    (repo / "orchestrator.yaml").write_text(GATED)
+    rec = Recorder(hold=True)
+    async with connect("--rehearse", "write-file", cwd=repo, recorder=rec) as (conn, _proc):
+        session = await conn.new_session(cwd=str(repo), mcp_servers=[])
+        prompt = asyncio.ensure_future(ask(conn, session.session_id, "/gated Create hello.txt"))
+        deadline = time.monotonic() + 60
+        while not rec.permissions:
+            assert time.monotonic() < deadline, "the gate never asked"
+            await asyncio.sleep(0.05)
+        await conn.cancel(session_id=session.session_id)
+        reply = await asyncio.wait_for(prompt, 60)
+    assert reply.stop_reason == "cancelled"
+    assert not (repo / "hello.txt").exists()
+    assert "[write · codex]" not in rec.text()
+
+
 async def test_load_session_replays_history_and_a_follow_up_resumes_the_agent(
     repo: Path,
 ) -> None:
