@@ -28,7 +28,6 @@ from acp import (
     PromptResponse,
     RequestError,
     text_block,
-    tool_content,
     update_agent_message,
     update_user_message,
 )
@@ -36,35 +35,28 @@ from acp.helpers import update_available_commands
 from acp.interfaces import Client
 from acp.schema import (
     AgentCapabilities,
-    AllowedOutcome,
     AvailableCommand,
     AvailableCommandInput,
     Implementation,
-    PermissionOption,
     PromptCapabilities,
-    ToolCallUpdate,
     UnstructuredCommandInput,
 )
 from acp.schema import Usage as AcpUsage
 
-from .. import __version__
+from .. import WorkflowResult, __version__, arun, rehearsal
 from ..config import Settings, load_settings
 from ..errors import OrchestratorError
 from ..fsio import STATE_DIR_NAME as STATE_DIR
 from ..fsio import ensure_dir, read_text
 from ..lifecycle import LifecycleEvent, StepFinished
 from ..observe.redact import redact
-from ..rehearsal import rehearsal
 from ..sessions import SESSIONS_DIR, Session, Turn, decide_followup
-from ..workflow.api import arun
-from ..workflow.models import GateStep
-from ..workflow.result import WorkflowResult
 from .commands import PromptError, commands, parse, prompt_text
+from .gates import gate_handler
 from .stream import Progress
 
 log = logging.getLogger("orchestrator_nb.acp")
 _SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-APPROVE, REJECT = "approve", "reject"
 
 
 @dataclass
@@ -85,7 +77,6 @@ class _Live:
     root: Path
     cancel: asyncio.Event | None = None
     running: asyncio.Task[Any] | None = None
-    gates: int = 0
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
 
@@ -261,7 +252,7 @@ class OrchestratorAgent:
                     config=settings,
                     rehearsal=rehearsal,
                     session=session if decision.followup else None,
-                    gate=self._gate(live, session_id, cancel, progress),
+                    gate=gate_handler(self.conn.request_permission, session_id, cancel, progress),
                     cancel=cancel,
                     subscribers=[progress, _Recorder(session, turn)],
                 )
@@ -290,43 +281,6 @@ class OrchestratorAgent:
         ensure_dir(home, anchor=live.root)
         async with rehearsal(self.options.rehearse, workspace=live.root, home=home) as running:
             yield running
-
-    def _gate(self, live: _Live, session_id: str, cancel: asyncio.Event, progress: Progress) -> Any:
-        async def ask(step: GateStep, message: str) -> str:
-            live.gates += 1
-            await progress.drain()  # the client sees what led to the gate before the question
-            call = ToolCallUpdate(
-                tool_call_id=f"gate/{step.id}/{live.gates}",
-                title=f"Gate {step.id}: {redact(message)}",
-                kind="think",
-                status="pending",
-                content=[tool_content(text_block(redact(message)))],
-            )
-            options = [
-                PermissionOption(option_id=APPROVE, name="Approve, continue", kind="allow_once"),
-                PermissionOption(option_id=REJECT, name="Reject, stop here", kind="reject_once"),
-            ]
-            asking = asyncio.ensure_future(
-                self.conn.request_permission(session_id=session_id, tool_call=call, options=options)
-            )
-            stopping = asyncio.ensure_future(cancel.wait())
-            try:
-                await asyncio.wait({asking, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                stopping.cancel()
-            if not asking.done():
-                asking.cancel()
-                return REJECT  # cancelled while asking: nobody approved
-            try:
-                outcome = asking.result().outcome
-            except Exception as exc:  # the client could not ask: the gate's policy decides
-                log.warning("permission request for gate %s failed: %s", step.id, exc)
-                return REJECT
-            if isinstance(outcome, AllowedOutcome) and outcome.option_id == APPROVE:
-                return APPROVE
-            return REJECT
-
-        return ask
 
     async def cancel(self, session_id: str, **kwargs: Any) -> None:
         live = self._sessions.get(session_id)
