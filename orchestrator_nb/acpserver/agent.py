@@ -263,6 +263,7 @@ class OrchestratorAgent:
                 raise _error(exc) from None
             raise
         session.finish_turn(turn, result.outcome, error=result.error, run_id=result.run_id)
+        progress.run_changes(result.workflow, result.diff)
         progress.say(_closing(result))
         await progress.close()
         return _response(result, cancel.is_set() and result.outcome == "cancelled")

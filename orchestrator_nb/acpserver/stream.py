@@ -68,7 +68,10 @@ class Progress:
             if step.kind in ("agent", "gate"):
                 who = step.agent if step.kind == "agent" else "gate"
                 self._entries[step.step_id] = plan_entry(f"{step.step_id} — {who}")
-        self._labelled: set[tuple[str, int | None]] = set()
+        # Who spoke last: agents run side by side in parallel steps, so a label goes before
+        # every stretch of one step's text, not once per step.
+        self._speaking: tuple[str, int | None] | None = None
+        self._rounds: dict[str, int | None] = {}
         self._tools = 0
         self._usage = Usage()
         self._token_budget = token_budget
@@ -102,6 +105,7 @@ class Progress:
 
     def _translate(self, event: LifecycleEvent) -> list[Any]:
         if isinstance(event, StepStarted) and event.kind == "agent":
+            self._rounds[event.step_id] = event.iteration
             return self._plan(event.step_id, "in_progress", iteration=event.iteration)
         if isinstance(event, GateRequested):
             return self._plan(event.step_id, "in_progress")
@@ -129,19 +133,19 @@ class Progress:
         self._entries[step_id] = entry.model_copy(update={"status": status, "content": content})
         return [update_plan(list(self._entries.values()))]
 
-    def _label(self, step_id: str, agent: str, iteration: int | None) -> list[Any]:
-        key = (step_id, iteration)
-        if key in self._labelled:
+    def _label(self, step_id: str, agent: str) -> list[Any]:
+        key = (step_id, self._rounds.get(step_id))
+        if key == self._speaking:
             return []
-        self._labelled.add(key)
-        round_ = f" #{iteration}" if iteration else ""
+        self._speaking = key
+        round_ = f" #{key[1]}" if key[1] else ""
         return [update_agent_message(text_block(f"\n\n**[{step_id}{round_} · {agent}]** "))]
 
     def _agent_event(self, event: AgentEventEmitted) -> list[Any]:
         inner = event.event
         call_id = f"{event.step_id}/{getattr(inner, 'id', None) or self._tools}"
         if isinstance(inner, TextEvent) and inner.text:
-            out = self._label(event.step_id, event.agent, None)
+            out = self._label(event.step_id, event.agent)
             text = inner.text if inner.delta else inner.text + "\n"
             return [*out, update_agent_message(text_block(redact(text)))]
         if isinstance(inner, ToolCallEvent):
@@ -166,35 +170,22 @@ class Progress:
         note = "cached" if event.cached else ("" if r.ok else f"failed: {r.error_kind}")
         out = self._plan(event.step_id, "completed", iteration=event.iteration, note=note)
         if not r.ok and r.error is not None:
-            out += self._label(event.step_id, r.agent, None)
+            out += self._label(event.step_id, r.agent)
             out.append(update_agent_message(text_block(f"\n✗ {redact(r.error.message)}\n")))
         if r.diff:
-            self._tools += 1
-            files = split(redact(r.diff))
-            content: list[Any] = [
-                tool_diff_content(f.path, f.new_text, f.old_text)
-                if not f.note
-                else tool_content(text_block(f"{f.path}: {f.note}"))
-                for f in files
-            ]
             round_ = f" #{event.iteration}" if event.iteration else ""
-            call_id = f"{event.step_id}{round_}/changes"
-            # Started, then completed: clients draw a finished edit with its diffs open.
-            out.append(
-                start_tool_call(
-                    call_id,
-                    f"{r.agent} changed {len(files)} file(s) in {event.step_id}{round_}",
-                    kind="edit",
-                    status="in_progress",
-                    content=content,
-                    locations=[ToolCallLocation(path=f.path) for f in files],
-                )
-            )
-            out.append(update_tool_call(call_id, status="completed", content=content))
+            where = f"{event.step_id}{round_}"
+            out += _edit(f"{where}/changes", f"{r.agent} changed {{}} file(s) in {where}", r.diff)
         if not event.cached:
             self._usage = self._usage + r.usage
         out.append(self.usage_update())
         return out
+
+    def run_changes(self, workflow: str, diff: str) -> None:
+        """The run's net change, once at its end (best-of-n applies a pick only then)."""
+        if diff:
+            for update in _edit("run/changes", f"workflow {workflow} changed {{}} file(s)", diff):
+                self._put(update)
 
     def usage_update(self) -> UsageUpdate:
         used = self._usage.input_tokens + self._usage.output_tokens
@@ -234,3 +225,27 @@ class Progress:
         self._put(None)
         with contextlib.suppress(asyncio.CancelledError):
             await self._pump
+
+
+def _edit(call_id: str, title: str, diff: str) -> list[Any]:
+    """A finished edit with one ``diff`` per file: started, then completed (clients draw the
+    diffs of a completed edit). ``{}`` in the title becomes the number of files."""
+    files = split(redact(diff))
+    content: list[Any] = [
+        tool_content(text_block(f"{f.path}: {f.note}"))
+        if f.note
+        else tool_diff_content(f.path, f.new_text, f.old_text)
+        for f in files
+    ]
+    locations = [ToolCallLocation(path=f.path) for f in files]
+    return [
+        start_tool_call(
+            call_id,
+            title.replace("{}", str(len(files)), 1),
+            kind="edit",
+            status="in_progress",
+            content=content,
+            locations=locations,
+        ),
+        update_tool_call(call_id, status="completed", content=content),
+    ]

@@ -103,7 +103,8 @@ async def test_default_workflow_streams_plan_chunks_tool_calls_usage_then_stops(
 
     # Each agent's text arrives labelled with its step and agent, in the order they ran.
     text = rec.text()
-    labels = ["[implement · codex]", "[review · gemini]", "[refine · claude]"]
+    labels = ["[implement · codex]", "[review #1 · gemini]", "[refine #1 · claude]"]
+    labels.append("[review #2 · gemini]")
     positions = [text.index(label) for label in labels]
     assert positions == sorted(positions)
     assert "workflow default: completed" in text  # the closing summary
@@ -131,7 +132,11 @@ async def test_default_workflow_streams_plan_chunks_tool_calls_usage_then_stops(
     assert usage[-1].used == reply.usage.input_tokens + reply.usage.output_tokens > 0
     assert usage[-1].cost is not None and usage[-1].cost.amount > 0
     assert kinds.index("tool_call") < kinds.index("usage")
-    assert kinds[-1] == "chunk"  # the summary closes the turn, after every step's updates
+    # The run's net change, then the summary closes the turn, after every step's updates.
+    net = next(s for s in starts if s.tool_call_id == "run/changes")
+    assert net.title == "workflow default changed 2 file(s)"
+    assert {c.path for c in net.content} == {"calc.py", "test_calc.py"}
+    assert kinds[-3:] == ["tool_call", "tool_call_update", "chunk"]
 
 
 async def test_cancel_mid_run_stops_every_agent_and_leaves_no_process(repo: Path) -> None:
@@ -361,3 +366,27 @@ async def test_stopped_like_jupyter_ai_stops_it_mid_run_no_agent_is_left(repo: P
         with contextlib.suppress(BaseException):
             await prompt
     assert alive_in_sessions(set(seen.values()) - {proc.pid}) == []
+
+
+async def test_best_of_n_labels_side_by_side_agents_and_shows_the_applied_pick(
+    repo: Path,
+) -> None:
+    rec = Recorder()
+    async with connect("--rehearse", "best-of-n", cwd=repo, recorder=rec) as (conn, _proc):
+        session = await conn.new_session(cwd=str(repo), mcp_servers=[])
+        reply = await ask(conn, session.session_id, "/best-of-n Write greet.py")
+    assert reply.stop_reason == "end_turn"
+    # Three candidates ran at once: every stretch of text sits under its own step's label.
+    speaker = None
+    answers = {}
+    for chunk in rec.of(AgentMessageChunk):
+        text = chunk.content.text
+        if text.startswith("\n\n**["):
+            speaker = text.split("[", 1)[1].split(" ", 1)[0]
+        elif "Wrote greet.py" in text:
+            answers[speaker] = text
+    assert set(answers) == {"candidate_codex", "candidate_claude", "candidate_gemini"}
+    # Only the judged pick is applied, at the end of the run: it arrives as the run's edit.
+    net = next(s for s in rec.of(ToolCallStart) if s.tool_call_id == "run/changes")
+    assert [c.path for c in net.content] == ["greet.py"]
+    assert (repo / "greet.py").read_text() == net.content[0].new_text
