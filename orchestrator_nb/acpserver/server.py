@@ -63,7 +63,15 @@ async def serve(options: Options, out: IO[bytes]) -> None:
 
 
 def main(options: Options) -> int:
-    """Serve until the client closes stdin; returns the exit code."""
+    """Serve until the client closes stdin; returns the exit code.
+
+    A scenario that does not load is refused before serving (a ``ConfigError`` the command
+    reports in one line), not at the first prompt in the middle of a chat.
+    """
+    if options.rehearse is not None:
+        from ..rehearsal import load_scenario
+
+        load_scenario(options.rehearse)
     out = _claim_stdout()
     from ..observe.logs import configure_logging
 

@@ -390,3 +390,17 @@ async def test_best_of_n_labels_side_by_side_agents_and_shows_the_applied_pick(
     net = next(s for s in rec.of(ToolCallStart) if s.tool_call_id == "run/changes")
     assert [c.path for c in net.content] == ["greet.py"]
     assert (repo / "greet.py").read_text() == net.content[0].new_text
+
+
+def test_an_unknown_scenario_is_refused_before_serving(repo: Path) -> None:
+    done = subprocess.run(
+        [*command(), "acp", "--rehearse", "nosuch"],
+        cwd=repo,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2 and done.stdout == ""
+    assert "no scenario file or shipped scenario named 'nosuch'" in done.stderr
+    assert "calculator" in done.stderr  # the hint lists the shipped ones
