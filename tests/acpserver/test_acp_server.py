@@ -82,6 +82,12 @@ async def test_default_workflow_streams_plan_chunks_tool_calls_usage_then_stops(
     meta = reply.field_meta["orchestrator_nb"]
     assert (meta["workflow"], meta["outcome"]) == ("default", "completed")
     assert "ZeroDivisionError" in (repo / "calc.py").read_text()  # the real run's work
+    # A run like any other: in the workspace's audit trail and its session.
+    assert meta["run_id"] in (repo / ".orchestrator" / "audit.jsonl").read_text()
+    saved = json.loads(
+        (repo / ".orchestrator" / "sessions" / f"{session.session_id}.json").read_text()
+    )
+    assert [(t["outcome"], t["run_id"]) for t in saved["turns"]] == [("completed", meta["run_id"])]
 
     # The commands were advertised: one per workflow, plus /review.
     advertised = rec.of(AvailableCommandsUpdate)
