@@ -73,6 +73,7 @@ class Progress:
         self._speaking: tuple[str, int | None] | None = None
         self._rounds: dict[str, int | None] = {}
         self._tools = 0
+        self._open: dict[str, str] = {}  # step (and round) → its last started tool call
         self._usage = Usage()
         self._token_budget = token_budget
         self._pump = asyncio.ensure_future(self._run())
@@ -143,13 +144,21 @@ class Progress:
 
     def _agent_event(self, event: AgentEventEmitted) -> list[Any]:
         inner = event.event
-        call_id = f"{event.step_id}/{getattr(inner, 'id', None) or self._tools}"
+        if isinstance(inner, (ToolCallEvent, ToolResultEvent)):
+            # A CLI numbers its tool calls per process, so a step's next round (a new
+            # process) reuses them: the id carries the step and its round. A call without an
+            # id pairs with the last one started in its step.
+            round_ = self._rounds.get(event.step_id)
+            where = f"{event.step_id}{f' #{round_}' if round_ else ''}"
+            if isinstance(inner, ToolCallEvent):
+                self._tools += 1
+                self._open[where] = inner.id or f"n{self._tools}"
+            call_id = f"{where}/{inner.id or self._open.get(where, 'n0')}"
         if isinstance(inner, TextEvent) and inner.text:
             out = self._label(event.step_id, event.agent)
             text = inner.text if inner.delta else inner.text + "\n"
             return [*out, update_agent_message(text_block(redact(text)))]
         if isinstance(inner, ToolCallEvent):
-            self._tools += 1
             title = f"{event.agent}: {inner.name}"
             raw = redact_obj(inner.input)
             return [

@@ -118,6 +118,9 @@ async def test_default_workflow_streams_plan_chunks_tool_calls_usage_then_stops(
     # Tool calls: the agents' own (started, then updated), and each step's files as diffs.
     starts = rec.of(ToolCallStart)
     assert any(s.title.startswith("codex: ") for s in starts)
+    ids = [s.tool_call_id for s in starts]
+    assert len(ids) == len(set(ids))  # a step's second round does not reuse the first's
+    assert any(i.startswith("review #1/") for i in ids)
     assert {p.tool_call_id for p in rec.of(ToolCallProgress)} & {s.tool_call_id for s in starts}
     changes = [s for s in starts if s.tool_call_id == "implement/changes"]
     assert len(changes) == 1 and changes[0].kind == "edit"

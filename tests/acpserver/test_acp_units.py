@@ -8,7 +8,11 @@ from acp.schema import ResourceContentBlock
 
 from orchestrator_nb.acpserver.commands import PromptError, commands, parse, prompt_text
 from orchestrator_nb.acpserver.diffs import split
+from orchestrator_nb.acpserver.stream import Progress
 from orchestrator_nb.config import load_settings
+from orchestrator_nb.events import ToolCallEvent, ToolResultEvent
+from orchestrator_nb.lifecycle import AgentEventEmitted, StepStarted
+from orchestrator_nb.workflow.result import PlannedStep
 from orchestrator_nb.workspace.diff import make_change
 from orchestrator_nb.workspace.store import FileState
 
@@ -86,3 +90,36 @@ def test_no_newline_at_end_and_binary_files() -> None:
     assert (f.old_text, f.new_text) == ("one\ntwo", "one\n2")
     (b,) = split(_diff("logo.png", b"\x89PNG\0\0", b"\x89PNG\0\1"))
     assert b.note.startswith("Binary files") and b.new_text == ""
+
+
+async def test_tool_call_ids_carry_the_round_and_calls_without_ids_pair_up() -> None:
+    sent: list[object] = []
+
+    async def send(update: object) -> None:
+        sent.append(update)
+
+    plan = [PlannedStep("review", "agent", "gemini", 1)]
+    progress = Progress(send, plan, token_budget=None)
+    for round_ in (1, 2):
+        progress(StepStarted("r", "review", "gemini", "agent", round_))
+        for event in (
+            ToolCallEvent("item_1", "read_file"),
+            ToolResultEvent("item_1", True, "ok"),
+            ToolCallEvent(None, "shell"),
+            ToolResultEvent(None, False, "exit 1"),
+        ):
+            progress(AgentEventEmitted("r", "review", "gemini", event))
+    await progress.close()
+    calls = [
+        (u.session_update, u.tool_call_id, u.status) for u in sent if hasattr(u, "tool_call_id")
+    ]
+    assert calls == [
+        ("tool_call", "review #1/item_1", "in_progress"),
+        ("tool_call_update", "review #1/item_1", "completed"),
+        ("tool_call", "review #1/n2", "in_progress"),
+        ("tool_call_update", "review #1/n2", "failed"),
+        ("tool_call", "review #2/item_1", "in_progress"),
+        ("tool_call_update", "review #2/item_1", "completed"),
+        ("tool_call", "review #2/n4", "in_progress"),
+        ("tool_call_update", "review #2/n4", "failed"),
+    ]
