@@ -120,6 +120,32 @@ def jupyterlab(root: Path) -> Iterator[tuple[str, str, int]]:
             proc.wait(10)
 
 
+def test_the_persona_is_registered_for_jupyter_ai_and_starts_the_server(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _require()
+    from importlib.metadata import entry_points
+
+    from jupyter_ai_acp_client.base_acp_persona import BaseAcpPersona
+
+    (ep,) = [e for e in entry_points(group="jupyter_ai.personas") if e.name == "orchestrator-nb"]
+    persona = ep.load()
+    assert issubclass(persona, BaseAcpPersona)
+    from orchestrator_nb.acpserver import persona as module
+
+    monkeypatch.setenv(module.ARGS_ENV, "--rehearse 'my scenario.yaml' --workflow quick")
+    assert module.executable() == [
+        sys.executable,
+        "-m",
+        "orchestrator_nb.acpserver",
+        "--rehearse",
+        "my scenario.yaml",  # split like a command line, never run by a shell
+        "--workflow",
+        "quick",
+    ]
+    assert module.AVATAR.is_file()
+
+
 def test_the_chat_persona_runs_a_rehearsed_workflow_and_shows_steps_and_diffs(
     tmp_path: Path,
 ) -> None:
