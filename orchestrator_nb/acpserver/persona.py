@@ -20,8 +20,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from jupyter_ai_acp_client.base_acp_persona import BaseAcpPersona
-from jupyter_ai_persona_manager import PersonaDefaults
+from jupyter_ai_persona_manager import PersonaDefaults, PersonaRequirementsUnmet
+
+try:
+    from jupyter_ai_acp_client.base_acp_persona import BaseAcpPersona
+except ImportError as exc:  # Jupyter AI without its ACP client: a warning, not a traceback
+    raise PersonaRequirementsUnmet(
+        "@Orchestrator needs Jupyter AI's ACP client: pip install 'orchestrator-nb[jupyter-ai]'"
+    ) from exc
 
 ARGS_ENV = "ORCHESTRATOR_NB_ACP_ARGS"
 NAME = "Orchestrator"
