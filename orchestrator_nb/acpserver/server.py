@@ -12,7 +12,9 @@ import asyncio
 import logging
 import os
 import signal
+import stat
 import sys
+import threading
 from typing import IO, Any, cast
 
 from .agent import Options, OrchestratorAgent
@@ -31,13 +33,57 @@ def _claim_stdout() -> IO[bytes]:
     return os.fdopen(protocol_fd, "wb", buffering=0)
 
 
+def _is_pipe(fd: int) -> bool:
+    mode = os.fstat(fd).st_mode
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
+
+
+class _FileTransport(asyncio.WriteTransport):
+    """Writes straight to a file (stdout redirected to one): nothing to wait for."""
+
+    def __init__(self, out: IO[bytes]) -> None:
+        super().__init__()
+        self._out = out
+        self._closing = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self._out.write(bytes(data))
+        self._out.flush()
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def close(self) -> None:
+        self._closing = True
+
+
+def _feed(loop: asyncio.AbstractEventLoop, reader: asyncio.StreamReader) -> None:
+    """stdin from a file (or /dev/null), which the event loop cannot poll: a reader thread."""
+
+    def pump() -> None:
+        try:
+            while line := sys.stdin.buffer.readline():
+                loop.call_soon_threadsafe(reader.feed_data, line)
+        finally:
+            loop.call_soon_threadsafe(reader.feed_eof)
+
+    threading.Thread(target=pump, name="acp-stdin", daemon=True).start()
+
+
 async def _streams(out: IO[bytes]) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Clients connect pipes; a file or /dev/null on either side works too."""
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=50 * 1024 * 1024)
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    transport, protocol = await loop.connect_write_pipe(
-        lambda: asyncio.streams.FlowControlMixin(), out
-    )
+    if _is_pipe(sys.stdin.fileno()):
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    else:
+        _feed(loop, reader)
+    protocol = asyncio.streams.FlowControlMixin()
+    transport: asyncio.WriteTransport
+    if _is_pipe(out.fileno()):
+        transport, _ = await loop.connect_write_pipe(lambda: protocol, out)
+    else:
+        transport = _FileTransport(out)
     return reader, asyncio.StreamWriter(transport, protocol, None, loop)
 
 

@@ -413,3 +413,19 @@ def test_an_unknown_scenario_is_refused_before_serving(repo: Path) -> None:
     assert done.returncode == 2 and done.stdout == ""
     assert "no scenario file or shipped scenario named 'nosuch'" in done.stderr
     assert "calculator" in done.stderr  # the hint lists the shipped ones
+
+
+def test_files_on_stdin_and_stdout_work_like_pipes(repo: Path, tmp_path: Path) -> None:
+    requests = tmp_path / "in.jsonl"
+    lines = [
+        {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": 1}},
+        {"jsonrpc": "2.0", "id": 1, "method": "session/new", "params": {"cwd": str(repo)}},
+    ]
+    requests.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    replies = tmp_path / "out.jsonl"
+    with requests.open("rb") as stdin, replies.open("wb") as stdout:
+        done = subprocess.run([*command(), "acp"], cwd=repo, stdin=stdin, stdout=stdout, timeout=60)
+    assert done.returncode == 0
+    answers = [json.loads(line) for line in replies.read_text().splitlines()]
+    assert [a.get("id") for a in answers if "id" in a] == [0, 1]
+    assert answers[0]["result"]["agentInfo"]["name"] == "orchestrator-nb"
