@@ -218,6 +218,9 @@ class OrchestratorAgent:
     async def _prompt(self, live: _Live, session_id: str, text: str) -> PromptResponse:
         settings = self._settings(live.root)
         known = commands(settings)
+        # Again with each prompt: a client may have dropped the list it got before it knew the
+        # session, and the workspace's orchestrator.yaml may have gained a workflow.
+        await self.conn.session_update(session_id, self._commands_update(live.root))
         try:
             request = parse(text, known, self.options.workflow)
         except PromptError as exc:

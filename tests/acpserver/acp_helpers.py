@@ -18,6 +18,7 @@ from acp.schema import (
     AgentMessageChunk,
     AgentPlanUpdate,
     AllowedOutcome,
+    AvailableCommandsUpdate,
     ClientCapabilities,
     DeniedOutcome,
     Implementation,
@@ -129,8 +130,12 @@ class Recorder:
             ToolCallProgress: "tool_call_update",
             UsageUpdate: "usage",
             UserMessageChunk: "user",
+            AvailableCommandsUpdate: "commands",
         }
-        return [names.get(type(u), "permission") for u in self.updates]
+        return [
+            "permission" if isinstance(u, tuple) else names.get(type(u), type(u).__name__)
+            for u in self.updates
+        ]
 
 
 @contextlib.asynccontextmanager
