@@ -429,3 +429,20 @@ def test_files_on_stdin_and_stdout_work_like_pipes(repo: Path, tmp_path: Path) -
     answers = [json.loads(line) for line in replies.read_text().splitlines()]
     assert [a.get("id") for a in answers if "id" in a] == [0, 1]
     assert answers[0]["result"]["agentInfo"]["name"] == "orchestrator-nb"
+
+
+async def test_a_failed_run_ends_the_turn_saying_why(repo: Path) -> None:
+    rec = Recorder()
+    async with connect("--rehearse", "rate-limit", cwd=repo, recorder=rec) as (conn, _proc):
+        session = await conn.new_session(cwd=str(repo), mcp_servers=[])
+        reply = await ask(conn, session.session_id, "/quick Write calc.py")
+    assert reply.stop_reason == "end_turn"
+    meta = reply.field_meta["orchestrator_nb"]
+    assert meta["outcome"] == "failed" and "step implement failed" in meta["error"]
+    text = rec.text()
+    assert "✗ " in text  # the failed step says so under its label
+    assert "workflow quick: failed" in text and "error: step implement failed" in text
+    plan = rec.of(AgentPlanUpdate)[-1].entries
+    assert [(e.content, e.status) for e in plan] == [
+        ("implement — codex (failed: rate_limit)", "completed")
+    ]
