@@ -25,7 +25,7 @@ from .runner import CellRun, RunSpec
 
 OPTIONS = (
     "-w/--workflow, -a/--agent, --workspace, -s/--session, --followup, --new, --rehearse, "
-    "--dry-run, --max-iterations, --budget, --timeout, --background, -o/--out, --quiet"
+    "--dry-run, --max-iterations, --budget, --timeout, --background, --isolate, -o/--out, --quiet"
 )
 
 
@@ -76,6 +76,10 @@ _OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     (("--budget",), {"type": _positive_float, "metavar": "USD", "help": "Stop past this cost."}),
     (("--timeout",), {"type": _positive_float, "metavar": "S", "help": "Stop after S seconds."}),
     (("--background",), {"action": "store_true", "help": "Return a Run handle at once."}),
+    (
+        ("--isolate",),
+        {"action": "store_true", "help": "Work in an own git worktree, applied at the end."},
+    ),
     (("-o", "--out"), {"metavar": "NAME", "help": "Also store the result in this variable."}),
     (("--quiet",), {"action": "store_true", "help": "No live output, only the result."}),
 ]
@@ -250,6 +254,7 @@ class OrchestratorMagics(Magics):
             quiet=args.quiet,
             resume_id=resume,
             settings=settings,
+            extra={"isolation": "worktree"} if args.isolate else {},
         )
 
 

@@ -123,6 +123,9 @@ class SessionRecorder:
     def __call__(self, event: LifecycleEvent) -> None:
         if isinstance(event, RunStarted):
             self.turn.run_id = event.run_id
+            # Saved now: if the kernel dies in the first step, the next start finds this turn
+            # by its run and marks it interrupted.
+            self.session.autosave()
         elif isinstance(event, StepFinished):
             self.session.record_step(self.turn, event.result)
 

@@ -17,6 +17,7 @@ from ..config import Settings, load_settings
 from ..lifecycle import EventBus, Subscriber
 from ..observe.checks import check_task
 from ..workspace import RevertResult, Workspace
+from ..workspace.lock import Isolation
 from .engine import Engine, GateDecision, GateHandler
 from .journal import RunJournal
 from .result import Outcome, PlannedStep, WorkflowResult
@@ -36,9 +37,13 @@ async def arun(
     subscribers: list[Subscriber] | None = None,
     variables: dict[str, Any] | None = None,
     engine: Engine | None = None,
+    isolation: Isolation = "shared",
     **overrides: Any,
 ) -> WorkflowResult:
     """Run ``workflow`` on ``task`` in ``workspace``.
+
+    Runs in one workspace take turns (a second one waits); ``isolation="worktree"`` runs this
+    one in its own git worktree instead and applies its changes at the end.
 
     ``overrides``: ``max_iterations``, ``max_cost_usd``, ``max_tokens``, ``max_wall_s``,
     ``gate_policy``. ``rehearsal``: a scenario path or name, or a running rehearsal.
@@ -68,6 +73,7 @@ async def arun(
             history=history,
             overrides=overrides,
             resume_ids=resume_ids,
+            isolation=isolation,
         )
     finally:
         for off in unsubscribe:

@@ -33,9 +33,11 @@ from ..lifecycle import (
     RunStarted,
     StepFinished,
     StepStarted,
+    WorkspaceWaiting,
 )
 from ..observe.redact import redact_obj
 from ..workspace import Workspace
+from ..workspace.lock import Isolation, Seat, run_seat
 from .cache import StepCache
 from .journal import RunJournal
 from .models import AgentStep, BranchStep, GateStep, LoopStep, ParallelStep, Step, Workflow
@@ -84,6 +86,7 @@ class _Ctx:
     iteration: int | None = None
     # agent → the native session of the previous turn, resumed by that agent's first step
     resume_ids: dict[str, str] = field(default_factory=dict)
+    seat: Seat | None = None  # the workspace lock, or the run's own worktree
 
     def template_context(self) -> dict[str, Any]:
         return {
@@ -132,6 +135,7 @@ class Engine:
         history: list[dict[str, Any]] | None = None,
         overrides: dict[str, Any] | None = None,
         resume_ids: dict[str, str] | None = None,
+        isolation: Isolation = "shared",
     ) -> WorkflowResult:
         wf = self._workflow(workflow, overrides or {})
         ws = Workspace(workspace, run_id=run_id)
@@ -168,8 +172,18 @@ class Engine:
         # what callers subscribe to.
         forward = ctx.bus.subscribe(self.bus.emit)
         uninstall = install(ctx.bus, ws.state.root, breakers=self.breakers)
+
+        def waiting(holder: str) -> None:
+            ctx.bus.emit(WorkspaceWaiting(ctx.run_id, holder, str(ws.root)))
+
         try:
-            return await self._walk(ctx, rehearsal, started)
+            # One run writes in a workspace at a time (or works in its own worktree); leftovers
+            # of a dead run are stopped first. See workspace/lock.py.
+            async with run_seat(
+                ws, on_wait=waiting, cancel=ctx.cancel, isolation=isolation, notes=ctx.notes
+            ) as seat:
+                ctx.seat, ctx.ws = seat, seat.ws
+                return await self._walk(ctx, rehearsal, started)
         finally:
             uninstall()
             forward()
@@ -201,12 +215,14 @@ class Engine:
             outcome, error = "budget_exceeded", ctx.budget_stop
         elif ctx.cancel.is_set() and outcome != "completed":
             outcome = "cancelled"
+        if ctx.seat is not None:
+            await ctx.seat.settle(outcome)  # an isolated run brings its changes back
         return self._finish(ctx, outcome, error, started)
 
     def _finish(
         self, ctx: _Ctx, outcome: Outcome, error: str | None, started: float
     ) -> WorkflowResult:
-        changes = ctx.ws.run_changes()
+        changes = ctx.seat.changes(outcome) if ctx.seat else ctx.ws.run_changes()
         result = WorkflowResult(
             run_id=ctx.run_id,
             workflow=ctx.name,
@@ -218,7 +234,7 @@ class Engine:
             error=error,
             duration_s=time.monotonic() - started,
             notes=list(ctx.notes),
-            workspace=str(ctx.ws.root),
+            workspace=str(ctx.seat.root if ctx.seat else ctx.ws.root),
         )
         ctx.journal.finish({"outcome": outcome, "error": error})
         ctx.bus.emit(
