@@ -35,6 +35,7 @@ from ..lifecycle import (
     LifecycleEvent,
     StepFinished,
     StepStarted,
+    WorkspaceWaiting,
 )
 from ..observe.redact import redact, redact_obj
 from ..workflow.result import PlannedStep
@@ -116,6 +117,8 @@ class Progress:
             return self._agent_event(event)
         if isinstance(event, StepFinished):
             return self._finished(event)
+        if isinstance(event, WorkspaceWaiting):  # the workspace lock: runs take turns
+            return [update_agent_message(text_block(f"⏳ {event.message}\n"))]
         if isinstance(event, BudgetWarning):
             used = f"{event.used:.4g} of {event.limit:.4g}"
             return [update_agent_message(text_block(f"\n\n⚠ budget {event.budget}: {used}\n"))]

@@ -446,3 +446,34 @@ async def test_a_failed_run_ends_the_turn_saying_why(repo: Path) -> None:
     assert [(e.content, e.status) for e in plan] == [
         ("implement — codex (failed: rate_limit)", "completed")
     ]
+
+
+async def test_two_chats_in_one_workspace_take_turns_and_a_waiting_one_can_cancel(
+    repo: Path,
+) -> None:
+    """The workspace lock applies as for any run: the second chat waits, and says so."""
+    started = asyncio.Event()
+    waiting = asyncio.Event()
+
+    def watch(update: object) -> None:
+        if isinstance(update, AgentPlanUpdate) and any(
+            e.status == "in_progress" for e in update.entries
+        ):
+            started.set()
+        if isinstance(update, AgentMessageChunk) and "⏳ waiting for run" in update.content.text:
+            waiting.set()
+
+    rec = Recorder(on_update=watch)
+    async with connect("--rehearse", "hang", cwd=repo, recorder=rec) as (conn, proc):
+        first = await conn.new_session(cwd=str(repo), mcp_servers=[])
+        second = await conn.new_session(cwd=str(repo), mcp_servers=[])
+        one = asyncio.ensure_future(ask(conn, first.session_id, "/quick Write calc.py"))
+        await asyncio.wait_for(started.wait(), 60)
+        two = asyncio.ensure_future(ask(conn, second.session_id, "/quick Write more.py"))
+        await asyncio.wait_for(waiting.wait(), 60)
+        await conn.cancel(session_id=second.session_id)
+        assert (await asyncio.wait_for(two, 60)).stop_reason == "cancelled"
+        assert not one.done()  # the first run goes on
+        await conn.cancel(session_id=first.session_id)
+        assert (await asyncio.wait_for(one, 60)).stop_reason == "cancelled"
+        assert descendants(proc.pid) == {}
