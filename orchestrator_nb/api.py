@@ -66,6 +66,7 @@ class _Run:
     log_root: Path
     max_events: int
     previous_usage: Usage | None = None
+    permissions: Any = None  # ACP agents: the PermissionHandler that answers their requests
 
 
 def _settings(config: Settings | str | os.PathLike[str] | None, workspace: Path) -> Settings:
@@ -111,6 +112,22 @@ async def _rehearsal_scope(rehearsal: Any) -> AsyncIterator[Any]:
 async def _attempt(
     run: _Run, number: int, on_event: EventCallback | None, cancel: asyncio.Event | None
 ) -> StepResult:
+    if run.driver.prompt_via == "acp":
+        from .agents.acp.run import acp_attempt
+
+        return await acp_attempt(
+            name=run.name,
+            config=run.config,
+            driver=run.driver,  # type: ignore[arg-type]
+            request=run.request,
+            env=run.env,
+            log_dir=run.log_root / f"attempt-{number}",
+            max_events=run.max_events,
+            permissions=run.permissions,
+            on_event=on_event,
+            cancel=cancel,
+            previous_usage=run.previous_usage,
+        )
     parser = run.driver.new_parser(previous_usage=run.previous_usage)
     events: list[Event] = []
     dropped = 0
@@ -244,6 +261,7 @@ async def arun_agent(
     registry: DriverRegistry | None = None,
     log_dir: str | os.PathLike[str] | None = None,
     previous_usage: Usage | None = None,
+    approvals: Any = None,
     **options: Any,
 ) -> StepResult:
     """Run ``agent`` once on ``prompt`` in ``workspace`` and return what happened.
@@ -253,7 +271,10 @@ async def arun_agent(
     workspace's ``.orchestrator/runs/``). With ``resume``, ``previous_usage`` (what the native
     session used before) keeps a CLI that reports running totals from counting twice. Options
     override the agent's config: ``idle_timeout``, ``retries``, ``retry_wait``,
-    ``permission_mode``, ``max_turns``, ``extra_args``, ``env``.
+    ``permission_mode``, ``max_turns``, ``extra_args``, ``env``. ``approvals`` answers an ACP
+    agent's permission requests: an :class:`~orchestrator_nb.agents.acp.ApprovalPolicy` (or its
+    dict form), or an async callable asked for each request (the settings' policy decides when
+    it does not answer in time); default: the ``approvals:`` policy of the settings.
     """
     if not isinstance(prompt, str) or not prompt.strip():
         raise ConfigError("the prompt is empty", key="prompt", hint="pass the task as a string")
@@ -291,7 +312,12 @@ async def arun_agent(
         extra_env = {**driver.env(AgentRequest(prompt, root, executable)), **cfg.env}
         drop: frozenset[str] = frozenset()
         provider_args: list[str] = []
-        if reh is not None:
+        if reh is not None and driver.prompt_via == "acp":
+            from .agents.acp.rehearse import acp_rehearsal_env
+
+            extra_env.update(acp_rehearsal_env(reh, agent, cfg, step, root))
+            drop = reh.drop_env
+        elif reh is not None:
             extra_env.update(reh.env(driver.name, step, workspace=root))
             drop = reh.drop_env
             provider_args = list(reh.args(driver.name, step))
@@ -307,6 +333,10 @@ async def arun_agent(
         )
         env = base_env(extra_env, drop)
         run = _Run(agent, cfg, driver, request, env, log_root, settings.max_events, previous_usage)
+        if driver.prompt_via == "acp":
+            from .agents.acp.permissions import handler_for
+
+            run.permissions = handler_for(approvals, settings.approvals)
         return await _with_retries(run, on_event, cancel, options.get("retry_wait"))
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from ..agents.acp.warm import warm_agents
 from ..agents.registry import DriverRegistry, default_registry
 from ..api import _rehearsal_scope, arun_agent
 from ..config import Settings
@@ -199,7 +200,9 @@ class Engine:
         error: str | None = None
         watchdog = asyncio.ensure_future(self._watch_wall(ctx))
         try:
-            async with _rehearsal_scope(rehearsal) as reh:
+            # ACP agents stay warm for the run: one process and session per agent, all stopped
+            # when the run ends, however it ends.
+            async with _rehearsal_scope(rehearsal) as reh, warm_agents():
                 ctx.rehearsal = reh
                 await self._steps(ctx, ctx.workflow.steps, "", ws.root)
         except _Stop as stop:
