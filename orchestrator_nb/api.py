@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tenacity import (
     AsyncRetrying,
@@ -41,6 +41,9 @@ from .events import (
     WarningEvent,
 )
 from .process import base_env, run_process
+
+if TYPE_CHECKING:
+    from .rehearsal.endpoint import RehearsalArg, RehearsalEndpoint
 
 STATE_DIR = ".orchestrator"
 EventCallback = Callable[[Event], None]
@@ -98,15 +101,12 @@ def _relative_changes(verdict: Verdict, workspace: Path) -> list[FileChange]:
 
 
 @asynccontextmanager
-async def _rehearsal_scope(rehearsal: Any) -> AsyncIterator[Any]:
-    """A running rehearsal as given, or one started (and stopped) for this call from a scenario."""
-    if rehearsal is None or hasattr(rehearsal, "env"):
-        yield rehearsal
-        return
-    from .rehearsal import rehearsal as start_rehearsal
+async def _rehearsal_scope(rehearsal: RehearsalArg) -> AsyncIterator[RehearsalEndpoint | None]:
+    """A running rehearsal's endpoint, or one started (and stopped) here from a scenario."""
+    from .rehearsal.endpoint import rehearsal_scope
 
-    with start_rehearsal(rehearsal) as running:
-        yield running
+    with rehearsal_scope(rehearsal) as endpoint:
+        yield endpoint
 
 
 async def _attempt(
@@ -254,7 +254,7 @@ async def arun_agent(
     resume: str | None = None,
     timeout: float | None = None,
     config: Settings | str | os.PathLike[str] | None = None,
-    rehearsal: Any = None,
+    rehearsal: RehearsalArg = None,
     step: str | None = None,
     on_event: EventCallback | None = None,
     cancel: asyncio.Event | None = None,
@@ -312,15 +312,13 @@ async def arun_agent(
         extra_env = {**driver.env(AgentRequest(prompt, root, executable)), **cfg.env}
         drop: frozenset[str] = frozenset()
         provider_args: list[str] = []
-        if reh is not None and driver.prompt_via == "acp":
-            from .agents.acp.rehearse import acp_rehearsal_env
+        if reh is not None:
+            from .rehearsal.endpoint import provider_settings
 
-            extra_env.update(acp_rehearsal_env(reh, agent, cfg, step, root))
+            provider = provider_settings(reh, driver, step, workspace=root)
+            extra_env.update(provider.env)
             drop = reh.drop_env
-        elif reh is not None:
-            extra_env.update(reh.env(driver.name, step, workspace=root))
-            drop = reh.drop_env
-            provider_args = list(reh.args(driver.name, step))
+            provider_args = list(provider.args)
         request = AgentRequest(
             prompt=prompt,
             workspace=root,

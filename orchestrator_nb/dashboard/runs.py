@@ -13,7 +13,7 @@ import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..config import Settings
 from ..errors import ConfigError
@@ -24,6 +24,9 @@ from ..notebook.runner import SessionRecorder, rehearsal_home
 from ..sessions import FollowupDecision, Session, decide_followup
 from ..workflow.api import arun
 from ..workflow.result import WorkflowResult
+
+if TYPE_CHECKING:
+    from ..rehearsal.endpoint import RehearsalEndpoint
 
 TICK_S = 0.5
 
@@ -67,15 +70,15 @@ class RunRequest:
 
 
 @contextlib.contextmanager
-def _rehearsal(request: RunRequest) -> Iterator[Any]:
+def _rehearsal(request: RunRequest) -> Iterator[RehearsalEndpoint | None]:
     if request.scenario is None:
         yield None
         return
-    from ..rehearsal import rehearsal
+    from ..rehearsal.endpoint import rehearsal_scope
 
     home = rehearsal_home(request.session.id)  # native CLI sessions resume across runs
-    with rehearsal(request.scenario, workspace=request.workspace, home=home) as running:
-        yield running
+    with rehearsal_scope(request.scenario, workspace=request.workspace, home=home) as endpoint:
+        yield endpoint
 
 
 async def _tick(poke: Callable[[], None]) -> None:

@@ -17,7 +17,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._sync import run_sync
 from ..api import arun_agent
@@ -41,6 +41,9 @@ from .background import BATCH_NOTE, Run, WidgetSink, await_at_cell_end, launch
 from .gates import WidgetGate, gate_setup
 from .live import CellSink, DisplaySink, LiveDisplay
 from .render import workflow_bundle
+
+if TYPE_CHECKING:
+    from ..rehearsal.endpoint import RehearsalArg, RehearsalEndpoint
 
 _HOME_ROOT: Path | None = None
 
@@ -66,7 +69,7 @@ class RunSpec:
     workflow: str = "default"
     agent: str | None = None
     rehearse: str | None = None
-    rehearsal: Any = None  # a running rehearsal from Python
+    rehearsal: RehearsalArg = None  # a running rehearsal (or a Scenario) from Python
     dry_run: bool = False
     overrides: dict[str, Any] = field(default_factory=dict)
     timeout: float | None = None
@@ -89,7 +92,7 @@ class RunSpec:
         *,
         workspace: str | os.PathLike[str] = ".",
         session: Any = None,
-        rehearsal: Any = None,
+        rehearsal: RehearsalArg = None,
         dry_run: bool = False,
         quiet: bool = False,
         **kwargs: Any,
@@ -97,14 +100,14 @@ class RunSpec:
         overrides = {k: kwargs.pop(k) for k in list(kwargs) if k.startswith("max_")}
         if "gate_policy" in kwargs:
             overrides["gate_policy"] = kwargs.pop("gate_policy")
-        is_name = isinstance(rehearsal, (str, os.PathLike))
+        name = os.fspath(rehearsal) if isinstance(rehearsal, (str, os.PathLike)) else None
         return cls(
             task=task,
             prompt=task,
             workspace=Path(workspace).expanduser().resolve(),
             workflow=workflow,
-            rehearse=os.fspath(rehearsal) if is_name else None,
-            rehearsal=None if is_name else rehearsal,
+            rehearse=name,
+            rehearsal=None if name is not None else rehearsal,
             dry_run=dry_run,
             overrides=overrides,
             session=session if isinstance(session, Session) else None,
@@ -246,16 +249,19 @@ class CellRun:
         return line
 
     @contextlib.contextmanager
-    def _rehearsal(self) -> Iterator[Any]:
+    def _rehearsal(self) -> Iterator[RehearsalEndpoint | None]:
         spec = self.spec
-        if spec.rehearse is None or spec.dry_run:
-            yield spec.rehearsal
+        if spec.dry_run:
+            yield None
             return
-        from ..rehearsal import rehearsal
+        from ..rehearsal.endpoint import rehearsal_scope
 
-        home = rehearsal_home(spec.session.id) if spec.session is not None else None
-        with rehearsal(spec.rehearse, workspace=spec.workspace, home=home) as running:
-            yield running
+        home = None
+        if spec.rehearse is not None and spec.session is not None:
+            home = rehearsal_home(spec.session.id)  # a named scenario keeps its HOME per session
+        chosen = spec.rehearse if spec.rehearse is not None else spec.rehearsal
+        with rehearsal_scope(chosen, workspace=spec.workspace, home=home) as endpoint:
+            yield endpoint
 
     async def _execute(
         self, cancel: asyncio.Event | None, subscribers: list[Subscriber], gate: GateHandler | None
@@ -279,7 +285,11 @@ class CellRun:
             )
 
     async def _one_agent(
-        self, agent: str, reh: Any, cancel: asyncio.Event | None, subscribers: list[Subscriber]
+        self,
+        agent: str,
+        reh: RehearsalEndpoint | None,
+        cancel: asyncio.Event | None,
+        subscribers: list[Subscriber],
     ) -> WorkflowResult:
         """``-a``: one agent, with the same events, diff and result shape as a workflow."""
         spec = self.spec

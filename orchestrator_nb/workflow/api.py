@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._sync import run_sync
 from ..api import _workspace
@@ -22,6 +22,9 @@ from .engine import Engine, GateDecision, GateHandler
 from .journal import RunJournal
 from .result import Outcome, PlannedStep, WorkflowResult
 
+if TYPE_CHECKING:
+    from ..rehearsal.endpoint import RehearsalArg
+
 
 async def arun(
     task: str,
@@ -29,7 +32,7 @@ async def arun(
     *,
     workspace: str | os.PathLike[str] = ".",
     config: Settings | str | os.PathLike[str] | None = None,
-    rehearsal: Any = None,
+    rehearsal: RehearsalArg = None,
     session: Any = None,
     dry_run: bool = False,
     gate: GateHandler | None = None,
@@ -90,7 +93,7 @@ async def aresume(
     *,
     workspace: str | os.PathLike[str] = ".",
     config: Settings | str | os.PathLike[str] | None = None,
-    rehearsal: Any = None,
+    rehearsal: RehearsalArg = None,
     gate: GateHandler | None = None,
     subscribers: list[Subscriber] | None = None,
 ) -> WorkflowResult:

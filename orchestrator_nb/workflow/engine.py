@@ -16,7 +16,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..agents.acp.warm import warm_agents
 from ..agents.registry import DriverRegistry, default_registry
@@ -50,6 +50,9 @@ from .templates import StepView, TemplateError, evaluate, render
 # What a gate handler returns: "approve", "reject", ("edit", new_task), or None (use the policy).
 GateDecision = str | tuple[str, str] | None
 GateHandler = Callable[[GateStep, str], Awaitable[GateDecision]]
+if TYPE_CHECKING:
+    from ..rehearsal.endpoint import RehearsalArg, RehearsalEndpoint
+
 _PICK = re.compile(r"^\s*PICK:\s*([A-Za-z][A-Za-z0-9_-]*)", re.MULTILINE)
 
 
@@ -72,7 +75,7 @@ class _Ctx:
     bus: EventBus
     journal: RunJournal
     done: dict[str, StepResult]
-    rehearsal: Any
+    rehearsal: RehearsalEndpoint | None
     gate: GateHandler | None
     cancel: asyncio.Event
     budget: BudgetTracker
@@ -109,14 +112,19 @@ class Engine:
         *,
         registry: DriverRegistry | None = None,
         bus: EventBus | None = None,
+        limits: ConcurrencyLimits | None = None,
+        breakers: Breakers | None = None,
+        rates: RateLimiters | None = None,
     ) -> None:
+        """``limits``, ``breakers`` and ``rates`` default to new ones from ``settings.limits``;
+        pass another engine's to share its policy state (the tasks of one batch do)."""
         self.settings = settings
         self.registry = registry or default_registry()
         self.bus = bus or EventBus()
-        limits = settings.limits
-        self.limits = ConcurrencyLimits.from_limits(limits)
-        self.breakers = Breakers.from_limits(limits)
-        self.rates = RateLimiters.from_limits(limits)
+        configured = settings.limits
+        self.limits = limits or ConcurrencyLimits.from_limits(configured)
+        self.breakers = breakers or Breakers.from_limits(configured)
+        self.rates = rates or RateLimiters.from_limits(configured)
         self._caches: dict[Path, StepCache] = {}
 
     # -- entry ----------------------------------------------------------------------------
@@ -127,7 +135,7 @@ class Engine:
         workflow: str,
         *,
         workspace: Path,
-        rehearsal: Any = None,
+        rehearsal: RehearsalArg = None,
         run_id: str | None = None,
         resume: bool = False,
         gate: GateHandler | None = None,
@@ -189,7 +197,7 @@ class Engine:
             uninstall()
             forward()
 
-    async def _walk(self, ctx: _Ctx, rehearsal: Any, started: float) -> WorkflowResult:
+    async def _walk(self, ctx: _Ctx, rehearsal: RehearsalArg, started: float) -> WorkflowResult:
         ws = ctx.ws
         ctx.bus.emit(
             RunStarted(
@@ -352,7 +360,7 @@ class Engine:
             result: StepResult | None = None
             try:
                 with self._tracked(ctx, key, track) as tracker:
-                    call = dict(
+                    call: dict[str, Any] = dict(
                         workspace=cwd,
                         config=self.settings,
                         rehearsal=ctx.rehearsal,
