@@ -23,7 +23,7 @@ venv: $(VENV_STAMP)
 $(VENV_STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[lab,test,ray]"
+	$(BIN)/python -m pip install --quiet -e ".[lab,test,ray,jupyter-ai]"
 	touch $@
 
 # The main job: three real agent CLIs on one task, rehearsed (REHEARSE=None runs it for real).

@@ -7,6 +7,7 @@
                          [--max-iterations N] [--budget USD] [--isolate] [--dry-run] [--json]
     orchestrator-nb batch TASKS_FILE [-w WORKFLOW] [--workspace DIR] [--rehearse SCENARIO] [-j N]
                           [--journal PATH] [--isolation auto|worktree|copy] [--csv F] [--json F]
+    orchestrator-nb acp [--workflow NAME] [--workspace DIR] [--rehearse SCENARIO]
     orchestrator-nb agents
     orchestrator-nb workflows
     orchestrator-nb session export SESSION_FILE --format json|md|ipynb OUT
@@ -224,6 +225,12 @@ def cmd_batch(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
+def cmd_acp(args: argparse.Namespace) -> int:
+    from .acpserver.server import Options, main
+
+    return main(Options(args.workflow, args.workspace, args.rehearse, args.config))
+
+
 # -- agents, workflows, trust, session export ----------------------------------------------
 
 
@@ -437,6 +444,16 @@ def build_parser() -> argparse.ArgumentParser:
     ba.add_argument("--csv", metavar="FILE", help="also write the summary as CSV")
     ba.add_argument("--json", metavar="FILE", help="also write the summary as JSON")
     ba.set_defaults(handler=cmd_batch)
+
+    acp = sub.add_parser("acp", parents=[config], help="serve workflows as an ACP agent on stdio")
+    acp.add_argument("-w", "--workflow", default="default", help="for prompts with no /command")
+    acp.add_argument(
+        "--workspace",
+        metavar="DIR",
+        help="folder to work in (default: each session's cwd)",
+    )
+    acp.add_argument("--rehearse", metavar="SCENARIO", help="every run under this rehearsal")
+    acp.set_defaults(handler=cmd_acp)
 
     ag = sub.add_parser("agents", parents=[config], help="which agent CLIs are usable here")
     ag.set_defaults(handler=cmd_agents)
