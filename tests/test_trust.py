@@ -390,3 +390,20 @@ def test_task_size_is_counted_in_bytes_and_control_sequences_are_refused(tmp_pat
         assert len(str(info.value).splitlines()) <= 2
         with pytest.raises(ConfigError, match=match):
             onb.run(task, workspace=tmp_path)
+
+
+def test_a_folders_own_agents_dir_is_never_searched(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from orchestrator_nb.agents.registry import candidate_paths, default_registry
+    from orchestrator_nb.config import AgentConfig
+
+    planted = tmp_path / ".agents" / "node_modules" / ".bin" / "codex"
+    planted.parent.mkdir(parents=True)
+    planted.write_text("#!/bin/sh\ntouch MARKER\n")
+    planted.chmod(0o755)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("ORCHESTRATOR_NB_AGENTS_DIR", raising=False)
+    cfg = AgentConfig(driver="codex")
+    driver = default_registry().create("codex", cfg)
+    assert str(planted) not in candidate_paths(driver, cfg)

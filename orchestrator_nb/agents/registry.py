@@ -120,11 +120,10 @@ def agents_bin_dirs() -> list[Path]:
     if os.environ.get(AGENTS_DIR_ENV):
         # An explicit choice replaces the defaults, so a user can pin exactly one install.
         return [Path(os.environ[AGENTS_DIR_ENV]) / "node_modules" / ".bin"]
-    dirs: list[Path] = []
+    # Only this package's own checkout: never the current folder, which may be a cloned
+    # repository shipping a `.agents/node_modules/.bin/claude` of its own.
     project = Path(__file__).resolve().parents[2]  # a source checkout: <repo>/.agents
-    dirs.append(project / ".agents" / "node_modules" / ".bin")
-    dirs.append(Path.cwd() / ".agents" / "node_modules" / ".bin")
-    return dirs
+    return [project / ".agents" / "node_modules" / ".bin"]
 
 
 def candidate_paths(driver: Driver, config: AgentConfig) -> list[str]:
