@@ -38,6 +38,7 @@ from ..lifecycle import (
     WorkspaceWaiting,
 )
 from ..observe.redact import redact, redact_obj
+from ..observe.redact_stream import StreamRedactor
 from ..workflow.result import PlannedStep
 from .diffs import split
 
@@ -73,6 +74,8 @@ class Progress:
         # every stretch of one step's text, not once per step.
         self._speaking: tuple[str, int | None] | None = None
         self._rounds: dict[str, int | None] = {}
+        # Each step's text arrives in deltas: a secret split across two must still be masked.
+        self._texts: dict[str, StreamRedactor] = {}
         self._tools = 0
         self._open: dict[str, str] = {}  # step (and round) → its last started tool call
         self._usage = Usage()
@@ -158,9 +161,12 @@ class Progress:
                 self._open[where] = inner.id or f"n{self._tools}"
             call_id = f"{where}/{inner.id or self._open.get(where, 'n0')}"
         if isinstance(inner, TextEvent) and inner.text:
-            out = self._label(event.step_id, event.agent)
             text = inner.text if inner.delta else inner.text + "\n"
-            return [*out, update_agent_message(text_block(redact(text)))]
+            clean = self._texts.setdefault(event.step_id, StreamRedactor()).feed(text)
+            if not clean:
+                return []
+            out = self._label(event.step_id, event.agent)
+            return [*out, update_agent_message(text_block(clean))]
         if isinstance(inner, ToolCallEvent):
             title = f"{event.agent}: {inner.name}"
             raw = redact_obj(inner.input)
@@ -180,7 +186,13 @@ class Progress:
     def _finished(self, event: StepFinished) -> list[Any]:
         r = event.result
         note = "cached" if event.cached else ("" if r.ok else f"failed: {r.error_kind}")
-        out = self._plan(event.step_id, "completed", iteration=event.iteration, note=note)
+        out: list[Any] = []
+        stream = self._texts.pop(event.step_id, None)
+        rest = stream.flush() if stream is not None else ""
+        if rest:
+            out += self._label(event.step_id, r.agent)
+            out.append(update_agent_message(text_block(rest)))
+        out += self._plan(event.step_id, "completed", iteration=event.iteration, note=note)
         if not r.ok and r.error is not None:
             out += self._label(event.step_id, r.agent)
             out.append(update_agent_message(text_block(f"\n✗ {redact(r.error.message)}\n")))

@@ -27,8 +27,8 @@ def setup(tmp_path: Path) -> tuple[Path, Any]:
     ws = tmp_path / "ws"
     ws.mkdir()
     (ws / "orchestrator.yaml").write_text("approvals:\n  timeout: 1\n")
-    cfg = load_settings(
-        cwd=ws, agents={"fake": {"driver": "acp", "argv": [str(exe)], "retries": 0}}
+    cfg = load_settings(  # the approval policy is the user's to set: this test's own
+        cwd=ws, trust=True, agents={"fake": {"driver": "acp", "argv": [str(exe)], "retries": 0}}
     )
     return ws, cfg
 

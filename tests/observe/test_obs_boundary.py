@@ -43,6 +43,10 @@ BOUNDARY = {"publish.py", "fsio.py"}
 # file -> (what it may do, why that cannot leak a secret)
 LISTED: dict[str, tuple[set[str], str]] = {
     "cli.py": ({"open("}, "os.open(os.devnull) to silence a child's stdout; writes go via fsio"),
+    "acpserver/server.py": (
+        {"open("},
+        "os.fdopen of the protocol's own stdout: JSON-RPC frames built from redacted updates",
+    ),
     "trust_store.py": ({"open("}, "reads a workspace's CLI settings to hash them; writes nothing"),
     "process.py": ({"open("}, "the raw stream log, written only through _RedactedLog (streaming)"),
     "observe/audit.py": (
