@@ -35,7 +35,7 @@ from .batching.progress import BatchProgress, ProgressCallback, Tracker, choose_
 from .batching.result import BatchResult, BatchRow, workflow_result_from_dict
 from .batching.tasks import BatchTask, TasksArg, load_tasks
 from .config import Settings, load_settings
-from .errors import ConfigError, WorkspaceError
+from .errors import ConfigError, RunError, WorkspaceError
 from .lifecycle import EventBus
 from .observe.checks import check_task
 from .workflow.api import arun
@@ -312,7 +312,11 @@ async def _run_task(
     except Exception as exc:  # one task's trouble must not stop the others
         error = " ".join(str(exc).split())
         result = WorkflowResult(
-            "", name, spec.task, "failed", error=f"{type(exc).__name__}: {error}"
+            "",
+            name,
+            spec.task,
+            "failed",
+            error=RunError.for_kind("failed", f"{type(exc).__name__}: {error}"),
         )
     if place is not None:
         first = spec.task.strip().splitlines()[0][:60]
@@ -333,7 +337,7 @@ async def _run_task(
         cost_usd=usage.cost_usd,
         seconds=round(time.monotonic() - started, 3),
         where=place.where if place is not None else "",
-        error=result.error,
+        error=result.error.message if result.error is not None else None,
     )
     if place is not None and place.branch is not None:
         result.workspace = None  # the worktree is gone; the branch holds the result

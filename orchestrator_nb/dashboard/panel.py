@@ -39,7 +39,7 @@ from .controls import AgentLights, Controls
 from .dispatch import Dispatcher, Throttle, batched, set_if_changed, walk
 from .history import HistoryPanel, metrics_summary
 from .progress import AgentTabs, Progress, error_html, section_html, status_html
-from .runs import RunRequest, start_run
+from .runs import build_request, start_run
 
 Finished = Callable[[WorkflowResult], object]
 
@@ -252,7 +252,7 @@ class Dashboard(HasTraits):
     # -- running --------------------------------------------------------------------------
 
     def _start_task(self) -> Run:
-        return self._start(self.controls.task.value, None)
+        return self._start(self.controls.task.value, False)  # Run: a new task, never resumed
 
     def _start_followup(self) -> Run:
         run = self._start(self.controls.followup.value, True)
@@ -262,7 +262,7 @@ class Dashboard(HasTraits):
     def _start(self, text: str, force: bool | None) -> Run:
         if self._run is not None and not self._run.done():
             raise RuntimeError("a run is in progress: Stop it, or wait for it to finish")
-        request = RunRequest.build(
+        request = build_request(
             text,
             force_followup=force,
             workflow=self.controls.workflow.value,
@@ -289,6 +289,8 @@ class Dashboard(HasTraits):
         except BaseException:
             self.status, self.running = "error", False
             raise
+        if request.decision is not None and request.decision.previous is not None:
+            self._note(str(request.decision))  # new task, or follow-up of turn N
         self._throttle.now()
         return self._run
 
@@ -314,7 +316,7 @@ class Dashboard(HasTraits):
             self.progress.stop_running("stopped" if result.outcome == "cancelled" else "failed")
         self.changes.show(result.changes, result.diff, result.workspace, result.run_id)
         if result.error:
-            self._note(result.error)
+            self._note(str(result.error))
         self.status, self.running = result.outcome, False
         self._throttle.now()
         for callback in self._finished_callbacks:

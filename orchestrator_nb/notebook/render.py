@@ -158,7 +158,7 @@ def result_html(result: WorkflowResult) -> str:
         f"<div><b>{html.escape(result.summary())}</b></div>",
     ]
     if result.error:
-        out.append(f'<div style="color:{colour}">{html.escape(result.error)}</div>')
+        out.append(f'<div style="color:{colour}">{html.escape(str(result.error))}</div>')
     if result.plan and not result.steps:
         out.append(f'<pre style="white-space:pre-wrap">{html.escape(str(result))}</pre>')
     for step in result.steps:

@@ -36,7 +36,7 @@ from .._sync import run_sync
 from ..batching.result import BatchRow
 from ..batching.tasks import BatchTask
 from ..config import Settings
-from ..errors import RehearsalError
+from ..errors import RehearsalError, RunError
 from ..lifecycle import EventBus, LifecycleEvent, StepFinished, StepStarted
 from ..rehearsal.scenario import Scenario
 from ..rehearsal.session import Rehearsal
@@ -172,7 +172,11 @@ async def _run(job: TaskJob, bundle: bytes, coordinator: Any) -> dict[str, Any]:
             except Exception as exc:  # the task failed; the batch goes on
                 error = " ".join(str(exc).split())
                 result = WorkflowResult(
-                    "", name, spec.task, "failed", error=f"{type(exc).__name__}: {error}"
+                    "",
+                    name,
+                    spec.task,
+                    "failed",
+                    error=RunError.for_kind("failed", f"{type(exc).__name__}: {error}"),
                 )
             # Done and paid for: from here on the batch lets this attempt finish (unless it
             # is already being cancelled), so a stop never throws away finished work.
@@ -197,7 +201,7 @@ async def _run(job: TaskJob, bundle: bytes, coordinator: Any) -> dict[str, Any]:
         cost_usd=usage.cost_usd,
         seconds=round(time.monotonic() - started, 3),
         where=branch,
-        error=result.error,
+        error=result.error.message if result.error is not None else None,
     )
     return {
         "task_id": spec.id,

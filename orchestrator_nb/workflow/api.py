@@ -13,9 +13,11 @@ from typing import Any
 
 from .._sync import run_sync
 from ..api import _workspace
-from ..config import Settings, load_settings
-from ..lifecycle import EventBus, Subscriber
-from ..observe.checks import check_task
+from ..config import Settings
+from ..errors import ConfigError
+from ..lifecycle import Subscriber
+from ..runs import RunOptions, RunRequest, RunService
+from ..sessions import Session
 from ..workspace import RevertResult, Workspace
 from .engine import Engine, GateDecision, GateHandler
 from .journal import RunJournal
@@ -29,49 +31,49 @@ async def arun(
     workspace: str | os.PathLike[str] = ".",
     config: Settings | str | os.PathLike[str] | None = None,
     rehearsal: Any = None,
-    session: Any = None,
+    session: Session | None = None,
+    followup: bool | None = None,
     dry_run: bool = False,
     gate: GateHandler | None = None,
     cancel: asyncio.Event | None = None,
     subscribers: list[Subscriber] | None = None,
     variables: dict[str, Any] | None = None,
     engine: Engine | None = None,
+    options: RunOptions | None = None,
+    trust: bool | None = None,
     **overrides: Any,
 ) -> WorkflowResult:
     """Run ``workflow`` on ``task`` in ``workspace``.
 
-    ``overrides``: ``max_iterations``, ``max_cost_usd``, ``max_tokens``, ``max_wall_s``,
-    ``gate_policy``. ``rehearsal``: a scenario path or name, or a running rehearsal.
-    ``session``: anything with a ``history`` list of earlier turns (for follow-ups).
+    ``options`` (typed) or keyword overrides: ``max_iterations``, ``max_cost_usd``,
+    ``max_tokens``, ``max_wall_s``, ``gate_policy``, ``timeout`` (the run's wall-clock limit;
+    passing it ends the run as ``timeout``). ``rehearsal``: a scenario path or name, or a
+    running rehearsal. ``session``: a :class:`~orchestrator_nb.sessions.Session`; the run is
+    recorded as its next turn. It follows up (continues each agent's native conversation in
+    this workspace, and gives the agents the previous turn) only when ``followup=True`` or,
+    with ``followup=None``, when the session's heuristic says so; a new task never resumes.
     """
-    check_task(task)
-    root = _workspace(workspace)
-    if engine is None:
-        settings = config if isinstance(config, Settings) else load_settings(config, cwd=root)
-        engine = Engine(settings, bus=EventBus())
-    if dry_run:
-        plan = engine.plan(task, workflow, overrides)
-        return WorkflowResult("dry-run", workflow, task, "completed", plan=plan)
-    unsubscribe = [engine.bus.subscribe(s) for s in subscribers or []]
-    history = list(getattr(session, "history", None) or [])
-    # A follow-up continues each agent's native conversation where its CLI allows it.
-    resume_ids = dict(getattr(session, "resume_ids", None) or {})
-    try:
-        return await engine.run(
-            task,
-            workflow,
-            workspace=root,
-            rehearsal=rehearsal,
-            gate=gate,
-            cancel=cancel,
-            variables=variables,
-            history=history,
-            overrides=overrides,
-            resume_ids=resume_ids,
-        )
-    finally:
-        for off in unsubscribe:
-            off()
+    if options is None:
+        options = RunOptions.from_overrides(overrides)
+    elif overrides:
+        raise ConfigError("pass either options= or keyword overrides, not both", key="options")
+    request = RunRequest.build(
+        task,
+        workflow=workflow,
+        workspace=workspace,
+        config=config,
+        session=session,
+        force_followup=followup,
+        trust=trust,
+        rehearsal=rehearsal,
+        options=options,
+        dry_run=dry_run,
+        variables=dict(variables or {}),
+    )
+    service = RunService(engine=engine)
+    return await service.execute(
+        request, subscribers=list(subscribers or []), gate=gate, cancel=cancel
+    )
 
 
 def run(task: str, workflow: str = "default", **kwargs: Any) -> WorkflowResult:
@@ -89,22 +91,37 @@ async def aresume(
     subscribers: list[Subscriber] | None = None,
 ) -> WorkflowResult:
     """Continue run ``run_id``: finished steps are taken from its journal, not run again."""
+    from ..runs.service import one_step, open_rehearsal, settings_for
+
     root = _workspace(workspace)
     meta = RunJournal(root / ".orchestrator" / "runs", run_id).meta()
-    settings = config if isinstance(config, Settings) else load_settings(config, cwd=root)
+    overrides = dict(meta.get("overrides") or {})
+    request = RunRequest.build(
+        meta["task"],
+        workflow=None if meta.get("agent") else meta["workflow"],
+        agent=meta.get("agent"),
+        step=meta.get("step"),
+        workspace=root,
+        config=config,
+        options=RunOptions.from_overrides({**overrides, "timeout": meta.get("timeout")}),
+    )
+    settings = settings_for(request)
     engine = Engine(settings)
     unsubscribe = [engine.bus.subscribe(s) for s in subscribers or []]
     try:
-        return await engine.run(
-            meta["task"],
-            meta["workflow"],
-            workspace=root,
-            rehearsal=rehearsal,
-            run_id=run_id,
-            resume=True,
-            gate=gate,
-            overrides=meta.get("overrides") or {},
-        )
+        async with open_rehearsal(rehearsal, workspace=root, session=None) as running:
+            return await engine.run(
+                meta["task"],
+                meta["workflow"],
+                workspace=root,
+                rehearsal=running,
+                run_id=run_id,
+                resume=True,
+                gate=gate,
+                overrides=overrides,
+                definition=one_step(request) if request.agent else None,
+                timeout=request.options.timeout,
+            )
     finally:
         for off in unsubscribe:
             off()

@@ -6,10 +6,11 @@ import html
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from ..errors import RunError
 from ..events import FileChange, StepResult, Usage
 from ..observe.redact import redact
 
-Outcome = Literal["completed", "failed", "cancelled", "budget_exceeded"]
+Outcome = Literal["completed", "failed", "cancelled", "budget_exceeded", "timeout", "circuit_open"]
 DIFF_FOLD_LINES = 80
 
 
@@ -34,7 +35,7 @@ class WorkflowResult:
     steps: list[StepResult] = field(default_factory=list)
     changes: list[FileChange] = field(default_factory=list)
     diff: str = ""
-    error: str | None = None
+    error: RunError | None = None  # why it did not complete; ``error.kind`` matches the outcome
     duration_s: float = 0.0
     plan: list[PlannedStep] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # gate decisions, merges, conflicts
@@ -57,6 +58,14 @@ class WorkflowResult:
     @property
     def ok(self) -> bool:
         return self.outcome == "completed"
+
+    def raise_for_error(self) -> WorkflowResult:
+        """Raise the run's error if it did not complete; return self otherwise (for chaining)."""
+        if self.error is not None:
+            raise self.error
+        if not self.ok:
+            raise RunError.for_kind(self.outcome, f"the run ended {self.outcome}")
+        return self
 
     @property
     def usage(self) -> Usage:
@@ -89,7 +98,9 @@ class WorkflowResult:
             "task": self.task,
             "outcome": self.outcome,
             "ok": self.ok,
-            "error": self.error,
+            "error": self.error.message if self.error is not None else None,
+            "error_kind": self.error.kind if self.error is not None else None,
+            "error_hint": self.error.hint if self.error is not None else None,
             "text": self.text,
             "usage": {
                 "input_tokens": usage.input_tokens,
@@ -102,7 +113,33 @@ class WorkflowResult:
             "diff": self.diff,
             "notes": list(self.notes),
             "duration_s": self.duration_s,
+            "workspace": self.workspace,
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> WorkflowResult:
+        """The result :meth:`to_dict` described (a journal, an export, a batch row)."""
+        message = data.get("error")
+        error = None
+        if message:
+            error = RunError.for_kind(
+                data.get("error_kind") or data.get("outcome") or "failed",
+                str(message),
+                hint=data.get("error_hint"),
+            )
+        return cls(
+            run_id=str(data["run_id"]),
+            workflow=str(data["workflow"]),
+            task=str(data["task"]),
+            outcome=data["outcome"],
+            steps=[StepResult.from_dict(s) for s in data.get("steps") or []],
+            changes=[FileChange(c["path"], c["kind"]) for c in data.get("changes") or []],
+            diff=str(data.get("diff") or ""),
+            error=error,
+            duration_s=float(data.get("duration_s") or 0.0),
+            notes=list(data.get("notes") or []),
+            workspace=data.get("workspace"),
+        )
 
     # -- display: deterministic (no times, no temp paths) so nbval can compare it --------
 
@@ -164,7 +201,7 @@ class WorkflowResult:
             f"<div><b>{html.escape(self.summary())}</b></div>",
         ]
         if self.error:
-            out.append(f'<div style="color:{colour}">{html.escape(redact(self.error))}</div>')
+            out.append(f'<div style="color:{colour}">{html.escape(redact(str(self.error)))}</div>')
         for step in self.steps:
             body = html.escape(redact(step.text)) if step.text else ""
             out.append(
