@@ -215,7 +215,7 @@ async def prepare_agent(
     cfg = AgentConfig.model_validate({**base.model_dump(), **overrides}) if overrides else base
     driver = registry.create(agent, cfg)
     try:
-        executable, _version = await asyncio.to_thread(locate, agent, driver, cfg)
+        executable, _version = await asyncio.to_thread(locate, agent, driver, cfg, probe=False)
     except AgentNotInstalled as exc:
         return StepResult(
             agent, False, error=exc, attempts=[Attempt(1, False, 0.0, exc.kind, exc.message)]

@@ -2,29 +2,76 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import subprocess
+import threading
 from dataclasses import dataclass
 from html import escape
+from pathlib import Path
 from typing import Any
 
+from .. import fsio
 from ..config import AgentConfig, Settings, load_settings
 from ..errors import AgentNotInstalled, ConfigError
 from ..process import base_env
 from .base import Driver
-from .registry import DriverRegistry, candidate_paths, default_registry, not_installed
+from .registry import (
+    DriverRegistry,
+    agents_bin_dirs,
+    candidate_paths,
+    default_registry,
+    not_installed,
+)
 
-_VERSION_CACHE: dict[tuple[str, int], str | None] = {}
+_VERSION_CACHE: dict[str, str | None] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def _cache_file() -> Path:
+    """Versions read once per binary, kept across processes (``--version`` of gemini takes ~2 s)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "orchestrator-nb" / "versions.json"
+
+
+def _key(path: str) -> str | None:
+    # A binary replaced in place (an upgrade) changes size or mtime, so its version is read again.
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return f"{os.path.realpath(path)}|{st.st_size}|{st.st_mtime_ns}"
+
+
+def _disk_cache() -> dict[str, str | None]:
+    try:
+        data = json.loads(fsio.read_text(_cache_file(), anchor=_cache_file().parent))
+    except (OSError, ValueError, fsio.StatePathError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def cached_version(path: str) -> tuple[bool, str | None]:
+    """``(known, version)`` from the memory or disk cache, without running anything."""
+    key = _key(path)
+    if key is None:
+        return True, None
+    if key in _VERSION_CACHE:
+        return True, _VERSION_CACHE[key]
+    disk = _disk_cache()
+    if key in disk:
+        _VERSION_CACHE[key] = disk[key]
+        return True, disk[key]
+    return False, None
 
 
 def read_version(path: str, timeout: float = 20.0) -> str | None:
-    """``PATH --version``'s output (cached per file and mtime), or None if it does not run."""
-    try:
-        key = (path, os.stat(path).st_mtime_ns)
-    except OSError:
-        return None
-    if key in _VERSION_CACHE:
-        return _VERSION_CACHE[key]
+    """``PATH --version``'s output (cached per binary), or None if it does not run."""
+    known, version = cached_version(path)
+    if known:
+        return version
+    key = _key(path)
     try:
         done = subprocess.run(
             [path, "--version"],
@@ -36,17 +83,42 @@ def read_version(path: str, timeout: float = 20.0) -> str | None:
             check=False,
         )
         text = (done.stdout or done.stderr).decode("utf-8", "replace").strip()
-        version: str | None = text if done.returncode == 0 and text else None
+        version = text if done.returncode == 0 and text else None
     except (OSError, subprocess.TimeoutExpired):
-        version = None
-    _VERSION_CACHE[key] = version
+        return None  # not cached: a timeout on a busy machine says nothing about the binary
+    if key is not None:
+        _VERSION_CACHE[key] = version
+        with _CACHE_LOCK:
+            disk = _disk_cache()
+            disk[key] = version
+            with contextlib.suppress(OSError, fsio.StatePathError):
+                cache = _cache_file()
+                fsio.write_json(cache, disk, anchor=cache.parent.parent, fsync=False)
     return version
 
 
-def locate(name: str, driver: Driver, config: AgentConfig) -> tuple[str, str]:
+def _ours(path: str) -> bool:
+    """A binary ``make agents`` installed: genuine by construction."""
+    real = os.path.realpath(path)
+    return any(
+        real.startswith(os.path.realpath(d.parent.parent) + os.sep) for d in agents_bin_dirs()
+    )
+
+
+def _runnable(path: str) -> bool:
+    return os.path.isfile(path) and os.access(path, os.X_OK)
+
+
+def locate(
+    name: str, driver: Driver, config: AgentConfig, *, probe: bool = True
+) -> tuple[str, str]:
     """The first candidate executable that is really this agent, with its version line.
 
-    A ``copilot`` on PATH that is AWS Copilot is skipped in favour of the next candidate.
+    A ``copilot`` on PATH that is AWS Copilot is skipped in favour of the next candidate. With
+    ``probe=False`` (the run path) nothing slow runs when it can be avoided: a version known from
+    the cache is used, the project's own pinned CLIs and a configured ``path`` are taken as they
+    are (their version is read in the background for next time), and only an unknown binary on
+    PATH is asked for its ``--version`` once, since it may be another tool of the same name.
     """
     rejected: list[str] = []
     # Drivers for arbitrary CLIs may have no --version; for them, existing and executable is enough.
@@ -57,6 +129,10 @@ def locate(name: str, driver: Driver, config: AgentConfig) -> tuple[str, str]:
                 return path, ""
             rejected.append(f"{path} (not an executable file)")
             continue
+        trusted_binary = bool(config.path) or _ours(path)
+        if not probe and trusted_binary and not cached_version(path)[0] and _runnable(path):
+            threading.Thread(target=read_version, args=(path,), daemon=True).start()
+            return path, ""
         version = read_version(path)
         if version is None:
             rejected.append(f"{path} (does not run)")
