@@ -214,7 +214,7 @@ def test_console_exec_is_a_new_task_every_time(ws: Path, tmp_path: Path) -> None
                 "--rehearse",
                 "write-file",
                 "--json",
-            ],  # fmt: skip
+            ],
             capture_output=True,
             text=True,
             timeout=180,
