@@ -237,11 +237,10 @@ def decide_followup(
     previous = turns[-1].number if turns else None
     if previous is None:
         where = " in this workspace" if workspace is not None and session.turns else ""
-        reason = (
-            f"--followup, but the session has no earlier turn{where}"
-            if force
-            else f"first turn{where}"
-        )
+        if force:
+            reason = f"--followup, but the session has no earlier turn{where}"
+        else:
+            reason = "--new" if force is False else f"first turn{where}"
         return FollowupDecision(False, reason, forced=bool(force))
     if force is not None:
         return FollowupDecision(force, "--followup" if force else "--new", True, previous)
