@@ -22,7 +22,15 @@ from .agents.registry import DriverRegistry, default_registry
 from .agents.status import locate
 from .config import AgentConfig, Settings, agent_config, load_settings
 from .errors import AgentError, AgentNotInstalled, ConfigError, WorkspaceError
-from .events import Attempt, Event, FileChange, FileChangeEvent, StepResult, Usage
+from .events import (
+    Attempt,
+    Event,
+    FileChange,
+    FileChangeEvent,
+    StepResult,
+    Usage,
+    WarningEvent,
+)
 from .process import base_env, run_process
 
 STATE_DIR = ".orchestrator"
@@ -115,6 +123,14 @@ async def attempt_agent(
         elapsed = time.monotonic() - started
         return StepResult(run.name, False, error=missing, argv=argv, duration_s=elapsed)
     verdict = parser.finish(proc.exit_code, proc.stderr_tail)
+    if proc.survivors:  # the OS would not let us stop them: say so where the user looks
+        left = WarningEvent(
+            f"could not stop process(es) {', '.join(map(str, proc.survivors))} the agent "
+            "started (another user's, or stuck in the kernel); stop them by hand"
+        )
+        events.append(left)
+        if on_event is not None:
+            on_event(left)
     error: AgentError | None = None
     context: dict[str, Any] = {
         "agent": run.name,

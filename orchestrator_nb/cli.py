@@ -4,12 +4,15 @@
 
     orchestrator-nb run NOTEBOOK [-p NAME VALUE]... [-o OUT.ipynb] [--html]
     orchestrator-nb exec "TASK" [-w WORKFLOW] [--workspace DIR] [--rehearse SCENARIO]
-                         [--max-iterations N] [--budget USD] [--dry-run] [--json]
+                         [--max-iterations N] [--budget USD] [--isolate] [--dry-run] [--json]
     orchestrator-nb batch TASKS_FILE [-w WORKFLOW] [--workspace DIR] [--rehearse SCENARIO] [-j N]
                           [--journal PATH] [--isolation auto|worktree|copy] [--csv F] [--json F]
     orchestrator-nb agents
     orchestrator-nb workflows
     orchestrator-nb session export SESSION_FILE --format json|md|ipynb OUT
+    orchestrator-nb audit verify [PATH]
+    orchestrator-nb audit receipt RUN_ID [--workspace DIR] [--verify] [--public-key PEM_FILE]
+    orchestrator-nb audit public-key
 
 Exit codes: 0 done; 1 the work did not succeed (a workflow or task not completed, a notebook
 cell raised); 2 bad usage or configuration; 130 interrupted. An error is one line on stderr,
@@ -41,6 +44,7 @@ from .lifecycle import (
     RunStarted,
     StepFinished,
     StepStarted,
+    WorkspaceWaiting,
 )
 
 PROG = "orchestrator-nb"
@@ -132,6 +136,8 @@ class StepPrinter:
             line = f"{event.workflow}: new task (a shell run never resumes a conversation)"
         elif isinstance(event, RunFinished):
             line = f"workflow {event.workflow}: {event.outcome} in {event.duration_s:.1f} s"
+        elif isinstance(event, WorkspaceWaiting):
+            line = event.message
         if line is not None:
             self.stream.write(line + "\n")
             self.stream.flush()
@@ -167,7 +173,10 @@ def cmd_exec(args: argparse.Namespace) -> int:
         workspace=args.workspace,
         config=args.config,
         rehearsal=args.rehearse,
-        options=RunOptions.from_overrides({**_overrides(args), "timeout": args.timeout}),
+        options=replace(
+            RunOptions.from_overrides({**_overrides(args), "timeout": args.timeout}),
+            isolation="worktree" if args.isolate else "shared",
+        ),
         dry_run=args.dry_run,
     )
     result = run_sync(lambda: RunService().execute(request, subscribers=[StepPrinter()]))
@@ -247,6 +256,37 @@ def cmd_session_export(args: argparse.Namespace) -> int:
 
     path, fmt = export_session(Session.load(args.session_file), args.out, args.format)
     print(f"wrote {path} ({fmt})")
+    return 0
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    from .observe.audit import verify
+
+    result = verify(args.path)
+    if not result.ok:
+        raise Failed(f"{result} ({result.path})", 1)
+    print(result)
+    return 0
+
+
+def cmd_audit_receipt(args: argparse.Namespace) -> int:
+    from .observe import receipts
+
+    data = receipts.load(args.workspace, args.run_id)
+    if not args.verify:
+        print(json.dumps(data, indent=1))
+        return 0
+    check = receipts.verify_receipt(data, public_key=args.public_key)
+    if not check.ok:
+        raise Failed(f"run {args.run_id}: {check}", 1)
+    print(f"run {args.run_id}: {check}")
+    return 0
+
+
+def cmd_audit_public_key(args: argparse.Namespace) -> int:
+    from .observe.audit_keys import public_key_pem
+
+    sys.stdout.write(public_key_pem())
     return 0
 
 
@@ -359,6 +399,8 @@ def build_parser() -> argparse.ArgumentParser:
     work_options(ex)
     ex.add_argument("--timeout", type=_positive_float, metavar="S",
                     help="stop the run after S seconds (outcome timeout)")  # fmt: skip
+    ex.add_argument("--isolate", action="store_true",
+                    help="work in an own git worktree, applied at the end")  # fmt: skip
     ex.add_argument("--dry-run", action="store_true", help="show the plan, run nothing")
     ex.add_argument("--json", action="store_true", help="print the result as JSON")
     ex.set_defaults(handler=cmd_exec)
@@ -389,6 +431,22 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--format", choices=("json", "md", "ipynb"), default=None)
     exp.add_argument("out", metavar="OUT")
     exp.set_defaults(handler=cmd_session_export)
+
+    au = sub.add_parser("audit", help="check the audit trail and signed run receipts")
+    au_sub = au.add_subparsers(dest="audit_command", metavar="ACTION", parser_class=_Parser)
+    av = au_sub.add_parser("verify", help="check a workspace's audit trail for damage or forgery")
+    av.add_argument("path", nargs="?", default=".", metavar="PATH",
+                    help="a workspace, its state folder, or a trail file (default .)")  # fmt: skip
+    av.set_defaults(handler=cmd_audit_verify)
+    ar = au_sub.add_parser("receipt", help="show or check a finished run's signed receipt")
+    ar.add_argument("run_id", metavar="RUN_ID")
+    ar.add_argument("--workspace", default=".", metavar="DIR", help="the run's workspace")
+    ar.add_argument("--verify", action="store_true", help="check its signature (offline)")
+    ar.add_argument("--public-key", metavar="PEM_FILE",
+                    help="the signer's public key (default: this user's own)")  # fmt: skip
+    ar.set_defaults(handler=cmd_audit_receipt)
+    ap = au_sub.add_parser("public-key", help="print this user's receipt-signing public key")
+    ap.set_defaults(handler=cmd_audit_public_key)
     return parser
 
 
@@ -403,6 +461,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if handler is None:
         if args.command == "session":
             _say(f"error: choose an action: export (see `{PROG} session --help`)")
+            return 2
+        if args.command == "audit":
+            _say(
+                f"error: choose an action: verify, receipt, public-key (see `{PROG} audit --help`)"
+            )
             return 2
         parser.error("choose a command")
     try:

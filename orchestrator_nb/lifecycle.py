@@ -106,6 +106,19 @@ class Reverted:
     paths: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class WorkspaceWaiting:
+    """The run waits for ``holder`` (another run, or a revert) writing in the same workspace."""
+
+    run_id: str
+    holder: str  # "run 20250101-120000-3f9a1c", as shown to the user
+    workspace: str
+
+    @property
+    def message(self) -> str:
+        return f"waiting for {self.holder} in this workspace"
+
+
 LifecycleEvent = (
     RunStarted
     | RunFinished
@@ -117,6 +130,7 @@ LifecycleEvent = (
     | BudgetWarning
     | FileWritten
     | Reverted
+    | WorkspaceWaiting
 )
 Subscriber = Callable[[LifecycleEvent], Any]
 
@@ -169,4 +183,5 @@ __all__ = [
     "StepFinished",
     "StepStarted",
     "Subscriber",
+    "WorkspaceWaiting",
 ]

@@ -6,39 +6,56 @@ Why it is written this way (each point is a behaviour observed in the real CLIs)
   reads an open stdin to EOF and hangs; claude waits 3 s on it).
 * The child gets its own session, so the whole process group can be signalled: gemini relaunches
   itself as a child node process and copilot runs a native child behind a loader, and a signal to
-  the top process alone leaves those running.
+  the top process alone leaves those running. It also carries a per-call token in its
+  environment, which finds descendants that left the group (``setsid`` and a double fork), and
+  ``PR_SET_PDEATHSIG`` makes it die with the process that started it, also under SIGKILL (see
+  :mod:`orchestrator_nb.proctree` for why this and not a subreaper or a cgroup).
 * stdout and stderr are drained continuously and separately, so a full pipe never blocks the
   child; stdout is split into lines of any length (bounded by ``max_line_bytes``), decoded with
   replacement; stderr keeps only a tail in memory, and both raw streams go to log files.
-* Idle and total timeouts are reported as such; cancel escalates SIGINT → SIGTERM → SIGKILL on the
-  group, and nothing of the group is left when :func:`run_process` returns or raises.
+* **Stop means stop.** The child's exit is awaited on its pid (a pidfd, or ``waitpid`` in a
+  thread), never on its pipes: a descendant that keeps stdout open cannot hold a timeout, a
+  cancel or a budget stop. After the escalation (SIGINT → SIGTERM → SIGKILL to the group and every
+  token carrier) our ends of the pipes are closed and the readers end with them, so the call
+  returns within about a second of SIGKILL whatever the descendants do. A CLI that exits by
+  itself is judged by its own exit and the events read in a short drain, even while a
+  background child still holds the pipe (that child is stopped, not waited for).
+* Idle and total timeouts are reported as such; nothing the agent started is left when
+  :func:`run_process` returns or raises, except what the OS would not let us stop, which the
+  result names (``survivors``).
+* Each started agent is recorded (pid, start time, token) in the current run's folder when a run
+  is active (:mod:`orchestrator_nb.orphans`), so a crashed run's leftovers can be stopped later.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
-import signal
+import subprocess
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Literal
+from typing import IO, Any, Literal
 
 from .observe.redact import redact
+from .procio import PipeReader, PipeWriter, exit_future
+from .proctree import (
+    TOKEN_ENV,
+    Grace,
+    group_members,
+    new_token,
+    pdeathsig_preexec,
+    stop_group,
+    stop_tree,
+    tree_members,
+)
+
+log = logging.getLogger("orchestrator_nb.process")
 
 TimeoutKind = Literal["idle", "total"]
-
-READ_CHUNK = 1 << 16
-
-
-@dataclass(frozen=True)
-class Grace:
-    """Seconds to wait after SIGINT and after SIGTERM before escalating."""
-
-    after_sigint: float = 2.0
-    after_sigterm: float = 2.0
 
 
 @dataclass
@@ -57,6 +74,9 @@ class ProcessResult:
     lines: int = 0
     truncated_lines: int = 0
     log_paths: list[Path] = field(default_factory=list)
+    # Processes of the agent's tree the OS did not let us stop (another user's, stuck in the
+    # kernel); empty when nothing is left.
+    survivors: list[int] = field(default_factory=list)
 
 
 class _Tail:
@@ -123,63 +143,6 @@ class _LineSplitter:
             self._emit()
 
 
-def group_members(pgid: int) -> list[int]:
-    """Live (non-zombie) processes of a process group, read from /proc where there is one."""
-    try:
-        os.killpg(pgid, 0)  # cheap: most of the time the whole group is already gone
-    except ProcessLookupError:
-        return []
-    except PermissionError:
-        pass
-    proc = Path("/proc")
-    if not proc.is_dir():  # pragma: no cover - non-Linux fallback
-        try:
-            os.killpg(pgid, 0)
-        except (ProcessLookupError, PermissionError):
-            return []
-        return [pgid]
-    members: list[int] = []
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # Fields after the parenthesised command name: state ppid pgrp ...
-        rest = stat[stat.rfind(")") + 2 :].split()
-        if len(rest) >= 3 and rest[0] != "Z" and int(rest[2]) == pgid:
-            members.append(int(entry.name))
-    return members
-
-
-def _signal_group(pgid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
-
-
-async def _wait_group_gone(pgid: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while True:
-        if not group_members(pgid):
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        await asyncio.sleep(0.05)
-
-
-async def stop_group(pgid: int, grace: Grace) -> None:
-    """SIGINT, then SIGTERM, then SIGKILL to the whole group, until none of it is left."""
-    for sig, wait in ((signal.SIGINT, grace.after_sigint), (signal.SIGTERM, grace.after_sigterm)):
-        if not group_members(pgid):
-            return
-        _signal_group(pgid, sig)
-        if await _wait_group_gone(pgid, wait):
-            return
-    _signal_group(pgid, signal.SIGKILL)
-    await _wait_group_gone(pgid, 5.0)
-
-
 class _RedactedLog:
     """A raw stream log with secrets masked; whole lines at a time, so no secret is split."""
 
@@ -241,11 +204,14 @@ async def run_process(
     """Run ``argv`` to the end, feeding each stdout line to ``on_line``.
 
     Raises ``FileNotFoundError``/``PermissionError`` when the executable cannot be started.
-    Cancelling the awaiting task stops the process group first, then re-raises.
+    Cancelling the awaiting task stops the process tree first, then re-raises.
     """
     grace = grace or Grace()
     args = [str(a) for a in argv]
     started = time.monotonic()
+    loop = asyncio.get_running_loop()
+    token = new_token()
+    child_env = {**env, TOKEN_ENV: token}
     out_log = _open_log(log_dir, "stdout.log")
     err_log = _open_log(log_dir, "stderr.log")
     tail = _Tail(stderr_tail_bytes)
@@ -253,70 +219,71 @@ async def run_process(
     counts = {"stdout": 0, "stderr": 0}
     last_output = [time.monotonic()]
     try:
-        proc = await asyncio.create_subprocess_exec(
-            *args,
+        proc = subprocess.Popen(
+            args,
             cwd=os.fspath(cwd),
-            env=dict(env),
-            stdin=asyncio.subprocess.PIPE if stdin_data is not None else asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
+            env=child_env,
+            stdin=subprocess.PIPE if stdin_data is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             start_new_session=True,
+            close_fds=True,
+            preexec_fn=pdeathsig_preexec(),  # prctl only: see proctree
         )
     except BaseException:
-        for log in (out_log, err_log):
-            if log is not None:
-                log.close()
+        for log_file in (out_log, err_log):
+            if log_file is not None:
+                log_file.close()
         raise
     pgid = proc.pid  # start_new_session makes the child its own group leader
+    from .orphans import record_agent
 
-    async def pump(stream: asyncio.StreamReader | None, name: str) -> None:
-        assert stream is not None
-        log = out_log if name == "stdout" else err_log
-        while True:
-            data = await stream.read(READ_CHUNK)
-            if not data:
-                break
+    record_agent(proc.pid, token, args[0])
+
+    def sink(name: str) -> Callable[[bytes], None]:
+        log_file = out_log if name == "stdout" else err_log
+
+        def on_data(data: bytes) -> None:
             last_output[0] = time.monotonic()
             counts[name] += len(data)
-            if log is not None:
-                log.write(data)
+            if log_file is not None:
+                log_file.write(data)
             if name == "stdout":
                 splitter.feed(data)
             else:
                 tail.add(data)
-        if name == "stdout":
-            splitter.close()
 
-    async def feed_stdin() -> None:
-        assert proc.stdin is not None and stdin_data is not None
-        # A child that exits without reading its stdin is not our error.
-        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-            proc.stdin.write(stdin_data)
-            await proc.stdin.drain()
-        proc.stdin.close()
+        return on_data
 
+    assert proc.stdout is not None and proc.stderr is not None
+    # Popen's file objects must not close the fds a second time: take the descriptors over.
     readers = [
-        asyncio.ensure_future(pump(proc.stdout, "stdout")),
-        asyncio.ensure_future(pump(proc.stderr, "stderr")),
+        PipeReader(loop, _detach(proc.stdout), sink("stdout")),
+        PipeReader(loop, _detach(proc.stderr), sink("stderr")),
     ]
-    writer = asyncio.ensure_future(feed_stdin()) if stdin_data is not None else None
-    waiter = asyncio.ensure_future(proc.wait())
+    proc.stdout = proc.stderr = None
+    writer = None
+    if stdin_data is not None and proc.stdin is not None:
+        writer = PipeWriter(loop, _detach(proc.stdin), stdin_data)
+        proc.stdin = None
+    exited = exit_future(loop, proc)
     cancel_waiter = asyncio.ensure_future(cancel.wait()) if cancel is not None else None
     timed_out: TimeoutKind | None = None
     cancelled = False
+    survivors: list[int] = []
     try:
-        while not waiter.done():
+        while not exited.done():
             now = time.monotonic()
             limits: list[float] = [0.25]
             if total_timeout is not None:
                 limits.append(max(0.0, started + total_timeout - now))
             if idle_timeout is not None:
                 limits.append(max(0.0, last_output[0] + idle_timeout - now))
-            watch: set[asyncio.Future[object]] = {waiter}  # type: ignore[arg-type]
+            watch: set[asyncio.Future[Any]] = {exited}
             if cancel_waiter is not None:
-                watch.add(cancel_waiter)  # type: ignore[arg-type]
+                watch.add(cancel_waiter)
             await asyncio.wait(watch, timeout=min(limits), return_when=asyncio.FIRST_COMPLETED)
-            if waiter.done():
+            if exited.done():
                 break
             now = time.monotonic()
             if cancel_waiter is not None and cancel_waiter.done():
@@ -326,30 +293,48 @@ async def run_process(
             elif idle_timeout is not None and now >= last_output[0] + idle_timeout:
                 timed_out = "idle"
             if cancelled or timed_out:
-                await stop_group(pgid, grace)
+                survivors = await stop_tree(pgid, token, grace)
                 break
-        await waiter
-        # The leader is gone; give the readers a moment for what is still in the pipes, then stop
-        # whatever of the group still holds them open (a background grandchild).
-        _done, pending = await asyncio.wait(readers, timeout=drain_after_exit)
-        if pending or group_members(pgid):
-            await stop_group(pgid, Grace(0.2, 0.5))
-        await asyncio.gather(*readers, return_exceptions=True)
+        if not exited.done():  # SIGKILL was sent: the leader is gone in a moment
+            await asyncio.wait({exited}, timeout=2.0)
+        if not (cancelled or timed_out):
+            # The CLI ended on its own: read what is still in the pipes for a moment, judged by
+            # its own exit; whatever of its tree still runs (a background child that may hold
+            # the pipes) is stopped, not waited for.
+            await asyncio.wait([r.done for r in readers], timeout=drain_after_exit)
+            if tree_members(pgid, token):
+                survivors = await stop_tree(pgid, token, Grace(0.2, 0.5))
+        else:
+            # Stopped: what the pipes still hold is read in a short bounded drain.
+            await asyncio.wait([r.done for r in readers], timeout=0.2)
     except asyncio.CancelledError:
         # Clean up before letting the cancellation through: no orphaned agent processes. A
         # second cancel (a group of tasks being cancelled again) must not cut this short.
-        await _uninterruptible(stop_group(pgid, grace))
+        await _uninterruptible(stop_tree(pgid, token, grace))
         with contextlib.suppress(BaseException):
-            await _uninterruptible(asyncio.wait_for(proc.wait(), 5.0))
+            await _uninterruptible(asyncio.wait({exited}, timeout=2.0))
         raise
     finally:
-        for fut in (*readers, waiter, writer, cancel_waiter):
-            if fut is not None and not fut.done():
-                fut.cancel()
-        for log in (out_log, err_log):
-            if log is not None:
-                log.close()
-    returncode = proc.returncode
+        for reader in readers:
+            reader.close()  # our ends: nothing a descendant holds can keep us waiting
+        if writer is not None:
+            writer.close()
+        if cancel_waiter is not None and not cancel_waiter.done():
+            cancel_waiter.cancel()
+        try:
+            splitter.close()  # the last line without a newline
+        except Exception:  # a failing handler must not keep the logs open
+            log.exception("output handler failed")
+        for log_file in (out_log, err_log):
+            if log_file is not None:
+                log_file.close()
+        if exited.done() or proc.poll() is not None:
+            from .orphans import forget_agent
+
+            forget_agent(proc.pid)
+        elif not exited.done():
+            exited.cancel()  # unregisters the pidfd; Popen reaps the child later
+    returncode = exited.result() if exited.done() else proc.poll()
     stopped = cancelled or timed_out is not None
     exit_code = None if stopped or returncode is None or returncode < 0 else returncode
     return ProcessResult(
@@ -365,7 +350,14 @@ async def run_process(
         lines=splitter.lines,
         truncated_lines=splitter.truncated,
         log_paths=[log_dir / "stdout.log", log_dir / "stderr.log"] if log_dir else [],
+        survivors=survivors,
     )
+
+
+def _detach(file: IO[bytes]) -> int:
+    fd = os.dup(file.fileno())
+    file.close()
+    return fd
 
 
 def base_env(

@@ -164,7 +164,8 @@ class Turn(BaseModel):
     followup: bool = False
     decision: str = ""
     run_id: str | None = None
-    outcome: str = "running"  # running | completed | failed | cancelled | budget_exceeded
+    # running | completed | failed | cancelled | budget_exceeded | interrupted (its process died)
+    outcome: str = "running"
     error: str | None = None
     started_at: str
     finished_at: str | None = None

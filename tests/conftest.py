@@ -24,6 +24,13 @@ def _write_exe(path: Path) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _user_config_home(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The audit key, receipt key and outside heads of every run go to a folder of this test
+    session, never into the real ~/.config (tests that need their own set it per test)."""
+    os.environ["XDG_CONFIG_HOME"] = str(tmp_path_factory.mktemp("config-home"))
+
+
 @pytest.fixture
 def fake_exe(tmp_path: Path) -> Callable[[str], Path]:
     """Make a fake agent executable named ``name`` in a private bin folder."""

@@ -27,6 +27,28 @@ def load_ipython_extension(ipython: Any) -> None:
     formatter = ipython.display_formatter.mimebundle_formatter
     formatter.for_type(WorkflowResult, workflow_bundle)
     _LOADED[id(ipython)] = magics
+    _stop_leftovers()
+
+
+def _stop_leftovers() -> None:
+    """A kernel that died mid-run may have left agents running in this folder: stop them now
+    (pid and start time verified), and mark their turns interrupted."""
+    import os
+
+    from ..orphans import stop_leftovers
+
+    try:
+        found = stop_leftovers(os.getcwd())
+    except Exception as exc:  # never keep the extension from loading
+        print(f"orchestrator-nb: could not check for leftovers of a dead run: {exc}")
+        return
+    for left in found:
+        line = f"orchestrator-nb: run {left.run_id} died with its kernel"
+        line += f"; stopped {len(left.stopped)} leftover process(es)" if left.stopped else ""
+        line += "; its turn is marked interrupted" if left.turns else ""
+        if left.survivors:
+            line += f"; could not stop pid(s) {', '.join(map(str, left.survivors))}"
+        print(line)
 
 
 def unload_ipython_extension(ipython: Any) -> None:

@@ -36,6 +36,7 @@ from ..lifecycle import (
     RunStarted,
     StepFinished,
     StepStarted,
+    WorkspaceWaiting,
 )
 
 Bundle = dict[str, str]
@@ -248,6 +249,8 @@ class LiveDisplay:
                 self.note(f"gate {event.step_id}: {event.decision} by {event.by}")
             elif isinstance(event, BudgetWarning):
                 self.note(f"budget {event.budget}: {event.used:g} of {event.limit:g} used")
+            elif isinstance(event, WorkspaceWaiting):
+                self.note(event.message)
 
     # -- steps ----------------------------------------------------------------------------
 

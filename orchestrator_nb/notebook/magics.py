@@ -27,7 +27,7 @@ from .runner import CellRun, RunSpec
 
 OPTIONS = (
     "-w/--workflow, -a/--agent, --workspace, -s/--session, --followup, --new, --rehearse, "
-    "--dry-run, --max-iterations, --budget, --timeout, --background, -o/--out, --quiet"
+    "--dry-run, --max-iterations, --budget, --timeout, --background, --isolate, -o/--out, --quiet"
 )
 
 
@@ -78,6 +78,10 @@ _OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     (("--budget",), {"type": _positive_float, "metavar": "USD", "help": "Stop past this cost."}),
     (("--timeout",), {"type": _positive_float, "metavar": "S", "help": "Stop after S seconds."}),
     (("--background",), {"action": "store_true", "help": "Return a Run handle at once."}),
+    (
+        ("--isolate",),
+        {"action": "store_true", "help": "Work in an own git worktree, applied at the end."},
+    ),
     (("-o", "--out"), {"metavar": "NAME", "help": "Also store the result in this variable."}),
     (("--quiet",), {"action": "store_true", "help": "No live output, only the result."}),
 ]
@@ -230,7 +234,10 @@ class OrchestratorMagics(Magics):
             print(decision)
         budget = Budget(max_cost_usd=args.budget) if args.budget is not None else Budget()
         options = RunOptions(
-            budget=budget, max_iterations=args.max_iterations, timeout=args.timeout
+            budget=budget,
+            max_iterations=args.max_iterations,
+            timeout=args.timeout,
+            isolation="worktree" if args.isolate else "shared",
         )
         try:
             request = RunRequest.build(

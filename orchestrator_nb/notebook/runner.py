@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .._sync import run_sync
@@ -20,6 +20,7 @@ from ..runs import RunOptions, RunRequest, RunService, SessionRecorder, rehearsa
 from ..sessions import Session, Turn
 from ..workflow.engine import GateHandler
 from ..workflow.result import WorkflowResult
+from ..workspace.lock import Isolation
 from .background import BATCH_NOTE, Run, WidgetSink, await_at_cell_end, launch
 from .gates import WidgetGate, gate_setup
 from .live import CellSink, DisplaySink, LiveDisplay
@@ -52,6 +53,7 @@ class RunSpec:
         config: Any = None,
         trust: bool | None = None,
         variables: dict[str, Any] | None = None,
+        isolation: Isolation = "shared",
         **overrides: Any,
     ) -> RunSpec:
         request = RunRequest.build(
@@ -63,7 +65,7 @@ class RunSpec:
             force_followup=followup,
             trust=trust,
             rehearsal=rehearsal,
-            options=RunOptions.from_overrides(overrides),
+            options=replace(RunOptions.from_overrides(overrides), isolation=isolation),
             dry_run=dry_run,
             variables=dict(variables or {}),
         )

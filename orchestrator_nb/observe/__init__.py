@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ..lifecycle import EventBus, Subscriber
-    from .audit import AuditSubscriber, AuditTrail, VerifyResult, verify
+    from .audit import AuditTrail, VerifyResult, verify
+    from .audit_subscriber import AuditSubscriber
     from .checks import check_command_argv, check_name, check_path, check_task
     from .logs import LogSubscriber, configure_logging, get_logger
     from .metrics import (
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
     from .redact import Redactor, add_secret, redact, redact_obj
 
 _EXPORTS = {
-    "AuditSubscriber": ".audit",
+    "AuditSubscriber": ".audit_subscriber",
     "AuditTrail": ".audit",
     "VerifyResult": ".audit",
     "verify": ".audit",
@@ -66,7 +67,7 @@ def default_subscribers(
     Logs come first so that the run's context is bound before anything else reacts. Pass the
     engine's ``breakers`` to export circuit-breaker states.
     """
-    from .audit import AuditSubscriber
+    from .audit_subscriber import AuditSubscriber
     from .logs import LogSubscriber, configure_logging
     from .metrics import MetricsSubscriber
 

@@ -1,75 +1,100 @@
-"""The audit trail: an append-only, hash-chained JSONL file in the workspace's state folder.
+"""The audit trail: an append-only JSONL file in the state folder that catches forgeries.
 
-Each line is one record ``{"seq", "ts", "kind", "data", "prev", "hash"}`` where ``hash`` is the
-SHA-256 of the record's canonical JSON without ``hash``, and ``prev`` is the previous record's
-``hash`` (64 zeros for the first). A sidecar ``<file>.head`` holds the last ``seq`` and ``hash``
-so that records cut from the *end* are noticed too. :func:`verify` names the first line that was
-edited, removed or reordered.
+Each line is ``{"body":BODY,"hash":H,"mac":M}`` where ``BODY`` is the record's JSON
+(``seq``, ``ts``, ``kind``, ``data``, ``prev``), ``H`` the SHA-256 of *the exact bytes of BODY as
+written* (an edit that parses to the same JSON still changes them), ``prev`` the previous record's
+``H`` (64 zeros for the first), and ``M`` an HMAC-SHA256 of the same bytes under a key that lives
+outside the workspace (:mod:`.audit_keys`). The last ``seq`` and hash (the *head*) are kept twice:
+beside the trail (``audit.jsonl.head``) and in the user's config folder keyed by the trail's real
+path, each authenticated too.
 
-What it guards: accidental or casual edits. Someone who can rewrite the whole file *and*
-recompute every hash can forge it; there is no secret key (see the README's security section).
+:func:`verify` names the first bad record and the kind of damage: an edited, forged, duplicated,
+reordered or removed record, a torn or malformed line, duplicate keys, a chain that does not
+follow, records cut from the end, a deleted trail, a deleted or mismatching head, the trail
+replaced by an older copy.
 
-Writes are durable (``fsync`` of the file, and of the folder when it is created) and serialized
-by a thread lock plus ``fcntl.flock``, so parallel steps and other processes never interleave or
-fork the chain. Data is redacted before it is written.
+The limit (see the README): whoever holds the key (the user's account) can rewrite the whole
+trail and both heads consistently; that is not detectable by the trail itself. Receipts signed
+at the end of each run (:mod:`.receipts`) and handed to someone else are the remedy.
+
+Appends are serialized across threads and processes by an OS lock
+(:class:`orchestrator_nb.fsio.FileLock`), written in one ``write`` on an ``O_APPEND`` descriptor
+and fsynced; data is redacted before it is written.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
+import hmac
 import json
 import os
-import threading
-import time
-from collections.abc import Iterator
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ..lifecycle import (
-    FileWritten,
-    GateDecided,
-    LifecycleEvent,
-    Reverted,
-    RunFinished,
-    RunStarted,
-    StepFinished,
-)
+from .. import fsio
+from . import audit_keys
 from .redact import Redactor, default_redactor
 
 GENESIS = "0" * 64
 AUDIT_FILE = "audit.jsonl"
 _TAIL_CHUNK = 8192
-
-# One lock per file for the whole process: flock alone does not exclude threads that share an fd.
-_locks: dict[str, threading.Lock] = {}
-_locks_guard = threading.Lock()
-
-
-def _thread_lock(path: Path) -> threading.Lock:
-    with _locks_guard:
-        return _locks.setdefault(str(path), threading.Lock())
+_LINE = re.compile(rb'^\{"body":(.*),"hash":"([0-9a-f]{64})","mac":"([0-9a-f]{64})"\}$', re.DOTALL)
 
 
 def canonical(obj: Any) -> bytes:
-    """The bytes that are hashed: sorted keys, no spaces, UTF-8."""
+    """Sorted keys, no spaces, UTF-8: how a record's body is first written."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+def body_hash(body: bytes) -> str:
+    return hashlib.sha256(body).hexdigest()
+
+
+def _mac(key: bytes, *parts: bytes) -> str:
+    return hmac.new(key, b"\0".join(parts), hashlib.sha256).hexdigest()
+
+
 def record_hash(record: dict[str, Any]) -> str:
-    body = {k: v for k, v in record.items() if k != "hash"}
-    return hashlib.sha256(canonical(body)).hexdigest()
+    """The hash of a record's body as this module writes it (for callers building records)."""
+    body = {k: v for k, v in record.items() if k not in ("hash", "mac")}
+    return body_hash(canonical(body))
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+class DuplicateKeys(ValueError):
+    pass
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise DuplicateKeys(sorted({k for k in keys if keys.count(k) > 1}))
+    return dict(pairs)
+
+
+@dataclass(frozen=True)
+class Line:
+    """One line of the trail taken apart: its body's exact bytes, its hash and its MAC."""
+
+    body: bytes
+    hash: str
+    mac: str
+
+    @staticmethod
+    def parse(raw: bytes) -> Line | None:
+        m = _LINE.match(raw)
+        return Line(m[1], m[2].decode(), m[3].decode()) if m else None
+
+    def record(self) -> dict[str, Any]:
+        """The body as a dict; raises ``DuplicateKeys`` or ``ValueError``."""
+        value = json.loads(self.body, object_pairs_hook=_no_duplicates)
+        if not isinstance(value, dict):
+            raise ValueError("not an object")
+        return value
 
 
 def _last_line(fd: int, size: int) -> bytes:
@@ -87,112 +112,143 @@ def _last_line(fd: int, size: int) -> bytes:
     return buf[:-1] if buf.endswith(b"\n") else buf
 
 
-def _read_head(path: Path) -> tuple[int, str] | None:
+@dataclass(frozen=True)
+class Head:
+    seq: int
+    hash: str
+    ok: bool  # its MAC is right
+
+
+def _head_bytes(key: bytes, seq: int, digest: str, where: str) -> bytes:
+    mac = _mac(key, b"head", where.encode(), str(seq).encode(), digest.encode())
+    return canonical({"seq": seq, "hash": digest, "mac": mac}) + b"\n"
+
+
+def _read_head(path: Path, key: bytes | None, where: str, anchor: Path | None) -> Head | None:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        return int(data["seq"]), str(data["hash"])
-    except (OSError, ValueError, KeyError, TypeError):
+        data = json.loads(fsio.read_bytes(path, anchor=anchor))
+        seq, digest = int(data["seq"]), str(data["hash"])
+        mac = str(data["mac"])
+    except FileNotFoundError:
         return None
+    except (OSError, ValueError, KeyError, TypeError):
+        return Head(-1, "", False)
+    good = key is not None and hmac.compare_digest(
+        mac, _mac(key, b"head", where.encode(), str(seq).encode(), digest.encode())
+    )
+    return Head(seq, digest, good)
 
 
 class AuditTrail:
     """Appends records to ``path``; safe from threads and processes at once."""
 
-    def __init__(self, path: str | os.PathLike[str], *, redactor: Redactor | None = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        redactor: Redactor | None = None,
+        config_dir: Path | None = None,
+    ) -> None:
         self.path = Path(path).absolute()
         self.head_path = self.path.with_name(self.path.name + ".head")
+        self.lock_path = self.path.with_name(self.path.name + ".lock")
         self._redactor = redactor or default_redactor()
-        self._lock = _thread_lock(self.path)
-        # (file size, seq, hash) after our own last append: saves re-reading the tail when no
-        # other process wrote in between.
-        self._cache: tuple[int, int, str] | None = None
+        self._config = config_dir
 
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[int]:
-        created = not self.path.exists()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._lock:
-            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
-                if created:
-                    _fsync_dir(self.path.parent)  # the new file's name survives a crash too
-                yield fd
-            finally:
-                os.close(fd)  # also releases the flock
+    @property
+    def outside_head_path(self) -> Path:
+        return audit_keys.outside_head_path(self.path, config=self._config)
 
-    def _tail(self, fd: int) -> tuple[int, str, bool]:
+    def _config_dir(self) -> Path:
+        return self._config or audit_keys.user_config_dir()
+
+    def _tail(self, fd: int, key: bytes) -> tuple[int, str, bool]:
         """(next seq, previous hash, whether the last line is torn) under the lock."""
         size = os.fstat(fd).st_size
-        if self._cache is not None and self._cache[0] == size:
-            return self._cache[1] + 1, self._cache[2], False
         if size == 0:
             return 0, GENESIS, False
         torn = os.pread(fd, 1, size - 1) != b"\n"
-        line = _last_line(fd, size)
-        try:
-            last = json.loads(line)
-            return int(last["seq"]) + 1, str(last["hash"]), torn
-        except (ValueError, KeyError, TypeError):
-            # A torn or damaged last line: chain on from the head file, and let verify() report
-            # the damage rather than hiding it.
-            head = _read_head(self.head_path)
-            if head is not None:
-                return head[0] + 1, head[1], torn
-            return 0, GENESIS, torn
-
-    def _write_head(self, seq: int, digest: str) -> None:
-        tmp = self.head_path.with_name(f"{self.head_path.name}.{os.getpid()}.tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(json.dumps({"seq": seq, "hash": digest}))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.head_path)
+        line = Line.parse(_last_line(fd, size))
+        if line is not None:
+            try:
+                return int(line.record()["seq"]) + 1, line.hash, torn
+            except (ValueError, KeyError, TypeError):
+                pass
+        # A torn or damaged last line: chain on from the best head, and let verify() report
+        # the damage rather than hiding it.
+        heads = [
+            _read_head(self.head_path, key, "workspace", None),
+            _read_head(self.outside_head_path, key, "outside", self._config_dir().parent),
+        ]
+        good = [h for h in heads if h is not None and h.ok]
+        if good:
+            best = max(good, key=lambda h: h.seq)
+            return best.seq + 1, best.hash, torn
+        return 0, GENESIS, torn
 
     def append(self, kind: str, data: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Append one record (redacted) and return it as written."""
+        """Append one record (redacted) and return it as written (with ``hash``)."""
+        key = audit_keys.audit_key(config=self._config)
+        assert key is not None
         clean = self._redactor.redact_obj(data or {})
-        with self._locked() as fd:
-            seq, prev, torn = self._tail(fd)
-            record: dict[str, Any] = {
-                "seq": seq,
-                "ts": datetime.now(timezone.utc).isoformat(timespec="microseconds"),
-                "kind": self._redactor.redact(kind),
-                "data": clean,
-                "prev": prev,
-            }
-            record["hash"] = record_hash(record)
-            line = canonical(record) + b"\n"
-            if torn:
-                line = b"\n" + line
-            # One write on an O_APPEND descriptor under the flock: the line lands whole.
-            os.write(fd, line)
-            os.fsync(fd)
-            self._write_head(seq, record["hash"])
-            self._cache = (os.fstat(fd).st_size, seq, record["hash"])
-        return record
+        with fsio.FileLock(self.lock_path):
+            with fsio.open_fd(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, mode=0o600) as fd:
+                seq, prev, torn = self._tail(fd, key)
+                record: dict[str, Any] = {
+                    "seq": seq,
+                    "ts": datetime.now(timezone.utc).isoformat(timespec="microseconds"),
+                    "kind": self._redactor.redact(kind),
+                    "data": clean,
+                    "prev": prev,
+                }
+                body = canonical(record)
+                digest = body_hash(body)
+                line = b'{"body":' + body + b',"hash":"' + digest.encode() + b'","mac":"'
+                line += _mac(key, body).encode() + b'"}\n'
+                if torn:
+                    line = b"\n" + line
+                # One write on an O_APPEND descriptor under the lock: the line lands whole.
+                view = memoryview(line)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            fsio.write_bytes(self.head_path, _head_bytes(key, seq, digest, "workspace"))
+            fsio.write_bytes(
+                self.outside_head_path,
+                _head_bytes(key, seq, digest, "outside"),
+                anchor=self._config_dir().parent,
+                mode=0o600,
+            )
+        return {**record, "hash": digest}
 
     def records(self) -> list[dict[str, Any]]:
         """Every readable record, in file order (no verification)."""
+        try:
+            raw = fsio.read_bytes(self.path)
+        except FileNotFoundError:
+            return []
         out: list[dict[str, Any]] = []
-        if not self.path.is_file():
-            return out
-        for line in self.path.read_text(encoding="utf-8", errors="replace").splitlines():
-            with contextlib.suppress(ValueError):
-                value = json.loads(line)
-                if isinstance(value, dict):
-                    out.append(value)
+        for text in raw.split(b"\n"):
+            line = Line.parse(text)
+            if line is None:
+                continue
+            try:
+                out.append({**line.record(), "hash": line.hash})
+            except ValueError:
+                continue
         return out
 
 
 @dataclass(frozen=True)
 class VerifyResult:
-    """``ok``, or the 1-based ``first_bad_line`` and the ``reason``; ``records`` counted."""
+    """``ok``, or the 1-based ``first_bad_line``, the ``kind`` of damage and the ``reason``."""
 
     ok: bool
     first_bad_line: int | None = None
     reason: str | None = None
     records: int = 0
+    kind: str | None = None
+    path: str | None = None
 
     def __bool__(self) -> bool:
         return self.ok
@@ -200,179 +256,151 @@ class VerifyResult:
     def __str__(self) -> str:
         if self.ok:
             return f"audit trail intact ({self.records} records)"
-        return f"audit trail damaged at line {self.first_bad_line}: {self.reason}"
+        where = f" at line {self.first_bad_line}" if self.first_bad_line else ""
+        return f"audit trail damaged{where} ({self.kind}): {self.reason}"
 
 
-def _parse(lines: list[str]) -> list[dict[str, Any] | None]:
-    parsed: list[dict[str, Any] | None] = []
-    for line in lines:
-        try:
-            value = json.loads(line)
-        except ValueError:
-            parsed.append(None)
-            continue
-        ok = (
-            isinstance(value, dict)
-            and isinstance(value.get("seq"), int)
-            and isinstance(value.get("hash"), str)
-            and isinstance(value.get("prev"), str)
+def trail_path(path: str | os.PathLike[str]) -> Path:
+    """The trail file for ``path``: the file itself, a state folder, or a workspace."""
+    p = Path(path)
+    if p.is_dir():
+        return (
+            p / AUDIT_FILE
+            if p.name == fsio.STATE_DIR_NAME
+            else p / fsio.STATE_DIR_NAME / AUDIT_FILE
         )
-        parsed.append(value if ok else None)
-    return parsed
+    return p
 
 
-def verify(path: str | os.PathLike[str]) -> VerifyResult:
-    """Check the chain of the audit file at ``path`` (a missing file is an empty, intact trail)."""
-    file = Path(path)
+def verify(path: str | os.PathLike[str], *, config_dir: Path | None = None) -> VerifyResult:
+    """Check the trail at ``path`` (file, state folder or workspace) against this user's key."""
+    file = trail_path(path)
+    config = config_dir or audit_keys.user_config_dir()
+    key = audit_keys.audit_key(create=False, config=config)
+    trail = AuditTrail(file, config_dir=config)
+    heads = {
+        "workspace": _read_head(trail.head_path, key, "workspace", None),
+        "outside": _read_head(trail.outside_head_path, key, "outside", config.parent),
+    }
+
+    def bad(line: int | None, kind: str, reason: str, count: int) -> VerifyResult:
+        return VerifyResult(False, line, reason, count, kind, str(file))
+
     try:
-        raw = file.read_bytes()
+        raw = fsio.read_bytes(file)
     except FileNotFoundError:
-        return VerifyResult(True)
-    text = raw.decode("utf-8", errors="replace")
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
+        said = [f"the {w} head says {h.seq + 1} record(s)" for w, h in heads.items() if h]
+        if said:
+            return bad(1, "deleted", f"the trail file is missing but {said[0]}", 0)
+        return VerifyResult(True, records=0, path=str(file))
+    if raw and key is None:
+        return bad(
+            None,
+            "no-key",
+            f"no audit key in {config}: this trail was not written by this user here",
+            0,
+        )
+    lines = raw.split(b"\n")
+    if lines and lines[-1] == b"":
         lines.pop()
-    parsed = _parse(lines)
-    seqs = {r["seq"] for r in parsed if r is not None}
+    assert key is not None or not lines
     prev_hash, prev_seq = GENESIS, -1
-    for i, record in enumerate(parsed):
-        lineno = i + 1
-        if record is None:
-            torn = i == len(lines) - 1 and not raw.endswith(b"\n")
-            what = "torn record (a write was interrupted)" if torn else "not a valid record"
-            return VerifyResult(False, lineno, what, i)
-        if record_hash(record) != record["hash"]:
-            return VerifyResult(False, lineno, "edited: its hash does not match its content", i)
+    seen: dict[int, str] = {}
+    later = set()
+    for text in lines:
+        parsed = Line.parse(text)
+        if parsed is not None:
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                later.add(int(parsed.record()["seq"]))
+    for i, text in enumerate(lines):
+        n = i + 1
+        line = Line.parse(text)
+        if line is None:
+            if i == len(lines) - 1 and not raw.endswith(b"\n"):
+                return bad(n, "torn", "torn record (a write was interrupted or cut)", i)
+            return bad(n, "malformed", "not a record of this trail", i)
+        try:
+            record = line.record()
+        except DuplicateKeys as exc:
+            return bad(n, "duplicate-keys", f"duplicate keys {exc.args[0]} in one record", i)
+        except ValueError:
+            return bad(n, "malformed", "its body is not a JSON object", i)
+        if not hmac.compare_digest(body_hash(line.body), line.hash):
+            return bad(n, "edited", "edited: its bytes do not match its hash", i)
+        assert key is not None
+        if not hmac.compare_digest(_mac(key, line.body), line.mac):
+            return bad(n, "forged", "not authenticated by this user's audit key", i)
+        seq = record.get("seq")
+        if not isinstance(seq, int) or not isinstance(record.get("prev"), str):
+            return bad(n, "malformed", "no seq or prev", i)
         expected = prev_seq + 1
-        if record["seq"] != expected:
-            if record["seq"] < expected:
-                reason = f"out of order: seq {record['seq']} after seq {prev_seq}"
-            elif expected in seqs:
-                reason = f"reordered: seq {expected} should come here, found seq {record['seq']}"
-            else:
-                gone = record["seq"] - expected
-                reason = f"{gone} record(s) removed before this one (seq {expected} missing)"
-            return VerifyResult(False, lineno, reason, i)
+        if seq != expected:
+            if seen.get(seq) == line.hash:
+                return bad(n, "duplicated", f"seq {seq} appears a second time", i)
+            if seq < expected:
+                return bad(
+                    n, "reordered", f"records reordered: seq {seq} comes after seq {prev_seq}", i
+                )
+            if expected in later:
+                return bad(
+                    n,
+                    "reordered",
+                    f"records reordered: seq {expected} should come here, found {seq}",
+                    i,
+                )
+            return bad(n, "removed", f"{seq - expected} record(s) removed before this one", i)
         if record["prev"] != prev_hash:
-            # The sequence is whole, so the previous record was rewritten with a fresh hash.
-            where = max(lineno - 1, 1)
-            return VerifyResult(
-                False, where, "edited: its hash was recomputed but the next record disagrees", i
+            return bad(n, "chain-broken", "its prev is not the previous record's hash", i)
+        seen[seq] = line.hash
+        prev_hash, prev_seq = line.hash, seq
+    count = len(lines)
+    return _check_heads(heads, prev_seq, prev_hash, count, bad)
+
+
+def _check_heads(
+    heads: dict[str, Head | None],
+    last_seq: int,
+    last_hash: str,
+    count: int,
+    bad: Callable[[int | None, str, str, int], VerifyResult],
+) -> VerifyResult:
+    outside = heads["outside"]
+    for where, head in heads.items():
+        name = "the head outside the workspace" if where == "outside" else "the head file"
+        if head is None:
+            if count:
+                return bad(count, "head-missing", f"{name} is missing", count)
+            continue
+        if not head.ok:
+            return bad(count or None, "head-forged", f"{name} is not authenticated", count)
+        if head.seq > last_seq:
+            gone = head.seq - last_seq
+            if where == "outside" and heads["workspace"] is not None and outside is not None:
+                kind, why = "replaced", "the trail was replaced by an older copy"
+            else:
+                kind, why = "truncated", "records were removed from the end"
+            return bad(count + 1, kind, f"{why}: {name} says {gone} more record(s)", count)
+        if head.seq < last_seq:
+            return bad(
+                head.seq + 2,
+                "head-behind",
+                f"{name} ends at seq {head.seq}: later records were added without it",
+                count,
             )
-        prev_hash, prev_seq = record["hash"], record["seq"]
-    count = len(parsed)
-    known = _read_head(file.with_name(file.name + ".head"))
-    if known is not None:
-        head_seq, head_hash = known
-        if head_seq > prev_seq:
-            missing = head_seq - prev_seq
-            return VerifyResult(
-                False, count + 1, f"{missing} record(s) removed from the end", count
-            )
-        if head_seq == prev_seq and head_hash != prev_hash:
-            return VerifyResult(
-                False, count, "edited: the last record differs from the head", count
-            )
+        if head.hash != last_hash:
+            return bad(count, "head-mismatch", f"the last record differs from {name}", count)
     return VerifyResult(True, records=count)
-
-
-def record_config_change(
-    state_dir: str | os.PathLike[str], source: str, keys: list[str], **details: Any
-) -> dict[str, Any]:
-    """Append a ``config_changed`` record to the workspace's trail (for the notebook layer)."""
-    data = {"source": source, "keys": list(keys), **details}
-    return AuditTrail(Path(state_dir) / AUDIT_FILE).append("config_changed", data)
-
-
-class AuditSubscriber:
-    """Appends runs, finished steps, file writes, reverts and gate decisions to the trail."""
-
-    def __init__(
-        self, state_dir: str | os.PathLike[str], *, trail: AuditTrail | None = None
-    ) -> None:
-        self.trail = trail or AuditTrail(Path(state_dir) / AUDIT_FILE)
-
-    def config_changed(self, source: str, keys: list[str], **details: Any) -> None:
-        """Record a configuration change (the notebook layer and ``%orchestrate`` call this)."""
-        self.trail.append("config_changed", {"source": source, "keys": keys, **details})
-
-    def __call__(self, event: LifecycleEvent) -> None:
-        entry = self._entry(event)
-        if entry is not None:
-            self.trail.append(*entry)
-
-    def _entry(self, event: LifecycleEvent) -> tuple[str, dict[str, Any]] | None:
-        if isinstance(event, RunStarted):
-            return "run_started", {
-                "run_id": event.run_id,
-                "workflow": event.workflow,
-                "task": event.task,
-                "workspace": event.workspace,
-                "session": event.session,
-                "rehearsal": event.rehearsal,
-                "pid": os.getpid(),
-                "t": time.time(),
-            }
-        if isinstance(event, RunFinished):
-            return "run_finished", {
-                "run_id": event.run_id,
-                "workflow": event.workflow,
-                "outcome": event.outcome,
-                "ok": event.ok,
-                "duration_s": round(event.duration_s, 3),
-                "tokens": event.usage.total_tokens,
-                "cost_usd": event.usage.cost_usd,
-                "error": event.error,
-            }
-        if isinstance(event, StepFinished):
-            r = event.result
-            return "step_finished", {
-                "run_id": event.run_id,
-                "step_id": event.step_id,
-                "agent": event.agent,
-                "iteration": event.iteration,
-                "ok": r.ok,
-                "cached": event.cached,
-                "error_kind": r.error_kind,
-                "error": r.error.message if r.error else None,
-                "exit_code": r.exit_code,
-                "attempts": len(r.attempts),
-                "duration_s": round(r.duration_s, 3),
-                "changes": [{"path": c.path, "kind": c.kind} for c in r.changes],
-                # The program only: the rest of argv holds the prompt, which can be 100k chars.
-                "program": r.argv[0] if r.argv else None,
-            }
-        if isinstance(event, FileWritten):
-            return "file_written", {
-                "run_id": event.run_id,
-                "step_id": event.step_id,
-                "path": event.path,
-                "backup": event.backup,
-            }
-        if isinstance(event, Reverted):
-            return "reverted", {
-                "run_id": event.run_id,
-                "step_id": event.step_id,
-                "paths": event.paths,
-            }
-        if isinstance(event, GateDecided):
-            return "gate_decided", {
-                "run_id": event.run_id,
-                "step_id": event.step_id,
-                "decision": event.decision,
-                "by": event.by,
-            }
-        return None
 
 
 __all__ = [
     "AUDIT_FILE",
     "GENESIS",
-    "AuditSubscriber",
     "AuditTrail",
+    "Line",
     "VerifyResult",
+    "body_hash",
     "canonical",
-    "record_config_change",
     "record_hash",
+    "trail_path",
     "verify",
 ]

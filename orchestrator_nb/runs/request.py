@@ -20,9 +20,9 @@ from ..errors import ConfigError, WorkspaceError
 from ..observe.checks import check_name, check_task
 from ..sessions import FollowupDecision, ResumePoint, Session
 from ..workflow.models import Budget
+from ..workspace.lock import Isolation
 
 GatePolicy = Literal["approve", "reject", "fail"]
-Isolation = Literal["auto", "worktree", "shared", "copy"]
 _BUDGET_KEYS = ("max_cost_usd", "max_tokens", "max_wall_s")
 OVERRIDE_KEYS = frozenset({"max_iterations", "gate_policy", "timeout", *_BUDGET_KEYS})
 
@@ -32,7 +32,8 @@ class RunOptions:
     """Per-run settings on top of the workflow's own.
 
     ``timeout``: the whole run's wall-clock limit in seconds; passing it ends the run with
-    outcome ``timeout``. ``agent_options``: agent config fields for a one-agent run
+    outcome ``timeout``. ``isolation``: "shared" (runs in one workspace take turns) or
+    "worktree" (this run works in its own git worktree, applied at the end). ``agent_options``: agent config fields for a one-agent run
     (``retries``, ``idle_timeout``, ``model``, ``timeout`` of the CLI, ...).
     """
 
@@ -40,7 +41,7 @@ class RunOptions:
     max_iterations: int | None = None
     gate_policy: GatePolicy | None = None
     timeout: float | None = None
-    isolation: Isolation | None = None
+    isolation: Isolation = "shared"
     agent_options: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod

@@ -83,6 +83,9 @@ class SessionRecorder:
     def __call__(self, event: LifecycleEvent) -> None:
         if isinstance(event, RunStarted):
             self.turn.run_id = event.run_id
+            # Saved now: if the kernel dies in the first step, the next start finds this turn
+            # by its run and marks it interrupted.
+            self.session.autosave(self.turn.workspace)
         elif isinstance(event, StepFinished):
             self.session.record_step(self.turn, event.result)
 
@@ -178,6 +181,7 @@ class RunService:
                     timeout=request.options.timeout,
                     settings=settings,
                     meta={"agent": request.agent, "step": request.step},
+                    isolation=request.options.isolation,
                 )
         except BaseException as exc:
             if session is not None and turn is not None:

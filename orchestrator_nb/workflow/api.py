@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from dataclasses import replace
 from typing import Any
 
 from .._sync import run_sync
@@ -19,6 +20,7 @@ from ..lifecycle import Subscriber
 from ..runs import RunOptions, RunRequest, RunService
 from ..sessions import Session
 from ..workspace import RevertResult, Workspace
+from ..workspace.lock import Isolation
 from .engine import Engine, GateDecision, GateHandler
 from .journal import RunJournal
 from .result import Outcome, PlannedStep, WorkflowResult
@@ -41,20 +43,23 @@ async def arun(
     engine: Engine | None = None,
     options: RunOptions | None = None,
     trust: bool | None = None,
+    isolation: Isolation = "shared",
     **overrides: Any,
 ) -> WorkflowResult:
     """Run ``workflow`` on ``task`` in ``workspace``.
 
     ``options`` (typed) or keyword overrides: ``max_iterations``, ``max_cost_usd``,
     ``max_tokens``, ``max_wall_s``, ``gate_policy``, ``timeout`` (the run's wall-clock limit;
-    passing it ends the run as ``timeout``). ``rehearsal``: a scenario path or name, or a
+    passing it ends the run as ``timeout``). Runs in one workspace take turns (a second one
+    waits); ``isolation="worktree"`` runs this one in its own git worktree instead and applies
+    its changes at the end. ``rehearsal``: a scenario path or name, or a
     running rehearsal. ``session``: a :class:`~orchestrator_nb.sessions.Session`; the run is
     recorded as its next turn. It follows up (continues each agent's native conversation in
     this workspace, and gives the agents the previous turn) only when ``followup=True`` or,
     with ``followup=None``, when the session's heuristic says so; a new task never resumes.
     """
     if options is None:
-        options = RunOptions.from_overrides(overrides)
+        options = replace(RunOptions.from_overrides(overrides), isolation=isolation)
     elif overrides:
         raise ConfigError("pass either options= or keyword overrides, not both", key="options")
     request = RunRequest.build(

@@ -42,9 +42,11 @@ from ..lifecycle import (
     RunStarted,
     StepFinished,
     StepStarted,
+    WorkspaceWaiting,
 )
 from ..observe.redact import redact_obj
 from ..workspace import Workspace
+from ..workspace.lock import Isolation, Seat, run_seat
 from .cache import StepCache
 from .journal import RunJournal
 from .models import AgentStep, BranchStep, GateStep, LoopStep, ParallelStep, Step, Workflow
@@ -108,6 +110,7 @@ class _Ctx:
     # agent → the native session a follow-up resumes (with its usage so far), used by that
     # agent's first step
     resume_ids: dict[str, Any] = field(default_factory=dict)
+    seat: Seat | None = None  # the workspace lock, or the run's own worktree
 
     def template_context(self) -> dict[str, Any]:
         return {
@@ -160,6 +163,7 @@ class Engine:
         timeout: float | None = None,
         settings: Settings | None = None,
         meta: dict[str, Any] | None = None,
+        isolation: Isolation = "shared",
     ) -> WorkflowResult:
         """Run ``workflow`` (or ``definition``, journaled under that name) on ``task``.
 
@@ -208,8 +212,18 @@ class Engine:
         # what callers subscribe to.
         forward = ctx.bus.subscribe(self.bus.emit)
         uninstall = install(ctx.bus, ws.state.root, breakers=self.breakers)
+
+        def waiting(holder: str) -> None:
+            ctx.bus.emit(WorkspaceWaiting(ctx.run_id, holder, str(ws.root)))
+
         try:
-            return await self._walk(ctx, rehearsal, started)
+            # One run writes in a workspace at a time (or works in its own worktree); leftovers
+            # of a dead run are stopped first. See workspace/lock.py.
+            async with run_seat(
+                ws, on_wait=waiting, cancel=ctx.cancel, isolation=isolation, notes=ctx.notes
+            ) as seat:
+                ctx.seat, ctx.ws = seat, seat.ws
+                return await self._walk(ctx, rehearsal, started)
         finally:
             uninstall()
             forward()
@@ -247,12 +261,14 @@ class Engine:
                 outcome = "cancelled"
                 if error is None or error.kind != "cancelled":
                     error = RunError.for_kind("cancelled", "stopped on request")
+        if ctx.seat is not None:
+            await ctx.seat.settle(outcome)  # an isolated run brings its changes back
         return self._finish(ctx, outcome, error, started)
 
     def _finish(
         self, ctx: _Ctx, outcome: Outcome, error: RunError | None, started: float
     ) -> WorkflowResult:
-        changes = ctx.ws.run_changes()
+        changes = ctx.seat.changes(outcome) if ctx.seat else ctx.ws.run_changes()
         result = WorkflowResult(
             run_id=ctx.run_id,
             workflow=ctx.name,
@@ -264,7 +280,7 @@ class Engine:
             error=error,
             duration_s=time.monotonic() - started,
             notes=list(ctx.notes),
-            workspace=str(ctx.ws.root),
+            workspace=str(ctx.seat.root if ctx.seat else ctx.ws.root),
         )
         message = error.message if error is not None else None
         kind = error.kind if error is not None else None

@@ -15,6 +15,7 @@ from ..errors import WorkspaceError
 from ._git import RepoInfo, discover, run_git
 from .codeblocks import CodeBlockWrites, write_files
 from .diff import ChangeSet, build_changes
+from .lock import locked_for
 from .revert import (
     Journal,
     JournalEntry,
@@ -191,6 +192,13 @@ class Workspace:
         )
 
     def _revert(
+        self, target: str, net: dict[str, NetChange], step_key: str, force: bool
+    ) -> RevertResult:
+        # Not while a run writes here: its snapshots would take the revert for its own changes.
+        with locked_for(self.state.root, self.run_id, "revert"):
+            return self._revert_locked(target, net, step_key, force)
+
+    def _revert_locked(
         self, target: str, net: dict[str, NetChange], step_key: str, force: bool
     ) -> RevertResult:
         writer = SafeWriter(

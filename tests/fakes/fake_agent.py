@@ -1,7 +1,9 @@
 """A stand-in agent executable for tests of the real subprocess path.
 
 Behaviour comes from the environment so the same file can sit behind any driver's argv:
-  FAKE_MODE      replay | hang | crash | garbage | flood | grandchild | echo-stdin | slow-lines
+  FAKE_MODE      replay | hang | crash | garbage | flood | grandchild | echo-stdin | slow-lines |
+                 escape (a setsid double-forked child keeps stdout open, the CLI hangs) |
+                 exit-leaving-child (the same child, but the CLI prints a line and exits 0)
   FAKE_SCRIPT    transcript to replay (replay, crash)
   FAKE_EXIT      exit code after replaying (default 0)
   FAKE_STDERR    text to print on stderr first
@@ -16,6 +18,26 @@ import os
 import signal
 import sys
 import time
+
+
+def _escaped_child() -> None:
+    """Leave the process group the way daemons do: fork, setsid, fork again; the grandchild
+    ignores SIGINT and SIGTERM and keeps the inherited stdout and stderr open."""
+    first = os.fork()
+    if first == 0:
+        os.setsid()
+        if os.fork() != 0:
+            os._exit(0)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        pidfile = os.environ.get("FAKE_PIDFILE")
+        if pidfile:
+            with open(pidfile + ".tmp", "w") as f:
+                f.write(str(os.getpid()))
+            os.replace(pidfile + ".tmp", pidfile)
+        while True:
+            time.sleep(3600)
+    os.waitpid(first, 0)  # the middle process exits at once: the grandchild is an orphan
 
 
 def main() -> int:
@@ -82,6 +104,14 @@ def main() -> int:
                 time.sleep(3600)
         out.write(b'{"type":"started"}\n')
         out.flush()
+        while True:
+            time.sleep(3600)
+    if mode in ("escape", "exit-leaving-child"):
+        _escaped_child()
+        out.write(b'{"type":"started"}\n')
+        out.flush()
+        if mode == "exit-leaving-child":
+            return 0
         while True:
             time.sleep(3600)
     sys.stderr.write(f"unknown FAKE_MODE {mode}\n")

@@ -3,7 +3,8 @@
 argv: scripted_cli.py RULES_JSON PROMPT. The first rule whose `match` occurs in the prompt
 decides: `write` {path: content} (relative to the working folder), `say` (printed; `{n}` is the
 call number of that rule), `sleep` seconds, `exit` code, and `fail_first` (exit 1 on the first
-call of that rule only), `ignore_sigint` (stops only on SIGTERM). Every call is appended to
+call of that rule only), `ignore_sigint` (stops only on SIGTERM), `wait_file` (a path: wait
+until it exists, for tests that order two runs without timers). Every call is appended to
 CALLS_LOG (JSON lines) for assertions.
 """
 
@@ -42,6 +43,8 @@ def main() -> int:
         print("first call fails", file=sys.stderr)
         return 1
     time.sleep(rule.get("sleep", 0))
+    while rule.get("wait_file") and not os.path.exists(rule["wait_file"]):
+        time.sleep(0.05)
     for path, content in rule.get("write", {}).items():
         with open(path, "w") as f:
             f.write(content)

@@ -21,15 +21,28 @@ from orchestrator_nb.lifecycle import (
     StepFinished,
     StepStarted,
 )
-from orchestrator_nb.observe.audit import (
-    GENESIS,
-    AuditSubscriber,
-    AuditTrail,
-    record_config_change,
-    record_hash,
-    verify,
-)
+from orchestrator_nb.observe.audit import GENESIS, AuditTrail, Line, body_hash, verify
+from orchestrator_nb.observe.audit_subscriber import AuditSubscriber, record_config_change
 from orchestrator_nb.observe.redact import Redactor
+
+
+@pytest.fixture(autouse=True)
+def _config_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Keys and outside heads in a folder of this test, not the user's real config."""
+    home = tmp_path / "config-home"
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home))
+    return home
+
+
+def _forge(line: str, **changes: object) -> str:
+    """The line with its body changed and its hash recomputed (no key: the MAC stays old)."""
+    parsed = Line.parse(line.encode())
+    assert parsed is not None
+    body = json.loads(parsed.body)
+    body["data"].update(changes)
+    raw = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    return (b'{"body":' + raw + b',"hash":"' + body_hash(raw).encode() + b'","mac":"'
+            + parsed.mac.encode() + b'"}').decode()  # fmt: skip
 
 
 def _trail(tmp_path: Path, n: int = 5) -> Path:
@@ -49,11 +62,14 @@ def _write(path: Path, lines: list[str]) -> None:
 
 def test_chain_shape(tmp_path: Path) -> None:
     path = _trail(tmp_path, 3)
-    records = [json.loads(x) for x in _lines(path)]
+    parsed = [Line.parse(x.encode()) for x in _lines(path)]
+    assert all(p is not None for p in parsed)
+    records = [p.record() for p in parsed if p is not None]
+    hashes = [p.hash for p in parsed if p is not None]
     assert [r["seq"] for r in records] == [0, 1, 2]
     assert records[0]["prev"] == GENESIS
-    assert records[1]["prev"] == records[0]["hash"] and records[2]["prev"] == records[1]["hash"]
-    assert all(record_hash(r) == r["hash"] for r in records)
+    assert records[1]["prev"] == hashes[0] and records[2]["prev"] == hashes[1]
+    assert all(body_hash(p.body) == p.hash for p in parsed if p is not None)
     result = verify(path)
     assert result.ok and bool(result) and result.records == 3 and "intact" in str(result)
     assert orchestrator_nb.audit.verify is verify
@@ -78,25 +94,19 @@ def test_edited_record(tmp_path: Path) -> None:
 def test_edited_record_with_recomputed_hash(tmp_path: Path) -> None:
     path = _trail(tmp_path)
     lines = _lines(path)
-    record = json.loads(lines[1])
-    record["data"]["text"] = "forged"
-    record["hash"] = record_hash(record)
-    lines[1] = json.dumps(record)
+    lines[1] = _forge(lines[1], text="forged")
     _write(path, lines)
     result = verify(path)
-    assert not result.ok and result.first_bad_line == 2 and "recomputed" in (result.reason or "")
+    assert not result.ok and result.first_bad_line == 2 and result.kind == "forged"
 
 
 def test_last_record_edited_with_recomputed_hash(tmp_path: Path) -> None:
     path = _trail(tmp_path)
     lines = _lines(path)
-    record = json.loads(lines[-1])
-    record["data"]["text"] = "forged"
-    record["hash"] = record_hash(record)
-    lines[-1] = json.dumps(record)
+    lines[-1] = _forge(lines[-1], text="forged")
     _write(path, lines)
     result = verify(path)
-    assert not result.ok and result.first_bad_line == 5
+    assert not result.ok and result.first_bad_line == 5 and result.kind == "forged"
 
 
 @pytest.mark.parametrize("index", [0, 2])
@@ -132,7 +142,7 @@ def test_duplicated_record(tmp_path: Path) -> None:
     lines.insert(3, lines[1])
     _write(path, lines)
     result = verify(path)
-    assert not result.ok and result.first_bad_line == 4 and "out of order" in (result.reason or "")
+    assert not result.ok and result.first_bad_line == 4 and result.kind == "duplicated"
 
 
 @pytest.mark.parametrize("garbage", ["not json", "[1, 2]", '{"seq": "x"}'])
@@ -150,9 +160,9 @@ def test_torn_last_line_is_reported_and_appends_go_on(tmp_path: Path) -> None:
     result = verify(path)
     assert not result.ok and result.first_bad_line == 4 and "torn" in (result.reason or "")
     AuditTrail(path).append("after_crash", {})
-    lines = _lines(path)
-    assert json.loads(lines[-1])["seq"] == 3  # chained on from the last good record
-    assert json.loads(lines[-1])["prev"] == json.loads(lines[2])["hash"]
+    records = AuditTrail(path).records()
+    assert records[-1]["seq"] == 3  # chained on from the last good record
+    assert records[-1]["prev"] == records[2]["hash"]
     assert verify(path).first_bad_line == 4  # the damage stays visible
 
 

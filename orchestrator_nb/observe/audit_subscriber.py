@@ -1,0 +1,176 @@
+"""The audit subscriber: a run's lifecycle events as records of the trail, and its receipt.
+
+Runs, finished steps, file writes, reverts, gate decisions and configuration changes become
+records (:mod:`.audit`); when a run finishes, its signed receipt is written beside its journal
+(:mod:`.receipts`). Every entry point reaches this through the engine's bus.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from ..lifecycle import (
+    FileWritten,
+    GateDecided,
+    LifecycleEvent,
+    Reverted,
+    RunFinished,
+    RunStarted,
+    StepFinished,
+)
+from .audit import AUDIT_FILE, AuditTrail
+
+
+def record_config_change(
+    state_dir: str | os.PathLike[str], source: str, keys: list[str], **details: Any
+) -> dict[str, Any]:
+    """Append a ``config_changed`` record to the workspace's trail (for the notebook layer)."""
+    data = {"source": source, "keys": list(keys), **details}
+    return AuditTrail(Path(state_dir) / AUDIT_FILE).append("config_changed", data)
+
+
+class AuditSubscriber:
+    """Appends runs, finished steps, file writes, reverts and gate decisions to the trail."""
+
+    def __init__(
+        self,
+        state_dir: str | os.PathLike[str],
+        *,
+        trail: AuditTrail | None = None,
+        config_dir: Path | None = None,
+    ) -> None:
+        self.state_dir = Path(state_dir)
+        self.config_dir = config_dir
+        self.trail = trail or AuditTrail(self.state_dir / AUDIT_FILE, config_dir=config_dir)
+        self._runs: dict[str, dict[str, Any]] = {}  # what each run's receipt will say
+
+    def config_changed(self, source: str, keys: list[str], **details: Any) -> None:
+        """Record a configuration change (the notebook layer and ``%orchestrate`` call this)."""
+        self.trail.append("config_changed", {"source": source, "keys": keys, **details})
+
+    def __call__(self, event: LifecycleEvent) -> None:
+        self._collect(event)
+        entry = self._entry(event)
+        if entry is not None:
+            record = self.trail.append(*entry)
+            if isinstance(event, RunFinished):
+                self._receipt(event, record)
+
+    def _collect(self, event: LifecycleEvent) -> None:
+        if isinstance(event, RunStarted):
+            self._runs[event.run_id] = {
+                "task_sha256": hashlib.sha256(event.task.encode()).hexdigest(),
+                "workspace": event.workspace,
+                "steps": [],
+            }
+        elif isinstance(event, StepFinished) and event.run_id in self._runs:
+            r = event.result
+            self._runs[event.run_id]["steps"].append(
+                {
+                    "step_id": event.step_id,
+                    "agent": event.agent,
+                    "iteration": event.iteration,
+                    "ok": r.ok,
+                    "cached": event.cached,
+                    "changes": [{"path": c.path, "kind": c.kind} for c in r.changes],
+                    "tokens": r.usage.total_tokens,
+                    "cost_usd": r.usage.cost_usd,
+                }
+            )
+
+    def _receipt(self, event: RunFinished, record: dict[str, Any]) -> None:
+        from . import receipts
+
+        run = self._runs.pop(event.run_id, None) or {"steps": []}
+        changes: dict[str, str] = {}
+        for step in run["steps"]:
+            for change in step["changes"]:
+                changes[change["path"]] = change["kind"]
+        payload = {
+            "v": 1,
+            "run_id": event.run_id,
+            "workflow": event.workflow,
+            "outcome": event.outcome,
+            "ok": event.ok,
+            "task_sha256": run.get("task_sha256"),
+            "workspace": run.get("workspace"),
+            "steps": run["steps"],
+            "changes": [{"path": p, "kind": k} for p, k in sorted(changes.items())],
+            "tokens": event.usage.total_tokens,
+            "cost_usd": event.usage.cost_usd,
+            "duration_s": round(event.duration_s, 3),
+            "audit": {"seq": record["seq"], "hash": record["hash"]},
+            "finished_at": record["ts"],
+        }
+        signed = receipts.sign(payload, config=self.config_dir)
+        receipts.write(self.state_dir, event.run_id, signed)
+
+    def _entry(self, event: LifecycleEvent) -> tuple[str, dict[str, Any]] | None:
+        if isinstance(event, RunStarted):
+            return "run_started", {
+                "run_id": event.run_id,
+                "workflow": event.workflow,
+                "task": event.task,
+                "workspace": event.workspace,
+                "session": event.session,
+                "rehearsal": event.rehearsal,
+                "pid": os.getpid(),
+                "t": time.time(),
+            }
+        if isinstance(event, RunFinished):
+            return "run_finished", {
+                "run_id": event.run_id,
+                "workflow": event.workflow,
+                "outcome": event.outcome,
+                "ok": event.ok,
+                "duration_s": round(event.duration_s, 3),
+                "tokens": event.usage.total_tokens,
+                "cost_usd": event.usage.cost_usd,
+                "error": event.error,
+            }
+        if isinstance(event, StepFinished):
+            r = event.result
+            return "step_finished", {
+                "run_id": event.run_id,
+                "step_id": event.step_id,
+                "agent": event.agent,
+                "iteration": event.iteration,
+                "ok": r.ok,
+                "cached": event.cached,
+                "error_kind": r.error_kind,
+                "error": r.error.message if r.error else None,
+                "exit_code": r.exit_code,
+                "attempts": len(r.attempts),
+                "duration_s": round(r.duration_s, 3),
+                "changes": [{"path": c.path, "kind": c.kind} for c in r.changes],
+                # The program only: the rest of argv holds the prompt, which can be 100k chars.
+                "program": r.argv[0] if r.argv else None,
+            }
+        if isinstance(event, FileWritten):
+            return "file_written", {
+                "run_id": event.run_id,
+                "step_id": event.step_id,
+                "path": event.path,
+                "backup": event.backup,
+            }
+        if isinstance(event, Reverted):
+            return "reverted", {
+                "run_id": event.run_id,
+                "step_id": event.step_id,
+                "paths": event.paths,
+            }
+        if isinstance(event, GateDecided):
+            return "gate_decided", {
+                "run_id": event.run_id,
+                "step_id": event.step_id,
+                "decision": event.decision,
+                "by": event.by,
+            }
+        return None
+
+
+__all__ = ["AuditSubscriber", "record_config_change"]
