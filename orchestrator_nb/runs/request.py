@@ -33,7 +33,8 @@ class RunOptions:
 
     ``timeout``: the whole run's wall-clock limit in seconds; passing it ends the run with
     outcome ``timeout``. ``isolation``: "shared" (runs in one workspace take turns) or
-    "worktree" (this run works in its own git worktree, applied at the end). ``agent_options``: agent config fields for a one-agent run
+    "worktree" (this run works in its own git worktree, applied at the end).
+    ``agent_options``: agent config fields for a one-agent run
     (``retries``, ``idle_timeout``, ``model``, ``timeout`` of the CLI, ...).
     """
 
