@@ -19,12 +19,10 @@ from the journal, the others start again.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import sys
 import time
 import types
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +36,7 @@ from .config import Settings, load_settings
 from .errors import ConfigError, RunError, WorkspaceError
 from .lifecycle import EventBus
 from .observe.checks import check_task
+from .runs.service import open_rehearsal
 from .workflow.api import arun
 from .workflow.engine import Engine, apply_overrides
 from .workflow.result import WorkflowResult
@@ -135,7 +134,8 @@ async def abatch(
         tracker.begin()
         try:
             # One rehearsal server for the whole batch (none when nothing is left to run).
-            async with _rehearsal_scope(rehearsal if pending else None) as reh:
+            scenario = rehearsal if pending else None
+            async with open_rehearsal(scenario, workspace=root, session=None) as reh:
                 jobs = [asyncio.ensure_future(one(spec, reh)) for spec in pending]
                 try:
                     await asyncio.gather(*jobs)
@@ -195,18 +195,6 @@ def _folder(workspace: str | os.PathLike[str]) -> Path:
             hint="create it first, or pass the folder the tasks should work on",
         )
     return path.resolve()
-
-
-@contextlib.asynccontextmanager
-async def _rehearsal_scope(rehearsal: Any) -> AsyncIterator[Any]:
-    """A running rehearsal as given; a scenario is started once for the whole batch."""
-    if rehearsal is None or hasattr(rehearsal, "env"):
-        yield rehearsal
-        return
-    from .rehearsal import rehearsal as start
-
-    with start(rehearsal) as running:
-        yield running
 
 
 def _check(
