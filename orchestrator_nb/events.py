@@ -254,7 +254,11 @@ class StepResult:
         if self.cached:
             status += ", cached"
         cost = f", ${self.usage.cost_usd:.4f}" if self.usage.cost_usd is not None else ""
-        name = f"{self.step_id} ({self.agent})" if self.step_id else self.agent
+        name = (
+            f"{self.step_id} ({self.agent})"
+            if self.step_id not in (None, self.agent)
+            else self.agent
+        )
         if self.iteration:
             name += f" #{self.iteration}"
         return (

@@ -148,7 +148,11 @@ class StepRecord(BaseModel):
 
     @property
     def label(self) -> str:
-        name = f"{self.step_id} ({self.agent})" if self.step_id else self.agent
+        name = (
+            f"{self.step_id} ({self.agent})"
+            if self.step_id not in (None, self.agent)
+            else self.agent
+        )
         return f"{name} #{self.iteration}" if self.iteration else name
 
 
