@@ -33,7 +33,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from .config import validation_error
-from .errors import ConfigError
+from .errors import ConfigError, ErrorKind
 from .events import StepResult, Usage
 
 SCHEMA_VERSION = 1
@@ -109,7 +109,7 @@ class StepRecord(BaseModel):
         default=None, description="The agent CLI's own session id, for --resume."
     )
     model: str | None = None
-    error_kind: str | None = None
+    error_kind: ErrorKind | None = None
     error: str | None = None
     iteration: int | None = None
     cached: bool = False
@@ -332,7 +332,9 @@ class Session(BaseModel):
     @property
     def resume_ids(self) -> dict[str, str]:
         """The latest native session id per agent in the session's current workspace."""
-        return {a: p.session_id for a, p in self.resume_points(self.workspace or "").items()}
+        if self.workspace is None:
+            return {}
+        return {a: p.session_id for a, p in self.resume_points(self.workspace).items()}
 
     def followup_task(
         self,
