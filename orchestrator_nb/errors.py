@@ -206,9 +206,6 @@ class RunError(OrchestratorError):
 
     kind: ClassVar[RunErrorKind] = "failed"
 
-    def __str__(self) -> str:
-        return f"{self.kind}: {super().__str__()}"
-
     def __contains__(self, text: object) -> bool:
         # `"max_wall_s" in result.error` reads as naturally as it did when errors were strings.
         return isinstance(text, str) and text in str(self)
