@@ -36,6 +36,7 @@ SUITE: dict[str, tuple[str, list[str], list[str]]] = {
     "startup": ("startup.py", ["--repeats", "8"], ["--repeats", "3"]),
     "cancel": ("cancel.py", ["--repeats", "3"], ["--repeats", "1"]),
     "real_clis": ("real_clis.py", [], ["--repeats", "1"]),
+    "acp_warm": ("acp_warm.py", [], ["--repeats", "1"]),
 }
 WORKSPACE_TARGET = 2.0
 

@@ -57,6 +57,7 @@ class _Run:
     log_root: Path
     max_events: int
     previous_usage: Usage | None = None
+    permissions: Any = None  # ACP agents: the PermissionHandler that answers their requests
 
 
 def _workspace(workspace: str | os.PathLike[str]) -> Path:
@@ -84,6 +85,22 @@ def _relative_changes(verdict: Verdict, workspace: Path) -> list[FileChange]:
 async def attempt_agent(
     run: _Run, number: int, on_event: EventCallback | None, cancel: asyncio.Event | None
 ) -> StepResult:
+    if run.driver.prompt_via == "acp":
+        from .agents.acp.run import acp_attempt
+
+        return await acp_attempt(
+            name=run.name,
+            config=run.config,
+            driver=run.driver,  # type: ignore[arg-type]
+            request=run.request,
+            env=run.env,
+            log_dir=run.log_root / f"attempt-{number}",
+            max_events=run.max_events,
+            permissions=run.permissions,
+            on_event=on_event,
+            cancel=cancel,
+            previous_usage=run.previous_usage,
+        )
     parser = run.driver.new_parser(previous_usage=run.previous_usage)
     events: list[Event] = []
     dropped = 0
@@ -216,6 +233,7 @@ async def prepare_agent(
     previous_usage: Usage | None = None,
     timeout: float | None = None,
     model: str | None = None,
+    approvals: Any = None,
 ) -> _Run | StepResult:
     """Resolve one agent call (config, driver, executable, environment) for the engine.
 
@@ -239,7 +257,12 @@ async def prepare_agent(
     extra_env = {**driver.env(AgentRequest(prompt, workspace, executable)), **cfg.env}
     drop: frozenset[str] = frozenset()
     provider_args: list[str] = []
-    if rehearsal is not None:
+    if rehearsal is not None and driver.prompt_via == "acp":
+        from .agents.acp.rehearse import acp_rehearsal_env
+
+        extra_env.update(acp_rehearsal_env(rehearsal, agent, cfg, step, workspace))
+        drop = rehearsal.drop_env
+    elif rehearsal is not None:
         extra_env.update(rehearsal.env(driver.name, step, workspace=workspace))
         drop = rehearsal.drop_env
         provider_args = list(rehearsal.args(driver.name, step))
@@ -254,7 +277,12 @@ async def prepare_agent(
         extra_args=provider_args + list(cfg.extra_args),
     )
     env = base_env(extra_env, drop)
-    return _Run(agent, cfg, driver, request, env, log_root, settings.max_events, previous_usage)
+    run = _Run(agent, cfg, driver, request, env, log_root, settings.max_events, previous_usage)
+    if driver.prompt_via == "acp":
+        from .agents.acp.permissions import handler_for
+
+        run.permissions = handler_for(approvals, settings.approvals)
+    return run
 
 
 def retry_wait(config: AgentConfig) -> Callable[[RetryCallState], float]:
@@ -283,6 +311,7 @@ async def arun_agent(
     registry: DriverRegistry | None = None,
     previous_usage: Usage | None = None,
     trust: bool | None = None,
+    approvals: Any = None,
     **options: Any,
 ) -> StepResult:
     """Run ``agent`` once on ``prompt`` in ``workspace`` and return what happened.
@@ -293,7 +322,10 @@ async def arun_agent(
     bad arguments and configuration raise. With ``resume``, ``previous_usage`` (what the native
     session used before) keeps a CLI that reports running totals from counting twice. Options
     override the agent's config: ``idle_timeout``, ``retries``, ``retry_wait``,
-    ``permission_mode``, ``max_turns``, ``extra_args``, ``env``.
+    ``permission_mode``, ``max_turns``, ``extra_args``, ``env``. ``approvals`` answers an ACP
+    agent's permission requests: an :class:`~orchestrator_nb.agents.acp.ApprovalPolicy` (or its
+    dict form), or an async callable asked for each request (the settings' policy decides when
+    it does not answer in time); default: the ``approvals:`` policy of the settings.
     """
     from .runs import ResumePoint, RunOptions, RunRequest, RunService
 
@@ -321,6 +353,7 @@ async def arun_agent(
         rehearsal=rehearsal,
         options=RunOptions(agent_options=agent_options),
         resume={agent: ResumePoint(resume, previous_usage)} if resume else None,
+        approvals=approvals,
     )
     result = await RunService(registry=registry).execute(
         request, on_agent_event=on_event, cancel=cancel

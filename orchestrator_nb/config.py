@@ -16,6 +16,7 @@ from typing import Any, Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from .agents.acp.permissions import ApprovalPolicy
 from .errors import ConfigError
 from .workflow.models import Limits, Workflow
 
@@ -80,6 +81,13 @@ class AgentConfig(BaseModel):
     prompt_via: Literal["arg", "stdin"] | None = Field(
         default=None, description="command driver: pass the prompt as an argument or on stdin."
     )
+    provider: Literal["claude", "codex", "gemini", "copilot"] | None = Field(
+        default=None,
+        description="acp driver: the CLI the agent wraps, whose rehearsal environment it gets.",
+    )
+    npm_package: str | None = Field(
+        default=None, description="acp driver: the npm package that provides it (install hint)."
+    )
 
 
 class Settings(BaseModel):
@@ -93,6 +101,10 @@ class Settings(BaseModel):
     workflows: dict[str, Workflow] = Field(default_factory=dict, description="Workflows by name.")
     limits: Limits = Field(
         default_factory=Limits, description="Concurrency caps, rate limits, breakers, cache TTL."
+    )
+    approvals: ApprovalPolicy = Field(
+        default_factory=ApprovalPolicy,
+        description="How ACP agents' permission requests are answered when nobody is asked.",
     )
     max_events: int = Field(
         default=20_000, gt=0, description="Events kept per step; later ones are counted, not kept."

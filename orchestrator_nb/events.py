@@ -115,6 +115,24 @@ class WarningEvent:
 
 
 @dataclass(frozen=True)
+class PermissionEvent:
+    """An agent asked to use a tool (ACP ``session/request_permission``) and got an answer.
+
+    ``decision`` is allow_once, allow_always or reject; ``by`` says who decided (policy, user,
+    timeout); ``target`` is the command or the paths the tool wanted.
+    """
+
+    type: ClassVar[str] = "permission"
+    tool_call_id: str | None
+    tool: str
+    kind: str
+    target: str
+    decision: str
+    by: str
+    reason: str = ""
+
+
+@dataclass(frozen=True)
 class RawEvent:
     """A line the parser did not recognize, kept as it came (decoded JSON or the text)."""
 
@@ -131,6 +149,7 @@ Event = (
     | UsageEvent
     | RetryEvent
     | WarningEvent
+    | PermissionEvent
     | RawEvent
 )
 
@@ -187,6 +206,11 @@ class StepResult:
     @property
     def error_kind(self) -> AgentErrorKind | None:
         return self.error.kind if self.error else None
+
+    @property
+    def permissions(self) -> list[PermissionEvent]:
+        """Every tool permission the agent asked for in this step, with its decision."""
+        return [e for e in self.events if isinstance(e, PermissionEvent)]
 
     def raise_for_error(self) -> StepResult:
         """Raise the step's error if it failed; return self otherwise (for chaining)."""
@@ -309,6 +333,7 @@ __all__ = [
     "Event",
     "FileChange",
     "FileChangeEvent",
+    "PermissionEvent",
     "RawEvent",
     "RetryEvent",
     "SessionEvent",

@@ -268,7 +268,8 @@ def test_parse_transcript_gives_the_same_verdict() -> None:
 
 def test_status_lists_every_configured_agent() -> None:
     table = status(load_settings(cwd="/nonexistent-folder"))
-    assert [row.name for row in table] == ["claude", "codex", "gemini", "copilot"]
+    cli = ["claude", "codex", "gemini", "copilot"]
+    assert [row.name for row in table] == cli + [f"{name}-acp" for name in cli]
     assert "agent" in str(table) and "<table>" in table._repr_mimebundle_()["text/html"]
 
 

@@ -10,10 +10,14 @@ from orchestrator_nb.config import agent_config, load_settings
 from orchestrator_nb.errors import ConfigError
 
 
-def test_shipped_agents_are_the_four_clis() -> None:
+def test_shipped_agents_are_the_four_clis_and_their_acp_forms() -> None:
     settings = load_settings(cwd="/nonexistent-folder")
-    assert sorted(settings.agents) == ["claude", "codex", "copilot", "gemini"]
+    cli = ["claude", "codex", "copilot", "gemini"]
+    assert sorted(settings.agents) == sorted(cli + [f"{name}-acp" for name in cli])
     assert settings.agents["claude"].permission_mode == "acceptEdits"
+    for name in cli:
+        acp = settings.agents[f"{name}-acp"]
+        assert (acp.driver, acp.provider) == ("acp", name) and acp.argv
 
 
 def test_user_file_overrides_and_adds_agents(tmp_path: Path) -> None:
@@ -66,5 +70,5 @@ def test_missing_explicit_file_is_an_error(tmp_path: Path) -> None:
 
 def test_unknown_agent_lists_known_ones() -> None:
     settings = load_settings(cwd="/nonexistent-folder")
-    with pytest.raises(ConfigError, match=r"known: claude, codex, copilot, gemini"):
+    with pytest.raises(ConfigError, match=r"known: claude, claude-acp, codex, codex-acp, copilot"):
         agent_config(settings, "clade")

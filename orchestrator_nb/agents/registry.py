@@ -46,7 +46,20 @@ def _builtin_factories() -> dict[str, DriverFactory]:
         return CommandDriver(name=name, argv=config.argv, prompt_via=config.prompt_via or "arg")
 
     factories["command"] = command
+    factories["acp"] = _acp
     return factories
+
+
+def _acp(name: str, config: AgentConfig) -> Driver:
+    from .acp.driver import AcpDriver
+
+    if not config.argv:
+        raise ConfigError(
+            "a `driver: acp` agent needs an `argv` list that starts the ACP agent",
+            key=f"agents.{name}.argv",
+            hint="e.g. argv: [gemini, --acp]",
+        )
+    return AcpDriver(name, config.argv, provider=config.provider, npm_package=config.npm_package)
 
 
 class DriverRegistry:

@@ -159,12 +159,12 @@ class AgentStatusTable(list[AgentStatus]):
     """The availability table; shows as text and HTML."""
 
     def __str__(self) -> str:
-        rows = [f"{'agent':<10} {'found':<6} {'version':<28} path / hint"]
+        width = max([10, *(len(s.name) for s in self)])
+        rows = [f"{'agent':<{width}} {'found':<6} {'version':<28} path / hint"]
         for s in self:
             where = s.path if s.found else (s.problem or s.install_hint)
-            rows.append(
-                f"{s.name:<10} {'yes' if s.found else 'no':<6} {s.version or '-':<28} {where}"
-            )
+            found = "yes" if s.found else "no"
+            rows.append(f"{s.name:<{width}} {found:<6} {s.version or '-':<28} {where}")
         return "\n".join(rows)
 
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:

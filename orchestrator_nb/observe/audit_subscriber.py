@@ -13,7 +13,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..events import PermissionEvent
 from ..lifecycle import (
+    AgentEventEmitted,
     FileWritten,
     GateDecided,
     LifecycleEvent,
@@ -162,6 +164,19 @@ class AuditSubscriber:
                 "run_id": event.run_id,
                 "step_id": event.step_id,
                 "paths": event.paths,
+            }
+        if isinstance(event, AgentEventEmitted) and isinstance(event.event, PermissionEvent):
+            e = event.event
+            return "permission_decided", {
+                "run_id": event.run_id,
+                "step_id": event.step_id,
+                "agent": event.agent,
+                "tool": e.tool,
+                "kind": e.kind,
+                "target": e.target,
+                "decision": e.decision,
+                "by": e.by,
+                "reason": e.reason,
             }
         if isinstance(event, GateDecided):
             return "gate_decided", {

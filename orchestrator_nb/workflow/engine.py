@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from ..agents.acp.warm import warm_agents
 from ..agents.registry import DriverRegistry, default_registry
 from ..api import prepare_agent
 from ..config import Settings
@@ -239,8 +240,11 @@ class Engine:
         error: RunError | None = None
         watchdog = asyncio.ensure_future(self._watch_wall(ctx))
         try:
-            ctx.rehearsal = rehearsal
-            await self._steps(ctx, ctx.workflow.steps, "", ws.root)
+            # ACP agents stay warm for the run: one process and session per agent, all stopped
+            # when the run ends, however it ends.
+            async with warm_agents():
+                ctx.rehearsal = rehearsal
+                await self._steps(ctx, ctx.workflow.steps, "", ws.root)
         except _Stop as stop:
             outcome, error = stop.outcome, stop.error
         except asyncio.CancelledError:

@@ -75,7 +75,7 @@ def test_load_ext_registers_the_magic_and_the_renderer(shell: InteractiveShell) 
         ("--timeout 0", "x", "expected a number above 0"),
         ("--frob", "x", "accepted options: -w/--workflow"),
         ("-w nope", "x", "unknown workflow 'nope'; known: best-of-n, default"),
-        ("-a nope", "x", "unknown agent 'nope'; known: claude, codex, copilot, fake, fake2"),
+        ("-a nope", "x", "unknown agent 'nope'; known: claude, claude-acp, codex, codex-acp"),
         (
             "--rehearse nope",
             "x",

@@ -1,0 +1,254 @@
+"""One live ACP agent process: spawned in its own process group, spoken to with the SDK.
+
+The process is started here rather than by the SDK's ``spawn_agent_process`` because the
+project needs what :mod:`orchestrator_nb.process` gives every CLI: its own session (so the
+whole group can be stopped: adapters run the real CLI as a child), the exact environment
+(rehearsal drops inherited credentials), stderr drained into a log with a tail kept, and a
+stop that leaves nothing behind. Every JSON-RPC message, both ways, is one line of
+``rpc.log`` (redacted, written through :mod:`orchestrator_nb.fsio`) in the attempt's log
+folder, like the other drivers' raw streams.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, cast
+
+from acp import PROTOCOL_VERSION, RequestError
+from acp.client.connection import ClientSideConnection
+from acp.connection import StreamEvent
+from acp.schema import (
+    AllowedOutcome,
+    ClientCapabilities,
+    DeniedOutcome,
+    Implementation,
+    PermissionOption,
+    RequestPermissionResponse,
+    TextContentBlock,
+    ToolCallUpdate,
+)
+
+from ... import fsio
+from ...observe.redact import redact
+from ...process import Grace, group_members, stop_group
+
+STDIO_LIMIT = 32 * 1024 * 1024  # one JSON-RPC line may carry a whole file's diff
+# Session options some adapters read from ``_meta`` (others ignore it): claude's adapter would
+# otherwise start Claude Code with permissions bypassed where IS_SANDBOX is set, which Claude
+# Code refuses as root; and its tool permissions are the client's (our policy) to answer.
+SESSION_META: dict[str, Any] = {
+    "claudeCode": {"options": {"allowDangerouslySkipPermissions": False}}
+}
+PermissionCallback = Callable[[dict[str, Any], list[dict[str, Any]]], Any]
+
+
+class _Client:
+    """The client side the agent calls back: updates are read from the traffic log instead."""
+
+    def __init__(self, owner: AcpProcess) -> None:
+        self._owner = owner
+
+    async def session_update(self, session_id: str, update: Any, **kwargs: Any) -> None:
+        return None
+
+    async def request_permission(
+        self,
+        session_id: str,
+        tool_call: ToolCallUpdate,
+        options: list[PermissionOption],
+        **kwargs: Any,
+    ) -> RequestPermissionResponse:
+        handler = self._owner.on_permission
+        raw_options = [o.model_dump(by_alias=True, mode="json") for o in options]
+        option_id = None
+        if handler is not None:
+            raw_call = tool_call.model_dump(by_alias=True, mode="json", exclude_none=True)
+            option_id = await handler(raw_call, raw_options)
+        if option_id is None:
+            return RequestPermissionResponse(outcome=DeniedOutcome(outcome="cancelled"))
+        return RequestPermissionResponse(
+            outcome=AllowedOutcome(outcome="selected", option_id=option_id)
+        )
+
+
+class AcpProcess:
+    """Start with :meth:`start`; :meth:`prompt` any number of times; :meth:`close` once."""
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        *,
+        cwd: Path,
+        env: Mapping[str, str],
+        log_dir: Path | None = None,
+        grace: Grace | None = None,
+    ) -> None:
+        self.argv = [str(a) for a in argv]
+        self.cwd = cwd
+        self.env = dict(env)
+        self.grace = grace or Grace()
+        self.proc: asyncio.subprocess.Process | None = None
+        self.conn: ClientSideConnection | None = None
+        self.session_id: str | None = None
+        self.load_session = False
+        self.session_cost = 0.0  # the session's running cost as last reported (usage_update)
+        self.on_message: Callable[[str, dict[str, Any]], None] | None = None
+        self.on_permission: Any = None
+        self.last_message = time.monotonic()
+        self._stderr_tail = bytearray()
+        self._stderr_task: asyncio.Task[None] | None = None
+        self._log: Path | None = None
+        self._err_log: Path | None = None
+        self.set_log_dir(log_dir)
+
+    # ------------------------------------------------------------------ logs
+
+    def set_log_dir(self, log_dir: Path | None) -> None:
+        """Where this step's traffic goes (a warm process moves from step to step)."""
+        self._log = self._err_log = None
+        if log_dir is not None:
+            fsio.ensure_dir(log_dir)
+            self._log, self._err_log = log_dir / "rpc.log", log_dir / "stderr.log"
+
+    def _observe(self, event: StreamEvent) -> None:
+        direction = "in" if event.direction.value == "incoming" else "out"
+        self.last_message = time.monotonic()
+        if self._log is not None:
+            line = json.dumps({"direction": direction, "message": event.message})
+            fsio.append_text(self._log, line + "\n")  # redacted there
+        if self.on_message is not None:
+            self.on_message(direction, event.message)
+
+    @property
+    def stderr_tail(self) -> str:
+        return redact(bytes(self._stderr_tail[-8000:]).decode("utf-8", "replace"))
+
+    async def _pump_stderr(self) -> None:
+        assert self.proc is not None and self.proc.stderr is not None
+        while True:
+            data = await self.proc.stderr.read(65536)
+            if not data:
+                return
+            self._stderr_tail += data
+            del self._stderr_tail[:-65536]
+            if self._err_log is not None:
+                fsio.append_text(self._err_log, data.decode("utf-8", "replace"))
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.returncode is None
+
+    @property
+    def exit_code(self) -> int | None:
+        return None if self.proc is None else self.proc.returncode
+
+    async def start(self) -> None:
+        """Spawn the agent and ``initialize``; FileNotFoundError/PermissionError pass through."""
+        self.proc = await asyncio.create_subprocess_exec(
+            *self.argv,
+            cwd=os.fspath(self.cwd),
+            env=self.env,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+            limit=STDIO_LIMIT,
+        )
+        self._stderr_task = asyncio.ensure_future(self._pump_stderr())
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.conn = ClientSideConnection(
+            cast(Any, _Client(self)), self.proc.stdin, self.proc.stdout, observers=[self._observe]
+        )
+        info = await self._request(
+            self.conn.initialize(
+                protocol_version=PROTOCOL_VERSION,
+                client_capabilities=ClientCapabilities(),
+                client_info=Implementation(name="orchestrator-nb", version="1"),
+            )
+        )
+        caps = info.agent_capabilities
+        self.load_session = bool(caps and caps.load_session)
+
+    async def _request(self, awaitable: Any) -> Any:
+        """Await a request, failing fast when the process dies before answering."""
+        assert self.proc is not None
+        task = asyncio.ensure_future(awaitable)
+        died = asyncio.ensure_future(self.proc.wait())
+        try:
+            await asyncio.wait({task, died}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        finally:
+            if not died.done():
+                died.cancel()
+        if not task.done():
+            await asyncio.sleep(0.2)  # the answer may be in the pipe behind the exit
+            if not task.done():
+                task.cancel()
+                raise ConnectionError(f"the agent exited with code {self.proc.returncode}")
+        return task.result()
+
+    async def open_session(self, resume: str | None = None) -> str:
+        """``session/load`` when resuming and the agent supports it, else ``session/new``."""
+        assert self.conn is not None
+        cwd = str(self.cwd)
+        if resume and self.load_session:
+            try:
+                await self._request(
+                    self.conn.load_session(cwd=cwd, session_id=resume, **SESSION_META)
+                )
+                self.session_id = resume
+                return resume
+            except RequestError:
+                pass  # the agent no longer has it: a new session, as the CLIs do
+        response = await self._request(
+            self.conn.new_session(cwd=cwd, mcp_servers=[], **SESSION_META)
+        )
+        self.session_id = str(response.session_id)
+        return self.session_id
+
+    async def prompt(self, text: str) -> Any:
+        assert self.conn is not None and self.session_id is not None
+        block = TextContentBlock(type="text", text=text)
+        return await self._request(self.conn.prompt(session_id=self.session_id, prompt=[block]))
+
+    async def cancel(self) -> None:
+        """``session/cancel``: the agent should end the turn with stopReason "cancelled"."""
+        if self.conn is not None and self.session_id is not None and self.alive:
+            with contextlib.suppress(Exception):
+                await self.conn.cancel(session_id=self.session_id)
+
+    async def close(self, grace: Grace | None = None) -> None:
+        """Close stdin (adapters exit on EOF), then stop the whole group; nothing is left."""
+        proc = self.proc
+        if proc is None:
+            return
+        if proc.stdin is not None:
+            with contextlib.suppress(Exception):
+                proc.stdin.close()
+        if self.conn is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.conn.close(), 2.0)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.shield(proc.wait()), 0.5)
+        await stop_group(proc.pid, grace or Grace(0.5, 1.0))
+        if group_members(proc.pid):  # pragma: no cover - stop_group ends with SIGKILL
+            await stop_group(proc.pid, Grace(0.1, 0.1))
+        with contextlib.suppress(asyncio.TimeoutError, ProcessLookupError):
+            await asyncio.wait_for(proc.wait(), 5.0)
+        if self._stderr_task is not None:
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(self._stderr_task, 1.0)
+        self.set_log_dir(None)
+
+
+__all__ = ["AcpProcess"]

@@ -1,0 +1,60 @@
+"""``driver: acp``: any agent that speaks the Agent Client Protocol over stdio.
+
+    agents:
+      my-agent:
+        driver: acp
+        argv: [opencode, acp]
+        provider: claude      # optional: whose rehearsal environment the agent gets
+
+The argv starts the agent; the prompt goes over JSON-RPC (``session/prompt``), never on the
+command line. ``provider`` names the CLI the agent wraps (claude, codex, gemini, copilot) so a
+rehearsal points it at the scripted model server exactly as it does that CLI.
+"""
+
+from __future__ import annotations
+
+from ...events import Usage
+from ..base import AgentRequest
+from .events import AcpParser
+
+
+class AcpDriver:
+    name = "acp"
+    prompt_via = "acp"  # neither argv nor stdin: the run goes through agents.acp.run
+    checks_version = False  # an ACP agent need not answer --version (many start serving)
+
+    def __init__(
+        self,
+        agent: str,
+        argv: list[str],
+        *,
+        provider: str | None = None,
+        npm_package: str | None = None,
+    ) -> None:
+        self.agent = agent
+        self.argv = list(argv)
+        self.executable = argv[0]
+        self.provider = provider
+        self.npm_package = npm_package
+
+    def build_argv(self, request: AgentRequest) -> list[str]:
+        return [request.executable, *self.argv[1:], *request.extra_args]
+
+    def env(self, request: AgentRequest) -> dict[str, str]:
+        return {}
+
+    def new_parser(self, previous_usage: Usage | None = None) -> AcpParser:
+        base = previous_usage.cost_usd if previous_usage is not None else None
+        return AcpParser(base_cost=base or 0.0)
+
+    def is_genuine(self, version_output: str) -> bool:
+        return True
+
+    def install_hint(self) -> str:
+        if self.npm_package:
+            return f"run `make agents`, or `npm install -g {self.npm_package}`"
+        where = f"agents.{self.agent}.argv"
+        return f"install the ACP agent `{self.executable}` and put it on PATH ({where})"
+
+
+__all__ = ["AcpDriver"]

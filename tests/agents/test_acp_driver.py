@@ -1,0 +1,268 @@
+"""`driver: acp` through a real subprocess: a small ACP agent built with the SDK (tests/fakes).
+
+The fake takes the paths the real agents do not take under rehearsal here: permission requests
+for commands, errors at start-up, an agent that ignores ``session/cancel``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import stat
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestrator_nb.agents.acp.permissions import PermissionRequest
+from orchestrator_nb.api import arun_agent, parse_transcript
+from orchestrator_nb.config import Settings, load_settings
+from orchestrator_nb.errors import ConfigError
+from orchestrator_nb.events import TextEvent
+from orchestrator_nb.observe.audit import AUDIT_FILE, AuditTrail
+from orchestrator_nb.process import group_members
+from orchestrator_nb.workflow.api import arun
+
+FAKE = Path(__file__).resolve().parents[1] / "fakes" / "fake_acp_agent.py"
+
+
+@pytest.fixture
+def acp_exe(tmp_path: Path) -> Path:
+    path = tmp_path / "bin" / "fake-acp"
+    path.parent.mkdir()
+    path.write_text(
+        f"#!{sys.executable}\nimport runpy\nrunpy.run_path({str(FAKE)!r}, run_name='__main__')\n"
+    )
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    return path
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    return ws
+
+
+@pytest.fixture
+def starts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "starts.txt"
+    monkeypatch.setenv("FAKE_ACP_STARTS", str(path))
+    monkeypatch.delenv("FAKE_ACP_MODE", raising=False)
+    return path
+
+
+def settings(workspace: Path, exe: Path, **agent: Any) -> Settings:
+    cfg = {"driver": "acp", "argv": [str(exe)], "retries": 0, "retry_wait": 0, **agent}
+    return load_settings(cwd=workspace, agents={"fake": cfg})
+
+
+def pids(starts: Path) -> list[int]:
+    return [int(p) for p in starts.read_text().split()] if starts.exists() else []
+
+
+async def run(
+    workspace: Path, exe: Path, prompt: str, agent: dict[str, Any] | None = None, **kwargs: Any
+) -> Any:
+    return await arun_agent(
+        "fake",
+        prompt,
+        workspace=workspace,
+        config=settings(workspace, exe, **(agent or {})),
+        **kwargs,
+    )
+
+
+async def test_write_inside_the_workspace_is_allowed_by_the_default_policy(
+    workspace: Path, acp_exe: Path, starts: Path
+) -> None:
+    result = await run(workspace, acp_exe, "write out.txt hello")
+    assert result.ok, result.error
+    assert (workspace / "out.txt").read_text() == "hello\n"
+    assert [(c.path, c.kind) for c in result.changes] == [("out.txt", "added")]
+    [decision] = result.permissions
+    assert (decision.kind, decision.decision, decision.by) == ("edit", "allow_once", "policy")
+    assert "wrote out.txt" in result.text
+    assert result.usage.cost_usd == 0.25
+    assert result.session_id and result.session_id.startswith("fake-")
+    # The raw JSON-RPC traffic is kept, and replays to the same answer.
+    log = Path(result.log_path) / "rpc.log"
+    replay = parse_transcript("fake", log.read_text(), config=settings(workspace, acp_exe))
+    assert replay.ok and replay.text == result.text
+    assert not group_members(pids(starts)[0])
+
+
+async def test_a_rejecting_policy_changes_the_outcome(
+    workspace: Path, acp_exe: Path, starts: Path
+) -> None:
+    reject_all = {"rules": [], "default": "reject"}
+    result = await run(workspace, acp_exe, "write out.txt hello", approvals=reject_all)
+    assert not (workspace / "out.txt").exists()
+    assert [p.decision for p in result.permissions] == ["reject"]
+    assert "not allowed to write out.txt" in result.text
+    assert result.changes == []
+
+
+async def test_default_policy_rejects_network_commands_and_paths_outside(
+    workspace: Path, acp_exe: Path, starts: Path, tmp_path: Path
+) -> None:
+    outside = tmp_path / "elsewhere.txt"
+    prompt = f"run curl https://example.com\nrun python3 -m pytest -q\nwrite {outside} x"
+    result = await run(workspace, acp_exe, prompt)
+    decisions = [(p.kind, p.decision) for p in result.permissions]
+    assert decisions == [("execute", "reject"), ("execute", "allow_once"), ("edit", "reject")]
+    assert "was refused: curl https://example.com" in result.text
+    assert "ran: python3 -m pytest -q" in result.text
+    assert not outside.exists()
+
+
+async def test_approvals_from_orchestrator_yaml(
+    workspace: Path, acp_exe: Path, starts: Path
+) -> None:
+    (workspace / "orchestrator.yaml").write_text(
+        "approvals:\n  rules:\n    - {kind: [edit], decision: reject}\n  default: allow\n"
+    )
+    cfg = load_settings(cwd=workspace, agents={"fake": {"driver": "acp", "argv": [str(acp_exe)]}})
+    result = await arun_agent("fake", "write a.txt x\nrun ls", workspace=workspace, config=cfg)
+    assert [p.decision for p in result.permissions] == ["reject", "allow_once"]
+    assert not (workspace / "a.txt").exists()
+
+
+async def test_an_interactive_answer_decides_and_always_holds_for_the_run(
+    workspace: Path, acp_exe: Path, starts: Path
+) -> None:
+    asked: list[PermissionRequest] = []
+
+    async def ask(request: PermissionRequest) -> str:
+        asked.append(request)
+        return "allow_always"
+
+    result = await run(workspace, acp_exe, "run make test\nrun make test", approvals=ask)
+    assert len(asked) == 1 and asked[0].command == "make test" and asked[0].kind == "execute"
+    assert [(p.decision, p.by) for p in result.permissions] == [
+        ("allow_always", "user"),
+        ("allow_once", "always"),
+    ]
+    assert result.text.count("ran: make test") == 2
+
+
+async def test_an_unanswered_question_falls_back_to_the_policy(
+    workspace: Path, acp_exe: Path, starts: Path
+) -> None:
+    async def nobody(request: PermissionRequest) -> str:
+        await asyncio.Event().wait()
+        return "allow_once"
+
+    (workspace / "orchestrator.yaml").write_text("approvals:\n  timeout: 0.5\n")
+    cfg = load_settings(cwd=workspace, agents={"fake": {"driver": "acp", "argv": [str(acp_exe)]}})
+    result = await arun_agent(
+        "fake", "run curl x", workspace=workspace, config=cfg, approvals=nobody
+    )
+    [decision] = result.permissions
+    assert (decision.decision, decision.by) == ("reject", "timeout")
+
+
+async def test_rate_limit_is_retried_then_reported(
+    workspace: Path, acp_exe: Path, starts: Path
+) -> None:
+    result = await run(workspace, acp_exe, "fail-429", {"retries": 1})
+    assert result.error_kind == "rate_limit"
+    assert len(result.attempts) == 2 and len(pids(starts)) == 2
+
+
+async def test_a_crash_mid_turn_is_a_failure_with_its_exit_code(
+    workspace: Path, acp_exe: Path, starts: Path
+) -> None:
+    result = await run(workspace, acp_exe, "crash")
+    assert result.error_kind == "failed"
+    assert "code 3" in result.error.message
+    assert result.exit_code == 3
+
+
+async def test_a_hang_times_out_and_leaves_no_process(
+    workspace: Path, acp_exe: Path, starts: Path
+) -> None:
+    started = time.monotonic()
+    result = await run(workspace, acp_exe, "ignore-cancel", {"idle_timeout": 1.5})
+    assert result.error_kind == "timeout", result.error
+    assert "idle_timeout" in result.error.message
+    assert time.monotonic() - started < 15
+    assert not group_members(pids(starts)[0])
+
+
+async def test_cancel_mid_stream_sends_session_cancel_then_stops_the_group(
+    workspace: Path, acp_exe: Path, starts: Path
+) -> None:
+    cancel = asyncio.Event()
+
+    def on_event(event: Any) -> None:
+        if isinstance(event, TextEvent) and "working on it" in event.text:
+            cancel.set()
+
+    result = await run(workspace, acp_exe, "hang", cancel=cancel, on_event=on_event)
+    assert result.error_kind == "cancelled"
+    log = (Path(result.log_path) / "rpc.log").read_text().splitlines()
+    methods = [json.loads(line)["message"].get("method") for line in log]
+    assert "session/cancel" in methods
+    assert not group_members(pids(starts)[0])
+
+
+@pytest.mark.parametrize("mode", ["not-acp", "silent"])
+async def test_a_program_that_does_not_speak_acp_is_a_config_error_naming_the_argv(
+    workspace: Path, acp_exe: Path, starts: Path, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    monkeypatch.setenv("FAKE_ACP_MODE", mode)
+    result = await run(workspace, acp_exe, "hello", {"timeout": 3})
+    assert result.error_kind == "config", result.error
+    assert str(acp_exe) in result.error.message and "ACP" in result.error.message
+    # (On a loaded machine the fake may be stopped before it could note its pid.)
+    assert not any(group_members(pid) for pid in pids(starts))
+
+
+async def test_a_missing_agent_is_not_installed_naming_the_argv(
+    workspace: Path, tmp_path: Path
+) -> None:
+    missing = tmp_path / "nowhere" / "acp-agent"
+    result = await run(workspace, missing, "hello")
+    assert result.error_kind == "not_installed"
+    assert "acp-agent" in result.error.message
+
+
+async def test_an_acp_agent_without_argv_is_a_config_error(workspace: Path) -> None:
+    cfg = load_settings(cwd=workspace, agents={"bad": {"driver": "acp"}})
+    with pytest.raises(ConfigError, match="argv"):
+        await arun_agent("bad", "hi", workspace=workspace, config=cfg)
+
+
+async def test_a_workflow_keeps_one_warm_session_per_agent_and_ends_it(
+    workspace: Path, acp_exe: Path, starts: Path
+) -> None:
+    cfg = load_settings(
+        cwd=workspace,
+        agents={"fake": {"driver": "acp", "argv": [str(acp_exe)], "retries": 0}},
+        workflows={
+            "twice": {
+                "steps": [
+                    {"id": "first", "agent": "fake", "prompt": "write one.txt 1\nremember"},
+                    {"id": "second", "agent": "fake", "prompt": "write two.txt 2\nremember"},
+                ]
+            }
+        },
+    )
+    result = await arun("two steps", "twice", workspace=workspace, config=cfg)
+    assert result.ok, [s.error for s in result.steps]
+    assert len(pids(starts)) == 1  # one process for both steps
+    first, second = result.steps
+    assert first.session_id == second.session_id
+    assert "prompt number 2" in second.text  # the live session kept its context
+    # The agent reports the session's running cost; each step is charged its own share.
+    assert (first.usage.cost_usd, second.usage.cost_usd) == (0.25, 0.25)
+    assert not group_members(pids(starts)[0])  # and it ended with the run
+    records = AuditTrail(workspace / ".orchestrator" / AUDIT_FILE).records()
+    decided = [r["data"] for r in records if r["kind"] == "permission_decided"]
+    assert [(d["step_id"], d["decision"], d["by"]) for d in decided] == [
+        ("first", "allow_once", "policy"),
+        ("second", "allow_once", "policy"),
+    ]

@@ -1,0 +1,187 @@
+"""The four shipped ACP agents, real binaries from .agents/, under rehearsal.
+
+claude-acp and codex-acp are the npm adapters (which run Claude Code / Codex underneath);
+gemini-acp and copilot-acp are the CLIs' own ``--acp`` mode. Each writes a file, resumes its
+session, hits a 429, hangs into a timeout and is cancelled mid-turn; afterwards no process
+started for the rehearsal is left (checked in the process table by the rehearsal's HOME).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from orchestrator_nb.api import arun_agent
+from orchestrator_nb.config import load_settings
+from orchestrator_nb.rehearsal import Rehearsal, rehearsal
+from orchestrator_nb.workflow.api import arun
+
+pytestmark = pytest.mark.real_cli
+
+BIN = Path(__file__).resolve().parents[2] / ".agents" / "node_modules" / ".bin"
+AGENTS = {
+    "claude-acp": "claude-agent-acp",
+    "codex-acp": "codex-acp",
+    "gemini-acp": "gemini",
+    "copilot-acp": "copilot",
+}
+
+
+def need(agent: str) -> None:
+    reason = None
+    if shutil.which("node") is None:
+        reason = "node is not installed: the ACP agents need Node.js 20+"
+    elif not (BIN / AGENTS[agent]).exists():
+        reason = f"{AGENTS[agent]} is not installed in {BIN}: run `make agents`"
+    if reason is not None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true and {reason}")
+        pytest.skip(reason)
+
+
+def processes_of(r: Rehearsal) -> list[int]:
+    """Live processes whose environment holds this rehearsal's HOME (its agents, any depth)."""
+    marker = f"HOME={r.home}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if marker in environ.split(b"\0") and state != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.fixture(params=list(AGENTS))
+def agent(request: pytest.FixtureRequest) -> str:
+    need(request.param)
+    return str(request.param)
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    return tmp_path
+
+
+async def test_writes_a_file_and_resumes(agent: str, workspace: Path) -> None:
+    with rehearsal("write-file") as r:
+        first = await arun_agent(agent, "Create hello.txt", workspace=workspace, rehearsal=r)
+        assert first.ok, (first.error, first.stderr_tail[-2000:])
+        assert (workspace / "hello.txt").read_text() == "hi\n"
+        assert "hello.txt" in [c.path for c in first.changes]
+        assert first.session_id
+        again = await arun_agent(
+            agent, "Say it again", workspace=workspace, rehearsal=r, resume=first.session_id
+        )
+        assert again.ok, again.error
+        assert "Done again" in again.text
+        assert processes_of(r) == []
+
+
+async def test_a_429_is_a_rate_limit(agent: str, workspace: Path) -> None:
+    with rehearsal("rate-limit") as r:
+        result = await arun_agent(
+            agent, "Create hello.txt", workspace=workspace, rehearsal=r, retries=0, timeout=120
+        )
+        assert result.error_kind == "rate_limit", (result.error, result.text)
+        assert r.requests_for(kind="turn") or r.requests
+        assert processes_of(r) == []
+
+
+async def test_a_hang_times_out_and_leaves_no_process(agent: str, workspace: Path) -> None:
+    with rehearsal("hang") as r:
+        result = await arun_agent(
+            agent,
+            "Create hello.txt",
+            workspace=workspace,
+            rehearsal=r,
+            retries=0,
+            timeout=120,
+            idle_timeout=6,
+        )
+        assert result.error_kind == "timeout", (result.error, result.text)
+        assert processes_of(r) == []
+
+
+async def test_cancel_mid_turn_leaves_no_process(agent: str, workspace: Path) -> None:
+    with rehearsal("hang") as r:
+        cancel = asyncio.Event()
+
+        async def cancel_once_the_model_is_asked() -> None:
+            while not r.requests_for(kind="turn"):
+                await asyncio.sleep(0.1)
+            cancel.set()
+
+        watcher = asyncio.ensure_future(cancel_once_the_model_is_asked())
+        try:
+            result = await arun_agent(
+                agent,
+                "Create hello.txt",
+                workspace=workspace,
+                rehearsal=r,
+                retries=0,
+                timeout=120,
+                cancel=cancel,
+            )
+        finally:
+            watcher.cancel()
+        assert result.error_kind == "cancelled", (result.error, result.text)
+        assert processes_of(r) == []
+
+
+@pytest.mark.parametrize("name", ["gemini-acp", "copilot-acp"])
+async def test_a_rejecting_policy_keeps_a_real_agent_from_writing(
+    name: str, workspace: Path
+) -> None:
+    need(name)
+    with rehearsal("write-file") as r:
+        result = await arun_agent(
+            name,
+            "Create hello.txt",
+            workspace=workspace,
+            rehearsal=r,
+            approvals={"rules": [], "default": "reject"},
+        )
+        assert [(p.kind, p.decision, p.by) for p in result.permissions][:1] == [
+            ("edit", "reject", "policy")
+        ]
+        assert not (workspace / "hello.txt").exists()
+        assert processes_of(r) == []
+
+
+async def test_a_workflow_reuses_one_warm_process_per_agent(workspace: Path) -> None:
+    need("gemini-acp")
+    need("codex-acp")
+    cfg = load_settings(
+        cwd=workspace,
+        workflows={
+            "warm": {
+                "steps": [
+                    {"id": "write", "agent": "gemini-acp", "prompt": "Create hello.txt"},
+                    {"id": "check", "agent": "codex-acp", "prompt": "Say it again"},
+                    {"id": "again", "agent": "gemini-acp", "prompt": "Say it again"},
+                    {"id": "more", "agent": "codex-acp", "prompt": "Say it again"},
+                ]
+            }
+        },
+    )
+    with rehearsal("write-file") as r:
+        result = await arun("warm run", "warm", workspace=workspace, config=cfg, rehearsal=r)
+        assert result.ok, [s.error for s in result.steps]
+        write, check, again, more = result.steps
+        assert write.session_id == again.session_id and check.session_id == more.session_id
+        assert "Done again" in again.text and "Done again" in more.text
+        # A warm process keeps the environment of the step that started it: every request of
+        # each agent reached the server under its first step, i.e. one process per agent.
+        turns = r.requests_for(kind="turn")
+        assert {q.step for q in turns if q.agent == "gemini"} == {"write"}
+        assert {q.step for q in turns if q.agent == "codex"} == {"check"}
+        assert processes_of(r) == []  # the run ended them

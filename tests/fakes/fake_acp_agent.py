@@ -1,0 +1,202 @@
+"""A small ACP agent built with the SDK, for the paths the real agents do not take here.
+
+The prompt says what to do, one instruction per line:
+
+* ``write PATH TEXT``  - ask permission for an edit of PATH, then write TEXT there if allowed
+* ``run COMMAND``      - ask permission to execute COMMAND (nothing is run); say the answer
+* ``hang``             - stream one chunk, then never answer (until ``session/cancel``)
+* ``ignore-cancel``    - like hang, but ``session/cancel`` is ignored too
+* ``fail-429``         - answer the prompt with a JSON-RPC error saying HTTP 429
+* ``crash``            - exit with code 3 in the middle of the turn
+* ``remember``         - say how many prompts this session has had (warm sessions keep count)
+
+Each turn costs $0.25; ``usage_update`` reports the session's running total, as ACP says.
+``FAKE_ACP_STARTS`` names a file that gets one line per process start. ``FAKE_ACP_MODE=silent``
+makes the process never answer ``initialize``; ``FAKE_ACP_MODE=not-acp`` prints text and exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from acp import (
+    PROTOCOL_VERSION,
+    RequestError,
+    run_agent,
+    start_tool_call,
+    text_block,
+    tool_diff_content,
+    update_agent_message,
+    update_tool_call,
+)
+from acp.schema import (
+    AgentCapabilities,
+    InitializeResponse,
+    NewSessionResponse,
+    PermissionOption,
+    PromptResponse,
+    ToolCallLocation,
+    ToolCallUpdate,
+    UsageUpdate,
+)
+
+OPTIONS = [
+    PermissionOption(option_id="yes", name="Allow once", kind="allow_once"),
+    PermissionOption(option_id="always", name="Always", kind="allow_always"),
+    PermissionOption(option_id="no", name="Reject", kind="reject_once"),
+]
+
+
+class FakeAgent:
+    def __init__(self) -> None:
+        self.client: Any = None
+        self.cwd: dict[str, str] = {}
+        self.prompts: dict[str, int] = {}
+        self.cancelled: dict[str, asyncio.Event] = {}
+        self.calls = 0
+
+    def on_connect(self, conn: Any) -> None:
+        self.client = conn
+
+    async def initialize(self, protocol_version: int, **kwargs: Any) -> InitializeResponse:
+        return InitializeResponse(
+            protocol_version=PROTOCOL_VERSION,
+            agent_capabilities=AgentCapabilities(load_session=True),
+        )
+
+    async def new_session(self, cwd: str, **kwargs: Any) -> NewSessionResponse:
+        sid = f"fake-{os.getpid()}-{len(self.cwd) + 1}"
+        self.cwd[sid] = cwd
+        self.prompts[sid] = 0
+        return NewSessionResponse(session_id=sid)
+
+    async def load_session(self, cwd: str, session_id: str, **kwargs: Any) -> None:
+        self.cwd[session_id] = cwd
+        self.prompts.setdefault(session_id, 0)
+
+    async def cancel(self, session_id: str, **kwargs: Any) -> None:
+        self.cancelled.setdefault(session_id, asyncio.Event()).set()
+
+    async def say(self, sid: str, text: str) -> None:
+        await self.client.session_update(
+            session_id=sid, update=update_agent_message(text_block(text))
+        )
+
+    async def ask(self, sid: str, call: ToolCallUpdate) -> str | None:
+        answer = await self.client.request_permission(
+            session_id=sid, tool_call=call, options=OPTIONS
+        )
+        outcome = answer.outcome
+        return getattr(outcome, "option_id", None)
+
+    async def prompt(self, prompt: list[Any], session_id: str, **kwargs: Any) -> PromptResponse:
+        sid = session_id
+        self.prompts[sid] = self.prompts.get(sid, 0) + 1
+        text = "\n".join(getattr(block, "text", "") for block in prompt)
+        cancelled = self.cancelled.setdefault(sid, asyncio.Event())
+        cancelled.clear()
+        for line in text.splitlines():
+            words = line.strip().split(" ", 2)
+            if not words or not words[0]:
+                continue
+            verb = words[0]
+            if verb == "write" and len(words) == 3:
+                await self._write(sid, words[1], words[2])
+            elif verb == "run":
+                await self._run(sid, line.strip()[4:])
+            elif verb == "remember":
+                await self.say(sid, f"prompt number {self.prompts[sid]} in {sid}")
+            elif verb in ("hang", "ignore-cancel"):
+                await self.say(sid, "working on it")
+                if verb == "ignore-cancel":
+                    await asyncio.Event().wait()
+                await cancelled.wait()
+                return PromptResponse(stop_reason="cancelled")
+            elif verb == "fail-429":
+                raise RequestError(-32603, "Internal error: 429 Too Many Requests (rate limit)")
+            elif verb == "crash":
+                await self.say(sid, "about to crash")
+                sys.stdout.flush()
+                os._exit(3)
+        await self.client.session_update(
+            session_id=sid,
+            update=UsageUpdate(
+                session_update="usage_update",
+                used=10,
+                size=100,
+                cost={"amount": 0.25 * self.prompts[sid], "currency": "USD"},
+            ),
+        )
+        return PromptResponse(stop_reason="end_turn")
+
+    async def _write(self, sid: str, path: str, content: str) -> None:
+        self.calls += 1
+        call_id = f"call-{self.calls}"
+        target = Path(path) if Path(path).is_absolute() else Path(self.cwd[sid]) / path
+        diff = tool_diff_content(str(target), content + "\n", None)
+        start = start_tool_call(
+            call_id,
+            f"Write {path}",
+            kind="edit",
+            status="pending",
+            locations=[ToolCallLocation(path=str(target))],
+            raw_input={"path": str(target)},
+            content=[diff],
+        )
+        await self.client.session_update(session_id=sid, update=start)
+        request = ToolCallUpdate(
+            tool_call_id=call_id,
+            title=f"Write {path}",
+            kind="edit",
+            locations=[ToolCallLocation(path=str(target))],
+            content=[diff],
+        )
+        if await self.ask(sid, request) in ("yes", "always"):
+            target.write_text(content + "\n", encoding="utf-8")
+            done = update_tool_call(call_id, status="completed", content=[diff])
+            await self.client.session_update(session_id=sid, update=done)
+            await self.say(sid, f"wrote {path}")
+        else:
+            failed = update_tool_call(call_id, status="failed")
+            await self.client.session_update(session_id=sid, update=failed)
+            await self.say(sid, f"not allowed to write {path}")
+
+    async def _run(self, sid: str, command: str) -> None:
+        self.calls += 1
+        call_id = f"call-{self.calls}"
+        start = start_tool_call(
+            call_id, command, kind="execute", status="pending", raw_input={"command": command}
+        )
+        await self.client.session_update(session_id=sid, update=start)
+        request = ToolCallUpdate(
+            tool_call_id=call_id, title=command, kind="execute", raw_input={"command": command}
+        )
+        allowed = await self.ask(sid, request) in ("yes", "always")
+        status = "completed" if allowed else "failed"
+        await self.client.session_update(
+            session_id=sid, update=update_tool_call(call_id, status=status)
+        )
+        await self.say(sid, f"{'ran' if allowed else 'was refused'}: {command}")
+
+
+def main() -> None:
+    starts = os.environ.get("FAKE_ACP_STARTS")
+    if starts:
+        with open(starts, "a", encoding="utf-8") as out:
+            out.write(f"{os.getpid()}\n")
+    mode = os.environ.get("FAKE_ACP_MODE", "")
+    if mode == "not-acp":
+        print("this is not an ACP agent")
+        sys.exit(2)
+    if mode == "silent":
+        sys.stdin.read()
+        return
+    asyncio.run(run_agent(FakeAgent()))
+
+
+if __name__ == "__main__":
+    main()
