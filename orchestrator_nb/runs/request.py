@@ -101,6 +101,7 @@ class RunRequest:
     options: RunOptions = field(default_factory=RunOptions)
     dry_run: bool = False
     variables: Mapping[str, Any] = field(default_factory=dict)
+    approvals: Any = None  # ACP permission requests: a policy or an async callable
 
     @property
     def followup(self) -> bool:

@@ -182,6 +182,7 @@ class RunService:
                     settings=settings,
                     meta={"agent": request.agent, "step": request.step},
                     isolation=request.options.isolation,
+                    approvals=request.approvals,
                 )
         except BaseException as exc:
             if session is not None and turn is not None:

@@ -112,6 +112,7 @@ class _Ctx:
     # agent's first step
     resume_ids: dict[str, Any] = field(default_factory=dict)
     seat: Seat | None = None  # the workspace lock, or the run's own worktree
+    approvals: Any = None  # what answers ACP agents' permission requests (None: settings)
 
     def template_context(self) -> dict[str, Any]:
         return {
@@ -165,6 +166,7 @@ class Engine:
         settings: Settings | None = None,
         meta: dict[str, Any] | None = None,
         isolation: Isolation = "shared",
+        approvals: Any = None,
     ) -> WorkflowResult:
         """Run ``workflow`` (or ``definition``, journaled under that name) on ``task``.
 
@@ -200,6 +202,7 @@ class Engine:
             resume_ids={a: _resume_point(p) for a, p in (resume_ids or {}).items()},
             settings=settings or self.settings,
             timeout=timeout,
+            approvals=approvals,
         )
         started = time.monotonic()
         leftovers = ws.state.worktrees
@@ -437,6 +440,7 @@ class Engine:
             previous_usage=resume.usage if resume is not None else None,
             timeout=step.timeout,
             model=step.model,
+            approvals=ctx.approvals,
         )
         if isinstance(prepared, StepResult):  # not installed: nothing to attempt
             return prepared
