@@ -19,8 +19,9 @@ _EXPORTS = {
     "aresume": ".workflow.api",
     "WorkflowResult": ".workflow.result",
     "start": ".notebook.background",
-    "abatch": ".batch",
-    "BatchResult": ".batch",
+    "batch": ".batching",
+    "abatch": ".batching",
+    "BatchResult": ".batching",
     "Run": ".notebook.background",
     "arun_agent": ".api",
     "parse_transcript": ".api",
@@ -64,9 +65,9 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from . import agents, batch, dashboard, errors
+    from . import agents, dashboard, errors
     from .api import arun_agent, parse_transcript, run_agent
-    from .batch import BatchResult, abatch
+    from .batching import BatchResult, abatch, batch
     from .config import load_settings
     from .errors import AgentError, ConfigError, OrchestratorError
     from .events import FileChange, StepResult, Usage
@@ -81,7 +82,7 @@ def __getattr__(name: str) -> Any:
         value = getattr(import_module(_EXPORTS[name], __name__), name)
         globals()[name] = value
         return value
-    if name in ("agents", "errors", "dashboard", "batch"):
+    if name in ("agents", "errors", "dashboard"):
         return import_module(f".{name}", __name__)
     raise AttributeError(f"module 'orchestrator_nb' has no attribute {name!r}")
 

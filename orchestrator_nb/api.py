@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tenacity import RetryCallState, wait_exponential, wait_random
 
@@ -32,6 +32,9 @@ from .events import (
     WarningEvent,
 )
 from .process import base_env, run_process
+
+if TYPE_CHECKING:
+    from .rehearsal.endpoint import RehearsalArg, RehearsalEndpoint
 
 STATE_DIR = ".orchestrator"
 EventCallback = Callable[[Event], None]
@@ -225,7 +228,7 @@ async def prepare_agent(
     *,
     workspace: Path,
     settings: Settings,
-    rehearsal: Any,
+    rehearsal: RehearsalEndpoint | None,
     step: str | None,
     registry: DriverRegistry,
     log_root: Path,
@@ -257,15 +260,13 @@ async def prepare_agent(
     extra_env = {**driver.env(AgentRequest(prompt, workspace, executable)), **cfg.env}
     drop: frozenset[str] = frozenset()
     provider_args: list[str] = []
-    if rehearsal is not None and driver.prompt_via == "acp":
-        from .agents.acp.rehearse import acp_rehearsal_env
+    if rehearsal is not None:
+        from .rehearsal.endpoint import provider_settings
 
-        extra_env.update(acp_rehearsal_env(rehearsal, agent, cfg, step, workspace))
+        provider = provider_settings(rehearsal, driver, step, workspace=workspace)
+        extra_env.update(provider.env)
         drop = rehearsal.drop_env
-    elif rehearsal is not None:
-        extra_env.update(rehearsal.env(driver.name, step, workspace=workspace))
-        drop = rehearsal.drop_env
-        provider_args = list(rehearsal.args(driver.name, step))
+        provider_args = list(provider.args)
     request = AgentRequest(
         prompt=prompt,
         workspace=workspace,
@@ -304,7 +305,7 @@ async def arun_agent(
     resume: str | None = None,
     timeout: float | None = None,
     config: Settings | str | os.PathLike[str] | None = None,
-    rehearsal: Any = None,
+    rehearsal: RehearsalArg = None,
     step: str | None = None,
     on_event: EventCallback | None = None,
     cancel: asyncio.Event | None = None,

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from ._sync import run_sync
+from .display import usage_line
 from .errors import ConfigError, OrchestratorError
 from .events import RetryEvent
 from .lifecycle import (
@@ -113,9 +114,7 @@ class StepPrinter:
             line = f"[{event.step_id}] {event.kind}"
         elif isinstance(event, StepFinished):
             r = event.result
-            usage = f"{r.usage.input_tokens} in / {r.usage.output_tokens} out tokens"
-            if r.usage.cost_usd is not None:
-                usage += f", ${r.usage.cost_usd:.4f}"
+            usage = usage_line(r.usage)
             status = "ok" if r.ok else f"FAILED ({r.error_kind})"
             if event.cached:
                 status += " (cached)"
@@ -191,7 +190,7 @@ def cmd_exec(args: argparse.Namespace) -> int:
 
 
 def cmd_batch(args: argparse.Namespace) -> int:
-    from .batch import BatchProgress, abatch
+    from .batching import BatchProgress, abatch
 
     _quiet_logs()
     seen: dict[str, str] = {}

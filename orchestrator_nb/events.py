@@ -7,7 +7,6 @@ dropped silently.
 
 from __future__ import annotations
 
-import html
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -277,7 +276,8 @@ class StepResult:
         status = "ok" if self.ok else f"FAILED ({self.error_kind})"
         if self.cached:
             status += ", cached"
-        cost = f", ${self.usage.cost_usd:.4f}" if self.usage.cost_usd is not None else ""
+        from .display import usage_line
+
         name = (
             f"{self.step_id} ({self.agent})"
             if self.step_id not in (None, self.agent)
@@ -285,10 +285,7 @@ class StepResult:
         )
         if self.iteration:
             name += f" #{self.iteration}"
-        return (
-            f"{name}: {status}, "
-            f"{self.usage.input_tokens} in / {self.usage.output_tokens} out tokens{cost}"
-        )
+        return f"{name}: {status}, {usage_line(self.usage)}"
 
     def __str__(self) -> str:
         lines = [self._summary_line()]
@@ -305,26 +302,9 @@ class StepResult:
         return redact("\n".join(lines))
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
-        # Inline styles only: untrusted notebooks strip <style> and <script>.
-        colour = "#1a7f37" if self.ok else "#cf222e"
-        parts = [
-            f'<div style="border-left:4px solid {colour};padding:4px 8px">',
-            f"<b>{html.escape(self._summary_line())}</b>",
-        ]
-        if self.changes:
-            items = "".join(
-                f"<li><code>{html.escape(c.kind)}</code> {html.escape(c.path)}</li>"
-                for c in self.changes
-            )
-            parts.append(f'<ul style="margin:4px 0">{items}</ul>')
-        if self.text:
-            text = html.escape(redact(self.text))
-            parts.append(f'<pre style="white-space:pre-wrap;margin:4px 0">{text}</pre>')
-        if self.error is not None:
-            message = html.escape(redact(str(self.error)))
-            parts.append(f'<pre style="white-space:pre-wrap;color:{colour}">{message}</pre>')
-        parts.append("</div>")
-        return {"text/plain": str(self), "text/html": "".join(parts)}
+        from .display import step_html
+
+        return {"text/plain": str(self), "text/html": step_html(self)}
 
 
 __all__ = [

@@ -201,11 +201,11 @@ class Turn(BaseModel):
         return total
 
     def summary(self) -> str:
-        u = self.usage
-        cost = f", ${u.cost_usd:.4f}" if u.cost_usd is not None else ""
+        from .display import usage_line
+
         return (
             f"turn {self.number}: {self.what}, {self.outcome}, {len(self.steps)} step(s), "
-            f"{u.input_tokens} in / {u.output_tokens} out tokens{cost}"
+            f"{usage_line(self.usage)}"
         )
 
 

@@ -7,12 +7,16 @@ else (the subprocess, timeouts, cancel, retries, logging, workspace) lives once,
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from ..errors import AgentErrorKind
 from ..events import Event, FileChange, Usage
+
+if TYPE_CHECKING:
+    from ..rehearsal.endpoint import RehearsalEndpoint
 
 
 @dataclass
@@ -29,6 +33,16 @@ class AgentRequest:
     permission_mode: str | None = None
     # Extra flags, placed by the driver where its CLI accepts them (codex: before `resume`).
     extra_args: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ProviderEnv:
+    """What one run of a CLI needs to talk to a rehearsal server: variables and flags."""
+
+    env: Mapping[str, str] = field(default_factory=dict)
+    args: tuple[str, ...] = ()
+    # The agent the URLs name, when not the driver's own (an ACP adapter wrapping claude).
+    served_as: str | None = None
 
 
 @dataclass
@@ -78,6 +92,13 @@ class Driver(Protocol):
 
     def env(self, request: AgentRequest) -> dict[str, str]:
         """Extra environment for the run (no-colour settings and the like)."""
+        ...
+
+    def provider_env(self, endpoint: RehearsalEndpoint, step: str | None) -> ProviderEnv:
+        """Point this CLI at a rehearsal server: the variables that carry its base URL
+        (``endpoint.base_url(self.name, step)``), its key (``endpoint.key(self.name)``) and
+        model, and any flags. The HOME and proxy settings every CLI needs are added for it.
+        """
         ...
 
     def new_parser(self, previous_usage: Usage | None = None) -> StreamParser:

@@ -10,7 +10,7 @@ accepts it, so ``extra_args: ["--max-turns", "5"]`` works at your own risk).
 from __future__ import annotations
 
 import re
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..events import (
     Event,
@@ -36,7 +36,10 @@ from ._jsonl import (
     change_kind,
 )
 from ._npm import NpmCliDriver
-from .base import AgentRequest, Verdict
+from .base import AgentRequest, ProviderEnv, Verdict
+
+if TYPE_CHECKING:
+    from ..rehearsal.endpoint import RehearsalEndpoint
 
 PERMISSION_MODES = ("acceptEdits", "auto", "bypassPermissions", "default", "dontAsk", "plan")
 # Tools whose successful result means a file on disk changed, and the input key naming it.
@@ -236,6 +239,21 @@ class ClaudeDriver(NpmCliDriver):
         "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
     }
     parser_class = ClaudeParser
+
+    def provider_env(self, endpoint: RehearsalEndpoint, step: str | None) -> ProviderEnv:
+        env = {
+            "ANTHROPIC_BASE_URL": endpoint.base_url(self.name, step),
+            "ANTHROPIC_API_KEY": endpoint.key(self.name),
+            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+            "DISABLE_TELEMETRY": "1",
+            "DISABLE_ERROR_REPORTING": "1",
+        }
+        model = endpoint.model_for(self.name)
+        if model:
+            env["ANTHROPIC_MODEL"] = model
+        if endpoint.cli_max_retries is not None:
+            env["CLAUDE_CODE_MAX_RETRIES"] = str(endpoint.cli_max_retries)
+        return ProviderEnv(env)
 
     def build_argv(self, request: AgentRequest) -> list[str]:
         mode = self.permission_mode(request)

@@ -10,7 +10,7 @@ Every option goes before ``resume``: after it codex rejects them with exit 2.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..events import (
     Event,
@@ -33,7 +33,10 @@ from ._jsonl import (
     change_kind,
 )
 from ._npm import NpmCliDriver
-from .base import AgentRequest, Verdict
+from .base import AgentRequest, ProviderEnv, Verdict
+
+if TYPE_CHECKING:
+    from ..rehearsal.endpoint import RehearsalEndpoint
 
 SANDBOX_MODES = ("read-only", "workspace-write", "danger-full-access")
 AUTH_HINT = "run `codex login`, or `printenv OPENAI_API_KEY | codex login --with-api-key`"
@@ -220,6 +223,29 @@ class CodexDriver(NpmCliDriver):
     mode_label = "sandbox mode"
     version_re = _VERSION_RE
     parser_class = CodexParser
+    # codex reads its key from the variable its model provider names; this one is ours.
+    rehearsal_key_var = "ORCHESTRATOR_REHEARSAL_KEY"
+    rehearsal_provider = "rehearsal"
+
+    def provider_env(self, endpoint: RehearsalEndpoint, step: str | None) -> ProviderEnv:
+        env = {
+            "CODEX_HOME": str(endpoint.home_path / ".codex"),
+            self.rehearsal_key_var: endpoint.key(self.name),
+        }
+        name = self.rehearsal_provider
+        p = f"model_providers.{name}"
+        flags = [
+            f"model_provider={name}",
+            f"{p}.name={name}",
+            f"{p}.base_url={endpoint.base_url(self.name, step)}/v1",
+            f"{p}.env_key={self.rehearsal_key_var}",
+            f"{p}.wire_api=responses",
+        ]
+        retries = endpoint.cli_max_retries
+        if retries is not None:
+            flags += [f"{p}.request_max_retries={retries}", f"{p}.stream_max_retries={retries}"]
+        args = [arg for flag in flags for arg in ("-c", flag)]
+        return ProviderEnv(env, (*args, "-m", endpoint.default_model(self.name)))
 
     def new_parser(self, previous_usage: Usage | None = None) -> CodexParser:
         # codex reports the thread's running total after a resume: subtract what came before.

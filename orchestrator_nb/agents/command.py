@@ -17,11 +17,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from ..errors import AgentConfigError, ConfigError
 from ..events import Event, TextEvent, Usage
 from ._jsonl import stderr_tail, strip_ansi
-from .base import AgentRequest, Verdict
+from .base import AgentRequest, ProviderEnv, Verdict
+
+if TYPE_CHECKING:
+    from ..rehearsal.endpoint import RehearsalEndpoint
 
 _PLACEHOLDER_RE = re.compile(r"\{(prompt|workspace|model)\}")
 
@@ -158,6 +162,17 @@ class CommandDriver:
 
     def env(self, request: AgentRequest) -> dict[str, str]:
         return {"NO_COLOR": "1", **self.extra_env}
+
+    def provider_env(self, endpoint: RehearsalEndpoint, step: str | None) -> ProviderEnv:
+        # An arbitrary tool: it is told where the server is and which key to send, and its
+        # argv or a wrapper passes them on (the server speaks the Anthropic, OpenAI and
+        # Gemini APIs under that URL).
+        return ProviderEnv(
+            {
+                "ORCHESTRATOR_REHEARSAL_URL": endpoint.base_url(self.name, step),
+                "ORCHESTRATOR_REHEARSAL_KEY": endpoint.key(self.name),
+            }
+        )
 
     def new_parser(self, previous_usage: Usage | None = None) -> CommandParser:
         # Usage in this CLI's stream is per run already; nothing to subtract.

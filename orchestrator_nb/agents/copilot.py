@@ -10,7 +10,8 @@ The ``copilot`` name collides with AWS Copilot; :meth:`CopilotDriver.is_genuine`
 from __future__ import annotations
 
 import re
-from typing import Any, ClassVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..events import (
     Event,
@@ -32,7 +33,10 @@ from ._jsonl import (
     change_kind,
 )
 from ._npm import NpmCliDriver
-from .base import AgentRequest, Verdict
+from .base import AgentRequest, ProviderEnv, Verdict
+
+if TYPE_CHECKING:
+    from ..rehearsal.endpoint import RehearsalEndpoint
 
 PERMISSION_FLAGS: dict[str, list[str]] = {
     "allow-all-tools": ["--allow-all-tools"],
@@ -196,6 +200,21 @@ class CopilotDriver(NpmCliDriver):
     version_re = _VERSION_RE
     extra_env: ClassVar[dict[str, str]] = {"COPILOT_AUTO_UPDATE": "false"}
     parser_class = CopilotParser
+
+    def provider_env(self, endpoint: RehearsalEndpoint, step: str | None) -> ProviderEnv:
+        env = {
+            "COPILOT_OFFLINE": "true",
+            "COPILOT_PROVIDER_BASE_URL": endpoint.base_url(self.name, step) + "/v1",
+            "COPILOT_PROVIDER_TYPE": "openai",
+            "COPILOT_PROVIDER_API_KEY": endpoint.key(self.name),
+            "COPILOT_MODEL": endpoint.default_model(self.name),
+            "COPILOT_AUTO_UPDATE": "false",
+            "COPILOT_HOME": str(endpoint.home_path / ".copilot"),
+        }
+        if endpoint.package_cache is not None:
+            # Copilot unpacks ~235 MB of itself on first start: a shared cache saves that.
+            env["COPILOT_PKG_CACHE_HOME"] = str(Path(endpoint.package_cache) / "copilot")
+        return ProviderEnv(env)
 
     def build_argv(self, request: AgentRequest) -> list[str]:
         mode = self.permission_mode(request)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import AgentErrorKind
 from ..events import (
@@ -36,7 +36,10 @@ from ._jsonl import (
     stderr_message,
 )
 from ._npm import NpmCliDriver
-from .base import AgentRequest, Verdict
+from .base import AgentRequest, ProviderEnv, Verdict
+
+if TYPE_CHECKING:
+    from ..rehearsal.endpoint import RehearsalEndpoint
 
 APPROVAL_MODES = ("default", "auto_edit", "yolo", "plan")
 AUTH_HINT = "set GEMINI_API_KEY, or run `gemini` once interactively to sign in with Google"
@@ -211,6 +214,23 @@ class GeminiDriver(NpmCliDriver):
     version_re = _VERSION_RE
     extra_env: ClassVar[dict[str, str]] = {"GEMINI_TELEMETRY_ENABLED": "false"}
     parser_class = GeminiParser
+
+    def provider_env(self, endpoint: RehearsalEndpoint, step: str | None) -> ProviderEnv:
+        home = endpoint.home_path
+        env = {
+            "GOOGLE_GEMINI_BASE_URL": endpoint.base_url(self.name, step),
+            "GEMINI_API_KEY": endpoint.key(self.name),
+            "GEMINI_CLI_HOME": endpoint.home,
+            # Machine-wide settings (/etc/gemini-cli) outrank the user's and could switch the
+            # auth type: point them at files that do not exist. (Existing files under /tmp
+            # would be skipped with a warning anyway: gemini distrusts world-writable dirs.)
+            "GEMINI_CLI_SYSTEM_SETTINGS_PATH": str(home / ".gemini" / "no-system.json"),
+            "GEMINI_CLI_SYSTEM_DEFAULTS_PATH": str(home / ".gemini" / "no-defaults.json"),
+        }
+        model = endpoint.model_for(self.name)
+        if model:
+            env["GEMINI_MODEL"] = model
+        return ProviderEnv(env)
 
     def build_argv(self, request: AgentRequest) -> list[str]:
         mode = self.permission_mode(request)

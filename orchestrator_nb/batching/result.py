@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from ..display import cost, number, usage_text
 from ..events import FileChange, StepResult
 from ..workflow.result import WorkflowResult
 
@@ -48,14 +49,13 @@ class BatchRow:
         return cls(**{k: v for k, v in data.items() if k in known})
 
     def cells(self) -> list[str]:
-        cost = f"${self.cost_usd:.4f}" if self.cost_usd is not None else "-"
         outcome = self.outcome + ("*" if self.resumed else "")
         return [
             self.id,
             outcome,
-            str(self.input_tokens),
-            str(self.output_tokens),
-            cost,
+            number(self.input_tokens),
+            number(self.output_tokens),
+            cost(self.cost_usd),
             f"{self.seconds:.1f}",
             self.where,
         ]
@@ -155,11 +155,8 @@ class BatchResult:
 
     def summary(self) -> str:
         t = self._totals()
-        cost = f", ${t['cost_usd']:.4f}" if t["cost_usd"] is not None else ""
-        return (
-            f"batch {self.batch_id}: {t['completed']}/{t['tasks']} completed — "
-            f"{t['input_tokens']} in / {t['output_tokens']} out tokens{cost}"
-        )
+        spent = usage_text(t["input_tokens"], t["output_tokens"], t["cost_usd"])
+        return f"batch {self.batch_id}: {t['completed']}/{t['tasks']} completed — {spent}"
 
     def __str__(self) -> str:
         table = [HEADERS, *(row.cells() for row in self.rows)]

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..display import FileDiff, counts_html, file_diff_html, split_files
 from ..errors import WorkspaceError
 from ..events import FileChange
-from ..notebook.render import FileDiff, file_diff_html, split_files
 from ..workspace import RevertResult, SafeWriter, Workspace
 from ..workspace.revert import RecordedChange, compose, revert_changes
 from ..workspace.store import load_contents
@@ -197,10 +197,7 @@ class ChangesPanel:
     def _label(row: FileRow) -> str:
         counts = ""
         if row.diff is not None:
-            counts = (
-                f' <span style="color:#1a7f37">+{row.diff.added}</span>'
-                f' <span style="color:#cf222e">−{row.diff.removed}</span>'
-            )
+            counts = " " + counts_html(row.diff.added, row.diff.removed)
         state = "" if row.state == "changed" else f' <i style="color:{_GREY}">({row.state})</i>'
         kind, path = html.escape(row.kind), html.escape(row.path)
         return f"<code>{kind}</code> <code>{path}</code>{counts}{state}"

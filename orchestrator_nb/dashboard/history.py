@@ -13,6 +13,7 @@ import importlib
 from pathlib import Path
 from typing import Any
 
+from ..display import cost, tokens_pair, usage_text
 from ..notebook.export import FORMATS, export_session
 from ..sessions import Session
 from .dispatch import Dispatcher, set_if_changed
@@ -39,14 +40,13 @@ def history_html(session: Session) -> str:
     rows = []
     for t in turns:
         u = t.usage
-        cost = f"${u.cost_usd:.4f}" if u.cost_usd is not None else "-"
         mark = "↪ " if t.followup else ""
         cells = (
             str(t.number),
             html.escape(t.what),
             html.escape(t.outcome),
-            f"{u.input_tokens:,} / {u.output_tokens:,}",
-            cost,
+            tokens_pair(u.input_tokens, u.output_tokens),
+            cost(u.cost_usd),
             html.escape(mark + _clip(t.task)),
         )
         rows.append("<tr>" + "".join(f'<td style="{_CELL}">{c}</td>' for c in cells) + "</tr>")
@@ -101,8 +101,7 @@ def metrics_html(totals: dict[str, float] | None) -> str:
         f"<b>{int(totals['runs'])}</b> run(s), {int(totals['runs_failed'])} not completed",
         f"<b>{int(totals['agent_calls'])}</b> agent call(s), {int(totals['agent_errors'])} failed",
         f"{int(totals['retries'])} retries",
-        f"{int(totals['input_tokens']):,} in / {int(totals['output_tokens']):,} out tokens",
-        f"${totals['cost_usd']:.4f}",
+        usage_text(totals["input_tokens"], totals["output_tokens"], totals["cost_usd"]),
     ]
     return (
         '<div style="font-size:90%">metrics (this kernel): '

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..display import cost, tokens_pair
 from ..events import Usage, UsageEvent
 from ..lifecycle import (
     AgentEventEmitted,
@@ -160,14 +161,13 @@ class Progress:
             if status.startswith(("skipped", "approve", "waiting", "cancelled", "stopped")):
                 colour = _GREY
             step = r["step"] + (f" #{r['iteration']}" if r["iteration"] else "")
-            cost = f"${r['cost_usd']:.4f}" if r["cost_usd"] is not None else "-"
             cells = (
                 html.escape(step),
                 html.escape(r["agent"] or "-"),
                 f'<span style="color:{colour}">{html.escape(status)}</span>',
                 f"{r['elapsed_s']:.1f}s",
-                f"{r['input_tokens']:,} / {r['output_tokens']:,}",
-                cost,
+                tokens_pair(r["input_tokens"], r["output_tokens"]),
+                cost(r["cost_usd"]),
             )
             body.append("<tr>" + "".join(f'<td style="{_CELL}">{c}</td>' for c in cells) + "</tr>")
         return (

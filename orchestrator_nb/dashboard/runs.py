@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..config import Settings
 from ..errors import ConfigError
@@ -24,6 +24,9 @@ from ..notebook.live import LiveDisplay
 from ..runs import RunOptions, RunRequest, RunService
 from ..sessions import Session
 from ..workflow.result import WorkflowResult
+
+if TYPE_CHECKING:
+    pass
 
 TICK_S = 0.5
 

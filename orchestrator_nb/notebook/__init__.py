@@ -1,7 +1,8 @@
 """The notebook side: the ``%%orchestrate`` magic, live output, gates, background runs.
 
 ``%load_ext orchestrator_nb`` (or ``%load_ext orchestrator_nb.notebook``) calls
-:func:`load_ipython_extension`: it registers the magic and the richer HTML for results.
+:func:`load_ipython_extension`: it registers the magic. A result renders itself
+(:mod:`orchestrator_nb.display`), the same with or without the extension.
 """
 
 from __future__ import annotations
@@ -17,15 +18,11 @@ _LOADED: dict[int, Any] = {}
 
 
 def load_ipython_extension(ipython: Any) -> None:
-    """Register ``%orchestrate`` / ``%%orchestrate`` and the result renderer on ``ipython``."""
-    from ..workflow.result import WorkflowResult
+    """Register ``%orchestrate`` / ``%%orchestrate`` on ``ipython``."""
     from .magics import OrchestratorMagics
-    from .render import workflow_bundle
 
     magics = OrchestratorMagics(ipython)
     ipython.register_magics(magics)
-    formatter = ipython.display_formatter.mimebundle_formatter
-    formatter.for_type(WorkflowResult, workflow_bundle)
     _LOADED[id(ipython)] = magics
     _stop_leftovers()
 
@@ -52,13 +49,9 @@ def _stop_leftovers() -> None:
 
 
 def unload_ipython_extension(ipython: Any) -> None:
-    from ..workflow.result import WorkflowResult
-
     _LOADED.pop(id(ipython), None)
     ipython.magics_manager.magics["line"].pop("orchestrate", None)
     ipython.magics_manager.magics["cell"].pop("orchestrate", None)
-    formatter = ipython.display_formatter.mimebundle_formatter
-    formatter.type_printers.pop(WorkflowResult, None)
 
 
 def __getattr__(name: str) -> Any:

@@ -18,6 +18,7 @@ from typing import Any
 from IPython.core.error import UsageError
 
 from ..config import Settings
+from ..display import cost, tokens_pair
 from ..errors import OrchestratorError
 from ..sessions import SessionStore
 from .export import FORMATS, export_session, to_markdown
@@ -181,10 +182,10 @@ class Commands:
         rows = []
         for t in session.turns:
             u = t.usage
-            cost = f"${u.cost_usd:.4f}" if u.cost_usd is not None else "-"
-            tokens = f"{u.input_tokens}/{u.output_tokens}"
+            tokens = tokens_pair(u.input_tokens, u.output_tokens)
             mark = "↪ " if t.followup else ""
-            rows.append((str(t.number), t.what, t.outcome, tokens, cost, mark + _clip(t.task)))
+            row = (t.what, t.outcome, tokens, cost(u.cost_usd), mark + _clip(t.task))
+            rows.append((str(t.number), *row))
         title = f"session {session.name!r}: {len(rows)} turn(s)"
         return Table(("#", "ran", "outcome", "tokens in/out", "cost", "task"), rows, title)
 

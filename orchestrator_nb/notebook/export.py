@@ -7,6 +7,7 @@ from importlib import import_module
 from pathlib import Path
 from typing import Any, Literal
 
+from ..display import usage_line
 from ..errors import ConfigError
 from ..sessions import Session, StepRecord, Turn, atomic_write_text
 
@@ -28,12 +29,7 @@ def format_for(path: str | os.PathLike[str], fmt: str | None = None) -> Format:
 
 def _step_md(step: StepRecord) -> list[str]:
     status = "ok" if step.ok else f"failed ({step.error_kind})"
-    u = step.usage
-    cost = f", ${u.cost_usd:.4f}" if u.cost_usd is not None else ""
-    lines = [
-        f"### {step.label}: {status}, {u.input_tokens} in / {u.output_tokens} out tokens{cost}",
-        "",
-    ]
+    lines = [f"### {step.label}: {status}, {usage_line(step.usage.to_usage())}", ""]
     if step.native_session_id:
         lines += [f"native session: `{step.native_session_id}`", ""]
     if step.text:

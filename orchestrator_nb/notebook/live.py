@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from ..display import usage_line
 from ..events import (
     RetryEvent,
     TextEvent,
@@ -159,8 +160,7 @@ def _clip(text: str, limit: int) -> str:
 def _usage_line(usage: Usage | None) -> str:
     if usage is None or (usage.total_tokens == 0 and usage.cost_usd is None):
         return ""
-    cost = f" · ${usage.cost_usd:.4f}" if usage.cost_usd is not None else ""
-    return f"{usage.input_tokens:,} in / {usage.output_tokens:,} out tokens{cost}"
+    return usage_line(usage)
 
 
 def render_step(step: _Step, now: float) -> Bundle:

@@ -22,12 +22,11 @@ from types import TracebackType
 
 from orchestrator_nb.errors import RehearsalError
 
+from ..agents.base import ProviderEnv
+from .endpoint import ANY_AGENT, RehearsalEndpoint, announce, provider_settings
 from .recording import RecordedRequest, to_jsonl
-from .scenario import AGENTS, DEFAULT_MODELS, Scenario, load_scenario
+from .scenario import AGENTS, Scenario, load_scenario
 from .server import ScriptedModelServer, prefix
-
-PROVIDER = "rehearsal"  # codex model provider id
-CODEX_KEY_VAR = "ORCHESTRATOR_REHEARSAL_KEY"
 
 # Inherited variables that carry real credentials, or that would make a CLI read real
 # configuration, another provider, or a proxy instead of the rehearsal server.
@@ -107,7 +106,10 @@ class Rehearsal:
         self._own_home = home is None
         self.home = Path(home) if home else Path(tempfile.mkdtemp(prefix="rehearsal-home-"))
         # Throwaway keys: each CLI insists on some key; none of them is worth anything.
-        self._keys: dict[str, str] = {a: f"rehearsal-{a}-{secrets.token_hex(16)}" for a in AGENTS}
+        self._keys: dict[str, str] = {
+            a: f"rehearsal-{'any' if a == ANY_AGENT else a}-{secrets.token_hex(16)}"
+            for a in (*AGENTS, ANY_AGENT)
+        }
         self._server = ScriptedModelServer(self.scenario, secrets=self._keys.values())
         self.workspace = workspace
         self._closed = False
@@ -117,6 +119,7 @@ class Rehearsal:
         except BaseException:
             self._cleanup_home()
             raise
+        announce(self.url, self._server)
         # A rehearsal that is never closed still stops its server and removes its home when it
         # is garbage-collected or the interpreter exits (a notebook cell that raised, say).
         owned = self.home if self._own_home else None
@@ -139,6 +142,23 @@ class Rehearsal:
         self._check(agent)
         return self.url + prefix(agent, step)
 
+    @property
+    def endpoint(self) -> RehearsalEndpoint:
+        """This rehearsal as plain, picklable data: what a run (here or on a worker) needs."""
+        if self._closed:
+            raise RehearsalError("this rehearsal is closed", hint="start a new one")
+        models = {a: self.scenario.settings.model_for(a) for a in AGENTS}
+        return RehearsalEndpoint(
+            url=self.url,
+            home=str(self.home),
+            keys=tuple(self._keys.items()),
+            models=tuple((a, m) for a, m in models.items() if m),
+            cli_max_retries=self.cli_max_retries,
+            package_cache=str(self.package_cache) if self.package_cache is not None else None,
+            drop_env=self.drop_env,
+            scenario=self.scenario.name,
+        )
+
     def env(
         self,
         agent: str,
@@ -150,91 +170,22 @@ class Rehearsal:
 
         ``workspace`` registers the run's working directory with the server, for requests
         that do not state one (all four pinned CLIs do; a future version might not).
+        The variables are the driver's own (:meth:`Driver.provider_env`).
         """
-        self._check(agent)
-        if workspace is not None:
-            self._server.run_workspaces[(agent, step)] = str(Path(workspace).resolve())
-        home = str(self.home)
-        env = {
-            "HOME": home,
-            "USERPROFILE": home,
-            "XDG_CONFIG_HOME": str(self.home / ".config"),
-            "XDG_CACHE_HOME": str(self.home / ".cache"),
-            "XDG_DATA_HOME": str(self.home / ".local" / "share"),
-            "XDG_STATE_HOME": str(self.home / ".local" / "state"),
-            "NO_PROXY": "127.0.0.1,localhost",
-            "no_proxy": "127.0.0.1,localhost",
-            "DISABLE_AUTOUPDATER": "1",
-            "NO_UPDATE_NOTIFIER": "1",
-            "ORCHESTRATOR_REHEARSAL": "1",
-        }
-        base = self.base_url(agent, step)
-        model = self.scenario.settings.model_for(agent)
-        retries = self.cli_max_retries
-        if agent == "claude":
-            env |= {
-                "ANTHROPIC_BASE_URL": base,
-                "ANTHROPIC_API_KEY": self._keys[agent],
-                "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
-                "DISABLE_TELEMETRY": "1",
-                "DISABLE_ERROR_REPORTING": "1",
-            }
-            if model:
-                env["ANTHROPIC_MODEL"] = model
-            if retries is not None:
-                env["CLAUDE_CODE_MAX_RETRIES"] = str(retries)
-        elif agent == "codex":
-            env |= {"CODEX_HOME": str(self.home / ".codex"), CODEX_KEY_VAR: self._keys[agent]}
-        elif agent == "gemini":
-            env |= {
-                "GOOGLE_GEMINI_BASE_URL": base,
-                "GEMINI_API_KEY": self._keys[agent],
-                "GEMINI_CLI_HOME": home,
-                # Machine-wide settings (/etc/gemini-cli) outrank the user's and could switch the
-                # auth type: point them at files that do not exist. (Existing files under /tmp
-                # would be skipped with a warning anyway: gemini distrusts world-writable dirs.)
-                "GEMINI_CLI_SYSTEM_SETTINGS_PATH": str(self.home / ".gemini" / "no-system.json"),
-                "GEMINI_CLI_SYSTEM_DEFAULTS_PATH": str(self.home / ".gemini" / "no-defaults.json"),
-            }
-            if model:
-                env["GEMINI_MODEL"] = model
-        elif agent == "copilot":
-            env |= {
-                "COPILOT_OFFLINE": "true",
-                "COPILOT_PROVIDER_BASE_URL": base + "/v1",
-                "COPILOT_PROVIDER_TYPE": "openai",
-                "COPILOT_PROVIDER_API_KEY": self._keys[agent],
-                "COPILOT_MODEL": model or DEFAULT_MODELS["copilot"],
-                "COPILOT_AUTO_UPDATE": "false",
-                "COPILOT_HOME": str(self.home / ".copilot"),
-            }
-            if self.package_cache is not None:
-                env["COPILOT_PKG_CACHE_HOME"] = str(self.package_cache / "copilot")
-        return env
+        return dict(self._provider(agent, step, workspace).env)
 
     def args(self, agent: str, step: str | None = None) -> list[str]:
         """Extra command-line flags: codex's provider ``-c`` flags and ``-m``; [] otherwise."""
+        return list(self._provider(agent, step, None).args)
+
+    def _provider(
+        self, agent: str, step: str | None, workspace: str | os.PathLike[str] | None
+    ) -> ProviderEnv:
+        from ..agents.builtin import BUILTIN_DRIVERS
+
         self._check(agent)
-        if agent != "codex":
-            return []
-        p = f"model_providers.{PROVIDER}"
-        flags = [
-            f"model_provider={PROVIDER}",
-            f"{p}.name={PROVIDER}",
-            f"{p}.base_url={self.base_url(agent, step)}/v1",
-            f"{p}.env_key={CODEX_KEY_VAR}",
-            f"{p}.wire_api=responses",
-        ]
-        if self.cli_max_retries is not None:
-            flags += [
-                f"{p}.request_max_retries={self.cli_max_retries}",
-                f"{p}.stream_max_retries={self.cli_max_retries}",
-            ]
-        argv: list[str] = []
-        for flag in flags:
-            argv += ["-c", flag]
-        model = self.scenario.settings.model_for(agent) or DEFAULT_MODELS["codex"]
-        return [*argv, "-m", model]
+        driver = BUILTIN_DRIVERS[agent]()
+        return provider_settings(self.endpoint, driver, step, workspace=workspace)
 
     def subprocess_env(
         self,

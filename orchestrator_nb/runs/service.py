@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
-import os
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -48,29 +47,17 @@ def rehearsal_home(session_id: str) -> Path:
 async def open_rehearsal(
     rehearsal: Any, *, workspace: Path, session: Session | None
 ) -> AsyncIterator[Any]:
-    """The one place a rehearsal is started (and stopped) for a run.
-
-    A scenario (name, path or Scenario) is started here, with the session's CLI home so that
-    native sessions survive between its runs; a running rehearsal is used as it is.
-    """
+    """The rehearsal endpoint of a run: a scenario (name, path or Scenario) is started through
+    the one rehearsal scope, with the session's CLI home so that native sessions survive
+    between its runs; a running rehearsal (or its endpoint) is used as it is."""
     if rehearsal is None:
         yield None
         return
-    from ..rehearsal import Rehearsal, Scenario
-    from ..rehearsal import rehearsal as start
+    from ..rehearsal.endpoint import rehearsal_scope
 
-    if isinstance(rehearsal, Rehearsal):
-        yield rehearsal
-        return
-    if not isinstance(rehearsal, (str, os.PathLike, Scenario)):
-        raise ConfigError(
-            f"rehearsal must be a scenario name or path, a Scenario or a running rehearsal, "
-            f"not {type(rehearsal).__name__}",
-            key="rehearsal",
-        )
     home = rehearsal_home(session.id) if session is not None else None
-    with start(rehearsal, workspace=workspace, home=home) as running:
-        yield running
+    with rehearsal_scope(rehearsal, workspace=workspace, home=home) as endpoint:
+        yield endpoint
 
 
 class SessionRecorder:

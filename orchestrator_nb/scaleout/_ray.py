@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import re
 import time
 from typing import Any
 
+from ..batching.executor import is_ray_address
 from ..errors import ConfigError
 
 INSTALL_HINT = 'pip install "orchestrator-nb[ray]"   (or: pip install "ray[client]>=2.9")'
 EXECUTORS = "'local', 'ray', 'auto', 'ray://host:10001' or 'host:6379'"
-_HOST_PORT = re.compile(r"[A-Za-z0-9_.\-\[\]:]+:\d{1,5}")
 
 
 def require_ray() -> Any:
@@ -39,7 +38,7 @@ def ray_address(executor: str) -> str | None:
         )
     if executor == "ray":
         return None
-    if executor == "auto" or executor.startswith("ray://") or _HOST_PORT.fullmatch(executor):
+    if is_ray_address(executor):
         return executor
     if executor == "local":
         raise ConfigError(

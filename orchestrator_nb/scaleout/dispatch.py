@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..batching.journal import BatchJournal
+from ..batching.preamble import Batch
 from ..batching.progress import Tracker
 from ..batching.result import BatchRow, workflow_result_from_dict
 from ..errors import RunError
@@ -49,11 +49,9 @@ class Dispatch:
         self,
         ray: Any,
         *,
-        book: BatchJournal,
+        batch: Batch,
         tracker: Tracker,
         result: RayBatchResult,
-        rows: dict[str, BatchRow],
-        results: dict[str, WorkflowResult],
         budget: BatchBudget,
         cancel: asyncio.Event | None,
         grace_s: float,
@@ -63,11 +61,11 @@ class Dispatch:
         commit: str,
     ) -> None:
         self.ray = ray
-        self.book = book
+        self.batch = batch
         self.tracker = tracker
         self.result = result
-        self.rows = rows
-        self.results = results
+        self.rows = batch.rows
+        self.results = batch.results
         self.budget = budget
         self.cancel = cancel
         self.grace_s = grace_s
@@ -80,7 +78,7 @@ class Dispatch:
         self.collected_owners: set[str] = set()  # attempts whose spend came with their result
         self.spent_collected = Spend()
         self.spent_before = Spend()
-        for row in rows.values():  # what the journal's tasks cost counts against the budget
+        for row in batch.rows.values():  # what the journal's tasks cost counts against the budget
             self.spent_before.add(row.to_dict())
         self.spent_by_owner: dict[str, dict[str, Any]] = {}
         self.seen = 0
@@ -160,21 +158,17 @@ class Dispatch:
         if note:
             done.notes.append(note)
         calls = [AgentCall.from_dict(c) for c in payload.get("calls", [])]
-        self.book.record(
-            {
-                "id": job.spec.id,
-                "task": job.spec.task,
-                "row": row.to_dict(),
-                "result": payload["result"],
-                "node": payload["node"],
-                "calls": [c.to_dict() for c in calls],
-            }
-        )
-        self.rows[job.spec.id], self.results[job.spec.id] = row, done
         self.spent_collected.add(row.to_dict())
         self.result.nodes[job.spec.id] = str(payload["node"])
         self.result.calls.extend(calls)
-        self.tracker.finished_task(row)
+        self.batch.record(
+            job.spec,
+            row,
+            done,
+            data=payload["result"],
+            node=payload["node"],
+            calls=[c.to_dict() for c in calls],
+        )
 
     def _lost(self, job: TaskJob, exc: Exception) -> None:
         """The task raised, was cancelled, or its worker or node died: not journaled."""

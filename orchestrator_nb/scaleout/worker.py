@@ -23,26 +23,23 @@ import asyncio
 import contextlib
 import os
 import shutil
-import socket
 import tempfile
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from .._sync import run_sync
-from ..batching.result import BatchRow
+from ..batching.task_run import commit_message, failed_result, run_task_workflow, task_row
 from ..batching.tasks import BatchTask
 from ..config import Settings
-from ..errors import RehearsalError, RunError
+from ..errors import RehearsalError
 from ..lifecycle import EventBus, LifecycleEvent, StepFinished, StepStarted
+from ..rehearsal.endpoint import RehearsalEndpoint, rehearsal_scope
 from ..rehearsal.scenario import Scenario
-from ..rehearsal.session import Rehearsal
-from ..workflow.api import arun
 from ..workflow.engine import Engine
-from ..workflow.result import WorkflowResult
+from ..workflow.policies import ConcurrencyLimits
 from . import repo
 from .cancel import marked, reap
 from .caps import ClusterLimits
@@ -64,7 +61,7 @@ class TaskJob:
     commit: str
     prefix: str
     scenario: Scenario | None = None
-    shared: SharedRehearsal | None = None
+    shared: RehearsalEndpoint | None = None
     capped: frozenset[str] = frozenset()
     worker_dir: str | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
@@ -139,7 +136,6 @@ async def _run(job: TaskJob, bundle: bytes, coordinator: Any) -> dict[str, Any]:
     started = time.monotonic()
     root = job.folder()
     branch = repo.branch_name(job.batch_id, spec.id)
-    name = spec.workflow or job.workflow
     ticker = asyncio.ensure_future(_tick())
     limits: ClusterLimits | None = None
     try:
@@ -148,61 +144,38 @@ async def _run(job: TaskJob, bundle: bytes, coordinator: Any) -> dict[str, Any]:
                 await asyncio.to_thread(repo.checkout, root, bundle, job.commit, branch)
                 place = root / job.prefix if job.prefix else root
                 place.mkdir(parents=True, exist_ok=True)
-                engine = Engine(job.settings, bus=EventBus())
                 limits = ClusterLimits(
-                    engine.limits,
+                    ConcurrencyLimits.from_limits(job.settings.limits),
                     _ActorCaps(coordinator),
                     owner=job.owner,
                     task_id=spec.id,
                     node=node,
                     capped=job.capped,
                 )
-                engine.limits = limits
+                engine = Engine(job.settings, bus=EventBus(), limits=limits)
                 engine.bus.subscribe(lambda event: _forward(coordinator, job, event))
                 async with _rehearsal(job, node) as reh:
-                    result = await arun(
-                        spec.task,
-                        name,
+                    result = await run_task_workflow(
+                        spec,
+                        job.workflow,
                         workspace=place,
                         engine=engine,
                         rehearsal=reh,
-                        variables=dict(spec.vars),
-                        **job.overrides,
+                        overrides=job.overrides,
                     )
             except Exception as exc:  # the task failed; the batch goes on
-                error = " ".join(str(exc).split())
-                result = WorkflowResult(
-                    "",
-                    name,
-                    spec.task,
-                    "failed",
-                    error=RunError.for_kind("failed", f"{type(exc).__name__}: {error}"),
-                )
+                result = failed_result(spec, job.workflow, exc)
             # Done and paid for: from here on the batch lets this attempt finish (unless it
             # is already being cancelled), so a stop never throws away finished work.
             with contextlib.suppress(Exception):  # no coordinator (its driver is gone): go on
                 await coordinator.finishing.remote(job.owner)
-            first = spec.task.strip().splitlines()[0][:60]
-            message = f"{spec.id}: {first}\n\norchestrator-nb batch {job.batch_id}, "
-            message += f"workflow {name}: {result.outcome}"
+            message = commit_message(job.batch_id, spec, job.workflow, result.outcome)
             data, notes = await asyncio.to_thread(_commit, root, job, branch, message)
     finally:
         ticker.cancel()
         job.remove_folders()
     result.notes.extend(notes)
-    usage = result.usage
-    row = BatchRow(
-        id=spec.id,
-        workflow=name,
-        task=spec.task,
-        outcome=result.outcome,
-        input_tokens=usage.input_tokens,
-        output_tokens=usage.output_tokens,
-        cost_usd=usage.cost_usd,
-        seconds=round(time.monotonic() - started, 3),
-        where=branch,
-        error=result.error.message if result.error is not None else None,
-    )
+    row = task_row(spec, job.workflow, result, time.monotonic() - started, branch)
     return {
         "task_id": spec.id,
         "owner": job.owner,
@@ -242,44 +215,8 @@ def _forward(coordinator: Any, job: TaskJob, event: LifecycleEvent) -> None:
         coordinator.report.remote(job.owner, "usage", spend)
 
 
-class _ServerStub:
-    """What :class:`Rehearsal` methods touch of a server, for a server in another process."""
-
-    def __init__(self) -> None:
-        self.run_workspaces: dict[tuple[str, str | None], str] = {}
-        self.workspace: str | None = None
-        self.requests: list[Any] = []
-
-
-class SharedRehearsal(Rehearsal):
-    """A running rehearsal, as the workers on the driver's machine use it: its server, its
-    HOME and its keys, without owning any of them (they stay the driver's to close)."""
-
-    def __init__(self, running: Rehearsal) -> None:  # no server of its own: no super().__init__
-        self.scenario = running.scenario
-        self.cli_max_retries = running.cli_max_retries
-        self.package_cache = running.package_cache
-        self.home = running.home
-        self.url = running.url
-        self._keys = dict(running._keys)
-        self._own_home = False
-        self._closed = False
-        self._server = _ServerStub()  # type: ignore[assignment]
-
-    def close(self) -> None:
-        self._closed = True
-
-    def reachable(self, timeout: float = 2.0) -> bool:
-        where = urlsplit(self.url)
-        try:
-            with socket.create_connection((where.hostname, where.port or 80), timeout=timeout):
-                return True
-        except OSError:
-            return False
-
-
 @contextlib.asynccontextmanager
-async def _rehearsal(job: TaskJob, node: str) -> AsyncIterator[Any]:
+async def _rehearsal(job: TaskJob, node: str) -> AsyncIterator[RehearsalEndpoint | None]:
     """The driver's server when it is shared (same machine), else one of this task's own."""
     if job.shared is not None:
         if not await asyncio.to_thread(job.shared.reachable):
@@ -294,13 +231,11 @@ async def _rehearsal(job: TaskJob, node: str) -> AsyncIterator[Any]:
     if job.scenario is None:
         yield None
         return
-    from ..rehearsal import rehearsal
-
     home = job.home()
     shutil.rmtree(home, ignore_errors=True)
     home.mkdir(parents=True)
-    with rehearsal(job.scenario, home=home) as running:
-        yield running
+    with rehearsal_scope(job.scenario, home=home) as endpoint:
+        yield endpoint
 
 
-__all__ = ["SharedRehearsal", "TaskJob", "reap_on_node", "run_task"]
+__all__ = ["TaskJob", "reap_on_node", "run_task"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._sync import run_sync
 from ..api import _workspace
@@ -24,6 +24,9 @@ from ..workspace.lock import Isolation
 from .engine import Engine, GateDecision, GateHandler
 from .journal import RunJournal
 from .result import Outcome, PlannedStep, WorkflowResult
+
+if TYPE_CHECKING:
+    from ..rehearsal.endpoint import RehearsalArg
 
 
 async def arun(
@@ -91,7 +94,7 @@ async def aresume(
     *,
     workspace: str | os.PathLike[str] = ".",
     config: Settings | str | os.PathLike[str] | None = None,
-    rehearsal: Any = None,
+    rehearsal: RehearsalArg = None,
     gate: GateHandler | None = None,
     subscribers: list[Subscriber] | None = None,
 ) -> WorkflowResult:

@@ -18,7 +18,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..agents.acp.warm import warm_agents
 from ..agents.registry import DriverRegistry, default_registry
@@ -60,6 +60,9 @@ from .templates import StepView, TemplateError, evaluate, render
 # What a gate handler returns: "approve", "reject", ("edit", new_task), or None (use the policy).
 GateDecision = str | tuple[str, str] | None
 GateHandler = Callable[[GateStep, str], Awaitable[GateDecision]]
+if TYPE_CHECKING:
+    from ..rehearsal.endpoint import RehearsalEndpoint
+
 _PICK = re.compile(r"^\s*PICK:\s*([A-Za-z][A-Za-z0-9_-]*)", re.MULTILINE)
 
 
@@ -91,7 +94,7 @@ class _Ctx:
     bus: EventBus
     journal: RunJournal
     done: dict[str, StepResult]
-    rehearsal: Any
+    rehearsal: RehearsalEndpoint | None
     gate: GateHandler | None
     cancel: asyncio.Event
     budget: BudgetTracker
@@ -134,14 +137,19 @@ class Engine:
         *,
         registry: DriverRegistry | None = None,
         bus: EventBus | None = None,
+        limits: ConcurrencyLimits | None = None,
+        breakers: Breakers | None = None,
+        rates: RateLimiters | None = None,
     ) -> None:
+        """``limits``, ``breakers`` and ``rates`` default to new ones from ``settings.limits``;
+        pass another engine's to share its policy state (the tasks of one batch do)."""
         self.settings = settings
         self.registry = registry or default_registry()
         self.bus = bus or EventBus()
-        limits = settings.limits
-        self.limits = ConcurrencyLimits.from_limits(limits)
-        self.breakers = Breakers.from_limits(limits)
-        self.rates = RateLimiters.from_limits(limits)
+        configured = settings.limits
+        self.limits = limits or ConcurrencyLimits.from_limits(configured)
+        self.breakers = breakers or Breakers.from_limits(configured)
+        self.rates = rates or RateLimiters.from_limits(configured)
         self._caches: dict[Path, StepCache] = {}
 
     # -- entry ----------------------------------------------------------------------------
@@ -152,7 +160,7 @@ class Engine:
         workflow: str,
         *,
         workspace: Path,
-        rehearsal: Any = None,
+        rehearsal: RehearsalEndpoint | None = None,
         run_id: str | None = None,
         resume: bool = False,
         gate: GateHandler | None = None,
@@ -232,7 +240,9 @@ class Engine:
             uninstall()
             forward()
 
-    async def _walk(self, ctx: _Ctx, rehearsal: Any, started: float) -> WorkflowResult:
+    async def _walk(
+        self, ctx: _Ctx, rehearsal: RehearsalEndpoint | None, started: float
+    ) -> WorkflowResult:
         ws = ctx.ws
         ctx.bus.emit(
             RunStarted(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -144,12 +143,11 @@ class WorkflowResult:
     # -- display: deterministic (no times, no temp paths) so nbval can compare it --------
 
     def summary(self) -> str:
-        usage = self.usage
-        cost = f", ${usage.cost_usd:.4f}" if usage.cost_usd is not None else ""
+        from ..display import usage_line
+
         return (
             f"workflow {self.workflow}: {self.outcome} — {len(self.steps)} step(s), "
-            f"{len(self.changes)} file(s) changed, "
-            f"{usage.input_tokens} in / {usage.output_tokens} out tokens{cost}"
+            f"{len(self.changes)} file(s) changed, {usage_line(self.usage)}"
         )
 
     def __str__(self) -> str:
@@ -195,44 +193,10 @@ class WorkflowResult:
         return "\n".join(parts)
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
-        colour = "#1a7f37" if self.ok else "#cf222e"
-        out = [
-            f'<div style="border-left:4px solid {colour};padding:4px 8px;font-family:sans-serif">',
-            f"<div><b>{html.escape(self.summary())}</b></div>",
-        ]
-        if self.error:
-            out.append(f'<div style="color:{colour}">{html.escape(redact(str(self.error)))}</div>')
-        for step in self.steps:
-            body = html.escape(redact(step.text)) if step.text else ""
-            out.append(
-                '<details style="margin:2px 0"><summary>'
-                f"{html.escape(step._summary_line())}</summary>"
-                f'<pre style="white-space:pre-wrap">{body}</pre></details>'
-            )
-        if self.diff:
-            out.append(_diff_html(redact(self.diff)))
-        out.append("</div>")
+        from ..display import result_html
+
         return {
             "text/plain": str(self),
             "text/markdown": self._repr_markdown_(),
-            "text/html": "".join(out),
+            "text/html": result_html(self),
         }
-
-
-def _diff_html(diff: str) -> str:
-    rows = []
-    lines = diff.splitlines()
-    added = sum(1 for ln in lines if ln.startswith("+") and not ln.startswith("+++"))
-    removed = sum(1 for ln in lines if ln.startswith("-") and not ln.startswith("---"))
-    for line in lines:
-        style = "color:#57606a"
-        if line.startswith("+") and not line.startswith("+++"):
-            style = "background:#dafbe1"
-        elif line.startswith("-") and not line.startswith("---"):
-            style = "background:#ffebe9"
-        elif line.startswith("@@"):
-            style = "color:#0969da"
-        rows.append(f'<div style="{style}">{html.escape(line) or "&nbsp;"}</div>')
-    body = f'<pre style="margin:0;font-size:12px">{"".join(rows)}</pre>'
-    opened = " open" if len(lines) <= DIFF_FOLD_LINES else ""
-    return f"<details{opened}><summary>diff +{added} −{removed}</summary>{body}</details>"

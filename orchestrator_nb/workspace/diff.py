@@ -14,13 +14,13 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..display import FileDiff, counts_html, file_diff_html
 from ..events import ChangeKind, FileChange
 from .snapshot import PathChange
 from .store import MODE_LINK, FileState
 
 MAX_DIFF_BYTES = 1024 * 1024
 FOLD_LINES = 120
-MAX_HTML_LINES = 4000
 _BINARY_SNIFF = 8000
 
 ContentLoader = Callable[[Iterable[str]], Mapping[str, bytes]]
@@ -286,57 +286,19 @@ def _unified(old: bytes, new: bytes, a_name: str, b_name: str) -> tuple[str, int
 
 # -- HTML -------------------------------------------------------------------------------------
 
-_LINE_STYLES = {
-    "+": "background:#e6ffec;color:#1a7f37",
-    "-": "background:#ffebe9;color:#cf222e",
-    "@": "color:#0969da",
-    "h": "color:#57606a;font-weight:bold",
-    " ": "color:#24292f",
-}
-
-
-def _line_style(line: str) -> str:
-    if line.startswith(("+++", "---", "diff --git", "index ", "new file", "deleted file")):
-        return _LINE_STYLES["h"]
-    if line.startswith(("rename ", "old mode", "new mode", "Binary files", "# ")):
-        return _LINE_STYLES["h"]
-    return _LINE_STYLES.get(line[:1], _LINE_STYLES[" "])
-
-
-def diff_html(diff: str, title: str, *, fold_lines: int = FOLD_LINES) -> str:
-    """A unified diff as coloured HTML, folded in ``<details>`` when long."""
-    lines = diff.splitlines()
-    shown = lines[:MAX_HTML_LINES]
-    rows = "".join(
-        f'<span style="display:block;{_line_style(line)}">{html.escape(line) or " "}</span>'
-        for line in shown
-    )
-    if len(lines) > len(shown):
-        rows += (
-            f'<span style="display:block;color:#57606a">… {len(lines) - len(shown)} more '
-            "lines in the text/plain output</span>"
-        )
-    pre = (
-        '<pre style="margin:2px 0 6px 0;padding:4px;font-size:12px;line-height:1.35;'
-        f'overflow-x:auto;border:1px solid #d0d7de;border-radius:4px">{rows}</pre>'
-    )
-    is_open = "" if len(lines) > fold_lines else " open"
-    return (
-        f'<details{is_open} style="margin:2px 0"><summary style="cursor:pointer">'
-        f"{title}</summary>{pre}</details>"
-    )
-
 
 def _change_html(change: Change) -> str:
     name = html.escape(f"{change.old_path} → {change.path}" if change.old_path else change.path)
     if change.binary:
         counts = '<span style="color:#57606a">binary</span>'
     else:
-        counts = (
-            f'<span style="color:#1a7f37">+{change.added}</span> '
-            f'<span style="color:#cf222e">−{change.removed}</span>'
-        )
+        counts = counts_html(change.added, change.removed)
     state = change.after or change.before
     link = " (symlink)" if state is not None and state.mode == MODE_LINK else ""
     title = f"<code>{html.escape(change.kind)}</code> {name}{link} {counts}"
-    return diff_html(change.diff, title)
+    return diff_block_html(change.diff, title)
+
+
+def diff_block_html(diff: str, title: str) -> str:
+    """A diff under ``title`` (HTML) in the one diff renderer, folded past FOLD_LINES lines."""
+    return file_diff_html(FileDiff("", diff.splitlines()), title=title, fold_lines=FOLD_LINES)

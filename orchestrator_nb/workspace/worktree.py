@@ -26,7 +26,7 @@ from typing import Any
 from ..errors import UnsafePathError, WorkspaceError
 from ..events import ChangeKind, FileChange
 from ._git import IDENTITY_ENV, RepoInfo, run_git, split_z
-from .diff import diff_html
+from .diff import diff_block_html
 from .paths import check_relpath
 from .state import StateDir, safe_id
 
@@ -68,7 +68,7 @@ class WorktreePatch:
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
         title = f"worktree of step <code>{self.step_id}</code>: {len(self.files)} file(s)"
-        return {"text/plain": str(self), "text/html": diff_html(self.text, title)}
+        return {"text/plain": str(self), "text/html": diff_block_html(self.text, title)}
 
 
 @dataclass(frozen=True)
@@ -100,13 +100,11 @@ class ApplyResult:
         return f"step {self.step_id}: conflict in {', '.join(self.conflicts)}\n{self.message}"
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
-        import html
+        from ..display import BAD, OK, pre
 
-        colour = "#1a7f37" if self.applied else "#cf222e"
-        body = html.escape(str(self))
         return {
             "text/plain": str(self),
-            "text/html": f'<pre style="white-space:pre-wrap;color:{colour}">{body}</pre>',
+            "text/html": pre(str(self), colour=OK if self.applied else BAD),
         }
 
 

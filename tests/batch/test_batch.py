@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 from batch_helpers import Scripted, git, processes_in
 
-import orchestrator_nb.batch
+import orchestrator_nb
 from orchestrator_nb.agents.registry import agents_bin_dirs
-from orchestrator_nb.batch import BatchProgress, BatchRow, abatch, batch, load_tasks
+from orchestrator_nb.batching import BatchProgress, BatchRow, abatch, batch, load_tasks
 from orchestrator_nb.batching.progress import LineLog, TerminalBar, Tracker, _View, choose_display
 from orchestrator_nb.errors import ConfigError
 from orchestrator_nb.lifecycle import StepStarted
@@ -214,7 +214,7 @@ async def test_the_sync_form_works_inside_a_running_event_loop(sc: Scripted) -> 
     def broken(progress: BatchProgress) -> None:
         raise RuntimeError("a bug in the caller's callback")
 
-    # The module is callable: `orchestrator_nb.batch(...)` after `import orchestrator_nb.batch`.
+    # `batch` is a plain function of the package: `orchestrator_nb.batch(...)`.
     result = orchestrator_nb.batch([{"task": "do ONE", "vars": {"n": 7}}], "w", workspace=sc.ws,
                                    config=config, progress=False, on_progress=broken)  # fmt: skip
     assert result.ok  # ran in a worker thread, as in a notebook cell, despite the callback
@@ -232,7 +232,7 @@ def test_a_killed_batch_resumes_without_rerunning_finished_tasks(sg: Scripted) -
     code = textwrap.dedent(
         """
         import sys
-        from orchestrator_nb.batch import batch
+        from orchestrator_nb import batch
         batch(sys.argv[1], "w", workspace=sys.argv[2], journal=sys.argv[3], config=sys.argv[4],
               max_concurrency=1, progress=False)
         """

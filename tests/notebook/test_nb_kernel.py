@@ -133,7 +133,8 @@ def test_rehearsed_runs_in_a_notebook(tmp_path: Path) -> None:
 
     one = result_of(cells[1]).data
     assert re.match(
-        r"workflow agent:claude: completed — 1 step\(s\), 1 file\(s\) changed, \d+ in / \d+ out",
+        r"workflow agent:claude: completed — 1 step\(s\), 1 file\(s\) changed, "
+        r"[\d,]+ in / [\d,]+ out",
         one["text/plain"],
     )
     assert "  added    hello.txt" in one["text/plain"] and "+hi" in one["text/plain"]

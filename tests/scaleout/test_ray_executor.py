@@ -353,7 +353,7 @@ async def test_the_sync_form_joins_from_a_running_loop_as_in_a_notebook(
 async def test_batch_runs_on_ray_through_its_executor_argument(
     cluster: Cluster, ws: Path, tmp_path: Path
 ) -> None:
-    from orchestrator_nb.batch import abatch
+    from orchestrator_nb import abatch
 
     if "executor" not in inspect.signature(abatch).parameters:
         pytest.skip("batch() has no executor= yet (the hook in batch.py is not in yet)")
@@ -369,3 +369,38 @@ async def test_batch_runs_on_ray_through_its_executor_argument(
     assert isinstance(result, RayBatchResult)
     assert result.ok, str(result)
     assert git(ws, "show", f"{result.rows[0].where}:hello.txt") == "hi"
+
+
+async def test_a_journal_of_the_local_executor_resumes_on_ray(
+    cluster: Cluster, ws: Path, tmp_path: Path
+) -> None:
+    from orchestrator_nb import abatch
+
+    journal = tmp_path / "journal.jsonl"
+    first = await abatch(
+        ["Create hello.txt please"],
+        "quick",
+        workspace=ws,
+        rehearsal="write-file",
+        journal=journal,
+        progress=False,
+    )
+    assert first.ok, str(first)
+    assert not isinstance(first, RayBatchResult)
+    # The same preamble reads the journal for Ray: the finished task is not run again.
+    second = await abatch(
+        ["Create hello.txt please", "Say it again please"],
+        "quick",
+        executor=cluster.address,
+        workspace=ws,
+        rehearsal="write-file",
+        journal=journal,
+        worker_dir=tmp_path / "workers",
+        progress=False,
+    )
+    assert isinstance(second, RayBatchResult)
+    assert second.ok, str(second)
+    assert second.batch_id == first.batch_id
+    assert [(row.id, row.resumed) for row in second.rows] == [("task-1", True), ("task-2", False)]
+    assert set(second.nodes) == {"task-2"}  # only the new task went to the cluster
+    assert git(ws, "show", f"{first.rows[0].where}:hello.txt") == "hi"

@@ -13,9 +13,14 @@ rehearsal points it at the scripted model server exactly as it does that CLI.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ...events import Usage
-from ..base import AgentRequest
+from ..base import AgentRequest, ProviderEnv
 from .events import AcpParser
+
+if TYPE_CHECKING:
+    from ...rehearsal.endpoint import RehearsalEndpoint
 
 
 class AcpDriver:
@@ -42,6 +47,11 @@ class AcpDriver:
 
     def env(self, request: AgentRequest) -> dict[str, str]:
         return {}
+
+    def provider_env(self, endpoint: RehearsalEndpoint, step: str | None) -> ProviderEnv:
+        from .rehearse import acp_provider_env
+
+        return acp_provider_env(endpoint, self.agent, self.provider, step)
 
     def new_parser(self, previous_usage: Usage | None = None) -> AcpParser:
         base = previous_usage.cost_usd if previous_usage is not None else None

@@ -9,11 +9,14 @@ object merged into each session's config) and ``MODEL_PROVIDER``.
 from __future__ import annotations
 
 import json
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ...config import AgentConfig
 from ...errors import ConfigError
+from ...rehearsal.scenario import AGENTS
+from ..base import ProviderEnv
+
+if TYPE_CHECKING:
+    from ...rehearsal.endpoint import RehearsalEndpoint
 
 
 def _value(text: str) -> Any:
@@ -39,23 +42,28 @@ def codex_config(args: list[str]) -> dict[str, Any]:
     return config
 
 
-def acp_rehearsal_env(
-    reh: Any, agent: str, config: AgentConfig, step: str | None, workspace: Path
-) -> dict[str, str]:
-    provider = config.provider
-    if provider is None:
+def acp_provider_env(
+    endpoint: RehearsalEndpoint, agent: str, provider: str | None, step: str | None
+) -> ProviderEnv:
+    """What the wrapped CLI's own driver gives it under rehearsal, in a form the adapter takes."""
+    from ..builtin import BUILTIN_DRIVERS
+
+    if provider is None or provider not in AGENTS:
         raise ConfigError(
-            f"agent {agent!r} cannot be rehearsed: which model API it calls is not known",
+            f"agent {agent!r} cannot be rehearsed: which model API it calls is not known"
+            if provider is None
+            else f"agent {agent!r} names an unknown provider {provider!r}",
             key=f"agents.{agent}.provider",
             hint="set provider: claude, codex, gemini or copilot (the CLI the agent wraps)",
         )
-    env: dict[str, str] = dict(reh.env(provider, step, workspace=workspace))
+    own = BUILTIN_DRIVERS[provider]().provider_env(endpoint, step)
+    env = dict(own.env)
     if provider == "codex":
-        settings = codex_config(list(reh.args(provider, step)))
+        settings = codex_config(list(own.args))
         env["CODEX_CONFIG"] = json.dumps(settings)
         if "model_provider" in settings:
             env["MODEL_PROVIDER"] = str(settings["model_provider"])
-    return env
+    return ProviderEnv(env, (), served_as=provider)
 
 
-__all__ = ["acp_rehearsal_env", "codex_config"]
+__all__ = ["acp_provider_env", "codex_config"]

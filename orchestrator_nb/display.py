@@ -1,0 +1,297 @@
+"""How results look, in one place: the usage line, numbers, cost, and diffs as HTML.
+
+Every view (the cell, a result's own ``_repr_mimebundle_``, the dashboard, ``history``, the
+console, batches, session exports) formats usage through :func:`usage_line` and friends, so
+the same run shows the same numbers everywhere: thousands separated (``9,600``), cost to four
+decimals, and "not reported" where a CLI gives no cost (codex, gemini and copilot report
+tokens only). Diffs are rendered once (:func:`diff_html`): one block per file, long ones
+folded with their +/- counts, the changed words of a modified line highlighted, in a
+monospace ``<pre>`` so indentation survives. Inline styles only: untrusted notebooks strip
+``<style>`` and ``<script>``. A :class:`WorkflowResult` renders through :func:`result_html`
+itself, so it looks the same with or without ``%load_ext orchestrator_nb``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import html
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .events import StepResult, Usage
+    from .workflow.result import WorkflowResult
+
+NOT_REPORTED = "not reported"
+FOLD_LINES = 80
+MAX_LINES_PER_FILE = 2000
+OK, BAD, GREY = "#1a7f37", "#cf222e", "#57606a"
+MONO = "font-family:monospace"
+_PRE = f"margin:2px 0 6px 0;padding:4px;font-size:12px;line-height:1.35;{MONO};"
+_PRE += "overflow-x:auto;border:1px solid #d0d7de;border-radius:4px"
+_TOKENS = re.compile(r"\w+|\s+|[^\w\s]+")
+_HEADER = re.compile(r"^diff --git a/(.*?) b/(.*)$")
+_ADD_BG, _DEL_BG = "#e6ffec", "#ffebe9"
+_ADD_WORD, _DEL_WORD = "#abf2bc", "#ffc1c0"
+_HEADER_STARTS = (
+    *("diff --git", "index ", "--- ", "+++ ", "new file", "deleted file"),
+    *("rename ", "old mode", "new mode", "Binary files", "# "),
+)
+
+# -- numbers and the usage line ----------------------------------------------------------------
+
+
+def number(value: float) -> str:
+    """A count as people read it: ``9,600``."""
+    return f"{int(value):,}"
+
+
+def cost(value: float | None) -> str:
+    """``$0.0123``, or "not reported" when the CLI gave no cost."""
+    return NOT_REPORTED if value is None else f"${value:.4f}"
+
+
+def tokens_pair(input_tokens: float, output_tokens: float) -> str:
+    """``9,600 / 120``: a table cell under "tokens in / out"."""
+    return f"{number(input_tokens)} / {number(output_tokens)}"
+
+
+def usage_text(input_tokens: float, output_tokens: float, cost_usd: float | None) -> str:
+    """``9,600 in / 120 out tokens, $0.0123`` (``..., cost not reported``)."""
+    spent = cost(cost_usd) if cost_usd is not None else f"cost {NOT_REPORTED}"
+    return f"{number(input_tokens)} in / {number(output_tokens)} out tokens, {spent}"
+
+
+def usage_line(usage: Usage) -> str:
+    """The usage line of a step, a run, a turn or a batch."""
+    return usage_text(usage.input_tokens, usage.output_tokens, usage.cost_usd)
+
+
+# -- text and code -------------------------------------------------------------------------------
+
+
+def pre(text: str, *, colour: str | None = None) -> str:
+    """``text`` (escaped here) in a monospace block that wraps."""
+    tint = f";color:{colour}" if colour else ""
+    return f'<pre style="white-space:pre-wrap;margin:4px 0;{MONO}{tint}">{html.escape(text)}</pre>'
+
+
+# -- diffs -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FileDiff:
+    path: str
+    lines: list[str]
+
+    @property
+    def added(self) -> int:
+        return sum(1 for ln in self.lines if ln.startswith("+") and not ln.startswith("+++"))
+
+    @property
+    def removed(self) -> int:
+        return sum(1 for ln in self.lines if ln.startswith("-") and not ln.startswith("---"))
+
+
+def split_files(diff: str) -> list[FileDiff]:
+    """A git-style unified diff cut into one piece per file (a bare diff is one piece)."""
+    files: list[FileDiff] = []
+    path, lines = "", []  # type: str, list[str]
+    for line in diff.splitlines():
+        match = _HEADER.match(line)
+        if match:
+            if lines:
+                files.append(FileDiff(path, lines))
+            path, lines = match.group(2), []
+        elif not path and line.startswith("+++ "):
+            path = line[4:].removeprefix("b/")
+        lines.append(line)
+    if lines:
+        files.append(FileDiff(path or "(diff)", lines))
+    return files
+
+
+def _words(old: str, new: str) -> tuple[str, str]:
+    """Both lines as HTML with the tokens that differ between them highlighted."""
+    a, b = _TOKENS.findall(old), _TOKENS.findall(new)
+    out_a: list[str] = []
+    out_b: list[str] = []
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
+        left, right = html.escape("".join(a[i1:i2])), html.escape("".join(b[j1:j2]))
+        if op == "equal":
+            out_a.append(left)
+            out_b.append(right)
+            continue
+        if left:
+            out_a.append(f'<span style="background:{_DEL_WORD}">{left}</span>')
+        if right:
+            out_b.append(f'<span style="background:{_ADD_WORD}">{right}</span>')
+    return "".join(out_a), "".join(out_b)
+
+
+def _row(kind: str, body: str) -> str:
+    styles = {
+        "+": f"background:{_ADD_BG}",
+        "-": f"background:{_DEL_BG}",
+        "@": "color:#0969da",
+        "h": f"color:{GREY};font-weight:bold",
+        " ": "",
+    }
+    return f'<span style="display:block;{styles[kind]}">{body or "&nbsp;"}</span>'
+
+
+def _rows(lines: list[str]) -> list[str]:
+    """Each line styled; a run of removed lines followed by added ones is compared word by word."""
+    out: list[str] = []
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if line.startswith("-") and not line.startswith("---"):
+            j = i
+            while j < len(lines) and lines[j].startswith("-") and not lines[j].startswith("---"):
+                j += 1
+            k = j
+            while k < len(lines) and lines[k].startswith("+") and not lines[k].startswith("+++"):
+                k += 1
+            removed, added = lines[i:j], lines[j:k]
+            olds = [html.escape(x[1:]) for x in removed]
+            news = [html.escape(x[1:]) for x in added]
+            for n in range(min(len(removed), len(added))):
+                olds[n], news[n] = _words(removed[n][1:], added[n][1:])
+            out += [_row("-", "-" + x) for x in olds]
+            out += [_row("+", "+" + x) for x in news]
+            i = k
+            continue
+        if line.startswith("+") and not line.startswith("+++"):
+            out.append(_row("+", html.escape(line)))
+        elif line.startswith("@@"):
+            out.append(_row("@", html.escape(line)))
+        elif line.startswith(_HEADER_STARTS):
+            out.append(_row("h", html.escape(line)))
+        else:
+            out.append(_row(" ", html.escape(line)))
+        i += 1
+    return out
+
+
+def counts_html(added: int, removed: int) -> str:
+    return f'<span style="color:{OK}">+{added}</span> <span style="color:{BAD}">−{removed}</span>'
+
+
+def file_diff_html(
+    file: FileDiff, *, fold_lines: int = FOLD_LINES, title: str | None = None
+) -> str:
+    """One file's diff, folded in ``<details>`` when long; ``title`` (HTML) names it."""
+    shown = file.lines[:MAX_LINES_PER_FILE]
+    rows = "".join(_rows(shown))
+    if len(file.lines) > len(shown):
+        more = len(file.lines) - len(shown)
+        rows += _row(" ", f"… {more} more lines in the text/plain output")
+    if title is None:
+        title = f"<code>{html.escape(file.path)}</code> {counts_html(file.added, file.removed)}"
+    is_open = "" if len(file.lines) > fold_lines else " open"
+    return (
+        f'<details{is_open} style="margin:2px 0"><summary style="cursor:pointer">'
+        f'{title}</summary><pre style="{_PRE}">{rows}</pre></details>'
+    )
+
+
+def diff_html(diff: str, *, fold_lines: int = FOLD_LINES) -> str:
+    """Every file of ``diff`` on its own, large ones folded with their +/- counts."""
+    return "".join(file_diff_html(f, fold_lines=fold_lines) for f in split_files(diff))
+
+
+# -- results -------------------------------------------------------------------------------------
+
+
+def step_html(step: StepResult) -> str:
+    """A step's result: its summary line, changed files, text and error."""
+    from .observe.redact import redact
+
+    colour = OK if step.ok else BAD
+    parts = [
+        f'<div style="border-left:4px solid {colour};padding:4px 8px;font-family:sans-serif">',
+        f"<b>{html.escape(step._summary_line())}</b>",
+    ]
+    if step.changes:
+        items = "".join(
+            f"<li><code>{html.escape(c.kind)}</code> {html.escape(c.path)}</li>"
+            for c in step.changes
+        )
+        parts.append(f'<ul style="margin:4px 0">{items}</ul>')
+    if step.text:
+        parts.append(pre(redact(step.text)))
+    if step.error is not None:
+        parts.append(pre(redact(str(step.error)), colour=colour))
+    parts.append("</div>")
+    return "".join(parts)
+
+
+def result_html(result: WorkflowResult) -> str:
+    """A run's result: summary, steps (folded), notes, and every changed file's diff."""
+    from .observe.redact import redact
+
+    colour = OK if result.ok else BAD
+    out = [
+        f'<div style="border-left:4px solid {colour};padding:4px 8px;font-family:sans-serif">',
+        f"<div><b>{html.escape(result.summary())}</b></div>",
+    ]
+    if result.error:
+        out.append(f'<div style="color:{colour}">{html.escape(redact(str(result.error)))}</div>')
+    if result.plan and not result.steps:
+        out.append(pre(str(result)))
+    for step in result.steps:
+        no_text = f'<i style="color:{GREY}">no text</i>'
+        body = pre(redact(step.text)) if step.text else no_text
+        out.append(
+            '<details style="margin:2px 0"><summary style="cursor:pointer">'
+            f"{html.escape(step._summary_line())}</summary>"
+            f'<div style="margin:2px 0 4px 12px">{body}</div></details>'
+        )
+    if result.notes:
+        items = "".join(f"<li>{html.escape(redact(n))}</li>" for n in result.notes)
+        out.append(f'<ul style="margin:2px 0;color:{GREY}">{items}</ul>')
+    if result.diff:
+        diff = redact(result.diff)
+        files = split_files(diff)
+        added, removed = sum(f.added for f in files), sum(f.removed for f in files)
+        out.append(
+            f'<div style="margin-top:4px">{len(files)} file(s) changed, '
+            f"{counts_html(added, removed)}</div>"
+        )
+        out.append(diff_html(diff))
+    elif result.changes:
+        items = "".join(
+            f"<li><code>{html.escape(c.kind)}</code> {html.escape(c.path)}</li>"
+            for c in result.changes
+        )
+        out.append(f'<ul style="margin:2px 0">{items}</ul>')
+    out.append("</div>")
+    return "".join(out)
+
+
+def result_bundle(result: WorkflowResult, include: Any = None, exclude: Any = None) -> Any:
+    """What a notebook shows for ``result``: the same as its own ``_repr_mimebundle_``."""
+    return result._repr_mimebundle_(include, exclude)
+
+
+__all__ = [
+    "FOLD_LINES",
+    "MONO",
+    "NOT_REPORTED",
+    "FileDiff",
+    "cost",
+    "counts_html",
+    "diff_html",
+    "file_diff_html",
+    "number",
+    "pre",
+    "result_bundle",
+    "result_html",
+    "split_files",
+    "step_html",
+    "tokens_pair",
+    "usage_line",
+    "usage_text",
+]
