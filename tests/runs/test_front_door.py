@@ -235,7 +235,7 @@ def test_console_exec_is_a_new_task_every_time(ws: Path, tmp_path: Path) -> None
 
 
 def test_batch_tasks_are_new_tasks(tmp_path: Path) -> None:
-    from orchestrator_nb.batch import batch
+    from orchestrator_nb import batch
 
     need("claude")
     config = config_file(tmp_path, "claude")
