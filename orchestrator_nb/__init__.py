@@ -33,6 +33,7 @@ _EXPORTS = {
     "OrchestratorError": ".errors",
     "AgentError": ".errors",
     "ConfigError": ".errors",
+    "trust": ".trust_store",
 }
 
 __all__ = [
@@ -62,6 +63,7 @@ __all__ = [
     "run",
     "run_agent",
     "start",
+    "trust",
 ]
 
 if TYPE_CHECKING:
@@ -73,6 +75,7 @@ if TYPE_CHECKING:
     from .events import FileChange, StepResult, Usage
     from .notebook.background import Run, start
     from .rehearsal import rehearsal
+    from .trust_store import trust
     from .workflow.api import aresume, arun, resume, revert, run
     from .workflow.result import WorkflowResult
 

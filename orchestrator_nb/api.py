@@ -7,6 +7,7 @@ cancel, retries, logs, the events cap) happens here, once.
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import time
 from collections.abc import Callable, Iterable
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from tenacity import RetryCallState, wait_exponential, wait_random
 
+from . import fsio
 from ._sync import run_sync
 from .agents.base import AgentRequest, Driver, Verdict
 from .agents.registry import DriverRegistry, default_registry
@@ -31,7 +33,9 @@ from .events import (
     Usage,
     WarningEvent,
 )
+from .observe.checks import check_name, check_task, check_workspace
 from .process import base_env, run_process
+from .trust_store import refuse_untrusted_cli
 
 if TYPE_CHECKING:
     from .rehearsal.endpoint import RehearsalArg, RehearsalEndpoint
@@ -63,6 +67,16 @@ class _Run:
     permissions: Any = None  # ACP agents: the PermissionHandler that answers their requests
 
 
+def _settings(
+    config: Settings | str | os.PathLike[str] | None, workspace: Path, trust: bool | None = None
+) -> Settings:
+    if isinstance(config, Settings):
+        return config.with_trust(workspace, trust)
+    if config is None:
+        return load_settings(cwd=workspace, trust=trust)
+    return load_settings(config).with_trust(workspace, trust)
+
+
 def _workspace(workspace: str | os.PathLike[str]) -> Path:
     path = Path(workspace).expanduser()
     if not path.is_dir():
@@ -70,7 +84,7 @@ def _workspace(workspace: str | os.PathLike[str]) -> Path:
             f"workspace {str(path)!r} is not an existing folder",
             hint="create it first, or pass the folder the agent should edit",
         )
-    return path.resolve()
+    return check_workspace(path.resolve())
 
 
 def _relative_changes(verdict: Verdict, workspace: Path) -> list[FileChange]:
@@ -133,7 +147,21 @@ async def attempt_agent(
             log_dir=run.log_root / f"attempt-{number}",
             cancel=cancel,
         )
-    except (FileNotFoundError, PermissionError) as exc:
+    except OSError as exc:
+        if not isinstance(exc, (FileNotFoundError, PermissionError)):
+            if exc.errno != errno.E2BIG:
+                raise
+            # The OS refused the argument list: name the size rather than a bare OSError.
+            size = max(len(a.encode("utf-8", "surrogatepass")) for a in argv)
+            too_big = AgentError.for_kind(
+                "config",
+                f"the prompt is {size:,} bytes, more than the OS passes as one argument",
+                agent=run.name,
+                argv=argv,
+                hint="shorten the task, or put long material in a file and refer to it",
+            )
+            elapsed = time.monotonic() - started
+            return StepResult(run.name, False, error=too_big, argv=argv, duration_s=elapsed)
         missing = AgentNotInstalled(
             f"cannot start {argv[0]!r}: {exc.strerror or exc}",
             agent=run.name,
@@ -251,12 +279,18 @@ async def prepare_agent(
         overrides["model"] = model
     cfg = AgentConfig.model_validate({**base.model_dump(), **overrides}) if overrides else base
     driver = registry.create(agent, cfg)
+    trusted = settings.trusts(workspace)
+    if not trusted:
+        kind = f"acp:{cfg.provider}" if driver.prompt_via == "acp" else driver.name
+        refuse_untrusted_cli(kind, workspace)
     try:
         executable, _version = await asyncio.to_thread(locate, agent, driver, cfg, probe=False)
     except AgentNotInstalled as exc:
         return StepResult(
             agent, False, error=exc, attempts=[Attempt(1, False, 0.0, exc.kind, exc.message)]
         )
+    # Before any process starts: a state folder that is a link (or holds one) is refused here.
+    fsio.ensure_dir(log_root, anchor=workspace)
     extra_env = {**driver.env(AgentRequest(prompt, workspace, executable)), **cfg.env}
     drop: frozenset[str] = frozenset()
     provider_args: list[str] = []
@@ -276,6 +310,8 @@ async def prepare_agent(
         max_turns=cfg.max_turns,
         permission_mode=cfg.permission_mode,
         extra_args=provider_args + list(cfg.extra_args),
+        trusted=trusted,
+        rehearsal=rehearsal is not None,
     )
     env = base_env(extra_env, drop)
     run = _Run(agent, cfg, driver, request, env, log_root, settings.max_events, previous_usage)
@@ -323,15 +359,17 @@ async def arun_agent(
     bad arguments and configuration raise. With ``resume``, ``previous_usage`` (what the native
     session used before) keeps a CLI that reports running totals from counting twice. Options
     override the agent's config: ``idle_timeout``, ``retries``, ``retry_wait``,
-    ``permission_mode``, ``max_turns``, ``extra_args``, ``env``. ``approvals`` answers an ACP
+    ``permission_mode``, ``max_turns``, ``extra_args``, ``env``. ``trust``: True trusts the
+    workspace for this call (see :mod:`orchestrator_nb.trust_store`), None asks the trust store.
+    ``approvals`` answers an ACP
     agent's permission requests: an :class:`~orchestrator_nb.agents.acp.ApprovalPolicy` (or its
     dict form), or an async callable asked for each request (the settings' policy decides when
     it does not answer in time); default: the ``approvals:`` policy of the settings.
     """
     from .runs import ResumePoint, RunOptions, RunRequest, RunService
 
-    if not isinstance(prompt, str) or not prompt.strip():
-        raise ConfigError("the prompt is empty", key="prompt", hint="pass the task as a string")
+    check_task(prompt, what="prompt")
+    check_name("agent", agent)
     unknown = set(options) - set(AgentConfig.model_fields)
     if unknown:
         raise ConfigError(

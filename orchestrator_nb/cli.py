@@ -177,6 +177,7 @@ def cmd_exec(args: argparse.Namespace) -> int:
             isolation="worktree" if args.isolate else "shared",
         ),
         dry_run=args.dry_run,
+        trust=True if args.trust else None,
     )
     result = run_sync(lambda: RunService().execute(request, subscribers=[StepPrinter()]))
     if args.json:
@@ -211,6 +212,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
                 isolation=args.isolation,
                 on_progress=remember,
                 retry_failed=args.retry_failed,
+                trust=True if args.trust else None,
                 **_overrides(args),
             )
         )
@@ -225,14 +227,31 @@ def cmd_batch(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
-# -- agents, workflows, session export ---------------------------------------------------
+# -- agents, workflows, trust, session export ----------------------------------------------
+
+
+def cmd_trust(args: argparse.Namespace) -> int:
+    from . import trust_store
+
+    if not Path(args.path).is_dir():
+        raise Failed(f"{args.path!r} is not an existing folder")
+    if args.show:
+        print(trust_store.report(args.path))
+        return 0
+    if args.forget:
+        print(trust_store.untrust(args.path))
+        return 0
+    before = trust_store.report(args.path)
+    print("trusting:\n" + "\n".join(before.lines()[1:]))
+    print(trust_store.trust(args.path))
+    return 0
 
 
 def cmd_agents(args: argparse.Namespace) -> int:
     from .agents.status import status
     from .config import load_settings
 
-    print(status(load_settings(args.config)))
+    print(status(load_settings(args.config, untrusted="ignore")))
     return 0
 
 
@@ -240,7 +259,7 @@ def cmd_workflows(args: argparse.Namespace) -> int:
     from .config import load_settings
     from .workflow.models import AgentStep, iter_steps
 
-    settings = load_settings(args.config)
+    settings = load_settings(args.config, untrusted="ignore")
     width = max((len(name) for name in settings.workflows), default=0)
     for name, wf in sorted(settings.workflows.items()):
         agents = dict.fromkeys(s.agent for s in iter_steps(wf.steps) if isinstance(s, AgentStep))
@@ -392,6 +411,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="run the real CLIs against a scripted model server")  # fmt: skip
         p.add_argument("--max-iterations", type=_positive_int, metavar="N", help="loop rounds")
         p.add_argument("--budget", type=_positive_float, metavar="USD", help="max cost per run")
+        p.add_argument("--trust", action="store_true",
+                       help="trust the workspace's configuration for this run")  # fmt: skip
 
     ex = sub.add_parser("exec", parents=[config], help="run a workflow on a task")
     ex.add_argument("task", metavar="TASK", help="what to do (- reads it from stdin)")
@@ -422,6 +443,13 @@ def build_parser() -> argparse.ArgumentParser:
     ag.set_defaults(handler=cmd_agents)
     wf = sub.add_parser("workflows", parents=[config], help="the workflows and what they do")
     wf.set_defaults(handler=cmd_workflows)
+
+    tr = sub.add_parser("trust", help="trust a workspace's configuration (what it may run)")
+    tr.add_argument("path", metavar="PATH", nargs="?", default=".", help="the workspace")
+    how = tr.add_mutually_exclusive_group()
+    how.add_argument("--show", action="store_true", help="show its trust state; change nothing")
+    how.add_argument("--forget", action="store_true", help="untrust it")
+    tr.set_defaults(handler=cmd_trust)
 
     se = sub.add_parser("session", help="work with saved sessions")
     se_sub = se.add_subparsers(dest="session_command", metavar="ACTION", parser_class=_Parser)

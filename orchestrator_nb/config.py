@@ -1,7 +1,11 @@
 """Configuration: pydantic models loaded from YAML, with errors that name file, line and key.
 
-Layers, later ones win: the package's ``config/agents.yaml``, then the user's
-``./orchestrator.yaml`` (or a path given explicitly), then keyword overrides.
+Layers, later ones win: the package's ``config/agents.yaml`` and ``workflows.yaml``; the user's
+own ``config.yaml`` in :func:`~orchestrator_nb.userdirs.user_config_dir` (always trusted); the
+workspace's ``./orchestrator.yaml`` — or a path given explicitly, which is the user's choice and
+trusted — then keyword overrides. A workspace's file is obeyed only as far as its folder is
+trusted (:mod:`orchestrator_nb.trust_store`): the keys that change what runs are refused, or
+ignored for a listing, until the user trusts it.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from .agents.acp.permissions import ApprovalPolicy
 from .errors import ConfigError
@@ -110,6 +114,34 @@ class Settings(BaseModel):
         default=20_000, gt=0, description="Events kept per step; later ones are counted, not kept."
     )
     sources: list[str] = Field(default_factory=list, description="Files these settings came from.")
+    # Decided by load_settings from the user's trust store, never from a file: a workspace must
+    # not be able to declare itself trusted.
+    _trust: tuple[str, bool] | None = PrivateAttr(default=None)
+    _ignored: list[str] = PrivateAttr(default_factory=list)
+
+    @property
+    def ignored(self) -> list[str]:
+        """What an untrusted workspace asked for and a listing ignored (empty for a run)."""
+        return list(self._ignored)
+
+    def trusts(self, workspace: str | os.PathLike[str]) -> bool:
+        """Whether agents may follow ``workspace``'s own settings (its CLIs' project files)."""
+        from .trust_store import is_trusted, trust_root
+
+        root = str(trust_root(workspace))
+        if self._trust is not None and self._trust[0] == root:
+            return self._trust[1]
+        return is_trusted(root)
+
+    def with_trust(self, workspace: str | os.PathLike[str], trusted: bool | None) -> Settings:
+        """A copy that counts ``workspace`` as trusted (``trust=True`` of one run) or not."""
+        if trusted is None:
+            return self
+        from .trust_store import trust_root
+
+        copy = self.model_copy()
+        copy._trust = (str(trust_root(workspace)), trusted)
+        return copy
 
 
 def _line_of(node: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
@@ -203,19 +235,51 @@ def load_settings(
     path: str | os.PathLike[str] | None = None,
     *,
     cwd: str | os.PathLike[str] | None = None,
+    trust: bool | None = None,
+    untrusted: Literal["refuse", "ignore"] = "refuse",
     **overrides: Any,
 ) -> Settings:
-    """The package defaults, then ``path`` (or ``./orchestrator.yaml``), then ``overrides``."""
+    """The package defaults, the user's ``config.yaml``, then ``path`` (or the workspace's
+    ``orchestrator.yaml`` in ``cwd``), then ``overrides``.
+
+    ``trust``: True trusts the workspace for this load (a script that must not prompt), False
+    treats it as untrusted, None asks the user's trust store. In an untrusted workspace whose
+    file sets keys that change what runs, ``untrusted="refuse"`` raises a ConfigError listing
+    them (before anything starts); ``"ignore"`` drops the file's ``agents:`` (for listings).
+    """
+    from .trust_store import GUARDED_TOP, config_findings, refusal, report, trust_root
+    from .userdirs import user_config_dir
+
     layers: list[tuple[Path, Any, yaml.Node | None]] = []
     for name in ("agents.yaml", "workflows.yaml"):
         shipped = package_config_dir() / name
         data, node = _read_shipped(shipped, shipped.stat().st_mtime_ns)
         layers.append((shipped, copy.deepcopy(data), node))
-    user = Path(path) if path is not None else Path(cwd or ".") / USER_CONFIG_NAME
-    if path is not None and not user.is_file():
-        raise ConfigError("configuration file not found", path=str(user))
-    if user.is_file():
-        layers.append((user, *read_yaml(user)))
+    user_file = user_config_dir() / "config.yaml"
+    if user_file.is_file():
+        layers.append((user_file, *read_yaml(user_file)))
+    if path is not None and not Path(path).is_file():
+        raise ConfigError("configuration file not found", path=str(path))
+    workspace = Path(cwd or ".")
+    decided: tuple[str, bool] | None = None
+    ignored: list[str] = []
+    if path is not None:
+        layers.append((Path(path), *read_yaml(Path(path))))
+    elif cwd is not None or (workspace / USER_CONFIG_NAME).is_file():
+        root = trust_root(workspace)
+        state = report(root) if trust is None else None
+        trusted = trust if trust is not None else bool(state and state.trusted)
+        decided = (str(root), trusted)
+        ws_file = workspace / USER_CONFIG_NAME
+        if ws_file.is_file():
+            data, node = read_yaml(ws_file)
+            guarded = [] if trusted else config_findings(data, node, USER_CONFIG_NAME)
+            if guarded and untrusted == "refuse":
+                raise refusal(root, guarded)
+            if guarded and isinstance(data, dict):
+                data = {k: v for k, v in data.items() if k not in ("agents", *GUARDED_TOP)}
+                ignored = [str(f) for f in guarded]
+            layers.append((ws_file, data, node))
     merged: dict[str, Any] = {}
     for file, data, node in layers:
         if data is None:
@@ -232,9 +296,12 @@ def load_settings(
     merged = _merge(merged, overrides)
     merged["sources"] = [str(f) for f, data, _ in layers if data is not None]
     try:
-        return Settings.model_validate(merged)
+        settings = Settings.model_validate(merged)
     except ValidationError as exc:
         raise validation_error(exc, "keyword arguments", None, ConfigError) from None
+    settings._trust = decided
+    settings._ignored = ignored
+    return settings
 
 
 def agent_config(settings: Settings, name: str) -> AgentConfig:

@@ -29,7 +29,7 @@ def test_user_file_overrides_and_adds_agents(tmp_path: Path) -> None:
         "    driver: command\n"
         "    argv: [echo, '{prompt}']\n"
     )
-    settings = load_settings(cwd=tmp_path)
+    settings = load_settings(cwd=tmp_path, trust=True)
     assert settings.agents["claude"].model == "claude-opus-4-1"
     assert settings.agents["claude"].permission_mode == "acceptEdits"  # kept from the defaults
     assert settings.agents["echo"].argv == ["echo", "{prompt}"]

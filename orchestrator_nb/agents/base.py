@@ -33,6 +33,11 @@ class AgentRequest:
     permission_mode: str | None = None
     # Extra flags, placed by the driver where its CLI accepts them (codex: before `resume`).
     extra_args: list[str] = field(default_factory=list)
+    # Whether the user trusts the workspace: only then may the CLI follow the folder's own
+    # settings (claude's project hooks and MCP servers, gemini's folder trust).
+    trusted: bool = False
+    # Under rehearsal the CLI runs in its own throwaway HOME against the local server.
+    rehearsal: bool = False
 
 
 @dataclass(frozen=True)

@@ -259,6 +259,10 @@ class ClaudeDriver(NpmCliDriver):
         mode = self.permission_mode(request)
         argv = [request.executable, "-p", "--output-format", "stream-json", "--verbose"]
         argv += ["--permission-mode", mode]
+        if not request.trusted:
+            # An untrusted folder's .claude/settings*.json (hooks run programs) and .mcp.json
+            # (servers are programs) are not loaded; the user's own settings still are.
+            argv += ["--setting-sources", "user", "--strict-mcp-config"]
         if request.model:
             argv += ["--model", request.model]
         if request.resume:

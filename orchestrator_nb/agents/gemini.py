@@ -1,4 +1,4 @@
-"""Gemini CLI (``gemini``): ``gemini --prompt=PROMPT -o stream-json --skip-trust ...``.
+"""Gemini CLI (``gemini``): ``gemini --prompt=PROMPT -o stream-json ...``.
 
 permission_mode: gemini's ``--approval-mode`` (default, auto_edit, yolo, plan); ``auto_edit`` by
 default, the counterpart of claude's acceptEdits. max_turns has no flag (it is the
@@ -58,7 +58,7 @@ _EXIT_KINDS: dict[int, tuple[AgentErrorKind, str, str]] = {
     55: (
         "config",
         "gemini refused an untrusted folder",
-        "pass --skip-trust or set GEMINI_CLI_TRUST_WORKSPACE=true",
+        "trust the workspace first: `orchestrator-nb trust PATH` or `%orchestrate trust PATH`",
     ),
     130: ("cancelled", "gemini was cancelled", "run it again"),
     173: ("rate_limit", "gemini hit a rate limit (HTTP 429)", RATE_HINT),
@@ -236,7 +236,10 @@ class GeminiDriver(NpmCliDriver):
         mode = self.permission_mode(request)
         # "--prompt=" keeps a prompt that starts with "-" from being parsed as a flag.
         argv = [request.executable, f"--prompt={request.prompt}", "-o", "stream-json"]
-        argv += ["--skip-trust", "--approval-mode", mode]
+        # Folder trust is the user's to give (orchestrator_nb.trust_store), not a default; a
+        # rehearsal runs in a throwaway HOME (and an untrusted .gemini/ is refused before).
+        argv += ["--skip-trust"] if request.trusted or request.rehearsal else []
+        argv += ["--approval-mode", mode]
         if request.model:
             argv += ["-m", request.model]
         if request.resume:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ..config import AgentConfig
 from ..errors import AgentNotInstalled, ConfigError
+from ..observe.checks import check_command_argv
 from .base import Driver
 
 ENTRY_POINT_GROUP = "orchestrator_nb.agents"
@@ -43,7 +44,16 @@ def _builtin_factories() -> dict[str, DriverFactory]:
                 key=f"agents.{name}.argv",
                 hint='e.g. argv: ["my-cli", "--prompt", "{prompt}"]',
             )
-        return CommandDriver(name=name, argv=config.argv, prompt_via=config.prompt_via or "arg")
+        # Trusted or not, a configured command is an argv list that runs no shell string.
+        argv = check_command_argv(config.argv, key=f"agents.{name}.argv")
+        exe = os.path.expanduser(argv[0])
+        if not (shutil.which(exe) or (os.path.isfile(exe) and os.access(exe, os.X_OK))):
+            raise ConfigError(
+                f"the program {argv[0]!r} of agent {name!r} was not found",
+                key=f"agents.{name}.argv",
+                hint="install it, or give its full path as the first element of argv",
+            )
+        return CommandDriver(name=name, argv=argv, prompt_via=config.prompt_via or "arg")
 
     factories["command"] = command
     factories["acp"] = _acp

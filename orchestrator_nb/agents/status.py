@@ -16,6 +16,7 @@ from .. import fsio
 from ..config import AgentConfig, Settings, load_settings
 from ..errors import AgentNotInstalled, ConfigError
 from ..process import base_env
+from ..userdirs import user_cache_dir
 from .base import Driver
 from .registry import (
     DriverRegistry,
@@ -31,8 +32,7 @@ _CACHE_LOCK = threading.Lock()
 
 def _cache_file() -> Path:
     """Versions read once per binary, kept across processes (``--version`` of gemini takes ~2 s)."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "orchestrator-nb" / "versions.json"
+    return user_cache_dir() / "versions.json"
 
 
 def _key(path: str) -> str | None:
@@ -190,7 +190,8 @@ def status(
     settings: Settings | None = None, *, registry: DriverRegistry | None = None
 ) -> AgentStatusTable:
     """Per configured agent: found or not, path, ``--version``, install hint. No network."""
-    settings = settings or load_settings()
+    # Never the agents an untrusted workspace names: listing must not run its binaries.
+    settings = settings or load_settings(untrusted="ignore")
     registry = registry or default_registry()
     table = AgentStatusTable()
     for name, config in settings.agents.items():

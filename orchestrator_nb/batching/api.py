@@ -45,6 +45,7 @@ async def abatch(
     retry_failed: bool = False,
     executor: str = "local",
     executors: ExecutorRegistry | None = None,
+    trust: bool | None = None,
     **options: Any,
 ) -> BatchResult:
     """Run ``workflow`` on every task, at most ``max_concurrency`` tasks at once.
@@ -76,6 +77,7 @@ async def abatch(
         progress,
         retry_failed,
         overrides,
+        trust,
     )
     return await run_batch(runner, plan)
 
@@ -95,6 +97,7 @@ def batch(
     retry_failed: bool = False,
     executor: str = "local",
     executors: ExecutorRegistry | None = None,
+    trust: bool | None = None,
     **options: Any,
 ) -> BatchResult:
     """The sync form of :func:`abatch`; works inside a running Jupyter kernel too."""
@@ -113,6 +116,7 @@ def batch(
             retry_failed=retry_failed,
             executor=executor,
             executors=executors,
+            trust=trust,
             **options,
         )
     )

@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import Settings, load_settings
+from ..api import _settings
+from ..config import Settings
 from ..errors import ConfigError, WorkspaceError
-from ..observe.checks import check_task
+from ..observe.checks import check_task, check_workspace
 from ..rehearsal.endpoint import RehearsalArg
 from ..workflow.engine import apply_overrides
 from ..workflow.result import WorkflowResult
@@ -45,6 +46,7 @@ class BatchPlan:
     progress: bool | None = None
     retry_failed: bool = False
     overrides: Mapping[str, Any] = field(default_factory=dict)
+    trust: bool | None = None  # True trusts the workspace for this batch (see trust_store)
 
 
 @dataclass
@@ -102,8 +104,7 @@ async def run_batch(executor: Executor, plan: BatchPlan) -> BatchResult:
     root = check_folder(plan.workspace)
     specs = load_tasks(plan.tasks)
     check_concurrency(plan.max_concurrency)
-    config = plan.config
-    settings = config if isinstance(config, Settings) else load_settings(config, cwd=root)
+    settings = _settings(plan.config, root, plan.trust)
     overrides = dict(plan.overrides)
     check_tasks(specs, plan.workflow, settings, overrides)
 
@@ -157,7 +158,7 @@ def check_folder(workspace: str | os.PathLike[str]) -> Path:
             f"workspace {str(path)!r} is not an existing folder",
             hint="create it first, or pass the folder the tasks should work on",
         )
-    return path.resolve()
+    return check_workspace(path.resolve())
 
 
 def check_concurrency(value: int) -> None:

@@ -25,7 +25,7 @@ from typing import Any
 
 from traitlets import Bool, HasTraits, Unicode
 
-from ..config import Settings, load_settings
+from ..config import Settings
 from ..errors import ConfigError
 from ..lifecycle import BudgetWarning, LifecycleEvent, RunStarted
 from ..notebook.background import Run
@@ -40,6 +40,7 @@ from .dispatch import Dispatcher, Throttle, batched, set_if_changed, walk
 from .history import HistoryPanel, metrics_summary
 from .progress import AgentTabs, Progress, error_html, section_html, status_html
 from .runs import build_request, start_run
+from .trust import TrustRow
 
 Finished = Callable[[WorkflowResult], object]
 
@@ -80,7 +81,9 @@ class Dashboard(HasTraits):
         if not root.is_dir():
             raise ConfigError(f"workspace {str(root)!r} is not an existing folder", key="workspace")
         self.workspace = root.resolve()
-        self.settings = config if isinstance(config, Settings) else load_settings(config, cwd=root)
+        self.trust_row = TrustRow(self.workspace, config, self._trusted)
+        # The panel opens in an untrusted workspace too; its Run refuses what needs trust.
+        self.settings = config if isinstance(config, Settings) else self.trust_row.settings()
         self.session = session or (store or default_store()).current
         self._finished_callbacks: list[Finished] = []
         self._run: Run | None = None
@@ -125,11 +128,13 @@ class Dashboard(HasTraits):
             f"<code>{html.escape(str(self.workspace))}</code></div>"
         )
         agents_row = widgets.HBox([widgets.HTML("<b>Agents</b>&nbsp;"), self.lights.box])
+        self.trust_row.button.on_click(self._dispatch.wrap("trust", self.trust_row.trust))
         self.widget = widgets.VBox(
             [
                 header,
                 c.box,
                 agents_row,
+                self.trust_row.box,
                 self.error_box,
                 _section("Progress"),
                 self.progress_html,
@@ -259,9 +264,18 @@ class Dashboard(HasTraits):
         self.controls.followup.value = ""
         return run
 
+    def _trusted(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def trust_clicked(self) -> Any:
+        """Trust the workspace (as the Trust button does)."""
+        return self._dispatch.call("trust", self.trust_row.trust)
+
     def _start(self, text: str, force: bool | None) -> Run:
         if self._run is not None and not self._run.done():
             raise RuntimeError("a run is in progress: Stop it, or wait for it to finish")
+        if self.settings.ignored:
+            self.trust_row.check_run()  # the same refusal as every other entry point
         request = build_request(
             text,
             force_followup=force,

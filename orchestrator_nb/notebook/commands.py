@@ -35,8 +35,19 @@ SUBCOMMANDS = (
     "config",
     "metrics",
     "dashboard",
+    "trust [PATH] | trust --show [PATH] | trust --forget [PATH]",
 )
-KNOWN = ("agents", "workflows", "show", "session", "history", "config", "metrics", "dashboard")
+KNOWN = (
+    "agents",
+    "workflows",
+    "show",
+    "session",
+    "history",
+    "config",
+    "metrics",
+    "dashboard",
+    "trust",
+)
 SESSION_ACTIONS = ("new", "list", "switch", "show", "reset", "export", "import", "conversation")
 
 
@@ -229,6 +240,26 @@ class Commands:
             return None
         where = self.store.current.workspace
         return make(store=self.store, workspace=where if where and Path(where).is_dir() else ".")
+
+    def do_trust(self, rest: list[str]) -> Any:
+        """Show what a workspace can change about what runs, then trust it (or show, forget)."""
+        from .. import trust_store
+
+        flags = [w for w in rest if w.startswith("--")]
+        paths = [w for w in rest if not w.startswith("--")]
+        if len(paths) > 1 or any(f not in ("--show", "--forget") for f in flags) or len(flags) > 1:
+            raise UsageError("usage: %orchestrate trust [--show | --forget] [PATH]")
+        where = self.store.current.workspace
+        path = paths[0] if paths else (where if where and Path(where).is_dir() else ".")
+        if not Path(path).is_dir():
+            raise UsageError(f"{path!r} is not an existing folder")
+        if flags == ["--show"]:
+            return trust_store.report(path)
+        if flags == ["--forget"]:
+            return trust_store.untrust(path)
+        before = trust_store.report(path)
+        print("trusting:\n" + "\n".join(before.lines()[1:]))
+        return trust_store.trust(path)
 
     # -- sessions -------------------------------------------------------------------------
 

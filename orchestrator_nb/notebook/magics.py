@@ -134,15 +134,17 @@ class OrchestratorMagics(Magics):
             )
         return path.resolve()
 
-    def _settings(self, workspace: Path) -> Settings:
+    def _settings(self, workspace: Path, *, listing: bool = False) -> Settings:
         try:
-            return load_settings(cwd=workspace)
+            # A listing shows what it can without obeying an untrusted workspace's agents.
+            return load_settings(cwd=workspace, untrusted="ignore" if listing else "refuse")
         except OrchestratorError as exc:
             raise UsageError(str(exc)) from None
 
     def _line_settings(self) -> Settings:
         where = self.store.current.workspace
-        return self._settings(Path(where) if where and Path(where).is_dir() else Path.cwd())
+        path = Path(where) if where and Path(where).is_dir() else Path.cwd()
+        return self._settings(path, listing=True)
 
     # -- the magic ------------------------------------------------------------------------
 

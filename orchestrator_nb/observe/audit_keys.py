@@ -23,21 +23,14 @@ import threading
 from pathlib import Path
 
 from .. import fsio
+from ..userdirs import user_config_dir
 
-APP_DIR = "orchestrator-nb"
 AUDIT_KEY = "audit.key"
 RECEIPT_KEY = "receipt.key"
 HEADS_DIR = "audit-heads"
 _KEY_BYTES = 32
 _cache: dict[tuple[str, str], bytes] = {}
 _cache_lock = threading.Lock()
-
-
-def user_config_dir() -> Path:
-    """``$XDG_CONFIG_HOME/orchestrator-nb`` (default ``~/.config/orchestrator-nb``)."""
-    base = os.environ.get("XDG_CONFIG_HOME") or ""
-    root = Path(base) if os.path.isabs(base) else Path.home() / ".config"
-    return root / APP_DIR
 
 
 def _anchor(config: Path) -> Path:

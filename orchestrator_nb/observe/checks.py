@@ -13,13 +13,18 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Literal
 
 from ..errors import ConfigError
 
-NameKind = Literal["agent", "workflow", "session", "step"]
+NameKind = Literal["agent", "workflow", "session", "step", "run"]
 
 MAX_TASK_CHARS = 100_000
+# Linux refuses one argv element over 128 KiB (MAX_ARG_STRLEN) with E2BIG; a task must leave
+# room for the workflow's prompt around it, so the limit is in bytes, not characters.
+MAX_TASK_BYTES = 100_000
+MAX_ARG_BYTES = 128 * 1024 - 1
 
 # Names end up in file names, git branch names, metric labels and YAML keys.
 _IDENT = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
@@ -28,6 +33,7 @@ _NAME_RULES: dict[str, tuple[re.Pattern[str], str]] = {
     "agent": (_IDENT, _IDENT_RULE),
     "workflow": (_IDENT, _IDENT_RULE),
     "step": (_IDENT, _IDENT_RULE),
+    "run": (re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}"), "letters, digits, '-' or '_'"),
     # Sessions are often named after dates ("2024-05-01.review"), so digits and dots may lead.
     "session": (
         re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"),
@@ -60,26 +66,34 @@ def check_name(kind: NameKind, value: object) -> str:
     return value
 
 
-def check_task(text: object, *, limit: int = MAX_TASK_CHARS) -> str:
-    """The task if it is non-empty text within ``limit`` characters, free of control characters.
+def check_task(
+    text: object,
+    *,
+    limit: int = MAX_TASK_CHARS,
+    limit_bytes: int = MAX_TASK_BYTES,
+    what: str = "task",
+) -> str:
+    """The task if it is non-empty text within the limits, free of control characters.
 
     Newlines and tabs are fine; shell metacharacters are fine too (the task is never parsed by a
-    shell).
+    shell). The byte limit keeps the prompt within what the OS passes as one argument; NUL,
+    escape sequences and other control characters could rewrite a terminal or hide text from
+    the person reviewing a prompt.
     """
     if not isinstance(text, str):
-        raise ConfigError(f"the task must be a string, not {type(text).__name__}", key="task")
+        raise ConfigError(f"the {what} must be a string, not {type(text).__name__}", key=what)
     if not text.strip():
         raise ConfigError(
-            "the task is empty", key="task", hint="describe what the agents should do"
+            f"the {what} is empty", key=what, hint="describe what the agents should do"
         )
-    if len(text) > limit:
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if len(text) > limit or size > limit_bytes:
         raise ConfigError(
-            f"the task has {len(text)} characters (limit {limit})",
-            key="task",
+            f"the {what} is {size:,} bytes (limit {limit_bytes:,})",
+            key=what,
             hint="put long material in a file in the workspace and refer to it",
         )
-    # C0 controls other than \t \n \r, DEL and the C1 block: they can rewrite a terminal or hide
-    # text from the person reviewing a prompt.
+    # C0 controls other than \t \n \r (ESC, NUL among them), DEL and the C1 block.
     bad = sorted(
         {
             f"U+{ord(c):04X}"
@@ -89,9 +103,9 @@ def check_task(text: object, *, limit: int = MAX_TASK_CHARS) -> str:
     )
     if bad:
         raise ConfigError(
-            f"the task contains control characters ({', '.join(bad[:5])})",
-            key="task",
-            hint="remove them; newlines and tabs are fine",
+            f"the {what} contains control characters ({', '.join(bad[:5])})",
+            key=what,
+            hint="remove them (terminal escape sequences included); newlines and tabs are fine",
         )
     return text
 
@@ -156,6 +170,51 @@ def check_command_argv(argv: object, *, key: str = "argv") -> list[str]:
     return items
 
 
+# Folders no workspace may be: an agent there could rewrite the system, and a snapshot of them
+# would copy every file the user has (keys included) into the state folder.
+_SYSTEM = (
+    "/bin",
+    "/boot",
+    "/dev",
+    "/etc",
+    "/lib",
+    "/lib64",
+    "/proc",
+    "/run",
+    "/sbin",
+    "/sys",
+    "/usr",
+    "/System",
+    "/Library",
+)
+
+
+def check_workspace(path: Path) -> Path:
+    """``path`` (resolved) unless it is ``/``, the user's home, a folder holding the home, or a
+    system folder; a WorkspaceError with a hint otherwise."""
+    from ..errors import WorkspaceError
+
+    real = Path(os.path.realpath(path))
+    home = Path(os.path.realpath(os.path.expanduser("~")))
+    why = None
+    if real == Path(real.anchor):
+        why = "the root folder"
+    elif real == home:
+        why = "your home folder"
+    elif real in home.parents:
+        why = "a folder that contains your home folder"
+    elif any(real == Path(s) or Path(s) in real.parents for s in _SYSTEM) and not (
+        real == home or home in real.parents
+    ):
+        why = "a system folder"
+    if why is not None:
+        raise WorkspaceError(
+            f"refused workspace {str(real)!r}: it is {why}",
+            hint="use a project folder, e.g. a subfolder of your home with the code to change",
+        )
+    return real
+
+
 def check_path(path: str) -> str:
     """The workspace's path rules (relative, no '..', not under .git or .orchestrator)."""
     from ..workspace.paths import check_relpath
@@ -164,6 +223,8 @@ def check_path(path: str) -> str:
 
 
 __all__ = [
+    "MAX_ARG_BYTES",
+    "MAX_TASK_BYTES",
     "MAX_TASK_CHARS",
     "SHELLS",
     "NameKind",
@@ -171,4 +232,5 @@ __all__ = [
     "check_name",
     "check_path",
     "check_task",
+    "check_workspace",
 ]

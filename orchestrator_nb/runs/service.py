@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..agents.registry import DriverRegistry
-from ..config import AgentConfig, Settings, agent_config, load_settings
+from ..config import AgentConfig, Settings, agent_config
 from ..errors import ConfigError
 from ..events import Event
 from ..lifecycle import AgentEventEmitted, LifecycleEvent, RunStarted, StepFinished, Subscriber
@@ -80,14 +80,14 @@ class SessionRecorder:
 def settings_for(request: RunRequest, default: Settings | None = None) -> Settings:
     """The request's settings: given, the engine's (``default``), or loaded for its workspace
     with the request's trust."""
+    from ..api import _settings
+
     if request.settings is not None:
-        settings = request.settings
+        settings = request.settings.with_trust(request.workspace, request.trust)
     elif default is not None and request.config is None:
-        settings = default
+        settings = default.with_trust(request.workspace, request.trust)
     else:
-        extra: dict[str, Any] = {} if request.trust is None else {"trust": request.trust}
-        cwd = request.workspace if request.config is None else None
-        settings = load_settings(request.config, cwd=cwd, **extra)
+        settings = _settings(request.config, request.workspace, request.trust)
     if request.agent is None:
         return settings
     base = agent_config(settings, request.agent)  # unknown agent: a ConfigError naming the known

@@ -17,6 +17,7 @@ from ..api import _workspace
 from ..config import Settings
 from ..errors import ConfigError
 from ..lifecycle import Subscriber
+from ..observe.checks import check_name
 from ..runs import RunOptions, RunRequest, RunService
 from ..sessions import Session
 from ..workspace import RevertResult, Workspace
@@ -97,6 +98,7 @@ async def aresume(
     rehearsal: RehearsalArg = None,
     gate: GateHandler | None = None,
     subscribers: list[Subscriber] | None = None,
+    trust: bool | None = None,
 ) -> WorkflowResult:
     """Continue run ``run_id``: finished steps are taken from its journal, not run again."""
     from ..runs.service import one_step, open_rehearsal, settings_for
@@ -111,6 +113,7 @@ async def aresume(
         step=meta.get("step"),
         workspace=root,
         config=config,
+        trust=trust,
         options=RunOptions.from_overrides({**overrides, "timeout": meta.get("timeout")}),
     )
     settings = settings_for(request)
@@ -146,6 +149,7 @@ def revert(
 
     Files that changed again after the run are refused with ``RevertConflict`` unless ``force``.
     """
+    check_name("run", run_id)
     ws = Workspace(_workspace(workspace), run_id=run_id)
     if step is None:
         return ws.revert_run(force=force)

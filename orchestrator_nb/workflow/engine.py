@@ -183,6 +183,9 @@ class Engine:
         ``timeout``: the run's wall-clock limit (outcome ``timeout``).
         """
         wf = self._workflow(workflow, overrides or {}, definition)
+        if not resume:
+            # A template past a size, loop or time bound is refused before any agent runs.
+            self.plan(task, workflow, overrides, definition=definition)
         ws = Workspace(workspace, run_id=run_id)
         journal = RunJournal(ws.state.root / "runs", ws.run_id)
         done = journal.finished() if resume else {}
@@ -656,7 +659,11 @@ class Engine:
                     try:
                         prompt: str | None = render(s.prompt, context, step_id=s.id)
                         note = ""
-                    except (TemplateError, OrchestratorError):
+                    except TemplateError as exc:
+                        if exc.bound:  # refused whatever the earlier steps say
+                            raise
+                        prompt, note = None, "(prompt depends on earlier steps)"
+                    except OrchestratorError:
                         prompt, note = None, "(prompt depends on earlier steps)"
                     out.append(PlannedStep(s.id, "agent", s.agent, depth, prompt, note))
                 elif isinstance(s, ParallelStep):

@@ -19,10 +19,12 @@ The context the engine passes: ``task`` (str), ``steps`` (id → :class:`StepVie
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import keyword
 import re
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -38,6 +40,79 @@ from .suggestions import count_suggestions
 _TEMPLATE_FILENAME = "<template>"
 _NOTEBOOK_VAR = re.compile(r"\{\{\s*(\w+)\s*\}\}")
 _WRAPPED_EXPRESSION = re.compile(r"^\s*\{\{(.*)\}\}\s*$", re.DOTALL)
+
+
+# Bounds for templates from any workspace (a cloned repository's workflows included): the
+# sandbox stops reading private attributes, not `{{ 'A' * 10**10 }}` growing the kernel to tens of
+# GB or nested ranges running for hours.
+MAX_OUTPUT_CHARS = 1_000_000
+MAX_ITERATIONS = 1_000_000
+MAX_RANGE = 100_000
+MAX_EXPONENT = 10_000
+MAX_SECONDS = 5.0
+
+
+class TemplateBound(Exception):
+    """A template went past one of the bounds above."""
+
+
+class _Budget:
+    def __init__(self) -> None:
+        self.left = MAX_ITERATIONS
+        self.deadline = time.monotonic() + MAX_SECONDS
+
+    def tick(self) -> None:
+        self.left -= 1
+        if self.left < 0:
+            raise TemplateBound(f"more than {MAX_ITERATIONS:,} loop iterations")
+        if self.left % 1024 == 0:
+            self.check_time()
+
+    def check_time(self) -> None:
+        if time.monotonic() > self.deadline:
+            raise TemplateBound(f"took longer than {MAX_SECONDS:g} s")
+
+
+_BUDGET: contextvars.ContextVar[_Budget | None] = contextvars.ContextVar("_BUDGET", default=None)
+
+
+def _bounded_range(*args: int) -> Iterator[int]:
+    numbers = range(*args)
+    if len(numbers) > MAX_RANGE:
+        raise TemplateBound(f"range() of {len(numbers):,} numbers (limit {MAX_RANGE:,})")
+    budget = _BUDGET.get()
+    for n in numbers:
+        if budget is not None:
+            budget.tick()
+        yield n
+
+
+def _size(value: Any) -> int | None:
+    return len(value) if isinstance(value, (str, bytes, list, tuple)) else None
+
+
+class _BoundedEnvironment(ImmutableSandboxedEnvironment):
+    intercepted_binops = frozenset({"*", "**", "+"})
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "*":
+            for seq, times in ((left, right), (right, left)):
+                size = _size(seq)
+                if size is not None and isinstance(times, int) and size * times > MAX_OUTPUT_CHARS:
+                    raise TemplateBound(
+                        f"a value of {size:,} × {times:,} items (limit {MAX_OUTPUT_CHARS:,})"
+                    )
+        elif operator == "**":
+            if isinstance(right, int) and abs(right) > MAX_EXPONENT and abs(left) > 1:
+                raise TemplateBound(f"an exponent of {right:,} (limit {MAX_EXPONENT:,})")
+        elif operator == "+":
+            a, b = _size(left), _size(right)
+            if a is not None and b is not None and a + b > MAX_OUTPUT_CHARS:
+                raise TemplateBound(f"a value of {a + b:,} items (limit {MAX_OUTPUT_CHARS:,})")
+        budget = _BUDGET.get()
+        if budget is not None:
+            budget.tick()
+        return super().call_binop(context, operator, left, right)
 
 
 class TemplateError(ConfigError):
@@ -63,6 +138,7 @@ class TemplateError(ConfigError):
         self.what = what
         self.template_line = template_line
         self.problem = problem
+        self.bound = False  # past a size, loop or time bound (refused before any agent runs)
 
 
 @dataclass(frozen=True)
@@ -139,13 +215,15 @@ def make_context(
 
 
 def _make_env() -> ImmutableSandboxedEnvironment:
-    return ImmutableSandboxedEnvironment(
+    env = _BoundedEnvironment(
         undefined=jinja2.StrictUndefined,
         autoescape=False,
         keep_trailing_newline=True,
         comment_start_string="{##",
         comment_end_string="##}",
     )
+    env.globals["range"] = _bounded_range
+    return env
 
 
 _ENV = _make_env()
@@ -164,13 +242,24 @@ def _compile_expression(source: str) -> jinja2.environment.TemplateExpression:
 
 def render(template: str, context: Mapping[str, Any], *, step_id: str, what: str = "prompt") -> str:
     """Render ``template`` with ``context``; any problem is a :class:`TemplateError`."""
+    token = _BUDGET.set(_Budget())
     try:
         compiled = _compile_template(template)
-        return compiled.render(dict(context))
+        out: list[str] = []
+        size = 0
+        for chunk in compiled.generate(dict(context)):
+            size += len(chunk)
+            if size > MAX_OUTPUT_CHARS:
+                raise TemplateBound(f"more than {MAX_OUTPUT_CHARS:,} characters of output")
+            out.append(chunk)
+            _BUDGET.get().check_time()  # type: ignore[union-attr]
+        return "".join(out)
     except Exception as exc:
         # Templates are user code: whatever they raise (TypeError, ZeroDivisionError, …) is a
         # mistake in the workflow file, reported with the step and line rather than a traceback.
         raise _translate(exc, template, context, step_id=step_id, what=what) from exc
+    finally:
+        _BUDGET.reset(token)
 
 
 def evaluate(
@@ -185,11 +274,14 @@ def evaluate(
     source = expression
     if wrapped and "{{" not in wrapped.group(1) and "}}" not in wrapped.group(1):
         source = wrapped.group(1)
+    token = _BUDGET.set(_Budget())
     try:
         compiled = _compile_expression(source)
         return bool(compiled(dict(context)))
     except Exception as exc:
         raise _translate(exc, source, context, step_id=step_id, what=what) from exc
+    finally:
+        _BUDGET.reset(token)
 
 
 def render_notebook_vars(body: str, namespace: Mapping[str, Any]) -> str:
@@ -228,6 +320,18 @@ def _translate(
             "{% raw %}…{% endraw %}",
         )
     line = _template_line(exc.__traceback__)
+    if isinstance(exc, TemplateBound):
+        error = TemplateError(
+            f"refused, past a bound: {exc}",
+            step_id=step_id,
+            what=what,
+            template_line=line,
+            source=source,
+            hint="templates are bounded in output size, loop iterations and time; "
+            "make this one smaller",
+        )
+        error.bound = True
+        return error
     if isinstance(exc, SecurityError):
         return TemplateError(
             f"not allowed in the sandbox: {exc}",

@@ -15,8 +15,9 @@ import os
 import re
 from pathlib import Path
 
+from .. import fsio
 from ..errors import WorkspaceError
-from ._git import RepoInfo
+from ._git import RepoInfo, run_git
 
 STATE_DIR_NAME = ".orchestrator"
 SUBDIRS = ("sessions", "runs", "backups", "logs", "cache", "audit", "objects", "worktrees")
@@ -50,25 +51,48 @@ class StateDir:
         return self.path
 
     def ensure(self) -> Path:
+        """Create the state folder, refusing a symlink or a copy that git tracks.
+
+        A cloned repository could ship ``.orchestrator`` (or a folder in it) as a link, to make
+        state writes land, and clean-ups delete, outside the workspace; or commit it, to plant
+        a journal, a session or an audit trail of its own making.
+        """
         if self._ready:
             return self.path
+        existed = os.path.lexists(self.path)
         try:
             for name in SUBDIRS:
-                (self.path / name).mkdir(parents=True, exist_ok=True)
-            # A second guard beside info/exclude: it also holds when the folder is copied into
-            # another repository or the workspace becomes a repository later.
+                fsio.ensure_dir(self.path / name, anchor=self.workspace)
             ignore = self.path / ".gitignore"
-            if not ignore.exists():
-                ignore.write_text("# orchestrator-nb state: never commit\n*\n", encoding="utf-8")
+            if not os.path.lexists(ignore):
+                fsio.write_text(
+                    ignore, "# orchestrator-nb state: never commit\n*\n", anchor=self.workspace
+                )
+        except fsio.StatePathError:
+            raise
         except OSError as exc:
             raise WorkspaceError(
                 f"cannot create the state folder {self.path}: {exc.strerror}",
                 hint="make the workspace writable",
             ) from exc
         if self.repo is not None:
+            if existed:
+                self._refuse_tracked()
             exclude_from_git(self.repo)
         self._ready = True
         return self.path
+
+    def _refuse_tracked(self) -> None:
+        assert self.repo is not None
+        tracked = run_git(
+            ["ls-files", "-z", "--", STATE_DIR_NAME], self.workspace, check=False
+        ).stdout
+        if tracked:
+            raise WorkspaceError(
+                f"{self.path} is tracked by git: this repository ships its own state folder",
+                hint=f"remove it from git (`git rm -r --cached {STATE_DIR_NAME}`) and delete "
+                "it, or use another workspace",
+            )
 
     def sub(self, *parts: str) -> Path:
         self.ensure()

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import fsio
 from ..errors import UnsafePathError, WorkspaceError
 from ..events import ChangeKind, FileChange
 from ._git import IDENTITY_ENV, RepoInfo, run_git, split_z
@@ -170,10 +171,8 @@ class WorktreeManager:
             key: {"step": wt.step_id, "root": str(wt.root), "branch": wt.branch, "base": wt.base}
             for key, wt in self._worktrees.items()
         }
-        self._run_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self._run_dir / f".owner-{secrets.token_hex(4)}.tmp"
-        tmp.write_text(json.dumps(owner.__dict__, indent=1), "utf-8")
-        os.replace(tmp, self._run_dir / "owner.json")
+        # The owner file is also the project's marker: clean-up deletes only folders holding one.
+        fsio.write_json(self._run_dir / "owner.json", owner.__dict__, fsync=False)
 
     # -- create / diff / apply ------------------------------------------------------------
 
@@ -337,9 +336,35 @@ class WorktreeManager:
                 shutil.rmtree(self._run_dir, ignore_errors=True)
             return removed
 
-    def _remove(self, root: Path, branch: str | None) -> None:
+    def _own_run_dirs(self) -> set[str]:
+        """Run folders the project made: real folders holding an owner file it wrote.
+
+        Anything else in ``worktrees/`` is not ours to delete; a symlink there (a cloned
+        repository pointing our clean-up elsewhere) is removed itself, never followed.
+        """
+        base = self.state.worktrees
+        ours: set[str] = set()
+        for entry in os.scandir(base):
+            if entry.is_symlink():
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+                continue
+            owner = os.path.join(entry.path, "owner.json")
+            if (
+                entry.is_dir(follow_symlinks=False)
+                and os.path.isfile(owner)
+                and not os.path.islink(owner)
+            ):
+                ours.add(entry.name)
+        return ours
+
+    def _inside_ours(self, root: Path) -> bool:
+        base = os.path.realpath(self.state.worktrees)
+        return os.path.realpath(root).startswith(base + os.sep)
+
+    def _remove(self, root: Path | None, branch: str | None) -> None:
         top = self.repo.toplevel
-        if root.exists():
+        if root is not None and root.exists():
             proc = run_git(
                 ["worktree", "remove", "--force", "--force", str(root)], top, check=False
             )
@@ -371,7 +396,7 @@ class WorktreeManager:
             parts = branch.split("/")
             if len(parts) == 3:
                 runs.setdefault(parts[1], []).append(branch)
-        run_dirs = {p.name for p in self.state.worktrees.iterdir() if p.is_dir()}
+        run_dirs = self._own_run_dirs()
         removed: list[str] = []
         for run_key in sorted(set(runs) | run_dirs):
             if run_key == self.run_key or self._run_alive(
@@ -380,9 +405,11 @@ class WorktreeManager:
                 continue
             for branch in sorted(runs.get(run_key, [])):
                 root = worktrees.get(branch)
-                self._remove(root or Path("/nonexistent"), branch)
+                # Only a worktree inside our own folder is removed; git's list is not proof.
+                self._remove(root if root and self._inside_ours(root) else None, branch)
                 removed.append(branch)
-            shutil.rmtree(self.state.worktrees / run_key, ignore_errors=True)
+            if run_key in run_dirs:
+                shutil.rmtree(self.state.worktrees / run_key, ignore_errors=True)
         if removed:
             run_git(["worktree", "prune"], top, check=False)  # the ones just removed
         return removed

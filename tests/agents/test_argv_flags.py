@@ -118,7 +118,9 @@ def test_default_permission_mode(cli: str, expected: list[str]) -> None:
 
 
 def test_claude_argv() -> None:
-    argv = ClaudeDriver().build_argv(full_request("plan", extra_args=["--add-dir", "a", "b"]))
+    argv = ClaudeDriver().build_argv(
+        full_request("plan", extra_args=["--add-dir", "a", "b"], trusted=True)
+    )
     assert argv == [
         "/opt/agents/bin/cli",
         "-p",
@@ -137,6 +139,25 @@ def test_claude_argv() -> None:
         "--",
         PROMPT,
     ]
+
+
+def test_claude_in_an_untrusted_workspace_loads_only_the_users_settings() -> None:
+    trusted = ClaudeDriver().build_argv(full_request(trusted=True))
+    untrusted = ClaudeDriver().build_argv(full_request(trusted=False))
+    added = ["--setting-sources", "user", "--strict-mcp-config"]
+    assert not set(added) & set(trusted)
+    i = untrusted.index("--setting-sources")
+    assert untrusted[i : i + 3] == added
+    assert untrusted[:i] + untrusted[i + 3 :] == trusted
+    text = help_section("claude-2.1.197.txt", "claude --help")
+    assert in_help("--setting-sources", text) and in_help("--strict-mcp-config", text)
+
+
+def test_gemini_skips_its_folder_trust_only_when_the_user_trusts_the_folder() -> None:
+    assert "--skip-trust" in GeminiDriver().build_argv(full_request(trusted=True))
+    assert "--skip-trust" not in GeminiDriver().build_argv(full_request(trusted=False))
+    rehearsed = full_request(trusted=False, rehearsal=True)  # a throwaway HOME
+    assert "--skip-trust" in GeminiDriver().build_argv(rehearsed)
 
 
 def test_claude_max_turns_is_not_passed() -> None:
@@ -166,7 +187,7 @@ def test_codex_without_resume() -> None:
 
 
 def test_gemini_argv() -> None:
-    argv = GeminiDriver().build_argv(full_request("yolo", extra_args=["--debug"]))
+    argv = GeminiDriver().build_argv(full_request("yolo", extra_args=["--debug"], trusted=True))
     assert argv == [
         "/opt/agents/bin/cli",
         f"--prompt={PROMPT}",

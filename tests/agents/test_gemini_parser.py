@@ -103,7 +103,7 @@ AUTH_STDERR = (
     ("exit_code", "stderr", "kind", "hint_part"),
     [
         (41, AUTH_STDERR, "auth", "GEMINI_API_KEY"),
-        (55, "Gemini CLI is not running in a trusted directory.\n", "config", "--skip-trust"),
+        (55, "Gemini CLI is not running in a trusted directory.\n", "config", "nb trust"),
         (52, "Invalid configuration in settings.json\n", "config", "settings.json"),
         (42, "No input provided via stdin.\n", "config", "extra_args"),
         (53, "Reached max session turns\n", "failed", "maxSessionTurns"),

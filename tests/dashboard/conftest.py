@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator_nb import trust
+
 FAKE_CLI = Path(__file__).with_name("dash_fake_cli.py")
 FAKE_CONFIG = """
 workflows:
@@ -36,4 +38,5 @@ def fake_workspace(tmp_path: Path) -> Path:
     argv = json.dumps([sys.executable, str(FAKE_CLI), "{prompt}"])
     agents = f"agents:\n  fake:\n    driver: command\n    argv: {argv}\n    retries: 0\n"
     (ws / "orchestrator.yaml").write_text(agents + FAKE_CONFIG)
+    trust(ws)  # its agent is this test's own program
     return ws

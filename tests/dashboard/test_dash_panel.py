@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from dash_helpers import agent_processes, require, require_clis
 
+from orchestrator_nb import trust
 from orchestrator_nb.dashboard import Dashboard, dashboard, revert_paths
 from orchestrator_nb.dashboard.dispatch import Dispatcher, Throttle
 from orchestrator_nb.errors import ConfigError, RevertConflict, WorkspaceError
@@ -51,6 +52,7 @@ def test_status_lights_show_found_missing_version_and_install_hint(fake_workspac
     config = fake_workspace / "orchestrator.yaml"
     ghost = "agents:\n  ghost:\n    driver: claude\n    path: /nonexistent/claude\n"
     config.write_text(config.read_text().replace("agents:\n", ghost, 1))
+    trust(fake_workspace)  # the changed configuration must be trusted again
     d = _fake(fake_workspace)
     assert "checking" in d.lights.lights["ghost"].value
     d.lights.refresh(background=False)

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator_nb import trust
+
 FAKE_CLI = Path(__file__).with_name("nb_fake_cli.py")
 
 WORKFLOWS = """
@@ -43,4 +45,5 @@ def workspace(tmp_path: Path) -> Path:
         for name in ("fake", "fake2")
     )
     (ws / "orchestrator.yaml").write_text(agents + WORKFLOWS)
+    trust(ws)  # its agents are this test's own programs
     return ws
