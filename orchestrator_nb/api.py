@@ -265,6 +265,7 @@ async def prepare_agent(
     timeout: float | None = None,
     model: str | None = None,
     approvals: Any = None,
+    state_root: Path | None = None,
 ) -> _Run | StepResult:
     """Resolve one agent call (config, driver, executable, environment) for the engine.
 
@@ -290,7 +291,7 @@ async def prepare_agent(
             agent, False, error=exc, attempts=[Attempt(1, False, 0.0, exc.kind, exc.message)]
         )
     # Before any process starts: a state folder that is a link (or holds one) is refused here.
-    fsio.ensure_dir(log_root, anchor=workspace)
+    fsio.ensure_dir(log_root, anchor=state_root or workspace)
     extra_env = {**driver.env(AgentRequest(prompt, workspace, executable)), **cfg.env}
     drop: frozenset[str] = frozenset()
     provider_args: list[str] = []

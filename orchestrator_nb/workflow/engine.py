@@ -454,6 +454,7 @@ class Engine:
             timeout=step.timeout,
             model=step.model,
             approvals=ctx.approvals,
+            state_root=ctx.journal.dir.parents[2],  # the workspace whose state holds the logs
         )
         if isinstance(prepared, StepResult):  # not installed: nothing to attempt
             return prepared
