@@ -62,12 +62,13 @@ __all__ = [
     "revert",
     "run",
     "run_agent",
+    "secrets",
     "start",
     "trust",
 ]
 
 if TYPE_CHECKING:
-    from . import agents, dashboard, errors
+    from . import agents, dashboard, errors, secrets
     from .api import arun_agent, parse_transcript, run_agent
     from .batching import BatchResult, abatch, batch
     from .config import load_settings
@@ -85,7 +86,7 @@ def __getattr__(name: str) -> Any:
         value = getattr(import_module(_EXPORTS[name], __name__), name)
         globals()[name] = value
         return value
-    if name in ("agents", "errors", "dashboard"):
+    if name in ("agents", "errors", "dashboard", "secrets"):
         return import_module(f".{name}", __name__)
     raise AttributeError(f"module 'orchestrator_nb' has no attribute {name!r}")
 

@@ -7,6 +7,7 @@
                          [--max-iterations N] [--budget USD] [--isolate] [--dry-run] [--json]
     orchestrator-nb batch TASKS_FILE [-w WORKFLOW] [--workspace DIR] [--rehearse SCENARIO] [-j N]
                           [--journal PATH] [--isolation auto|worktree|copy] [--csv F] [--json F]
+    orchestrator-nb acp [--workflow NAME] [--workspace DIR] [--rehearse SCENARIO]
     orchestrator-nb agents
     orchestrator-nb workflows
     orchestrator-nb session export SESSION_FILE --format json|md|ipynb OUT
@@ -36,6 +37,7 @@ from ._sync import run_sync
 from .display import usage_line
 from .errors import ConfigError, OrchestratorError
 from .events import RetryEvent
+from .fsio import write_text
 from .lifecycle import (
     AgentEventEmitted,
     BudgetWarning,
@@ -47,6 +49,7 @@ from .lifecycle import (
     StepStarted,
     WorkspaceWaiting,
 )
+from .publish import say
 
 PROG = "orchestrator-nb"
 Handler = Callable[[argparse.Namespace], int]
@@ -61,7 +64,7 @@ class Failed(Exception):
 
 
 def _say(message: str) -> None:
-    sys.stderr.write(f"{PROG}: {message}\n")
+    say(f"{PROG}: {message}", file=sys.stderr)
     sys.stderr.flush()
 
 
@@ -181,9 +184,9 @@ def cmd_exec(args: argparse.Namespace) -> int:
     )
     result = run_sync(lambda: RunService().execute(request, subscribers=[StepPrinter()]))
     if args.json:
-        print(json.dumps(result.to_dict(), indent=2))
+        say(json.dumps(result.to_dict(), indent=2))
     else:
-        print(str(replace(result, diff="")))  # the diff stays in the workspace; --json has it
+        say(str(replace(result, diff="")))  # the diff stays in the workspace; --json has it
     return 0 if result.ok else 1
 
 
@@ -219,12 +222,18 @@ def cmd_batch(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         resume = f"; resume with --journal {seen['journal']}" if seen.get("journal") else ""
         raise Failed(f"interrupted; the agents were stopped{resume}", 130) from None
-    print(result)
+    say(result)
     if args.csv:
         result.to_csv(args.csv)
     if args.json:
         result.to_json(args.json)
     return 0 if result.ok else 1
+
+
+def cmd_acp(args: argparse.Namespace) -> int:
+    from .acpserver.server import Options, main
+
+    return main(Options(args.workflow, args.workspace, args.rehearse, args.config))
 
 
 # -- agents, workflows, trust, session export ----------------------------------------------
@@ -236,14 +245,14 @@ def cmd_trust(args: argparse.Namespace) -> int:
     if not Path(args.path).is_dir():
         raise Failed(f"{args.path!r} is not an existing folder")
     if args.show:
-        print(trust_store.report(args.path))
+        say(trust_store.report(args.path))
         return 0
     if args.forget:
-        print(trust_store.untrust(args.path))
+        say(trust_store.untrust(args.path))
         return 0
     before = trust_store.report(args.path)
-    print("trusting:\n" + "\n".join(before.lines()[1:]))
-    print(trust_store.trust(args.path))
+    say("trusting:\n" + "\n".join(before.lines()[1:]))
+    say(trust_store.trust(args.path))
     return 0
 
 
@@ -251,7 +260,7 @@ def cmd_agents(args: argparse.Namespace) -> int:
     from .agents.status import status
     from .config import load_settings
 
-    print(status(load_settings(args.config, untrusted="ignore")))
+    say(status(load_settings(args.config, untrusted="ignore")))
     return 0
 
 
@@ -264,7 +273,7 @@ def cmd_workflows(args: argparse.Namespace) -> int:
     for name, wf in sorted(settings.workflows.items()):
         agents = dict.fromkeys(s.agent for s in iter_steps(wf.steps) if isinstance(s, AgentStep))
         used = f" [{', '.join(agents)}]" if agents else ""
-        print(f"{name:<{width}}  {wf.description or '(no description)'}{used}")
+        say(f"{name:<{width}}  {wf.description or '(no description)'}{used}")
     return 0
 
 
@@ -273,7 +282,7 @@ def cmd_session_export(args: argparse.Namespace) -> int:
     from .sessions import Session
 
     path, fmt = export_session(Session.load(args.session_file), args.out, args.format)
-    print(f"wrote {path} ({fmt})")
+    say(f"wrote {path} ({fmt})")
     return 0
 
 
@@ -283,7 +292,7 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     result = verify(args.path)
     if not result.ok:
         raise Failed(f"{result} ({result.path})", 1)
-    print(result)
+    say(result)
     return 0
 
 
@@ -292,19 +301,19 @@ def cmd_audit_receipt(args: argparse.Namespace) -> int:
 
     data = receipts.load(args.workspace, args.run_id)
     if not args.verify:
-        print(json.dumps(data, indent=1))
+        say(json.dumps(data, indent=1))
         return 0
     check = receipts.verify_receipt(data, public_key=args.public_key)
     if not check.ok:
         raise Failed(f"run {args.run_id}: {check}", 1)
-    print(f"run {args.run_id}: {check}")
+    say(f"run {args.run_id}: {check}")
     return 0
 
 
 def cmd_audit_public_key(args: argparse.Namespace) -> int:
     from .observe.audit_keys import public_key_pem
 
-    sys.stdout.write(public_key_pem())
+    say(public_key_pem(), end="")
     return 0
 
 
@@ -366,6 +375,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     except KeyError as exc:  # jupyter_client's NoSuchKernel
         hint = "pass --kernel NAME, or install one: python -m ipykernel install --user"
         raise Failed(f"error: no such Jupyter kernel {exc} (hint: {hint})", 2) from None
+    if target.is_file():
+        # The executed notebook holds every output of every cell: it is an artifact like any
+        # other and leaves through the same redaction (fsio) as the files under .orchestrator/.
+        write_text(target, target.read_text(encoding="utf-8"), anchor=target.parent)
     if args.html and target.is_file():
         try:
             nbconvert: Any = import_module("nbconvert")
@@ -373,11 +386,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise Failed("error: --html needs nbconvert (hint: pip install nbconvert)", 2) from None
         body, _ = nbconvert.HTMLExporter().from_filename(str(target))
         page = target.with_suffix(".html")
-        page.write_text(body, encoding="utf-8")
+        write_text(page, body, anchor=page.parent)
         _say(f"wrote {page}")
     if failure:
         raise Failed(failure, 1)
-    print(f"wrote {target}")
+    say(f"wrote {target}")
     return 0
 
 
@@ -438,6 +451,16 @@ def build_parser() -> argparse.ArgumentParser:
     ba.add_argument("--csv", metavar="FILE", help="also write the summary as CSV")
     ba.add_argument("--json", metavar="FILE", help="also write the summary as JSON")
     ba.set_defaults(handler=cmd_batch)
+
+    acp = sub.add_parser("acp", parents=[config], help="serve workflows as an ACP agent on stdio")
+    acp.add_argument("-w", "--workflow", default="default", help="for prompts with no /command")
+    acp.add_argument(
+        "--workspace",
+        metavar="DIR",
+        help="folder to work in (default: each session's cwd)",
+    )
+    acp.add_argument("--rehearse", metavar="SCENARIO", help="every run under this rehearsal")
+    acp.set_defaults(handler=cmd_acp)
 
     ag = sub.add_parser("agents", parents=[config], help="which agent CLIs are usable here")
     ag.set_defaults(handler=cmd_agents)

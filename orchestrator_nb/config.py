@@ -114,6 +114,17 @@ class Settings(BaseModel):
         default=20_000, gt=0, description="Events kept per step; later ones are counted, not kept."
     )
     sources: list[str] = Field(default_factory=list, description="Files these settings came from.")
+    secrets: list[str] = Field(
+        default_factory=list,
+        description="Environment variables whose values are masked wherever they would appear.",
+    )
+
+    def model_post_init(self, context: Any, /) -> None:
+        # Known as soon as the settings exist, before any agent runs or anything is written.
+        from .secrets import register_settings
+
+        register_settings(self)
+
     # Decided by load_settings from the user's trust store, never from a file: a workspace must
     # not be able to declare itself trusted.
     _trust: tuple[str, bool] | None = PrivateAttr(default=None)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from . import cli
+from .publish import say
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "notebooks" / "01-quickstart.ipynb"
@@ -45,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", default="build/demo", help="where the results go")
     args = parser.parse_args(argv)
     if not NOTEBOOK.is_file():
-        print(f"demo: {NOTEBOOK} is missing; the demo runs from a source checkout", file=sys.stderr)
+        say(f"demo: {NOTEBOOK} is missing; the demo runs from a source checkout", file=sys.stderr)
         return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -54,14 +55,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         ["run", str(NOTEBOOK), "-o", str(executed), "--html", "-p", "rehearse", args.rehearse]
     )
     text = _result_text(executed) if executed.is_file() else None
-    print()
-    print(f"executed notebook: {executed}")
-    print(f"HTML rendering:    {executed.with_suffix('.html')}")
+    say()
+    say(f"executed notebook: {executed}")
+    say(f"HTML rendering:    {executed.with_suffix('.html')}")
     if text is None:
-        print("no workflow result in the notebook: see the executed notebook for the error")
+        say("no workflow result in the notebook: see the executed notebook for the error")
         return code or 1
-    print()
-    print(summary(text))
+    say()
+    say(summary(text))
     if code == 0 and not text.split("\n", 1)[0].count(": completed"):
         return 1
     return code

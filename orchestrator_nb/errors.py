@@ -31,6 +31,7 @@ to do next. All of them pickle, so they survive nbclient, multiprocessing and Ra
 
 from __future__ import annotations
 
+import sys
 from typing import Any, ClassVar, Literal
 
 from .observe.redact import redact
@@ -72,6 +73,18 @@ class OrchestratorError(Exception):
         if self.hint:
             return f"{self.message}\n  hint: {self.hint}"
         return self.message
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # A hint or message set after construction is shown in tracebacks just the same.
+        if name in ("hint", "message") and isinstance(value, str):
+            value = redact(value)
+        super().__setattr__(name, value)
+
+    if sys.version_info >= (3, 11):
+
+        def add_note(self, note: str, /) -> None:
+            """Notes are printed under the traceback: redacted like the message."""
+            super().add_note(redact(note))
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Keyword-only context would be lost by Exception's default pickling.

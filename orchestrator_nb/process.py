@@ -30,6 +30,7 @@ Why it is written this way (each point is a behaviour observed in the real CLIs)
 from __future__ import annotations
 
 import asyncio
+import codecs
 import contextlib
 import logging
 import os
@@ -40,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal
 
-from .observe.redact import redact
+from .observe.redact import StreamRedactor, redact
 from .procio import PipeReader, PipeWriter, exit_future
 from .proctree import (
     TOKEN_ENV,
@@ -144,29 +145,31 @@ class _LineSplitter:
 
 
 class _RedactedLog:
-    """A raw stream log with secrets masked; whole lines at a time, so no secret is split."""
+    """A raw stream log with secrets masked as it is written.
+
+    Bytes are decoded incrementally and pass through one :class:`StreamRedactor`, which holds back
+    a tail that could still grow into a secret: a key split across reads (or across the 1 MiB
+    line cut) is masked whole, never written in two halves.
+    """
 
     def __init__(self, file: IO[bytes]) -> None:
         self._file = file
-        self._pending = bytearray()
+        self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        self._stream = StreamRedactor(fragments=True)
 
     def write(self, data: bytes) -> None:
-        self._pending += data
-        cut = self._pending.rfind(b"\n")
-        if cut < 0 and len(self._pending) < (1 << 20):
-            return
-        end = len(self._pending) if cut < 0 else cut + 1
-        self._flush(bytes(self._pending[:end]))
-        del self._pending[:end]
+        self._emit(self._stream.feed(self._decoder.decode(data)))
 
-    def _flush(self, chunk: bytes) -> None:
-        if chunk:
-            self._file.write(redact(chunk.decode("utf-8", "replace")).encode("utf-8"))
+    def _emit(self, text: str) -> None:
+        if text:
+            self._file.write(text.encode("utf-8"))
 
     def close(self) -> None:
-        self._flush(bytes(self._pending))
-        self._pending.clear()
-        self._file.close()
+        try:
+            self._emit(self._stream.feed(self._decoder.decode(b"", final=True)))
+            self._emit(self._stream.flush())
+        finally:
+            self._file.close()
 
 
 async def _uninterruptible(awaitable: Awaitable[object]) -> None:

@@ -17,12 +17,10 @@ validation), a Markdown transcript, and ``.ipynb`` (see :mod:`orchestrator_nb.no
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
 import secrets
-import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 from .config import validation_error
 from .errors import ConfigError, ErrorKind
 from .events import StepResult, Usage
+from .observe.redact import redact_obj
 
 SCHEMA_VERSION = 1
 KIND = "orchestrator-nb.session"
@@ -329,6 +328,17 @@ class Session(BaseModel):
                     points[step.agent] = ResumePoint(step.native_session_id, used)
         return points
 
+    def resume_ids_for(self, workspace: str | os.PathLike[str] | None) -> dict[str, str]:
+        """The latest native session id per agent of the turns in ``workspace`` (None: all)."""
+        if workspace is None:
+            ids: dict[str, str] = {}
+            for turn in self.turns:
+                for step in turn.steps:
+                    if step.native_session_id and step.ok:
+                        ids[step.agent] = step.native_session_id
+            return ids
+        return {a: p.session_id for a, p in self.resume_points(workspace).items()}
+
     @property
     def resume_ids(self) -> dict[str, str]:
         """The latest native session id per agent in the session's current workspace."""
@@ -465,7 +475,8 @@ class Session(BaseModel):
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the JSON form to ``path`` atomically."""
-        text = json.dumps(self.to_json_dict(), indent=1, ensure_ascii=False) + "\n"
+        # Redacted value by value before serializing: an escaped secret cannot hide from it.
+        text = json.dumps(redact_obj(self.to_json_dict()), indent=1, ensure_ascii=False) + "\n"
         return atomic_write_text(Path(path), text)
 
     @classmethod
@@ -522,26 +533,15 @@ def _where(workspace: str | os.PathLike[str]) -> str:
 
 
 def atomic_write_text(path: Path, text: str) -> Path:
-    """Write ``text`` so that readers see the old file or the new one, never half of it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    with contextlib.suppress(OSError):  # make the rename itself durable
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    return path
+    """Write ``text`` so that readers see the old file or the new one, never half of it.
+
+    Through :mod:`orchestrator_nb.fsio`, so the file is redacted and no symlink is followed.
+    """
+    from .fsio import write_text
+
+    if not isinstance(text, str):
+        raise TypeError(f"text must be str, not {type(text).__name__}")
+    return write_text(path, text)
 
 
 class SessionStore:

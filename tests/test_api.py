@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -185,9 +186,9 @@ async def test_cancel_stops_the_agent(
             config=_settings("copilot", fake_exe("copilot"), retries=2),
         )
     )
-    for _ in range(200):
-        if pidfile.exists() and pidfile.read_text():
-            break
+    deadline = time.monotonic() + 60
+    while not (pidfile.exists() and pidfile.read_text()):
+        assert time.monotonic() < deadline, "not ready within 60 s"
         await asyncio.sleep(0.05)
     pgid = os.getpgid(int(pidfile.read_text()))
     cancel.set()

@@ -153,9 +153,9 @@ async def test_cancel_kills_grandchild_that_ignores_sigint(
             grace=FAST,
         )
     )
-    for _ in range(100):
-        if pidfile.exists() and pidfile.read_text() and seen:
-            break
+    deadline = time.monotonic() + 60
+    while not (pidfile.exists() and pidfile.read_text() and seen):
+        assert time.monotonic() < deadline, "not ready within 60 s"
         await asyncio.sleep(0.05)
     grandchild = int(pidfile.read_text())
     assert _alive(grandchild)
@@ -181,9 +181,9 @@ async def test_task_cancellation_cleans_up_then_propagates(
             grace=FAST,
         )
     )
-    for _ in range(100):
-        if pidfile.exists() and pidfile.read_text():
-            break
+    deadline = time.monotonic() + 60
+    while not (pidfile.exists() and pidfile.read_text()):
+        assert time.monotonic() < deadline, "not ready within 60 s"
         await asyncio.sleep(0.05)
     grandchild = int(pidfile.read_text())
     pgid = os.getpgid(grandchild)

@@ -22,3 +22,12 @@ def test_import_is_lazy() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_secrets_can_be_registered_from_the_package() -> None:
+    from orchestrator_nb.observe.redact import redact
+
+    value = "registered-from-the-public-api-4f3e2d"
+    orchestrator_nb.secrets.add(value)
+    assert "secrets" in orchestrator_nb.__all__
+    assert value not in redact(f"the value is {value}")

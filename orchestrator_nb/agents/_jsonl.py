@@ -160,6 +160,10 @@ class JsonlParser:
         self.usage = Usage()
         self._changes: dict[str, ChangeKind] = {}
         self._tool_outcomes: list[tuple[bool, str]] = []
+        # The last error-severity event of the stream, and the CLI's own word that the run was
+        # interrupted: either outweighs a final result that says "success".
+        self.stream_error: str | None = None
+        self.interrupted: str | None = None
 
     def feed(self, line: str) -> list[Event]:
         obj = decode(line)
@@ -228,8 +232,19 @@ class JsonlParser:
     def succeeded(
         self, exit_code: int | None, text: str, tools_hint: str, *, claim: str = "reported success"
     ) -> Verdict:
-        """The verdict once the stream said the run succeeded: the exit code and the tools'
-        outcomes still have a say (both have been seen to contradict the claim)."""
+        """The verdict once the stream said the run succeeded: an interruption, an error event,
+        the exit code and the tools' outcomes still have a say (each has been seen to
+        contradict the claim)."""
+        stopped = self.interruption(text)
+        if stopped is not None:
+            return stopped
+        if self.stream_error is not None:
+            return self.fail(
+                "failed",
+                f"{self.agent} {claim} after an error: {self.stream_error}",
+                "read the error in the events; a turn limit reached ends this way",
+                text=text,
+            )
         if exit_code not in (0, None):
             return self.fail(
                 "failed",
@@ -238,6 +253,17 @@ class JsonlParser:
                 text=text,
             )
         return self.tools_all_failed(tools_hint, text) or self.ok(text)
+
+    def interruption(self, text: str = "") -> Verdict | None:
+        """``cancelled`` when the stream carried the CLI's own interruption events."""
+        if self.interrupted is None:
+            return None
+        return self.fail(
+            "cancelled",
+            f"{self.agent} was interrupted ({self.interrupted})",
+            "run it again; resume the session to continue where it stopped",
+            text=text,
+        )
 
     @property
     def changes(self) -> list[FileChange]:

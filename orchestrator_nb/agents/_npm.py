@@ -6,6 +6,7 @@ validation of the mode, the genuineness check, the install hint and the environm
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Collection
 from typing import ClassVar
@@ -13,6 +14,20 @@ from typing import ClassVar
 from ..errors import AgentConfigError
 from ..events import Usage
 from .base import AgentRequest, StreamParser
+
+
+def node_env(executable: str) -> dict[str, str]:
+    """``PATH`` with the executable's folder first when a ``node`` was installed beside it.
+
+    The CLIs are ``#!/usr/bin/env node`` scripts, so the first ``node`` on PATH runs them. On a
+    machine whose Node is too old for them, ``make agents`` installs a Node from npm into the
+    same ``node_modules/.bin`` folder: putting that folder first makes the CLIs run on it.
+    """
+    folder = os.path.dirname(executable)
+    node = os.path.join(folder, "node")
+    if not folder or not (os.path.isfile(node) and os.access(node, os.X_OK)):
+        return {}
+    return {"PATH": os.pathsep.join([folder, os.environ.get("PATH", os.defpath)])}
 
 
 class NpmCliDriver:
@@ -38,7 +53,7 @@ class NpmCliDriver:
         return mode
 
     def env(self, request: AgentRequest) -> dict[str, str]:
-        return {"NO_COLOR": "1", **self.extra_env}
+        return {"NO_COLOR": "1", **self.extra_env, **node_env(request.executable)}
 
     def new_parser(self, previous_usage: Usage | None = None) -> StreamParser:
         # Most streams report usage per run, so a resumed session has nothing to subtract.

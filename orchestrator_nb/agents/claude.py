@@ -1,9 +1,10 @@
 """Claude Code (``claude``): ``claude -p ... --output-format stream-json --verbose``.
 
 permission_mode: one of claude's own ``--permission-mode`` choices; ``acceptEdits`` by default,
-so file edits go through in a headless run (in ``default`` mode every write is refused).
+so file edits go through in a headless run (in ``default`` mode, called ``manual`` by newer
+releases, every write is refused).
 
-max_turns is not passed: ``--max-turns`` is not in the pinned 2.1.197 ``--help`` (the CLI still
+max_turns is not passed: ``--max-turns`` is not in the pinned 2.1.332 ``--help`` (the CLI still
 accepts it, so ``extra_args: ["--max-turns", "5"]`` works at your own risk).
 """
 
@@ -41,7 +42,18 @@ from .base import AgentRequest, ProviderEnv, Verdict
 if TYPE_CHECKING:
     from ..rehearsal.endpoint import RehearsalEndpoint
 
-PERMISSION_MODES = ("acceptEdits", "auto", "bypassPermissions", "default", "dontAsk", "plan")
+# "manual" is the newer releases' name of "default" (which they still accept): both pass through.
+PERMISSION_MODES = (
+    "acceptEdits",
+    "auto",
+    "bypassPermissions",
+    "default",
+    "dontAsk",
+    "manual",
+    "plan",
+)
+# The user line claude writes when it is stopped mid-turn (newer releases).
+_INTERRUPTED = "[Request interrupted by user"
 # Tools whose successful result means a file on disk changed, and the input key naming it.
 _FILE_TOOLS = {
     "Write": "file_path",
@@ -76,6 +88,7 @@ class ClaudeParser(JsonlParser):
         self.result: dict[str, Any] | None = None
         self.last_text = ""
         self.assistant_error: str | None = None
+        self.denied_live: list[str] = []  # tools named by system/permission_denied lines
         self._file_tools: dict[str, str] = {}  # tool_use id -> path
         # Each content block arrives on its own line repeating the message's usage: keep one
         # usage per message id (only used when the final result never came).
@@ -114,6 +127,16 @@ class ClaudeParser(JsonlParser):
             return [RetryEvent(as_int(obj.get("attempt")), reason, delay)]
         if subtype == "status":
             return []
+        if subtype == "permission_denied":
+            # Newer releases announce each refused tool as it happens (the result lists them too).
+            name = (
+                as_str(obj.get("tool_name"))
+                or as_str(as_dict(obj.get("tool")).get("name"))
+                or as_str(obj.get("tool"))
+                or "a tool"
+            )
+            self.denied_live.append(name)
+            return [WarningEvent(f"permission denied: {name}")]
         return None
 
     def _assistant(self, obj: dict[str, Any]) -> list[Event]:
@@ -140,8 +163,14 @@ class ClaudeParser(JsonlParser):
     def _user(self, obj: dict[str, Any]) -> list[Event]:
         events: list[Event] = []
         details = as_dict(obj.get("tool_use_result"))  # absent or a string when the tool failed
-        for block in as_list(as_dict(obj.get("message")).get("content")):
+        content = as_dict(obj.get("message")).get("content")
+        if isinstance(content, str) and content.startswith(_INTERRUPTED):
+            self.interrupted = "interrupted by user"
+        for block in as_list(content):
             block = as_dict(block)
+            text = as_str(block.get("text")) if block.get("type") == "text" else None
+            if text and text.startswith(_INTERRUPTED):
+                self.interrupted = "interrupted by user"
             if block.get("type") != "tool_result":
                 continue
             tool_id = as_str(block.get("tool_use_id"))
@@ -169,6 +198,14 @@ class ClaudeParser(JsonlParser):
 
     def decide(self, exit_code: int | None, stderr: str) -> Verdict:
         result = self.result
+        if result is None and self.interrupted is not None:
+            # Stopped with SIGINT, claude writes "[Request interrupted by user]", no result, exit 0.
+            return self.fail(
+                "cancelled",
+                f"claude was {self.interrupted}",
+                "run it again; resume the session to continue where it stopped",
+                text=self.last_text,
+            )
         if result is None:
             usage = Usage()
             for raw in self._message_usage.values():
@@ -180,7 +217,11 @@ class ClaudeParser(JsonlParser):
         # Auth failures and exhausted 429s arrive as subtype "success" with is_error true.
         if result.get("is_error") is True or subtype != "success":
             return self._error(result, subtype, text)
+        stopped = self.interruption(text)
+        if stopped is not None:
+            return stopped
         denials = [as_dict(d) for d in as_list(result.get("permission_denials"))]
+        denials = denials or [{"tool_name": name} for name in self.denied_live]
         if denials:
             # The run "succeeded" and the text may even claim the edit was made, but the tool was
             # refused: a caller expects the work to be done, so this is a failure.

@@ -57,6 +57,7 @@ _QUIET = frozenset(
         "session.tools_updated",
         "session.info",
         "session.idle",
+        "session.background_tasks_changed",
         "user.message",
         "assistant.turn_start",
         "assistant.turn_end",
@@ -88,6 +89,12 @@ class CopilotParser(JsonlParser):
     def handle(self, obj: dict[str, Any]) -> list[Event] | None:
         kind = as_str(obj.get("type"))
         data = as_dict(obj.get("data"))
+        if kind == "abort" or kind == "agent.interrupted":
+            self.interrupted = as_str(data.get("reason")) or kind
+            return [WarningEvent(f"copilot: {kind} ({self.interrupted})")]
+        if kind in ("session.idle", "assistant.idle") and data.get("aborted") is True:
+            self.interrupted = self.interrupted or "aborted"
+            return []
         if kind in _QUIET:
             self.model = as_str(data.get("model")) or self.model
             return []
@@ -163,6 +170,11 @@ class CopilotParser(JsonlParser):
         return [SessionEvent(self.session_id, self.model), UsageEvent(self.usage)]
 
     def decide(self, exit_code: int | None, stderr: str) -> Verdict:
+        # An abort / agent.interrupted / aborted idle is copilot's own word that the turn was
+        # stopped, even when a result with exit code 0 follows.
+        stopped = self.interruption(self.last_text)
+        if stopped is not None:
+            return stopped
         if self.result is None:
             return self.no_result(exit_code, stderr, AUTH_HINT, text=self.last_text)
         if self.error is not None:

@@ -11,6 +11,7 @@ Gemini reports fatal errors through its exit code (41 auth, 52 config, 55 untrus
 from __future__ import annotations
 
 import json
+import os
 import re
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -98,6 +99,7 @@ class GeminiParser(JsonlParser):
         self._pieces: list[str] = []  # assistant text since the last tool call
         self._last_text = ""
         self._file_tools: dict[str, str] = {}
+        self._new_files: set[str] = set()
         self._buffer: list[str] = []
         self._buffered = 0
 
@@ -135,6 +137,11 @@ class GeminiParser(JsonlParser):
             path = as_str(params.get("file_path")) or as_str(params.get("absolute_path"))
             if tool_id and path and name in _FILE_TOOLS:
                 self._file_tools[tool_id] = path
+                # gemini's tool_result does not say whether write_file created the file, and its
+                # tool_use line comes before the tool runs: look now (edits need a file anyway).
+                # A file written before this line was read still counts as modified.
+                if name == "write_file" and os.path.isabs(path) and not os.path.lexists(path):
+                    self._new_files.add(path)
             return [ToolCallEvent(tool_id, name, obj.get("parameters"))]
         if kind == "tool_result":
             self._cut_text()
@@ -145,13 +152,13 @@ class GeminiParser(JsonlParser):
             events: list[Event] = [self.tool_result(tool_id, ok, output)]
             path = self._file_tools.pop(tool_id, None) if tool_id else None
             if ok and path:
-                # gemini does not say whether write_file created or overwrote the file.
-                events.append(self.change(path, "modified"))
+                events.append(self.change(path, "added" if path in self._new_files else "modified"))
             return events
         if kind == "error":
             message = as_str(obj.get("message")) or "error"
             if obj.get("severity") == "error":
-                self.last_error = message
+                # gemini reports a turn limit this way and may still end with "success".
+                self.last_error = self.stream_error = message
             return [WarningEvent(message)]
         if kind == "result":
             self.result = obj

@@ -17,6 +17,7 @@ from ..config import AgentConfig, Settings, load_settings
 from ..errors import AgentNotInstalled, ConfigError
 from ..process import base_env
 from ..userdirs import user_cache_dir
+from ._npm import node_env
 from .base import Driver
 from .registry import (
     DriverRegistry,
@@ -78,7 +79,7 @@ def read_version(path: str, timeout: float = 20.0) -> str | None:
             stdin=subprocess.DEVNULL,
             capture_output=True,
             timeout=timeout,
-            env=base_env(),
+            env=base_env(node_env(path)),
             start_new_session=True,
             check=False,
         )

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from ..errors import ConfigError, WorkspaceError
+from ..observe.redact import redact_obj
 
 VERSION = 1
 
@@ -102,7 +103,8 @@ class BatchJournal:
     def _append(self, record: dict[str, Any]) -> None:
         if self._file is None:
             raise WorkspaceError("the batch journal is not open", hint="call open() first")
-        self._file.write(json.dumps(record, default=str) + "\n")
+        # Redacted value by value: tasks come back from the tasks file on resume, not from here.
+        self._file.write(json.dumps(redact_obj(record), default=str) + "\n")
         self._file.flush()
         os.fsync(self._file.fileno())
 

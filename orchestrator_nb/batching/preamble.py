@@ -19,6 +19,7 @@ from ..api import _settings
 from ..config import Settings
 from ..errors import ConfigError, WorkspaceError
 from ..observe.checks import check_task, check_workspace
+from ..observe.redact import redact
 from ..rehearsal.endpoint import RehearsalArg
 from ..workflow.engine import apply_overrides
 from ..workflow.result import WorkflowResult
@@ -224,7 +225,8 @@ def from_journal(
     pending: list[BatchTask] = []
     for spec in specs:
         record = book.finished.get(spec.id)
-        if record is not None and record.get("task") != spec.task:
+        # The journal keeps the task redacted (a secret in it is masked).
+        if record is not None and record.get("task") not in (spec.task, redact(spec.task)):
             raise ConfigError(
                 f"task {spec.id!r} is not the task the journal recorded under that id",
                 path=str(book.path),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import logging
+import secrets
 import shutil
 import sys
 import time
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol, TextIO
 
 from ..lifecycle import LifecycleEvent, StepStarted
+from ..publish import show
 from .result import BatchRow
 
 log = logging.getLogger("orchestrator_nb")
@@ -214,15 +216,12 @@ class NotebookDisplay:
     """One output in the cell, updated through its display handle."""
 
     def __init__(self) -> None:
-        self._handle: Any = None
+        self._id = f"orchestrator-batch-{secrets.token_hex(6)}"
+        self._shown = False
 
     def update(self, progress: BatchProgress) -> None:
-        from IPython.display import display
-
-        if self._handle is None:
-            self._handle = display(_View(progress), display_id=True)  # type: ignore[no-untyped-call]
-        else:
-            self._handle.update(_View(progress))
+        show(_View(progress), display_id=self._id, update=self._shown)
+        self._shown = True
 
     def close(self, progress: BatchProgress) -> None:
         self.update(progress)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import html
-import json
+import io
 import os
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
@@ -13,6 +13,7 @@ from typing import Any
 
 from ..display import cost, number, usage_text
 from ..events import FileChange, StepResult
+from ..fsio import write_json, write_text
 from ..workflow.result import WorkflowResult
 
 _GREEN, _RED = "#1a7f37", "#cf222e"
@@ -115,12 +116,13 @@ class BatchResult:
     def to_csv(self, path: str | os.PathLike[str]) -> Path:
         """One line per task (``id, workflow, outcome, tokens, cost_usd, seconds, ...``)."""
         target = Path(path)
-        with open(target, "w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
-            writer.writeheader()
-            for row in self.rows:
-                writer.writerow({k: v for k, v in row.to_dict().items() if k in CSV_FIELDS})
-        return target
+        out = io.StringIO(newline="")
+        writer = csv.DictWriter(out, fieldnames=CSV_FIELDS)
+        writer.writeheader()
+        for row in self.rows:
+            writer.writerow({k: v for k, v in row.to_dict().items() if k in CSV_FIELDS})
+        # An export like any other: atomic and redacted (fsio).
+        return write_text(target, out.getvalue(), anchor=target.parent)
 
     def to_dict(self) -> dict[str, Any]:
         totals = self._totals()
@@ -137,8 +139,7 @@ class BatchResult:
 
     def to_json(self, path: str | os.PathLike[str]) -> Path:
         target = Path(path)
-        target.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
-        return target
+        return write_json(target, self.to_dict(), anchor=target.parent)
 
     # -- display --------------------------------------------------------------------------
 

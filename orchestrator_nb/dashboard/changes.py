@@ -21,6 +21,8 @@ from typing import Any
 from ..display import FileDiff, counts_html, file_diff_html, split_files
 from ..errors import WorkspaceError
 from ..events import FileChange
+from ..observe.redact import redact
+from ..publish import html_widget, set_value
 from ..workspace import RevertResult, SafeWriter, Workspace
 from ..workspace.revert import RecordedChange, compose, revert_changes
 from ..workspace.store import load_contents
@@ -102,7 +104,7 @@ class ChangesPanel:
         self.workspace: Path | None = None
         self.run_id: str | None = None
         self.selected: str | None = None
-        self.summary = widgets.HTML(f'<span style="color:{_GREY}">no changes yet</span>')
+        self.summary = html_widget(f'<span style="color:{_GREY}">no changes yet</span>')
         self.list = widgets.VBox([])
         self.diff_view = widgets.HTML("", layout=widgets.Layout(max_height="420px"))
         self.diff_view.layout.overflow = "auto"
@@ -125,14 +127,16 @@ class ChangesPanel:
         self._buttons = {}
         children = []
         for row in self.rows.values():
-            label = self._w.HTML(self._label(row), layout=self._w.Layout(width="auto"))
-            view = self._w.Button(description="diff", tooltip=f"show the diff of {row.path}")
+            label = html_widget(self._label(row), layout=self._w.Layout(width="auto"))
+            view = self._w.Button(
+                description="diff", tooltip=redact(f"show the diff of {row.path}")
+            )
             view.layout.width = "64px"
             revert = self._w.Button(
                 description="Revert",
                 icon="undo",
                 button_style="warning",
-                tooltip=f"put {row.path} back as it was before this run",
+                tooltip=redact(f"put {row.path} back as it was before this run"),
             )
             revert.layout.width = "96px"
             path = row.path
@@ -145,8 +149,9 @@ class ChangesPanel:
         n = len(self.rows)
         summary = f"{n} file(s) changed" if n else "no files changed"
         with batched(self.summary, self.list):
-            self.summary.value = (
-                f"<b>{summary}</b>" if n else f'<span style="color:{_GREY}">{summary}</span>'
+            set_value(
+                self.summary,
+                f"<b>{summary}</b>" if n else f'<span style="color:{_GREY}">{summary}</span>',
             )
             self.list.children = tuple(children)
         self.select(next(iter(self.rows), None))
@@ -190,7 +195,7 @@ class ChangesPanel:
     def _refresh(self, row: FileRow) -> None:
         label, _view, revert = self._buttons[row.path]
         with batched(label, revert):
-            label.value = self._label(row)
+            set_value(label, self._label(row))
             revert.disabled = row.state == "reverted"
 
     @staticmethod

@@ -18,6 +18,8 @@ from typing import Any
 from ..agents.status import AgentStatus, status
 from ..config import Settings
 from ..errors import ConfigError
+from ..observe.redact import redact
+from ..publish import html_widget, set_value
 from .dispatch import batched
 
 NO_REHEARSAL = "none (real agents)"
@@ -57,7 +59,7 @@ class AgentLights:
         self.settings = settings
         self._on_error = on_error
         self.lights: dict[str, Any] = {
-            name: widgets.HTML(light_html(name, None), tooltip=f"{name}: checking…")
+            name: html_widget(light_html(name, None), tooltip=redact(f"{name}: checking…"))
             for name in settings.agents
         }
         self.statuses: dict[str, AgentStatus] = {}
@@ -91,8 +93,8 @@ class AgentLights:
             self.statuses[s.name] = s
             light = self.lights[s.name]
             with batched(light):
-                light.value = light_html(s.name, s)
-                light.tooltip = light_tooltip(s)
+                set_value(light, light_html(s.name, s))
+                set_value(light, light_tooltip(s), "tooltip")
 
 
 class Controls:

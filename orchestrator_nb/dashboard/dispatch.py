@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from ..notebook.live import Cancel, Schedule, timer_schedule
+from ..publish import set_value
 
 T = TypeVar("T")
 log = logging.getLogger("orchestrator_nb.dashboard")
@@ -122,10 +123,9 @@ def batched(*widgets: Any) -> Iterator[None]:
 
 
 def set_if_changed(widget: Any, **values: Any) -> None:
-    """Assign only what differs (containers compare by identity and would resend)."""
+    """Assign only what differs (containers compare by identity and would resend), redacted."""
     for name, value in values.items():
-        if getattr(widget, name) != value:
-            setattr(widget, name, value)
+        set_value(widget, value, name)
 
 
 def walk(widget: Any) -> Iterator[Any]:

@@ -15,6 +15,7 @@ from typing import Any
 
 from ..display import cost, tokens_pair, usage_text
 from ..notebook.export import FORMATS, export_session
+from ..publish import html_widget, set_value
 from ..sessions import Session
 from .dispatch import Dispatcher, set_if_changed
 
@@ -119,7 +120,7 @@ class HistoryPanel:
 
         self.session = session
         self.workspace = workspace
-        self.table = widgets.HTML(history_html(session))
+        self.table = html_widget(history_html(session))
         self.path = widgets.Text(
             value=f"session-{session.name}.md",
             description="Export to",
@@ -138,7 +139,7 @@ class HistoryPanel:
         )
         self.export_button.on_click(dispatcher.wrap("export", self.export))
         self.note = widgets.HTML("")
-        self.metrics = widgets.HTML(metrics_html(metrics_summary()))
+        self.metrics = html_widget(metrics_html(metrics_summary()))
         self.box = widgets.VBox(
             [
                 self.table,
@@ -160,9 +161,10 @@ class HistoryPanel:
         if not target.is_absolute():
             target = self.workspace / target
         path, fmt = export_session(self.session, target, self.format.value)
-        self.note.value = (
+        set_value(
+            self.note,
             f'<span style="color:{_GREY}">exported {len(self.session.turns)} turn(s) as {fmt} '
-            f"to <code>{html.escape(str(path))}</code></span>"
+            f"to <code>{html.escape(str(path))}</code></span>",
         )
         return path
 

@@ -30,6 +30,8 @@ from ..errors import ConfigError
 from ..lifecycle import BudgetWarning, LifecycleEvent, RunStarted
 from ..notebook.background import Run
 from ..notebook.live import LiveDisplay
+from ..observe.redact import redact_obj
+from ..publish import html_widget, set_value
 from ..rehearsal import shipped_scenarios
 from ..sessions import Session, SessionStore, default_store
 from ..workflow.result import WorkflowResult
@@ -46,9 +48,8 @@ Finished = Callable[[WorkflowResult], object]
 
 
 def _section(title: str) -> Any:
-    import ipywidgets as widgets
 
-    return widgets.HTML(section_html(title))
+    return html_widget(section_html(title))
 
 
 class Dashboard(HasTraits):
@@ -106,13 +107,13 @@ class Dashboard(HasTraits):
             max_iterations=max_iterations,
             budget=budget,
         )
-        self.controls.conversation.value = self.session.conversation
+        set_value(self.controls.conversation, self.session.conversation)
         self.lights = AgentLights(self.settings, self._dispatch.report)
         self.error_html = widgets.HTML("")
         self.dismiss = widgets.Button(description="dismiss", layout=widgets.Layout(width="80px"))
         self.error_box = widgets.HBox([self.error_html, self.dismiss])
         self.error_box.layout.display = "none"
-        self.progress_html = widgets.HTML(self.progress.table_html())
+        self.progress_html = html_widget(self.progress.table_html())
         self.tabs = widgets.Tab([])
         self.changes = ChangesPanel(self._dispatch, self._note)
         self.history = HistoryPanel(self._dispatch, self.session, self.workspace)
@@ -123,7 +124,7 @@ class Dashboard(HasTraits):
         c.conversation.observe(self._dispatch.wrap("conversation", self._conversation), "value")
         self.dismiss.on_click(self._dispatch.wrap("dismiss", self.dismiss_error))
         self.observe(self._dispatch.wrap("buttons", self._buttons), ["running"])
-        header = widgets.HTML(
+        header = html_widget(
             '<div style="font-family:sans-serif"><b>orchestrator-nb</b> · workspace '
             f"<code>{html.escape(str(self.workspace))}</code></div>"
         )
@@ -187,7 +188,7 @@ class Dashboard(HasTraits):
     def dismiss_error(self) -> None:
         with batched(self.error_html, self.error_box):
             self.error = ""
-            self.error_html.value = ""
+            set_value(self.error_html, "")
             self.error_box.layout.display = "none"
 
     def on_finished(self, callback: Finished) -> None:
@@ -235,20 +236,23 @@ class Dashboard(HasTraits):
                 w.send_state(key=[k for k in w.keys if k != "msg_id"])
 
     def state(self) -> dict[str, Any]:
-        """What the panel shows, as plain data."""
-        return {
-            "status": self.status,
-            "running": self.running,
-            "run_id": self.run_id,
-            "error": self.error,
-            "errors": list(self._dispatch.errors),
-            "steps": self.progress.rows(),
-            "agents": list(self.outputs.agents()),
-            "changes": self.changes.state(),
-            "selected": self.changes.selected,
-            "history": [t.summary() for t in self.session.turns],
-            "metrics": metrics_summary(),
-        }
+        """What the panel shows, as plain data (redacted, as the widgets show it)."""
+        shown: dict[str, Any] = redact_obj(
+            {
+                "status": self.status,
+                "running": self.running,
+                "run_id": self.run_id,
+                "error": self.error,
+                "errors": list(self._dispatch.errors),
+                "steps": self.progress.rows(),
+                "agents": list(self.outputs.agents()),
+                "changes": self.changes.state(),
+                "selected": self.changes.selected,
+                "history": [t.summary() for t in self.session.turns],
+                "metrics": metrics_summary(),
+            }
+        )
+        return shown
 
     def agent_text(self, agent: str) -> str:
         """The text of ``agent``'s output tab."""
@@ -261,7 +265,7 @@ class Dashboard(HasTraits):
 
     def _start_followup(self) -> Run:
         run = self._start(self.controls.followup.value, True)
-        self.controls.followup.value = ""
+        set_value(self.controls.followup, "")
         return run
 
     def _trusted(self, settings: Settings) -> None:
@@ -393,7 +397,7 @@ class Dashboard(HasTraits):
     def _show_error(self, message: str) -> None:
         with batched(self.error_html, self.error_box):
             self.error = message
-            self.error_html.value = error_html(message)
+            set_value(self.error_html, error_html(message))
             self.error_box.layout.display = "flex"
 
     def _buttons(self) -> None:

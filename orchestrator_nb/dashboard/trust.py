@@ -9,6 +9,7 @@ from typing import Any
 
 from .. import trust_store
 from ..config import Settings, load_settings
+from ..publish import html_widget, set_value
 
 
 class TrustRow:
@@ -20,7 +21,7 @@ class TrustRow:
         self.workspace = workspace
         self.config = config
         self.on_trusted = on_trusted
-        self.label = widgets.HTML("")
+        self.label = html_widget("")
         self.button = widgets.Button(
             description="Trust",
             tooltip="record that you trust what this workspace configures",
@@ -38,10 +39,11 @@ class TrustRow:
         colour = "#1a7f37" if report.trusted else "#9a6700"
         asks = "".join(f"<li><code>{html.escape(str(f))}</code></li>" for f in report.findings)
         listing = f"<ul style='margin:2px 0'>{asks}</ul>" if asks else ""
-        self.label.value = (
+        label = (
             f'<div style="font-family:sans-serif"><b>Trust</b>&nbsp;'
             f'<span style="color:{colour}">{html.escape(report.state)}</span>{listing}</div>'
         )
+        set_value(self.label, label)
         self.button.layout.display = "none" if report.trusted else ""
         return report
 

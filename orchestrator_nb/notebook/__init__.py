@@ -19,10 +19,12 @@ _LOADED: dict[int, Any] = {}
 
 def load_ipython_extension(ipython: Any) -> None:
     """Register ``%orchestrate`` / ``%%orchestrate`` on ``ipython``."""
+    from ..publish import install
     from .magics import OrchestratorMagics
 
     magics = OrchestratorMagics(ipython)
     ipython.register_magics(magics)
+    install(ipython)
     _LOADED[id(ipython)] = magics
     _stop_leftovers()
 
@@ -33,11 +35,12 @@ def _stop_leftovers() -> None:
     import os
 
     from ..orphans import stop_leftovers
+    from ..publish import say
 
     try:
         found = stop_leftovers(os.getcwd())
     except Exception as exc:  # never keep the extension from loading
-        print(f"orchestrator-nb: could not check for leftovers of a dead run: {exc}")
+        say(f"orchestrator-nb: could not check for leftovers of a dead run: {exc}")
         return
     for left in found:
         line = f"orchestrator-nb: run {left.run_id} died with its kernel"
@@ -45,7 +48,7 @@ def _stop_leftovers() -> None:
         line += "; its turn is marked interrupted" if left.turns else ""
         if left.survivors:
             line += f"; could not stop pid(s) {', '.join(map(str, left.survivors))}"
-        print(line)
+        say(line)
 
 
 def unload_ipython_extension(ipython: Any) -> None:

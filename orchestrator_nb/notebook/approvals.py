@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..agents.acp.permissions import PermissionRequest
+from ..publish import html_widget, set_value
 
 ANSWERS = {
     "allow_once": "allowed once",
@@ -34,7 +35,7 @@ class PermissionPanel:
         self.answer: str | None = None
         self._decide = decide
         what = request.command or "\n".join(request.paths) or request.title
-        self.message = widgets.HTML(
+        self.message = html_widget(
             f"<b>{html.escape(request.agent)}</b> wants to use "
             f"<b>{html.escape(request.title)}</b> ({html.escape(request.kind)}):"
             f'<pre style="white-space:pre-wrap;margin:2px 0">{html.escape(what)}</pre>'
@@ -73,7 +74,7 @@ class PermissionPanel:
     def _disable(self, label: str) -> None:
         for button in self.buttons.values():
             button.disabled = True
-        self.status.value = f"<i>{html.escape(label)}</i>"
+        set_value(self.status, f"<i>{html.escape(label)}</i>")
 
 
 class WidgetApprover:

@@ -17,6 +17,7 @@ import threading
 from collections.abc import Callable, Coroutine, Generator
 from typing import Any
 
+from ..publish import set_outputs
 from ..workflow.result import WorkflowResult
 from .gates import frontend_is_interactive
 from .live import Bundle
@@ -41,13 +42,9 @@ class WidgetSink:
         self._areas: dict[str, Any] = {}
         self._lock = threading.Lock()
 
-    @staticmethod
-    def _output(bundle: Bundle) -> dict[str, Any]:
-        return {"output_type": "display_data", "data": dict(bundle), "metadata": {}}
-
     def show(self, display_id: str, bundle: Bundle) -> None:
         area = self._widgets.Output()
-        area.outputs = (self._output(bundle),)
+        set_outputs(area, [bundle])
         with self._lock:
             self._areas[display_id] = area
             self.box.children = (*self.box.children, area)
@@ -58,7 +55,7 @@ class WidgetSink:
         if area is None:
             self.show(display_id, bundle)
         else:
-            area.outputs = (self._output(bundle),)
+            set_outputs(area, [bundle])
 
     def add_widget(self, widget: Any) -> None:
         with self._lock:

@@ -20,6 +20,7 @@ from IPython.core.error import UsageError
 from ..config import Settings
 from ..display import cost, tokens_pair
 from ..errors import OrchestratorError
+from ..publish import say
 from ..sessions import SessionStore
 from .export import FORMATS, export_session, to_markdown
 
@@ -220,7 +221,7 @@ class Commands:
             observe = None
         table = getattr(observe, "metrics_table", None)
         if table is None or observe is None:
-            print("metrics are unavailable: this installation has no orchestrator_nb.observe")
+            say("metrics are unavailable: this installation has no orchestrator_nb.observe")
             return None
         if rest:
             if len(rest) != 2 or rest[0] != "--serve" or not rest[1].isdigit():
@@ -229,14 +230,14 @@ class Commands:
             if _METRICS_SERVER is not None:  # one endpoint per kernel: the new port replaces it
                 _METRICS_SERVER.stop()
             _METRICS_SERVER = observe.serve_metrics(int(rest[1]))
-            print(f"serving metrics at {_METRICS_SERVER.url} (127.0.0.1 only)")
+            say(f"serving metrics at {_METRICS_SERVER.url} (127.0.0.1 only)")
             return None
         return table()
 
     def do_dashboard(self, rest: list[str]) -> Any:
         make = self.find_dashboard()
         if make is None:
-            print("the dashboard is not available yet; use %orchestrate history and session show")
+            say("the dashboard is not available yet; use %orchestrate history and session show")
             return None
         where = self.store.current.workspace
         return make(store=self.store, workspace=where if where and Path(where).is_dir() else ".")
@@ -258,7 +259,7 @@ class Commands:
         if flags == ["--forget"]:
             return trust_store.untrust(path)
         before = trust_store.report(path)
-        print("trusting:\n" + "\n".join(before.lines()[1:]))
+        say("trusting:\n" + "\n".join(before.lines()[1:]))
         return trust_store.trust(path)
 
     # -- sessions -------------------------------------------------------------------------
@@ -278,7 +279,7 @@ class Commands:
         args = parser.parse_args(rest)
         session = self.store.new(args.name, conversation=args.conversation)
         mode = " in conversation mode" if session.conversation else ""
-        print(f"new session {session.name!r}{mode}; it is now current")
+        say(f"new session {session.name!r}{mode}; it is now current")
 
     def _session_list(self, rest: list[str]) -> Table:
         current = self.store.current.id
@@ -292,7 +293,7 @@ class Commands:
         if len(rest) != 1:
             raise UsageError("usage: %orchestrate session switch NAME")
         session = self.store.switch(rest[0])
-        print(f"current session: {session.name!r} ({len(session.turns)} turn(s))")
+        say(f"current session: {session.name!r} ({len(session.turns)} turn(s))")
 
     def _session_show(self, rest: list[str]) -> Text:
         session = self.store.get(rest[0]) if rest else self.store.current
@@ -305,7 +306,7 @@ class Commands:
         session = self.store.current
         n = len(session.turns)
         session.reset()
-        print(f"session {session.name!r} reset: {n} turn(s) removed")
+        say(f"session {session.name!r} reset: {n} turn(s) removed")
 
     def _session_conversation(self, rest: list[str]) -> None:
         if rest not in (["on"], ["off"]):
@@ -313,7 +314,7 @@ class Commands:
         session = self.store.current
         session.conversation = rest[0] == "on"
         session.autosave()
-        print(f"conversation mode {rest[0]} for session {session.name!r}")
+        say(f"conversation mode {rest[0]} for session {session.name!r}")
 
     def _session_export(self, rest: list[str]) -> None:
         parser = _Parser(prog="%orchestrate session export", add_help=False)
@@ -322,17 +323,13 @@ class Commands:
         args = parser.parse_args(rest)
         session = self.store.current
         path, fmt = export_session(session, args.path, args.format)
-        print(
-            f"exported session {session.name!r} ({len(session.turns)} turn(s)) as {fmt} to {path}"
-        )
+        say(f"exported session {session.name!r} ({len(session.turns)} turn(s)) as {fmt} to {path}")
 
     def _session_import(self, rest: list[str]) -> None:
         if len(rest) != 1:
             raise UsageError("usage: %orchestrate session import PATH")
         session = self.store.import_file(Path(rest[0]).expanduser())
-        print(
-            f"imported session {session.name!r} ({len(session.turns)} turn(s)); it is now current"
-        )
+        say(f"imported session {session.name!r} ({len(session.turns)} turn(s)); it is now current")
 
 
 __all__ = ["KNOWN", "SUBCOMMANDS", "Commands", "Table", "Text", "usage"]

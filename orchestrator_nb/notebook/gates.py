@@ -19,6 +19,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from ..publish import html_widget, set_value
 from ..workflow.engine import GateDecision, GateHandler
 from ..workflow.models import GateStep
 
@@ -50,7 +51,7 @@ class GatePanel:
         self.step_id = step_id
         self.decision: GateDecision = None
         self._decide = decide
-        self.message = widgets.HTML(
+        self.message = html_widget(
             f"<b>gate {html.escape(step_id)}</b>: "
             f'<span style="white-space:pre-wrap">{html.escape(message)}</span>'
         )
@@ -72,7 +73,9 @@ class GatePanel:
             try:
                 fn(button)
             except Exception as exc:
-                self.status.value = f'<span style="color:#cf222e">{html.escape(repr(exc))}</span>'
+                set_value(
+                    self.status, f'<span style="color:#cf222e">{html.escape(repr(exc))}</span>'
+                )
 
         return call
 
@@ -84,7 +87,7 @@ class GatePanel:
 
     def edit(self, task: str) -> None:
         if not task.strip():
-            self.status.value = '<span style="color:#cf222e">the edited task is empty</span>'
+            set_value(self.status, '<span style="color:#cf222e">the edited task is empty</span>')
             return
         self._finish(("edit", task), "approved with an edited task")
 
@@ -104,7 +107,7 @@ class GatePanel:
         for button in (self.approve_button, self.reject_button, self.edit_button):
             button.disabled = True
         self.task_box.disabled = True
-        self.status.value = f"<i>{html.escape(label)}</i>"
+        set_value(self.status, f"<i>{html.escape(label)}</i>")
 
 
 class WidgetGate:

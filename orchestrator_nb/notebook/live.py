@@ -39,6 +39,8 @@ from ..lifecycle import (
     StepStarted,
     WorkspaceWaiting,
 )
+from ..observe.redact import redact, redact_live
+from ..publish import emit, redact_bundle
 
 Bundle = dict[str, str]
 Cancel = Callable[[], None]
@@ -79,9 +81,7 @@ class CellSink:
         if self._parent and hasattr(pub, "set_thread_parent"):
             token = pub.set_thread_parent(self._parent)
         try:
-            pub.publish(
-                data=bundle, metadata={}, transient={"display_id": display_id}, update=update
-            )
+            emit(pub, bundle, display_id=display_id, update=update)
         finally:
             if token is not None:
                 pub.reset_thread_parent(token)
@@ -166,6 +166,9 @@ def _usage_line(usage: Usage | None) -> str:
 def render_step(step: _Step, now: float) -> Bundle:
     """One step's area: Markdown (and text/plain) with no times once the step is final."""
     text = "\n\n".join(m for m in step.messages if m.strip())
+    # The whole accumulated text is redacted (a key split across deltas is whole here); while
+    # the step streams, a tail that may still grow into a secret waits for the next update.
+    text = redact(text) if step.final else redact_live(text)
     if len(text) > MAX_TEXT_CHARS:
         text = "…" + text[-MAX_TEXT_CHARS:]
     head = [f"**{step.title}**", step.status]
@@ -191,7 +194,8 @@ def render_step(step: _Step, now: float) -> Bundle:
     for warning in step.warnings:
         md += ["", f"> ⚠ {warning}"]
         plain.append(f"warning: {warning}")
-    return {"text/markdown": "\n".join(md), "text/plain": "\n".join(plain)}
+    # Tool details, warnings and titles are redacted too: every sink gets a clean bundle.
+    return redact_bundle({"text/markdown": "\n".join(md), "text/plain": "\n".join(plain)})
 
 
 class LiveDisplay:
@@ -349,6 +353,7 @@ class LiveDisplay:
     def note(self, line: str) -> None:
         """A line in the run's notes area (gates, budgets); notes carry no times."""
         with self._lock:
+            line = redact(line)
             self._notes.append(line)
             bundle = {
                 "text/plain": "\n".join(self._notes),

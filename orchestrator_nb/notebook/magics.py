@@ -17,6 +17,7 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 
 from ..config import Settings, load_settings
 from ..errors import OrchestratorError
+from ..publish import say
 from ..runs import RunOptions, RunRequest
 from ..sessions import SessionStore, decide_followup, default_store
 from ..workflow.models import Budget
@@ -211,7 +212,7 @@ class OrchestratorMagics(Magics):
                     self.user_ns[args.out] = handle
                 return handle
             if args.background:
-                print(
+                say(
                     "--background: batch execution keeps only the output of the running cell, "
                     "so this run is awaited in this cell"
                 )
@@ -233,7 +234,7 @@ class OrchestratorMagics(Magics):
         force = True if args.followup else False if args.new else None
         decision = decide_followup(body, session, force=force, workspace=workspace)
         if session.turns and not args.quiet and not args.dry_run:
-            print(decision)
+            say(decision)
         budget = Budget(max_cost_usd=args.budget) if args.budget is not None else Budget()
         options = RunOptions(
             budget=budget,

@@ -16,6 +16,7 @@ from typing import Any
 
 from .._sync import run_sync
 from ..lifecycle import Subscriber
+from ..publish import say, show
 from ..runs import RunOptions, RunRequest, RunService, SessionRecorder, rehearsal_home
 from ..sessions import Session, Turn
 from ..workflow.engine import GateHandler
@@ -94,7 +95,7 @@ class CellRun:
         try:
             result = run_sync(lambda: self._execute(None, subscribers, gate))
         except KeyboardInterrupt:
-            print(self._stopped(live, "interrupted"))
+            say(self._stopped(live, "interrupted"))
             return None
         except BaseException as exc:
             self._failed(live, exc)
@@ -108,7 +109,7 @@ class CellRun:
             sink: DisplaySink = WidgetSink()
             self._show(sink)
         else:
-            print(BATCH_NOTE)
+            say(BATCH_NOTE)
             sink = CellSink(self.shell)
         add = sink.add_widget if isinstance(sink, WidgetSink) else None
         gate, reason = gate_setup(self.shell, background=True, add_widget=add)
@@ -130,15 +131,12 @@ class CellRun:
 
         run = launch(body, self.spec.label)
         if not self.interactive and self.shell is not None:
-            await_at_cell_end(self.shell, run, lambda: print(self._stopped(live, "interrupted")))
+            await_at_cell_end(self.shell, run, lambda: say(self._stopped(live, "interrupted")))
         return run
 
     # -- shared parts ---------------------------------------------------------------------
 
     def _show(self, obj: Any) -> None:
-        from IPython import display as ipython_display
-
-        show: Any = ipython_display.display
         show(obj)
 
     def _live(self, sink: DisplaySink | None, gate_reason: str | None) -> LiveDisplay | None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import html
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from http.server import ThreadingHTTPServer
 from typing import Any, Literal, Protocol
@@ -23,6 +23,7 @@ from prometheus_client.exposition import MetricsHandler, generate_latest
 from ..errors import ConfigError
 from ..events import RetryEvent
 from ..lifecycle import AgentEventEmitted, LifecycleEvent, RunFinished, RunStarted, StepFinished
+from .redact import redact
 
 BreakerState = Literal["closed", "open", "half_open"]
 _BREAKER_VALUE: dict[str, float] = {"closed": 0.0, "open": 1.0, "half_open": 2.0}
@@ -40,7 +41,8 @@ class BreakerStates(Protocol):
 
 
 def _label(value: str | None) -> str:
-    return value if value else "unknown"
+    # A label value is shown on /metrics and in tables: a model name that is a secret is masked.
+    return redact(value) if value else "unknown"
 
 
 class Metrics:
@@ -165,8 +167,26 @@ class Metrics:
             self.active_sessions.set(len(self._active))
 
     def exposition(self) -> bytes:
-        """The Prometheus text format of the registry (what /metrics serves)."""
-        return generate_latest(self.registry)
+        """The Prometheus text format of the registry (what /metrics serves), redacted."""
+        return generate_latest(RedactedRegistry(self.registry))
+
+
+class RedactedRegistry:
+    """A view of a registry whose label values are redacted: what /metrics and tables read."""
+
+    def __init__(self, registry: Any) -> None:
+        self._registry = registry
+
+    def collect(self) -> Iterator[Any]:
+        for family in self._registry.collect():
+            family.samples = [
+                s._replace(labels={k: redact(v) for k, v in s.labels.items()})
+                for s in family.samples
+            ]
+            yield family
+
+    def restricted_registry(self, names: Any) -> RedactedRegistry:
+        return RedactedRegistry(self._registry.restricted_registry(names))
 
 
 _metrics: Metrics | None = None
@@ -310,7 +330,7 @@ def metrics_table(metrics: Metrics | None = None) -> MetricsTable:
     """A table of every series with a value (histograms as their count and sum)."""
     m = metrics or get_metrics()
     rows: list[MetricRow] = []
-    for family in m.registry.collect():
+    for family in RedactedRegistry(m.registry).collect():
         for sample in family.samples:
             if sample.name.endswith(("_created", "_bucket")):
                 continue
@@ -364,7 +384,7 @@ def serve_metrics(
         )
     if not isinstance(port, int) or not 0 <= port <= 65535:
         raise ConfigError(f"invalid port {port!r}", key="port", hint="a number from 1 to 65535")
-    registry = (metrics or get_metrics()).registry
+    registry = RedactedRegistry((metrics or get_metrics()).registry)
 
     class _Quiet(MetricsHandler.factory(registry)):  # type: ignore[misc]
         def log_message(self, format: str, *args: Any) -> None:

@@ -80,8 +80,13 @@ class RehearsalEndpoint:
     def home_env(self) -> dict[str, str]:
         """What every CLI gets: the isolated HOME and config folders, no proxy, no updates."""
         home = self.home_path
+        # The CLIs' temp files (gemini's gemini-client-error-*.json, say) stay in the
+        # rehearsal's home, removed with it, instead of piling up in the system temp folder.
+        tmp = home / "tmp"
+        tmp.mkdir(parents=True, exist_ok=True)
         return {
             "HOME": self.home,
+            "TMPDIR": str(tmp),
             "USERPROFILE": self.home,
             "XDG_CONFIG_HOME": str(home / ".config"),
             "XDG_CACHE_HOME": str(home / ".cache"),

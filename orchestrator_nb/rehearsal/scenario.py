@@ -85,6 +85,12 @@ class Fault(_Model):
     )
     status: int = Field(default=500, ge=400, le=599, description="HTTP status for kind=error")
     seconds: float = Field(default=1.0, ge=0, description="wait before answering, for kind=delay")
+    until: str | None = Field(
+        default=None,
+        min_length=1,
+        description="for kind=delay: wait until this file exists instead of `seconds` (a gate "
+        "a test opens, so no assertion depends on which of two timers fires first)",
+    )
     after_events: int | None = Field(
         default=None, ge=0, description="stream events sent before a cut (default: half of them)"
     )

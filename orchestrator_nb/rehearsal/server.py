@@ -17,6 +17,7 @@ import time
 import zlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
@@ -323,7 +324,7 @@ class ScriptedModelServer:
             self._stopping.wait()  # until close(): the answer never comes
             reply.h.close_connection = True
             return
-        if fault is not None and fault.kind == "delay" and self._stopping.wait(fault.seconds):
+        if fault is not None and fault.kind == "delay" and self._delay(fault):
             reply.h.close_connection = True
             return
         self._record(base, secrets, status=200, **record)
@@ -344,6 +345,16 @@ class ScriptedModelServer:
             reply.partial_json(proto.complete(planned, exchange.model))
         else:
             reply.json(200, proto.complete(planned, exchange.model))
+
+    def _delay(self, fault: Fault) -> bool:
+        """Wait out a delay fault; True when the server is closing meanwhile."""
+        if fault.until is None:
+            return self._stopping.wait(fault.seconds)
+        gate = Path(fault.until)
+        while not gate.exists():
+            if self._stopping.wait(0.05):
+                return True
+        return False
 
     def _take_fault(self, key: tuple[int, str, str | None], fault: Fault | None) -> Fault | None:
         # `times` counts per turn, agent and step: each CLI of a workflow meets the fault.

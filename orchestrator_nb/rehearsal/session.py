@@ -218,10 +218,11 @@ class Rehearsal:
         ]
 
     def dump(self, path: str | os.PathLike[str]) -> Path:
-        """Write the recording as JSON lines (no credentials in it)."""
+        """Write the recording as JSON lines (no credentials in it; prompts redacted)."""
+        from ..fsio import write_text
+
         target = Path(path)
-        target.write_text(to_jsonl(self.requests), encoding="utf-8")
-        return target
+        return write_text(target, to_jsonl(self.requests), anchor=target.parent)
 
     def close(self) -> None:
         if self._closed:

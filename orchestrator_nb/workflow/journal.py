@@ -15,7 +15,8 @@ from typing import Any
 
 from ..errors import WorkspaceError
 from ..events import StepResult
-from ..observe.redact import redact_obj
+from ..fsio import write_json
+from ..observe.redact import default_redactor, expand_references, redact_obj
 
 
 def _fsync_write(path: Path, text: str) -> None:
@@ -38,8 +39,41 @@ class RunJournal:
         return (self.dir / "run.json").is_file()
 
     def start(self, meta: dict[str, Any]) -> None:
+        """Record what started the run; a secret in the task is kept as a reference, never whole.
+
+        A value from the environment is stored as ``${NAME}`` and put back on resume; any other
+        secret (a key typed into the task) is redacted and the run cannot resume without the task.
+        """
+        meta = dict(meta)
+        if isinstance(meta.get("task"), str):
+            task, refs, lost = default_redactor().to_references(meta["task"])
+            meta["task"] = task
+            if refs:
+                meta["task_refs"] = refs
+            if lost:
+                meta["task_redacted"] = True
         self.dir.mkdir(parents=True, exist_ok=True)
-        _fsync_write(self.dir / "run.json", json.dumps(meta, indent=2))
+        write_json(self.dir / "run.json", meta)
+
+    def task(self) -> str:
+        """The task as it was given, with its secrets taken from the environment again."""
+        meta = self.meta()
+        if meta.get("task_redacted"):
+            raise WorkspaceError(
+                f"run {self.run_id} cannot resume: its task held a secret that does not come from "
+                "the environment, and the journal keeps it redacted",
+                hint="start the run again with the task (or put the secret in an environment "
+                "variable, e.g. MY_SERVICE_TOKEN, and refer to it from there)",
+            )
+        task, missing = expand_references(str(meta["task"]), meta.get("task_refs") or ())
+        if missing:
+            names = ", ".join(missing)
+            raise WorkspaceError(
+                f"run {self.run_id} cannot resume: its task uses the secret(s) {names} from the "
+                "environment, and they are not set now",
+                hint=f"set {names} to the same value(s) as when the run started, then resume",
+            )
+        return task
 
     def meta(self) -> dict[str, Any]:
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ def help_section(file: str, command: str) -> str:
 
 # driver class, help file, the --help that documents the options it passes, its permission modes
 CLIS: dict[str, tuple[type[Any], str, str, tuple[str, ...]]] = {
-    "claude": (ClaudeDriver, "claude-2.1.197.txt", "claude --help", PERMISSION_MODES),
+    "claude": (ClaudeDriver, "claude-2.1.332.txt", "claude --help", PERMISSION_MODES),
     "codex": (CodexDriver, "codex.txt", "codex exec --help", SANDBOX_MODES),
     "gemini": (GeminiDriver, "gemini.txt", "gemini --help", APPROVAL_MODES),
     "copilot": (CopilotDriver, "copilot.txt", "copilot --help", tuple(PERMISSION_FLAGS)),
@@ -81,6 +82,10 @@ def test_every_flag_is_in_the_help(cli: str, mode: str) -> None:
 @pytest.mark.parametrize(("cli", "mode"), ALL_MODES)
 def test_permission_modes_are_the_clis_own(cli: str, mode: str) -> None:
     cls, file, command, _ = CLIS[cli]
+    if (cli, mode) == ("claude", "default"):
+        # Renamed "manual" in newer releases, which still accept the old name; the older
+        # --help lists it.
+        file = "claude-2.1.197.txt"
     text = help_section(file, command)
     argv = cls().build_argv(full_request(mode))
     if cli == "copilot":
@@ -161,8 +166,9 @@ def test_gemini_skips_its_folder_trust_only_when_the_user_trusts_the_folder() ->
 
 
 def test_claude_max_turns_is_not_passed() -> None:
-    # Not in the pinned 2.1.197 --help, so the driver does not pass it.
-    assert not in_help("--max-turns", help_section("claude-2.1.197.txt", "claude --help"))
+    # Not in the pinned --help (2.1.197 nor 2.1.332), so the driver does not pass it.
+    for pinned in ("claude-2.1.197.txt", "claude-2.1.332.txt"):
+        assert not in_help("--max-turns", help_section(pinned, "claude --help"))
     argv = ClaudeDriver().build_argv(full_request())
     assert argv == ClaudeDriver().build_argv(full_request(max_turns=None))
     assert "--max-turns" not in argv
@@ -255,6 +261,7 @@ def version_output(file: str, cli: str) -> str:
 VERSIONS = {
     "claude": [
         version_output("claude-2.1.197.txt", "claude"),
+        version_output("claude-2.1.332.txt", "claude"),
         version_output("claude.txt", "claude"),
     ],
     "codex": [version_output("codex.txt", "codex")],
@@ -274,8 +281,8 @@ def test_is_genuine(cli: str) -> None:
 
 
 def test_version_texts_are_the_pinned_ones() -> None:
-    assert VERSIONS["claude"][0] == "2.1.197 (Claude Code)"
-    assert VERSIONS["codex"] == ["codex-cli 0.169.0"]
+    assert VERSIONS["claude"][:2] == ["2.1.197 (Claude Code)", "2.1.332 (Claude Code)"]
+    assert VERSIONS["codex"] == ["codex-cli 0.171.0"]
     assert VERSIONS["gemini"] == ["0.61.0"]
     assert VERSIONS["copilot"][0].startswith("GitHub Copilot CLI 1.0.102.")
 
@@ -292,3 +299,20 @@ def test_install_hints_and_registry() -> None:
         assert BUILTIN_DRIVERS[name] is cls
         assert isinstance(driver, Driver)
         assert (driver.name, driver.executable, driver.prompt_via) == (name, name, "arg")
+
+
+def test_a_node_beside_the_clis_runs_them(tmp_path: Path) -> None:
+    # `make agents` on Node 20 puts Node 22 from npm into node_modules/.bin: the CLIs, which are
+    # `#!/usr/bin/env node` scripts, must find it first on PATH.
+    bindir = tmp_path / "node_modules" / ".bin"
+    bindir.mkdir(parents=True)
+    claude = bindir / "claude"
+    claude.write_text("#!/usr/bin/env node\n")
+    request = full_request(executable=str(claude))
+    assert "PATH" not in ClaudeDriver().env(request)  # no node there: the system's runs them
+    node = bindir / "node"
+    node.write_text("#!/bin/sh\n")
+    node.chmod(0o755)
+    for driver in (ClaudeDriver(), CodexDriver(), GeminiDriver(), CopilotDriver()):
+        path = driver.env(request)["PATH"].split(os.pathsep)
+        assert path[0] == str(bindir) and path[1:] == os.environ["PATH"].split(os.pathsep)

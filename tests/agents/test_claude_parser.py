@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+from orchestrator_nb.agents.base import AgentRequest
 from orchestrator_nb.agents.claude import ClaudeDriver
 from orchestrator_nb.events import (
     FileChange,
     FileChangeEvent,
+    RawEvent,
     RetryEvent,
     SessionEvent,
     TextEvent,
@@ -235,3 +238,42 @@ def test_resume_of_unknown_session_is_a_config_error(replay: Run) -> None:
     assert v.error_kind == "config"
     assert v.error_message == missing
     assert v.hint is not None and "home directory" in v.hint
+
+
+def test_manual_mode_is_accepted_and_passed_through(tmp_path: Path) -> None:
+    request = AgentRequest("hi", tmp_path, "claude", permission_mode="manual")
+    argv = ClaudeDriver().build_argv(request)
+    assert argv[argv.index("--permission-mode") + 1] == "manual"
+
+
+def test_permission_denied_events_are_recognised(
+    replay: Run, transcript: Callable[[str], list[str]]
+) -> None:
+    # claude 2.1.332 in manual mode: the refusal is announced as it happens, then the result
+    # says success and lists it again; a stream cut before the result still shows it.
+    r = replay(parser(), "claude_permission_denied_manual_2.1.332.jsonl")
+    assert WarningEvent("permission denied: Write") in r.events
+    assert not [e for e in r.events if isinstance(e, RawEvent) and "permission_denied" in str(e)]
+    assert not r.verdict.ok and "refused permission" in (r.verdict.error_message or "")
+    lines = transcript("claude_permission_denied_manual_2.1.332.jsonl")
+    result = json.loads(lines[-1])
+    result["permission_denials"] = []
+    v = replay(parser(), [*lines[:-1], json.dumps(result)], exit_code=0).verdict
+    assert not v.ok and "Write" in (v.error_message or "")
+
+
+def test_a_sigint_without_result_is_cancelled(replay: Run) -> None:
+    v = replay(parser(), "claude_interrupted_sigint_2.1.332.jsonl").verdict
+    assert not v.ok and v.error_kind == "cancelled"
+
+
+def test_an_interrupted_turn_is_cancelled_even_if_the_result_says_success(
+    replay: Run, transcript: Callable[[str], list[str]]
+) -> None:
+    lines = transcript("claude_tool_write_acceptEdits.jsonl")
+    stop = json.dumps(
+        {"type": "user", "message": {"role": "user",
+         "content": [{"type": "text", "text": "[Request interrupted by user]"}]}}
+    )  # fmt: skip
+    v = replay(parser(), [*lines[:-1], stop, lines[-1]], exit_code=0).verdict
+    assert not v.ok and v.error_kind == "cancelled"

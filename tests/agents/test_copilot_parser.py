@@ -10,6 +10,7 @@ from orchestrator_nb.agents.copilot import CopilotDriver
 from orchestrator_nb.events import (
     FileChange,
     FileChangeEvent,
+    RawEvent,
     SessionEvent,
     TextEvent,
     ToolCallEvent,
@@ -196,3 +197,33 @@ def test_resume_of_unknown_session_is_a_config_error(replay: Run) -> None:
     assert v.error_kind == "config"
     assert v.error_message == f"copilot could not resume: {stderr.splitlines()[0]}"
     assert v.hint is not None and "home directory" in v.hint
+
+
+def test_the_clis_own_interruption_is_cancelled_even_with_exit_0(
+    replay: Run, transcript: Callable[..., Any]
+) -> None:
+    lines = transcript("copilot_tool_create.jsonl")
+    body, last = lines[:-1], lines[-1]
+    assert json.loads(last)["type"] == "result" and json.loads(last)["exitCode"] == 0
+    for stop in (
+        [event("abort", reason="user_initiated")],
+        [event("agent.interrupted", activity="model_call", elapsedMs=20, turn=0)],
+        [event("session.idle", aborted=True)],
+    ):
+        v = replay(parser(), [*body, *stop, last], exit_code=0).verdict
+        assert not v.ok and v.error_kind == "cancelled", stop
+        assert not v.retryable
+    # A plain idle is the normal end of a turn.
+    assert replay(parser(), [*body, event("session.idle"), last], exit_code=0).verdict.ok
+
+
+def test_a_recorded_interrupt_is_cancelled(replay: Run) -> None:
+    # copilot 1.0.102 stopped with SIGINT: agent.interrupted, abort, an aborted idle, then a
+    # result with exitCode 0.
+    r = replay(parser(), "copilot_interrupted_sigint.jsonl")
+    assert not r.verdict.ok and r.verdict.error_kind == "cancelled"
+    assert "user_initiated" in (r.verdict.error_message or "")
+    assert not [e for e in r.events if isinstance(e, RawEvent)]
+    assert replay(parser(), "copilot_interrupted_sigint.jsonl", exit_code=0).verdict.error_kind == (
+        "cancelled"
+    )

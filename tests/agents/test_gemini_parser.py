@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -42,14 +43,14 @@ def test_write_file(replay: Run) -> None:
     assert v.session_id == SESSION
     assert v.model == "gemini-2.5-flash"
     assert v.usage == Usage(1600, 40, 0, None)
-    assert v.changes == [FileChange(HELLO, "modified")]
+    assert v.changes == [FileChange(HELLO, "added")]  # the recorded run created hello.txt
     assert r.events[0] == SessionEvent(SESSION, "gemini-2.5-flash")
     tool_id = "write_file__write_file_1795484711045_0"
     assert r.of(ToolCallEvent) == [
         ToolCallEvent(tool_id, "write_file", {"file_path": HELLO, "content": "hi\n"})
     ]
     assert r.of(ToolResultEvent) == [ToolResultEvent(tool_id, True, "")]
-    assert r.of(FileChangeEvent) == [FileChangeEvent(HELLO, "modified")]
+    assert r.of(FileChangeEvent) == [FileChangeEvent(HELLO, "added")]
     texts = r.of(TextEvent)
     assert all(isinstance(t, TextEvent) and t.delta for t in texts)
     assert "".join(t.text for t in texts if isinstance(t, TextEvent)) == (
@@ -179,3 +180,26 @@ def test_resume_of_unknown_session_is_a_config_error(replay: Run) -> None:
     assert v.error_kind == "config"
     assert v.error_message == f"gemini could not resume: {stderr.strip()}"
     assert v.hint is not None and "home directory" in v.hint
+
+
+def test_write_file_over_an_existing_file_is_modified(
+    replay: Run, transcript: Callable[..., Any], tmp_path: Path
+) -> None:
+    existing = tmp_path / "hello.txt"
+    existing.write_text("old\n")
+    lines = [ln.replace(HELLO, str(existing)) for ln in transcript("gemini_tool_write_file.jsonl")]
+    v = replay(parser(), lines, exit_code=0).verdict
+    assert v.ok and v.changes == [FileChange(str(existing), "modified")]
+
+
+def test_an_error_event_then_success_is_not_a_success(
+    replay: Run, transcript: Callable[..., Any]
+) -> None:
+    # gemini reports a turn limit as an error-severity event, then may still end with success.
+    lines = transcript("gemini_tool_write_file.jsonl")
+    limit = line(type="error", severity="error", message="Reached max session turns")
+    v = replay(parser(), [*lines[:-1], limit, lines[-1]], exit_code=0).verdict
+    assert not v.ok and v.error_kind == "failed"
+    assert "Reached max session turns" in (v.error_message or "")
+    warning = line(type="error", severity="warning", message="Retrying after a hiccup")
+    assert replay(parser(), [*lines[:-1], warning, lines[-1]], exit_code=0).verdict.ok

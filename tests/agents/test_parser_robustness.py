@@ -243,7 +243,9 @@ def test_stream_cut_mid_line(name: str, replay: Run) -> None:
     cut = [*lines[:-1], lines[-1][: len(lines[-1]) // 2]]
     r = replay(driver_for(name).new_parser(), cut, 0)
     assert isinstance(r.events[-1], RawEvent)
-    assert r.verdict.error_kind == "crashed"
+    # Copilot's interruption events come before its cut result line: still its own word.
+    expected = "cancelled" if name == "copilot_interrupted_sigint.jsonl" else "crashed"
+    assert r.verdict.error_kind == expected
 
 
 # Field names and type tags the four CLIs use, so generated objects reach deep into the handlers.

@@ -300,9 +300,7 @@ def test_real_clis_under_one_rehearsal_each_task_on_its_branch(sg: Scripted) -> 
     missing = [c for c in ("claude", "codex") if not _cli(c)]
     if missing:
         reason = f"agent CLIs not installed ({', '.join(missing)}): run `make agents`"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
+        pytest.skip(reason)  # a failure under CI=true (tests/conftest.py)
     config = sg.root / "real.yaml"
     config.write_text(
         "workflows:\n"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -238,9 +237,7 @@ def test_run_refuses_what_is_not_a_notebook(tmp_path: Path) -> None:
 def test_exec_with_the_real_claude_under_rehearsal(tmp_path: Path) -> None:
     if not (shutil.which("claude") or any((d / "claude").exists() for d in agents_bin_dirs())):
         reason = "agent CLI not installed (claude): run `make agents`"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
+        pytest.skip(reason)  # a failure under CI=true (tests/conftest.py)
     ws = tmp_path / "ws"
     ws.mkdir()
     config = tmp_path / "c.yaml"

@@ -13,6 +13,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -29,7 +30,8 @@ from dash_helpers import agent_processes, require, require_clis
 
 pytestmark = [pytest.mark.browser, pytest.mark.kernel, pytest.mark.real_cli, pytest.mark.slow]
 
-CHROMIUM = "/usr/bin/chromium"
+# Found the way the Makefile finds it: Debian names it chromium, Ubuntu chromium-browser.
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or "chromium"
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -150,7 +152,7 @@ def jupyterlab(root: Path) -> Iterator[tuple[str, str]]:
 
 
 def _requirements() -> None:
-    require(Path(CHROMIUM).is_file(), f"{CHROMIUM} is missing: run `make browser`")
+    require(Path(CHROMIUM).is_file(), "chromium (or chromium-browser) is missing: `make browser`")
     require(JUPYTER.is_file(), "jupyter is not installed in the venv: run `make venv`")
     try:
         import playwright.sync_api  # noqa: F401

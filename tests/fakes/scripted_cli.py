@@ -25,6 +25,9 @@ def main() -> int:
         print("no rule matched")
         return 0
     rule = rules[index]
+    if rule.get("ignore_sigint"):  # like a CLI that only stops on SIGTERM
+        # Before the call is logged: a test that saw the call knows the handler is in place.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     n = 1
     if log:
         if os.path.exists(log):
@@ -37,8 +40,6 @@ def main() -> int:
                 )
                 + "\n"
             )
-    if rule.get("ignore_sigint"):  # like a CLI that only stops on SIGTERM
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
     if rule.get("fail_first") and n == 1:
         print("first call fails", file=sys.stderr)
         return 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -82,7 +83,9 @@ async def test_widget_gate_waits_for_a_click_from_another_thread() -> None:
     sink = WidgetSink()
     gate = WidgetGate(sink.add_widget)
     pending = asyncio.ensure_future(gate(STEP, "Ship it?"))
+    deadline = time.monotonic() + 30
     while not gate.panels:
+        assert time.monotonic() < deadline, "the gate never showed its panel"
         await asyncio.sleep(0.01)
     assert sink.box.children == (gate.panels[0].widget,)
     clicker = threading.Thread(target=gate.panels[0].approve_button.click)  # the kernel thread

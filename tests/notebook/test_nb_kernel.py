@@ -23,12 +23,13 @@ from nbclient import NotebookClient
 from nbformat import v4
 
 import orchestrator_nb
+from orchestrator_nb.agents.registry import agents_bin_dirs
 from orchestrator_nb.sessions import Session
 
 pytestmark = [pytest.mark.kernel, pytest.mark.real_cli, pytest.mark.timeout(240)]
 
 REPO = Path(__file__).resolve().parents[2]
-BIN = REPO / ".agents" / "node_modules" / ".bin"
+BIN = agents_bin_dirs()[0]  # .agents/, or ORCHESTRATOR_NB_AGENTS_DIR (make test-latest)
 # Until orchestrator_nb/__init__.py re-exports it, the extension is loaded from its module.
 EXT = (
     "orchestrator_nb"
@@ -47,9 +48,7 @@ def need(*agents: str) -> None:
         if missing:
             reason = f"{', '.join(missing)} not installed in {BIN}: run `make agents` (needs npm)"
     if reason is not None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI=true and {reason}")
-        pytest.skip(reason)
+        pytest.skip(reason)  # a failure under CI=true (tests/conftest.py)
 
 
 def notebook(*sources: str) -> Any:

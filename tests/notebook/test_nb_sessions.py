@@ -119,6 +119,19 @@ def test_turns_steps_history_and_resume_ids(store: SessionStore, tmp_path: Path)
     assert running.steps[0].error == "boom"
 
 
+def test_native_sessions_resume_only_in_their_own_workspace(
+    store: SessionStore, tmp_path: Path
+) -> None:
+    # Resumed from another folder, claude 2.1.332 keeps working in the session's old folder.
+    here, there = tmp_path / "here", tmp_path / "there"
+    here.mkdir()
+    there.mkdir()
+    session = with_turn(store.current, here)
+    assert session.resume_ids_for(here) == {"claude": "native-claude"}
+    assert session.resume_ids_for(there) == {}
+    assert session.resume_ids_for(None) == session.resume_ids == {"claude": "native-claude"}
+
+
 def test_followup_task_carries_previous_turn(store: SessionStore) -> None:
     session = store.current
     assert session.followup_task("now add tests") == "now add tests"

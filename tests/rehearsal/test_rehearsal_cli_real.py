@@ -2,9 +2,10 @@
 
 Each CLI is spawned the way a driver spawns it (argv list, stdin /dev/null, its own process
 group, the flags of the reference transcripts, ``os.environ - r.drop_env + r.env(agent)``) and
-the tests check what really happened: files on disk, the CLI's own final JSON verdict, native
-resume, the CLI's rate-limit failure (its retry loop bounded by the scenario's
-``cli_max_retries``), and silence while the model hangs. Process groups are always killed.
+the tests check what the CLIs themselves do: tool calls writing exact bytes, a whole workflow
+passed by hand from CLI to CLI, and their own retries of transient 429s. What the project's
+drivers make of the CLIs (429 storms, hangs, cancels, resume) is in test_cli_drivers_real.py.
+Process groups are always killed.
 """
 
 from __future__ import annotations
@@ -24,12 +25,14 @@ from typing import Any
 
 import pytest
 
+from orchestrator_nb.agents._npm import node_env
+from orchestrator_nb.agents.registry import agents_bin_dirs
 from orchestrator_nb.rehearsal import Rehearsal, parse_scenario, rehearsal
 
 pytestmark = pytest.mark.real_cli
 
 REPO = Path(__file__).resolve().parents[2]
-BIN = REPO / ".agents" / "node_modules" / ".bin"
+BIN = agents_bin_dirs()[0]  # .agents/, or ORCHESTRATOR_NB_AGENTS_DIR (make test-latest)
 AGENTS = ("claude", "codex", "gemini", "copilot")
 # Budget for one rate-limited run: start-up (gemini ~3-5 s on 2 cores) plus one bounded retry.
 RATE_LIMIT_BUDGET_S = 30.0
@@ -44,9 +47,7 @@ def binary(agent: str) -> Path:
     elif not path.exists():
         reason = f"{agent} is not installed in {BIN}: run `make agents` (needs npm)"
     if reason is not None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI=true and {reason}")
-        pytest.skip(reason)
+        pytest.skip(reason)  # a failure under CI=true (tests/conftest.py)
     return path
 
 
@@ -106,6 +107,7 @@ def spawn(
     r: Rehearsal, agent: str, prompt: str, cwd: Path, step: str | None, resume: str | None = None
 ) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if k not in r.drop_env} | r.env(agent, step)
+    env |= node_env(str(binary(agent)))  # the Node that `make agents` put beside the CLIs, if any
     return subprocess.Popen(
         argv(agent, prompt, r, step, resume),
         cwd=cwd,
@@ -171,16 +173,6 @@ def succeeded(run: Run) -> bool:
     )
 
 
-def session_id(run: Run) -> str:
-    if run.agent == "claude":
-        return str(run.of_type("result")[-1]["session_id"])
-    if run.agent == "codex":
-        return str(run.of_type("thread.started")[0]["thread_id"])
-    if run.agent == "gemini":
-        return str(run.of_type("init")[0]["session_id"])
-    return str(run.of_type("result")[-1]["sessionId"])
-
-
 def final_text(run: Run) -> str:
     if run.agent == "claude":
         return str(run.of_type("result")[-1].get("result", ""))
@@ -197,111 +189,6 @@ def final_text(run: Run) -> str:
         return "".join(parts)
     messages = [e["data"] for e in run.of_type("assistant.message")]
     return str([m for m in messages if m.get("content")][-1]["content"])
-
-
-def rate_limited(run: Run) -> bool:
-    if run.agent == "claude":
-        result = run.of_type("result")
-        return (
-            bool(result)
-            and result[-1]["is_error"] is True
-            and result[-1]["api_error_status"] == 429
-        )
-    if run.agent == "codex":
-        failed = run.of_type("turn.failed")
-        return bool(failed) and "429" in failed[-1]["error"]["message"]
-    if run.agent == "gemini":
-        result = run.of_type("result")
-        return (
-            bool(result)
-            and result[-1]["status"] == "error"
-            and "Rate limit" in result[-1]["error"]["message"]
-            and run.returncode == 173  # 429 mod 256, as the reference README says
-        )
-    errors = [e["data"] for e in run.of_type("session.error")]
-    return bool(errors) and errors[-1].get("statusCode") == 429 and run.returncode == 1
-
-
-def finished(run: Run) -> bool:
-    """Did the CLI print any final verdict (success or failure)?"""
-    kinds = {e.get("type") for e in run.events}
-    return bool(kinds & {"result", "turn.completed", "turn.failed", "assistant.message"})
-
-
-# ----------------------------------------------------------------------------- tests
-
-
-@pytest.mark.parametrize("agent", AGENTS)
-def test_write_file_then_resume(agent: str, tmp_path: Path) -> None:
-    binary(agent)
-    ws = workspace(tmp_path, "ws")
-    with rehearsal("write-file") as r:
-        first = run_cli(r, agent, "Create hello.txt containing hi", ws, step="write")
-        assert succeeded(first), first.explain()
-        assert (ws / "hello.txt").read_text() == "hi\n", first.explain()
-        assert "Done. I created hello.txt" in final_text(first)
-        turns = r.requests_for(agent=agent, kind="turn")
-        assert [q.step for q in turns] == ["write", "write"]
-        assert turns[0].reply_calls and turns[1].tool_results == 1
-        assert turns[0].cwd and Path(turns[0].cwd).resolve() == ws.resolve()
-
-        resumed = run_cli(
-            r, agent, "Now say done again", ws, step="resume", resume=session_id(first)
-        )
-        assert succeeded(resumed), resumed.explain()
-        assert session_id(resumed) == session_id(first) or agent == "codex"
-        assert "Done again" in final_text(resumed)
-        again = r.requests_for(agent=agent, step="resume", kind="turn")
-        assert again and again[-1].prompt == "Now say done again"
-        # The resumed request carries the earlier conversation: it is a real native resume.
-        assert any("Done. I created hello.txt" in line for line in again[-1].messages)
-        assert not [q for q in r.requests if q.kind == "unknown"]
-
-    if agent == "claude":
-        usage = first.of_type("result")[-1]["usage"]  # 2 responses of 1200 in (200 cached), 34 out
-        assert (usage["input_tokens"], usage["cache_read_input_tokens"]) == (2000, 400)
-        assert usage["output_tokens"] == 68
-    if agent == "codex":
-        usage = first.of_type("turn.completed")[-1]["usage"]
-        assert (usage["input_tokens"], usage["cached_input_tokens"]) == (2400, 400)
-        assert usage["output_tokens"] == 68
-
-
-@pytest.mark.parametrize("agent", AGENTS)
-def test_rate_limit_storm_fails_fast(agent: str, tmp_path: Path) -> None:
-    binary(agent)
-    ws = workspace(tmp_path, "ws")
-    with rehearsal("rate-limit") as r:
-        run = run_cli(r, agent, "Create hello.txt containing hi", ws, timeout=60)
-        refused = [q for q in r.requests_for(agent=agent, kind="turn") if q.status == 429]
-    assert rate_limited(run), run.explain()
-    assert run.seconds < RATE_LIMIT_BUDGET_S, run.explain()
-    assert len(refused) >= 2  # the CLI retried, within its bound
-    assert not (ws / "hello.txt").exists()
-
-
-@pytest.mark.parametrize("agent", AGENTS)
-def test_hang_prints_no_answer_until_killed(agent: str, tmp_path: Path) -> None:
-    binary(agent)
-    ws = workspace(tmp_path, "ws")
-    with rehearsal("hang") as r:
-        started = time.monotonic()
-        proc = spawn(r, agent, "Create hello.txt containing hi", ws, step="stuck")
-        try:
-            deadline = started + 60
-            while not any(q.fault == "hang" for q in r.requests_for(agent=agent)):
-                assert proc.poll() is None, f"{agent} exited early: {proc.communicate()}"
-                assert time.monotonic() < deadline, f"{agent} never reached the model"
-                time.sleep(0.1)
-            time.sleep(1.5)  # the model is silent; so must the CLI be
-            assert proc.poll() is None, f"{agent} gave up on a hung model by itself"
-        finally:
-            kill_group(proc)
-            out, err = proc.communicate()
-        run = Run(agent, proc.returncode, out, err, time.monotonic() - started)
-    assert run.returncode == -signal.SIGKILL
-    assert not finished(run), run.explain()
-    assert not (ws / "hello.txt").exists()
 
 
 def test_calculator_workflow_codex_gemini_claude(tmp_path: Path) -> None:
@@ -380,13 +267,9 @@ def test_transient_429s_are_retried_by_the_cli(agent: str, tmp_path: Path) -> No
     assert len(retries) == 2, run.explain()
 
 
-def test_missing_binary_skips_locally_and_fails_under_ci(
+def test_a_missing_binary_skips_saying_how_to_install_it(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setattr(sys.modules[__name__], "BIN", tmp_path)
-    monkeypatch.delenv("CI", raising=False)
     with pytest.raises(pytest.skip.Exception, match="make agents"):
-        binary("claude")
-    monkeypatch.setenv("CI", "true")
-    with pytest.raises(pytest.fail.Exception, match="CI=true"):
         binary("claude")

@@ -10,6 +10,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -550,6 +551,46 @@ def test_delay(r: Rehearsal) -> None:
     status, _, raw = chat(r, "slow")
     assert status == 200 and b"slow but fine" in raw
     assert time.monotonic() - started >= 0.4
+
+
+def test_a_gated_delay_answers_once_the_test_opens_the_gate(tmp_path: Path) -> None:
+    gate = tmp_path / "open"
+    text = f"""
+turns:
+  - words: gated
+    fault: {{kind: delay, until: "{gate}"}}
+    say: through the gate
+"""
+    with rehearsal(parse_scenario(text), package_cache=None) as reh:
+        answers: list[tuple[int, bytes]] = []
+
+        def ask() -> None:
+            status, _, raw = chat(reh, "gated", timeout=60)
+            answers.append((status, raw))
+
+        asking = threading.Thread(target=ask)
+        asking.start()
+        asking.join(1.0)  # however long we wait, nothing comes while the gate is shut
+        assert asking.is_alive() and not answers
+        gate.touch()
+        asking.join(30)
+    assert answers and answers[0][0] == 200 and b"through the gate" in answers[0][1]
+
+
+def test_a_gated_delay_ends_when_the_server_closes(tmp_path: Path) -> None:
+    text = f"""
+turns:
+  - fault: {{kind: delay, until: "{tmp_path / "never"}"}}
+    say: never sent
+"""
+    reh = rehearsal(parse_scenario(text), package_cache=None)
+    try:
+        with pytest.raises((TimeoutError, socket.timeout, urllib.error.URLError)):
+            chat(reh, "anything", timeout=0.5)
+    finally:
+        started = time.monotonic()
+        reh.close()
+    assert time.monotonic() - started < 3
 
 
 def test_cut_stream_is_incomplete(r: Rehearsal) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -60,7 +61,8 @@ class Cluster:
         }
         return env
 
-    def start(self) -> None:
+    def start(self, deadline_s: float = 240.0) -> None:
+        """Start the head, wait until its GCS answers, then the worker; each within a deadline."""
         common = [
             "--node-ip-address=127.0.0.1",
             "--num-cpus=1",
@@ -77,21 +79,30 @@ class Cluster:
             *common,
         ]
         worker = [str(RAY), "start", f"--address={self.address}", *common]
+        deadline = time.monotonic() + deadline_s
+        self._run(head, deadline)
+        # `ray start --head` returns once the head is up; its GCS must also take connections
+        # before a worker can join (a loaded machine is slow here, so poll, never a fixed sleep).
+        while not _accepts(self.port):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the head's GCS on port {self.port} never answered")
+            time.sleep(0.1)
+        self._run(worker, deadline)
+
+    def _run(self, argv: list[str], deadline: float) -> None:
         log = self.temp / "start.log"
         with open(log, "ab") as out:
-            first = subprocess.Popen(
-                head, env=self.env(), stdout=out, stderr=out, start_new_session=True
+            proc = subprocess.Popen(
+                argv, env=self.env(), stdout=out, stderr=out, start_new_session=True
             )
-            self.groups.append(first.pid)
-            time.sleep(3)  # the worker's `ray start` waits for the head's GCS; both start slowly
-            second = subprocess.Popen(
-                worker, env=self.env(), stdout=out, stderr=out, start_new_session=True
-            )
-            self.groups.append(second.pid)
-            codes = [first.wait(timeout=180), second.wait(timeout=180)]
-        if codes != [0, 0]:
+            self.groups.append(proc.pid)
+            try:
+                code = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                code = None
+        if code != 0:
             tail = log.read_text(errors="replace")[-3000:]
-            raise RuntimeError(f"`ray start` failed ({codes}):\n{tail}")
+            raise RuntimeError(f"`{' '.join(argv[1:3])}` failed ({code}):\n{tail}")
 
     def processes(self) -> list[int]:
         """Live processes this cluster started."""
@@ -127,7 +138,34 @@ class Cluster:
                 return
 
 
+def _accepts(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(1.0)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
 def new_cluster() -> Cluster:
-    # Short: Ray's socket paths must fit in 107 bytes.
-    temp = Path(tempfile.mkdtemp(prefix="rayt-", dir="/tmp"))
+    # Inside the test run's temp folder when its path is short: Ray's socket paths, made under
+    # this folder, must fit in 107 bytes.
+    base = tempfile.gettempdir() if len(tempfile.gettempdir()) <= 32 else "/tmp"
+    temp = Path(tempfile.mkdtemp(prefix="rayt-", dir=base))
     return Cluster(temp, free_port(), free_port())
+
+
+def started_cluster() -> Cluster:
+    """A running cluster; a failed start is stopped, cleaned and tried once more afresh.
+
+    On a loaded machine `ray start` can give up ("node timed out during startup"); a second
+    attempt with a clean temp folder and fresh ports almost always gets through.
+    """
+    for attempt in (1, 2):
+        cluster = new_cluster()
+        try:
+            cluster.start()
+            return cluster
+        except RuntimeError:
+            cluster.stop()
+            shutil.rmtree(cluster.temp, ignore_errors=True)
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")

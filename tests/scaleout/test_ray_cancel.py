@@ -35,11 +35,16 @@ def _start(tmp_path: Path, marker: str, name: str) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
         [sys.executable, "-c", TREE, str(ready)], env=env, start_new_session=True
     )
-    deadline = time.monotonic() + 20
-    while not ready.exists():
-        assert time.monotonic() < deadline, "the process tree did not start"
-        time.sleep(0.05)
+    _wait_for(ready)
     return proc
+
+
+def _wait_for(ready: Path, seconds: float = 60) -> None:
+    """Until the started process wrote ``ready`` (a loaded machine is slow, never endless)."""
+    deadline = time.monotonic() + seconds
+    while not ready.exists():
+        assert time.monotonic() < deadline, f"the process never wrote {ready.name}"
+        time.sleep(0.05)
 
 
 def _group(pgid: int) -> list[int]:
@@ -93,8 +98,7 @@ def test_reap_escalates_to_sigkill(tmp_path: Path) -> None:
     env = {**os.environ, MARKER_ENV: "b3/s/t/"}
     proc = subprocess.Popen([sys.executable, "-c", code, str(ready)], env=env)
     try:
-        while not ready.exists():
-            time.sleep(0.05)
+        _wait_for(ready)
         assert reap("b3/", grace_s=0.3) == [proc.pid]
         assert proc.wait(timeout=10) == -9
     finally:
@@ -117,6 +121,5 @@ def _start_inheriting(tmp_path: Path) -> subprocess.Popen[bytes]:
     ready = tmp_path / "child.ready"
     code = "import sys, time; open(sys.argv[1], 'w').write('ready'); time.sleep(120)"
     proc = subprocess.Popen([sys.executable, "-c", code, str(ready)], start_new_session=True)
-    while not ready.exists():
-        time.sleep(0.05)
+    _wait_for(ready)
     return proc

@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -28,9 +29,7 @@ def _require_clis() -> None:
     ]
     if missing:
         reason = f"agent CLIs not installed ({', '.join(missing)}): run `make agents`"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
+        pytest.skip(reason)  # a failure under CI=true (tests/conftest.py)
 
 
 @pytest.fixture(autouse=True)
@@ -206,9 +205,9 @@ async def test_killed_run_resumes_without_repeating_finished_steps(
     )
     with rehearsal(scenario) as r:
         task = asyncio.ensure_future(arun("t", "two", workspace=repo, config=settings, rehearsal=r))
-        for _ in range(600):  # until the hanging model request itself has arrived
-            if any(q.step == "second" and q.fault for q in r.requests):
-                break
+        deadline = time.monotonic() + 60  # until the hanging model request itself has arrived
+        while not (any(q.step == "second" and q.fault for q in r.requests)):
+            assert time.monotonic() < deadline, "not ready within 60 s"
             await asyncio.sleep(0.1)
         task.cancel()  # what a killed kernel leaves: a journal with only the first step
         with pytest.raises(asyncio.CancelledError):
