@@ -104,7 +104,8 @@ def one_step(request: RunRequest) -> Workflow:
     """``-a AGENT``: a workflow of one agent step, run by the same engine as any other."""
     assert request.agent is not None
     step = AgentStep(id=request.step or request.agent, agent=request.agent)
-    return Workflow(description=f"one step of agent {request.agent}", steps=[step])
+    what = f"one step of agent {request.agent}"
+    return Workflow(description=what, steps=[step])
 
 
 class RunService:

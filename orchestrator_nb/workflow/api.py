@@ -104,10 +104,11 @@ async def aresume(
     from ..runs.service import one_step, open_rehearsal, settings_for
 
     root = _workspace(workspace)
-    meta = RunJournal(root / ".orchestrator" / "runs", run_id).meta()
+    journal = RunJournal(root / ".orchestrator" / "runs", run_id)
+    meta, task = journal.meta(), journal.task()
     overrides = dict(meta.get("overrides") or {})
     request = RunRequest.build(
-        meta["task"],
+        task,
         workflow=None if meta.get("agent") else meta["workflow"],
         agent=meta.get("agent"),
         step=meta.get("step"),
@@ -122,7 +123,7 @@ async def aresume(
     try:
         async with open_rehearsal(rehearsal, workspace=root, session=None) as running:
             return await engine.run(
-                meta["task"],
+                task,
                 meta["workflow"],
                 workspace=root,
                 rehearsal=running,
