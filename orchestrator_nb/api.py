@@ -10,21 +10,12 @@ import asyncio
 import errno
 import os
 import time
-import uuid
-from collections.abc import AsyncIterator, Callable, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception_type,
-    stop_after_attempt,
-    wait_exponential,
-    wait_random,
-)
+from tenacity import RetryCallState, wait_exponential, wait_random
 
 from . import fsio
 from ._sync import run_sync
@@ -53,7 +44,7 @@ STATE_DIR = ".orchestrator"
 EventCallback = Callable[[Event], None]
 
 
-class _RetryableAttempt(Exception):
+class RetryableAttempt(Exception):
     """Carries a retryable attempt's result through tenacity."""
 
     def __init__(self, result: StepResult) -> None:
@@ -108,16 +99,7 @@ def _relative_changes(verdict: Verdict, workspace: Path) -> list[FileChange]:
     return list(seen.values())
 
 
-@asynccontextmanager
-async def _rehearsal_scope(rehearsal: RehearsalArg) -> AsyncIterator[RehearsalEndpoint | None]:
-    """A running rehearsal's endpoint, or one started (and stopped) here from a scenario."""
-    from .rehearsal.endpoint import rehearsal_scope
-
-    with rehearsal_scope(rehearsal) as endpoint:
-        yield endpoint
-
-
-async def _attempt(
+async def attempt_agent(
     run: _Run, number: int, on_event: EventCallback | None, cancel: asyncio.Event | None
 ) -> StepResult:
     if run.driver.prompt_via == "acp":
@@ -226,6 +208,7 @@ async def _attempt(
         session_id=verdict.session_id,
         model=verdict.model or run.request.model,
         usage=verdict.usage,
+        session_usage=verdict.session_usage,
         changes=_relative_changes(verdict, run.request.workspace),
         events=events,
         events_dropped=dropped,
@@ -259,12 +242,95 @@ def _wait(config: AgentConfig, override: float | None) -> Callable[[RetryCallSta
     def wait(state: RetryCallState) -> float:
         base = backoff(state) if initial > 0 else 0.0
         exc = state.outcome.exception() if state.outcome else None
-        if isinstance(exc, _RetryableAttempt) and exc.result.error and initial > 0:
+        if isinstance(exc, RetryableAttempt) and exc.result.error and initial > 0:
             # A server that says when to come back knows better than our backoff.
             return max(base, exc.result.error.retry_after_s or 0.0)
         return base
 
     return wait
+
+
+async def prepare_agent(
+    agent: str,
+    prompt: str,
+    *,
+    workspace: Path,
+    settings: Settings,
+    rehearsal: RehearsalEndpoint | None,
+    step: str | None,
+    registry: DriverRegistry,
+    log_root: Path,
+    resume: str | None = None,
+    previous_usage: Usage | None = None,
+    timeout: float | None = None,
+    model: str | None = None,
+    approvals: Any = None,
+    state_root: Path | None = None,
+) -> _Run | StepResult:
+    """Resolve one agent call (config, driver, executable, environment) for the engine.
+
+    A StepResult instead when the CLI cannot be found: there is nothing to attempt.
+    ``rehearsal`` is a running rehearsal (started by the run service) or None.
+    """
+    base = agent_config(settings, agent)
+    overrides: dict[str, Any] = {}
+    if timeout is not None:
+        overrides["timeout"] = timeout
+    if model is not None:
+        overrides["model"] = model
+    cfg = AgentConfig.model_validate({**base.model_dump(), **overrides}) if overrides else base
+    driver = registry.create(agent, cfg)
+    trusted = settings.trusts(workspace)
+    if not trusted:
+        kind = f"acp:{cfg.provider}" if driver.prompt_via == "acp" else driver.name
+        refuse_untrusted_cli(kind, workspace)
+    try:
+        executable, _version = await asyncio.to_thread(locate, agent, driver, cfg, probe=False)
+    except AgentNotInstalled as exc:
+        return StepResult(
+            agent, False, error=exc, attempts=[Attempt(1, False, 0.0, exc.kind, exc.message)]
+        )
+    # Before any process starts: a state folder that is a link (or holds one) is refused here.
+    fsio.ensure_dir(log_root, anchor=state_root or workspace)
+    extra_env = {**driver.env(AgentRequest(prompt, workspace, executable)), **cfg.env}
+    drop: frozenset[str] = frozenset()
+    provider_args: list[str] = []
+    if rehearsal is not None:
+        from .rehearsal.endpoint import provider_settings
+
+        provider = provider_settings(rehearsal, driver, step, workspace=workspace)
+        extra_env.update(provider.env)
+        drop = rehearsal.drop_env
+        provider_args = list(provider.args)
+    request = AgentRequest(
+        prompt=prompt,
+        workspace=workspace,
+        executable=executable,
+        model=cfg.model,
+        resume=resume,
+        max_turns=cfg.max_turns,
+        permission_mode=cfg.permission_mode,
+        extra_args=provider_args + list(cfg.extra_args),
+        trusted=trusted,
+        rehearsal=rehearsal is not None,
+    )
+    env = base_env(extra_env, drop)
+    run = _Run(agent, cfg, driver, request, env, log_root, settings.max_events, previous_usage)
+    if driver.prompt_via == "acp":
+        from .agents.acp.permissions import handler_for
+
+        run.permissions = handler_for(approvals, settings.approvals)
+    return run
+
+
+def retry_wait(config: AgentConfig) -> Callable[[RetryCallState], float]:
+    """The wait before another attempt: exponential with jitter, or what the server asked."""
+    return _wait(config, None)
+
+
+def retryable(result: StepResult) -> bool:
+    """Whether another attempt may succeed (rate limits, transient failures)."""
+    return result.error is not None and result.error.retryable
 
 
 async def arun_agent(
@@ -281,7 +347,6 @@ async def arun_agent(
     on_event: EventCallback | None = None,
     cancel: asyncio.Event | None = None,
     registry: DriverRegistry | None = None,
-    log_dir: str | os.PathLike[str] | None = None,
     previous_usage: Usage | None = None,
     trust: bool | None = None,
     approvals: Any = None,
@@ -289,9 +354,10 @@ async def arun_agent(
 ) -> StepResult:
     """Run ``agent`` once on ``prompt`` in ``workspace`` and return what happened.
 
-    Failures come back as ``result.error`` (never raised) so a workflow can decide; bad
-    arguments and configuration raise. Raw streams go under ``log_dir`` (default: the
-    workspace's ``.orchestrator/runs/``). With ``resume``, ``previous_usage`` (what the native
+    This is a one-step run through the run service and the engine: it is journaled (its
+    ``run_id`` is on the result, for ``orchestrator_nb.revert``), audited, logged, counted and
+    held to the breaker and rate limits. Failures come back as ``result.error`` (never raised);
+    bad arguments and configuration raise. With ``resume``, ``previous_usage`` (what the native
     session used before) keeps a CLI that reports running totals from counting twice. Options
     override the agent's config: ``idle_timeout``, ``retries``, ``retry_wait``,
     ``permission_mode``, ``max_turns``, ``extra_args``, ``env``. ``trust``: True trusts the
@@ -301,10 +367,10 @@ async def arun_agent(
     dict form), or an async callable asked for each request (the settings' policy decides when
     it does not answer in time); default: the ``approvals:`` policy of the settings.
     """
+    from .runs import ResumePoint, RunOptions, RunRequest, RunService
+
     check_task(prompt, what="prompt")
     check_name("agent", agent)
-    root = _workspace(workspace)
-    settings = _settings(config, root, trust)
     unknown = set(options) - set(AgentConfig.model_fields)
     if unknown:
         raise ConfigError(
@@ -312,106 +378,35 @@ async def arun_agent(
             key="options",
             hint=f"accepted: {', '.join(sorted(AgentConfig.model_fields))}",
         )
-    overrides = {k: v for k, v in options.items() if v is not None}
+    agent_options = {k: v for k, v in options.items() if v is not None}
     if timeout is not None:
-        overrides["timeout"] = timeout
+        agent_options["timeout"] = timeout
     if model is not None:
-        overrides["model"] = model
-    base = agent_config(settings, agent)
-    try:
-        cfg = AgentConfig.model_validate({**base.model_dump(), **overrides})
-    except Exception as exc:
-        raise ConfigError(f"bad option for agent {agent!r}: {exc}", key="options") from None
-    driver = (registry or default_registry()).create(agent, cfg)
-    trusted = settings.trusts(root)
-    if not trusted:
-        kind = f"acp:{cfg.provider}" if driver.prompt_via == "acp" else driver.name
-        refuse_untrusted_cli(kind, root)
-    try:
-        executable, _version = await asyncio.to_thread(locate, agent, driver, cfg, probe=False)
-    except AgentNotInstalled as exc:
-        return StepResult(
-            agent, False, error=exc, attempts=[Attempt(1, False, 0.0, exc.kind, exc.message)]
-        )
-    if log_dir is not None:
-        log_root = Path(log_dir)
-    else:
-        log_root = root / STATE_DIR / "runs" / uuid.uuid4().hex[:12] / (step or agent)
-    # Before any process starts: a state folder that is a link (or holds one) is refused here.
-    fsio.ensure_dir(log_root, anchor=root)
-    async with _rehearsal_scope(rehearsal) as reh:
-        extra_env = {**driver.env(AgentRequest(prompt, root, executable)), **cfg.env}
-        drop: frozenset[str] = frozenset()
-        provider_args: list[str] = []
-        if reh is not None:
-            from .rehearsal.endpoint import provider_settings
-
-            provider = provider_settings(reh, driver, step, workspace=root)
-            extra_env.update(provider.env)
-            drop = reh.drop_env
-            provider_args = list(provider.args)
-        request = AgentRequest(
-            prompt=prompt,
-            workspace=root,
-            executable=executable,
-            model=cfg.model,
-            resume=resume,
-            max_turns=cfg.max_turns,
-            permission_mode=cfg.permission_mode,
-            extra_args=provider_args + list(cfg.extra_args),
-            trusted=trusted,
-            rehearsal=reh is not None,
-        )
-        env = base_env(extra_env, drop)
-        run = _Run(agent, cfg, driver, request, env, log_root, settings.max_events, previous_usage)
-        if driver.prompt_via == "acp":
-            from .agents.acp.permissions import handler_for
-
-            run.permissions = handler_for(approvals, settings.approvals)
-        return await _with_retries(run, on_event, cancel, options.get("retry_wait"))
-
-
-async def _with_retries(
-    run: _Run,
-    on_event: EventCallback | None,
-    cancel: asyncio.Event | None,
-    wait_override: float | None,
-) -> StepResult:
-    attempts: list[Attempt] = []
-    last: StepResult | None = None
-    started = time.monotonic()
-    retrying = AsyncRetrying(
-        stop=stop_after_attempt(run.config.retries + 1),
-        wait=_wait(run.config, wait_override),
-        retry=retry_if_exception_type(_RetryableAttempt),
-        reraise=True,
+        agent_options["model"] = model
+    request = RunRequest.build(
+        prompt,
+        agent=agent,
+        step=step,
+        workspace=workspace,
+        config=config,
+        trust=trust,
+        rehearsal=rehearsal,
+        options=RunOptions(agent_options=agent_options),
+        resume={agent: ResumePoint(resume, previous_usage)} if resume else None,
+        approvals=approvals,
     )
-    try:
-        async for attempt_state in retrying:
-            with attempt_state:
-                number = attempt_state.retry_state.attempt_number
-                last = await _attempt(run, number, on_event, cancel)
-                attempts.append(
-                    Attempt(
-                        number,
-                        last.ok,
-                        last.duration_s,
-                        last.error_kind,
-                        last.error.message if last.error else None,
-                    )
-                )
-                if (
-                    last.error is not None
-                    and last.error.retryable
-                    and not (cancel and cancel.is_set())
-                ):
-                    raise _RetryableAttempt(last)
-    except _RetryableAttempt as exc:
-        last = exc.result
-    assert last is not None
-    last.attempts = attempts
-    last.duration_s = time.monotonic() - started
-    return last
+    result = await RunService(registry=registry).execute(
+        request, on_agent_event=on_event, cancel=cancel
+    )
+    if not result.steps:  # stopped before its step began (cancelled, circuit open)
+        error = AgentError.for_kind(
+            "cancelled" if result.outcome == "cancelled" else "failed",
+            result.error.message if result.error else result.outcome,
+            agent=agent,
+            hint=result.error.hint if result.error else None,
+        )
+        return StepResult(agent, False, error=error)
+    return result.steps[-1]
 
 
 def run_agent(agent: str, prompt: str, **kwargs: Any) -> StepResult:
@@ -427,15 +422,18 @@ def parse_transcript(
     stderr: str = "",
     config: Settings | None = None,
     registry: DriverRegistry | None = None,
+    previous_usage: Usage | None = None,
 ) -> StepResult:
     """The verdict logic over a recorded stream, e.g. a saved ``stdout.log``.
 
     ``agent`` is an agent from the configuration or a driver name (claude, codex, ...).
+    ``previous_usage``: for the stream of a resumed native session, what that session had used
+    before, so a CLI that reports running totals (codex) gives this run's own usage.
     """
     settings = config or load_settings()
     cfg = settings.agents.get(agent) or AgentConfig(driver=agent)
     driver = (registry or default_registry()).create(agent, cfg)
-    parser = driver.new_parser()
+    parser = driver.new_parser(previous_usage=previous_usage)
     if isinstance(lines, str):
         lines = lines.splitlines()
     events: list[Event] = []
@@ -451,6 +449,7 @@ def parse_transcript(
         session_id=verdict.session_id,
         model=verdict.model,
         usage=verdict.usage,
+        session_usage=verdict.session_usage,
         changes=verdict.changes or changes,
         events=events,
         error=error,
@@ -459,4 +458,13 @@ def parse_transcript(
     )
 
 
-__all__ = ["arun_agent", "parse_transcript", "run_agent"]
+__all__ = [
+    "RetryableAttempt",
+    "arun_agent",
+    "attempt_agent",
+    "parse_transcript",
+    "prepare_agent",
+    "retry_wait",
+    "retryable",
+    "run_agent",
+]

@@ -44,6 +44,7 @@ from .lifecycle import (
     GateDecided,
     LifecycleEvent,
     RunFinished,
+    RunStarted,
     StepFinished,
     StepStarted,
     WorkspaceWaiting,
@@ -125,12 +126,16 @@ class StepPrinter:
             if r.error is not None:
                 line += f": {' '.join(r.error.message.split())[:200]}"
         elif isinstance(event, AgentEventEmitted) and isinstance(event.event, RetryEvent):
-            line = f"[{event.step_id}] {event.agent} retry {event.event.attempt}: "
+            who = "orchestrator retry" if event.event.source == "engine" else "retry"
+            line = f"[{event.step_id}] {event.agent} {who} {event.event.attempt}: "
             line += event.event.reason
         elif isinstance(event, GateDecided):
             line = f"[{event.step_id}] gate: {event.decision} by {event.by}"
         elif isinstance(event, BudgetWarning):
             line = f"budget {event.budget}: {event.used:.4g} of {event.limit:.4g} used"
+        elif isinstance(event, RunStarted):
+            # A shell command has no session: every exec is a new task and resumes nothing.
+            line = f"{event.workflow}: new task (a shell run never resumes a conversation)"
         elif isinstance(event, RunFinished):
             line = f"workflow {event.workflow}: {event.outcome} in {event.duration_s:.1f} s"
         elif isinstance(event, WorkspaceWaiting):
@@ -158,26 +163,26 @@ def _quiet_logs() -> None:
 
 
 def cmd_exec(args: argparse.Namespace) -> int:
-    from .workflow.api import arun
+    from .runs import RunOptions, RunRequest, RunService
 
     _quiet_logs()
     task = sys.stdin.read() if args.task == "-" else args.task
     if args.rehearse:
         _say(f"rehearsal with scenario {args.rehearse!r}: a scripted model server, no tokens")
-    result = run_sync(
-        lambda: arun(
-            task,
-            args.workflow,
-            workspace=args.workspace,
-            config=args.config,
-            rehearsal=args.rehearse,
-            dry_run=args.dry_run,
-            subscribers=[StepPrinter()],
+    request = RunRequest.build(
+        task,
+        workflow=args.workflow,
+        workspace=args.workspace,
+        config=args.config,
+        rehearsal=args.rehearse,
+        options=replace(
+            RunOptions.from_overrides({**_overrides(args), "timeout": args.timeout}),
             isolation="worktree" if args.isolate else "shared",
-            trust=True if args.trust else None,
-            **_overrides(args),
-        )
+        ),
+        dry_run=args.dry_run,
+        trust=True if args.trust else None,
     )
+    result = run_sync(lambda: RunService().execute(request, subscribers=[StepPrinter()]))
     if args.json:
         say(json.dumps(result.to_dict(), indent=2))
     else:
@@ -425,6 +430,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex = sub.add_parser("exec", parents=[config], help="run a workflow on a task")
     ex.add_argument("task", metavar="TASK", help="what to do (- reads it from stdin)")
     work_options(ex)
+    ex.add_argument("--timeout", type=_positive_float, metavar="S",
+                    help="stop the run after S seconds (outcome timeout)")  # fmt: skip
     ex.add_argument("--isolate", action="store_true",
                     help="work in an own git worktree, applied at the end")  # fmt: skip
     ex.add_argument("--dry-run", action="store_true", help="show the plan, run nothing")

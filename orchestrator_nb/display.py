@@ -238,7 +238,7 @@ def result_html(result: WorkflowResult) -> str:
         f"<div><b>{html.escape(result.summary())}</b></div>",
     ]
     if result.error:
-        out.append(f'<div style="color:{colour}">{html.escape(redact(result.error))}</div>')
+        out.append(f'<div style="color:{colour}">{html.escape(redact(str(result.error)))}</div>')
     if result.plan and not result.steps:
         out.append(pre(str(result)))
     for step in result.steps:

@@ -14,6 +14,12 @@
     │   ├── AgentCrashed                            kind "crashed"   (no final result)
     │   ├── AgentFailed                             kind "failed"    (the agent said it failed)
     │   └── AgentConfigError                        kind "config"    (bad flags or setup)
+    ├── RunError                            a run that did not complete; ``.kind`` says how
+    │   ├── BudgetExceeded                  kind "budget_exceeded"
+    │   ├── CircuitOpen                     kind "circuit_open"
+    │   ├── RunTimeout (TimeoutError)       kind "timeout"   (``--timeout`` / ``timeout=``)
+    │   ├── RunCancelled                    kind "cancelled"
+    │   └── RunFailed                       kind "failed"    (a step or a template failed)
     ├── WorkspaceError
     │   ├── UnsafePathError (ValueError)    a write the safe writer refuses; names path and rule
     │   └── RevertConflict                  a file changed again since the step being undone
@@ -30,10 +36,13 @@ from typing import Any, ClassVar, Literal
 
 from .observe.redact import redact
 
-ErrorKind = Literal[
+AgentErrorKind = Literal[
     "not_installed", "auth", "rate_limit", "timeout", "cancelled", "crashed", "failed", "config"
 ]
-ERROR_KINDS: tuple[ErrorKind, ...] = (
+# What can end a run, besides what ends an agent step.
+RunErrorKind = Literal["budget_exceeded", "circuit_open", "timeout", "cancelled", "failed"]
+ErrorKind = AgentErrorKind | RunErrorKind
+ERROR_KINDS: tuple[AgentErrorKind, ...] = (
     "not_installed",
     "auth",
     "rate_limit",
@@ -120,7 +129,7 @@ class ScenarioError(ConfigError):
 class AgentError(OrchestratorError):
     """An agent run that did not succeed. ``kind`` is one of :data:`ERROR_KINDS`."""
 
-    kind: ClassVar[ErrorKind] = "failed"
+    kind: ClassVar[AgentErrorKind] = "failed"
 
     def __init__(
         self,
@@ -205,6 +214,81 @@ _BY_KIND: dict[str, type[AgentError]] = {
 }
 
 
+class RunError(OrchestratorError):
+    """A run that did not complete. ``kind`` is one of :data:`RunErrorKind`."""
+
+    kind: ClassVar[RunErrorKind] = "failed"
+
+    def __contains__(self, text: object) -> bool:
+        # `"max_wall_s" in result.error` reads as naturally as it did when errors were strings.
+        return isinstance(text, str) and text in str(self)
+
+    @staticmethod
+    def for_kind(kind: str, message: str, *, hint: str | None = None) -> RunError:
+        """A plain error of ``kind`` (budget and circuit errors carry more: build those)."""
+        return _RUN_BY_KIND.get(kind, RunFailed)(message, hint=hint)
+
+
+class BudgetExceeded(RunError):
+    """A run went past one of its budgets."""
+
+    kind = "budget_exceeded"
+
+    def __init__(self, budget: str, used: float, limit: float) -> None:
+        unit = {"max_cost_usd": "USD", "max_tokens": "tokens", "max_wall_s": "s"}.get(budget, "")
+        super().__init__(
+            f"budget {budget} exceeded: used {_fmt(used)} {unit} of {_fmt(limit)} {unit}",
+            hint=f"raise `{budget}` under the workflow's `budget:` (or pass a larger budget "
+            "for this run), or shorten the task",
+        )
+        self.budget = budget
+        self.used = used
+        self.limit = limit
+
+
+def _fmt(value: float) -> str:
+    return f"{value:,}" if isinstance(value, int) else f"{value:,.2f}"
+
+
+class CircuitOpen(RunError):
+    """Calls to an agent are paused after repeated failures."""
+
+    kind = "circuit_open"
+
+    def __init__(
+        self, agent: str, retry_in_s: float, *, failures: int, trial: bool = False
+    ) -> None:
+        if trial:
+            when = "a trial call is in flight; the next call waits for its outcome"
+        else:
+            when = f"the next trial call is allowed in {retry_in_s:.0f}s"
+        super().__init__(
+            f"circuit for agent {agent!r} is open after {failures} consecutive failure(s); {when}",
+            hint=f"look at {agent}'s last errors (login, quota, network, flags); the pause is "
+            "`limits.breaker_cooldown_s`, and `breaker_threshold` sets how many failures open it",
+        )
+        self.agent = agent
+        self.retry_in_s = retry_in_s
+        self.failures = failures
+
+
+class RunTimeout(RunError, TimeoutError):
+    kind = "timeout"
+
+
+class RunCancelled(RunError):
+    kind = "cancelled"
+
+
+class RunFailed(RunError):
+    kind = "failed"
+
+
+_RUN_BY_KIND: dict[str, type[RunError]] = {
+    cls.kind: cls for cls in (RunTimeout, RunCancelled, RunFailed)
+}
+
+
 class WorkspaceError(OrchestratorError):
     """Something about the workspace (files, git, worktrees) went wrong."""
 
@@ -242,15 +326,23 @@ __all__ = [
     "AgentConfigError",
     "AgentCrashed",
     "AgentError",
+    "AgentErrorKind",
     "AgentFailed",
     "AgentNotInstalled",
     "AgentRateLimited",
     "AgentTimeout",
+    "BudgetExceeded",
+    "CircuitOpen",
     "ConfigError",
     "ErrorKind",
     "OrchestratorError",
     "RehearsalError",
     "RevertConflict",
+    "RunCancelled",
+    "RunError",
+    "RunErrorKind",
+    "RunFailed",
+    "RunTimeout",
     "ScenarioError",
     "UnsafePathError",
     "WorkspaceError",

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, Literal
 
-from .errors import AgentError
+from .errors import AgentError, AgentErrorKind, ErrorKind
 from .observe.redact import redact
 
 ChangeKind = Literal["added", "modified", "deleted", "renamed"]
@@ -94,12 +94,17 @@ class UsageEvent:
 
 @dataclass(frozen=True)
 class RetryEvent:
-    """The CLI (or the engine) is retrying; ``delay_s`` where known."""
+    """The CLI (or the engine) is retrying; ``delay_s`` where known.
+
+    ``source`` "engine": the orchestrator's own retry, emitted before it waits; the next attempt
+    goes through the breaker, a concurrency slot and the rate limiter again.
+    """
 
     type: ClassVar[str] = "retry"
     attempt: int
     reason: str
     delay_s: float | None = None
+    source: Literal["cli", "engine"] = "cli"
 
 
 @dataclass(frozen=True)
@@ -163,7 +168,7 @@ class Attempt:
     number: int
     ok: bool
     duration_s: float
-    error_kind: str | None = None
+    error_kind: ErrorKind | None = None
     message: str | None = None
 
 
@@ -193,9 +198,12 @@ class StepResult:
     diff: str = ""
     cached: bool = False
     skipped: bool = False
+    # The native session's running total after this step, for CLIs that report one (codex):
+    # what a later resume subtracts so that a step's usage stays its own.
+    session_usage: Usage | None = None
 
     @property
-    def error_kind(self) -> str | None:
+    def error_kind(self) -> AgentErrorKind | None:
         return self.error.kind if self.error else None
 
     @property
@@ -230,6 +238,7 @@ class StepResult:
             "diff": self.diff,
             "cached": self.cached,
             "skipped": self.skipped,
+            "session_usage": None if self.session_usage is None else asdict(self.session_usage),
         }
         if events:
             data["events"] = [{"type": e.type, **asdict(e)} for e in self.events]
@@ -260,6 +269,7 @@ class StepResult:
             diff=data.get("diff", ""),
             cached=bool(data.get("cached", False)),
             skipped=bool(data.get("skipped", False)),
+            session_usage=Usage(**data["session_usage"]) if data.get("session_usage") else None,
         )
 
     def _summary_line(self) -> str:
@@ -268,7 +278,11 @@ class StepResult:
             status += ", cached"
         from .display import usage_line
 
-        name = f"{self.step_id} ({self.agent})" if self.step_id else self.agent
+        name = (
+            f"{self.step_id} ({self.agent})"
+            if self.step_id not in (None, self.agent)
+            else self.agent
+        )
         if self.iteration:
             name += f" #{self.iteration}"
         return f"{name}: {status}, {usage_line(self.usage)}"

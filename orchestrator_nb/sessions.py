@@ -31,7 +31,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from .config import validation_error
-from .errors import ConfigError
+from .errors import ConfigError, ErrorKind
 from .events import StepResult, Usage
 from .observe.redact import redact_obj
 
@@ -70,6 +70,29 @@ class UsageRecord(BaseModel):
         return Usage(self.input_tokens, self.output_tokens, self.cached_tokens, self.cost_usd)
 
 
+def _record(usage: Usage | None) -> UsageRecord | None:
+    if usage is None:
+        return None
+    return UsageRecord(
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        cached_tokens=usage.cached_tokens,
+        cost_usd=usage.cost_usd,
+    )
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """A native session to continue, and what it had used so far (None: not reported).
+
+    ``usage`` is passed to the driver's parser so that a CLI reporting the thread's running
+    total (codex) still gives the resumed step's own usage.
+    """
+
+    session_id: str
+    usage: Usage | None = None
+
+
 class StepRecord(BaseModel):
     """One finished step of a turn."""
 
@@ -85,10 +108,15 @@ class StepRecord(BaseModel):
         default=None, description="The agent CLI's own session id, for --resume."
     )
     model: str | None = None
-    error_kind: str | None = None
+    error_kind: ErrorKind | None = None
     error: str | None = None
     iteration: int | None = None
     cached: bool = False
+    session_usage: UsageRecord | None = Field(
+        default=None,
+        description="The native session's running total after this step, where the CLI "
+        "reports one (codex); a resume subtracts it so usage stays the step's own.",
+    )
     finished_at: str
 
     @classmethod
@@ -113,12 +141,17 @@ class StepRecord(BaseModel):
             error=result.error.message if result.error is not None else None,
             iteration=result.iteration,
             cached=result.cached,
+            session_usage=_record(result.session_usage),
             finished_at=finished_at,
         )
 
     @property
     def label(self) -> str:
-        name = f"{self.step_id} ({self.agent})" if self.step_id else self.agent
+        name = (
+            f"{self.step_id} ({self.agent})"
+            if self.step_id not in (None, self.agent)
+            else self.agent
+        )
         return f"{name} #{self.iteration}" if self.iteration else name
 
 
@@ -193,12 +226,25 @@ class FollowupDecision:
 
 
 def decide_followup(
-    message: str, session: Session, *, force: bool | None = None
+    message: str,
+    session: Session,
+    *,
+    force: bool | None = None,
+    workspace: str | os.PathLike[str] | None = None,
 ) -> FollowupDecision:
-    """The original tool's heuristic, unless ``force`` (``--followup``/``--new``) decides."""
-    previous = session.turns[-1].number if session.turns else None
+    """The original tool's heuristic, unless ``force`` (``--followup``/``--new``) decides.
+
+    With ``workspace``, only that workspace's turns count: a follow-up continues the last turn
+    in the same folder, never another folder's.
+    """
+    turns = session.turns_in(workspace) if workspace is not None else session.turns
+    previous = turns[-1].number if turns else None
     if previous is None:
-        reason = "--followup, but the session has no earlier turn" if force else "first turn"
+        where = " in this workspace" if workspace is not None and session.turns else ""
+        if force:
+            reason = f"--followup, but the session has no earlier turn{where}"
+        else:
+            reason = "--new" if force is False else f"first turn{where}"
         return FollowupDecision(False, reason, forced=bool(force))
     if force is not None:
         return FollowupDecision(force, "--followup" if force else "--new", True, previous)
@@ -255,30 +301,63 @@ class Session(BaseModel):
             if t.outcome != "running"
         ]
 
-    @property
-    def resume_ids(self) -> dict[str, str]:
-        """The latest native session id per agent (for the CLIs' ``--resume``)."""
-        return self.resume_ids_for(None)
+    def history_in(self, workspace: str | os.PathLike[str]) -> list[dict[str, Any]]:
+        """:attr:`history`, of the turns run in ``workspace`` only."""
+        mine = {t.number for t in self.turns_in(workspace)}
+        finished = [t for t in self.turns if t.outcome != "running"]
+        return [h for t, h in zip(finished, self.history, strict=True) if t.number in mine]
 
-    def resume_ids_for(self, workspace: str | os.PathLike[str] | None) -> dict[str, str]:
-        """:attr:`resume_ids` of the turns that ran in ``workspace`` (None: of every turn).
+    def turns_in(self, workspace: str | os.PathLike[str] | None) -> list[Turn]:
+        """The turns run in ``workspace`` (all turns when it is None)."""
+        if workspace is None:
+            return list(self.turns)
+        where = _where(workspace)
+        return [t for t in self.turns if t.workspace is not None and _where(t.workspace) == where]
 
-        A CLI's native session belongs to the folder it started in: resumed from another one,
-        newer claude releases carry on in the old folder (its reads there are refused).
+    def resume_points(self, workspace: str | os.PathLike[str]) -> dict[str, ResumePoint]:
+        """Per agent, the latest native session of a successful step in ``workspace``.
+
+        Native sessions are kept per (agent, workspace): the CLIs keep them per working
+        folder, and another folder's conversation is no context for this one.
         """
-        here = None if workspace is None else Path(workspace).resolve()
-        ids: dict[str, str] = {}
-        for turn in self.turns:
-            if here is not None and turn.workspace and Path(turn.workspace).resolve() != here:
-                continue
+        points: dict[str, ResumePoint] = {}
+        for turn in self.turns_in(workspace):
             for step in turn.steps:
                 if step.native_session_id and step.ok:
-                    ids[step.agent] = step.native_session_id
-        return ids
+                    used = step.session_usage.to_usage() if step.session_usage else None
+                    points[step.agent] = ResumePoint(step.native_session_id, used)
+        return points
 
-    def followup_task(self, message: str, *, max_chars: int = 600) -> str:
-        """``message`` with the previous turn's task, answers and changed files before it."""
-        done = [t for t in self.turns if t.outcome != "running"]
+    def resume_ids_for(self, workspace: str | os.PathLike[str] | None) -> dict[str, str]:
+        """The latest native session id per agent of the turns in ``workspace`` (None: all)."""
+        if workspace is None:
+            ids: dict[str, str] = {}
+            for turn in self.turns:
+                for step in turn.steps:
+                    if step.native_session_id and step.ok:
+                        ids[step.agent] = step.native_session_id
+            return ids
+        return {a: p.session_id for a, p in self.resume_points(workspace).items()}
+
+    @property
+    def resume_ids(self) -> dict[str, str]:
+        """The latest native session id per agent in the session's current workspace."""
+        if self.workspace is None:
+            return {}
+        return {a: p.session_id for a, p in self.resume_points(self.workspace).items()}
+
+    def followup_task(
+        self,
+        message: str,
+        *,
+        max_chars: int = 600,
+        workspace: str | os.PathLike[str] | None = None,
+    ) -> str:
+        """``message`` with the previous turn's task, answers and changed files before it.
+
+        With ``workspace``, the previous turn is the last one in that workspace.
+        """
+        done = [t for t in self.turns_in(workspace) if t.outcome != "running"]
         if not done:
             return message
         last = done[-1]
@@ -330,7 +409,7 @@ class Session(BaseModel):
         with self._lock:
             record = StepRecord.from_result(result, _stamp(self._clock))
             turn.steps.append(record)
-            self._touch()
+            self._touch(turn.workspace)
         return record
 
     def finish_turn(
@@ -341,16 +420,16 @@ class Session(BaseModel):
             turn.error = error
             turn.run_id = run_id or turn.run_id
             turn.finished_at = _stamp(self._clock)
-            self._touch()
+            self._touch(turn.workspace)
 
     def reset(self) -> None:
         with self._lock:
             self.turns.clear()
             self._touch()
 
-    def _touch(self) -> None:
+    def _touch(self, workspace: str | None = None) -> None:
         self.updated_at = _stamp(self._clock)
-        self.autosave()
+        self.autosave(workspace)
 
     # -- files ----------------------------------------------------------------------------
 
@@ -360,13 +439,19 @@ class Session(BaseModel):
             return None
         return Path(self.workspace) / SESSIONS_DIR / f"{self.id}.json"
 
-    def autosave(self) -> Path | None:
-        """Save to the workspace; a failure is kept in ``save_error``, never raised mid-run."""
-        path = self.autosave_path
-        if path is None:
+    def autosave(self, workspace: str | None = None) -> Path | None:
+        """Save this workspace's turns to it (default: the current workspace).
+
+        A workspace's file holds only the turns run in it: another folder's tasks and diffs
+        never end up there. A failure is kept in ``save_error``, never raised mid-run.
+        """
+        where = workspace or self.workspace
+        if where is None:
             return None
+        path = Path(where) / SESSIONS_DIR / f"{self.id}.json"
         try:
-            self.save(path)
+            text = json.dumps(self.to_json_dict(workspace=where), indent=1, ensure_ascii=False)
+            atomic_write_text(path, text + "\n")
         except OSError as exc:
             self._save_error = f"autosave to {path} failed: {exc.strerror or exc}"
             return None
@@ -378,9 +463,14 @@ class Session(BaseModel):
         """Why the last autosave failed (None when it worked)."""
         return self._save_error
 
-    def to_json_dict(self) -> dict[str, Any]:
+    def to_json_dict(self, *, workspace: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+        """The JSON form; with ``workspace``, only the turns run there."""
         with self._lock:
             body = self.model_dump(mode="json")
+            if workspace is not None:
+                mine = {t.number for t in self.turns_in(workspace)}
+                body["turns"] = [t for t in body["turns"] if t["number"] in mine]
+                body["workspace"] = str(workspace)
         return {"kind": KIND, "schema_version": SCHEMA_VERSION, **body}
 
     def save(self, path: str | os.PathLike[str]) -> Path:
@@ -436,6 +526,10 @@ class Session(BaseModel):
         lines = [f"session {self.name!r} ({self.id}): {len(self.turns)} turn(s){mode}"]
         lines += [f"  {t.summary()}" for t in self.turns]
         return "\n".join(lines)
+
+
+def _where(workspace: str | os.PathLike[str]) -> str:
+    return os.path.realpath(os.fspath(workspace))
 
 
 def atomic_write_text(path: Path, text: str) -> Path:
@@ -550,6 +644,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "ChangeRecord",
     "FollowupDecision",
+    "ResumePoint",
     "Session",
     "SessionStore",
     "StepRecord",

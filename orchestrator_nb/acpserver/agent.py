@@ -50,6 +50,7 @@ from ..fsio import STATE_DIR_NAME as STATE_DIR
 from ..fsio import ensure_dir, read_text
 from ..lifecycle import LifecycleEvent, StepFinished
 from ..observe.redact import redact
+from ..runs import RunRequest, RunService
 from ..sessions import SESSIONS_DIR, Session, Turn, decide_followup
 from .commands import PromptError, commands, parse, prompt_text
 from .gates import gate_handler
@@ -226,7 +227,7 @@ class OrchestratorAgent:
         except PromptError as exc:
             raise RequestError.invalid_params({"details": str(exc)}) from None
         session = live.session
-        decision = decide_followup(request.task, session)
+        decision = decide_followup(request.task, session, workspace=live.root)
         task = session.followup_task(request.task) if decision.followup else request.task
         try:
             plan = await arun(
@@ -241,31 +242,31 @@ class OrchestratorAgent:
             plan.plan,
             token_budget=wf.budget.max_tokens,
         )
-        turn = session.begin_turn(
-            request.task, workflow=request.workflow, workspace=live.root, decision=decision
-        )
         if decision.followup:
             progress.say(f"{decision}\n")
         try:
             async with self._rehearsal(live) as rehearsal:
-                result = await arun(
-                    task,
-                    request.workflow,
+                # The run service opens and closes the session turn and acts on the decision.
+                run_request = RunRequest.build(
+                    request.task,
+                    workflow=request.workflow,
                     workspace=live.root,
                     config=settings,
+                    session=session,
+                    decision=decision,
                     rehearsal=rehearsal,
-                    session=session if decision.followup else None,
+                )
+                result = await RunService().execute(
+                    run_request,
                     gate=gate_handler(self.conn.request_permission, session_id, cancel, progress),
                     cancel=cancel,
-                    subscribers=[progress, _Recorder(session, turn)],
+                    subscribers=[progress],
                 )
         except BaseException as exc:
-            session.finish_turn(turn, "failed", error=redact(str(exc)) or type(exc).__name__)
             await progress.close()
             if isinstance(exc, OrchestratorError):
                 raise _error(exc) from None
             raise
-        session.finish_turn(turn, result.outcome, error=result.error, run_id=result.run_id)
         progress.run_changes(result.workflow, result.diff)
         progress.say(_closing(result))
         await progress.close()
@@ -357,7 +358,7 @@ def _response(result: WorkflowResult, by_client: bool) -> PromptResponse:
                 "run_id": result.run_id,
                 "workflow": result.workflow,
                 "outcome": result.outcome,
-                "error": redact(result.error) if result.error else None,
+                "error": redact(str(result.error)) if result.error else None,
                 "cost_usd": u.cost_usd,
             }
         },

@@ -12,7 +12,7 @@ import math
 import re
 from typing import Any
 
-from ..errors import RETRYABLE_KINDS
+from ..errors import RETRYABLE_KINDS, AgentErrorKind
 from ..events import (
     ChangeKind,
     Event,
@@ -281,7 +281,7 @@ class JsonlParser:
 
     def fail(
         self,
-        kind: str,
+        kind: AgentErrorKind,
         message: str,
         hint: str,
         *,

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+from ..errors import AgentErrorKind
 from ..events import Event, FileChange, Usage
 
 if TYPE_CHECKING:
@@ -59,11 +60,13 @@ class Verdict:
     model: str | None = None
     usage: Usage = field(default_factory=Usage)
     changes: list[FileChange] = field(default_factory=list)
-    error_kind: str | None = None  # one of errors.ERROR_KINDS when not ok
+    error_kind: AgentErrorKind | None = None  # set when not ok
     error_message: str | None = None
     hint: str | None = None
     retryable: bool = False  # e.g. codex "Reconnecting..." errors, rate limits
     retry_after_s: float | None = None
+    # The native session's running total, for CLIs that report totals (codex after a resume).
+    session_usage: Usage | None = None
 
 
 class StreamParser(Protocol):

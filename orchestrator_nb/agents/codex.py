@@ -179,6 +179,11 @@ class CodexParser(JsonlParser):
         events.append(UsageEvent(self.usage))
         return events
 
+    def finish(self, exit_code: int | None, stderr: str) -> Verdict:
+        verdict = super().finish(exit_code, stderr)
+        verdict.session_usage = self.thread_usage  # a later resume subtracts this
+        return verdict
+
     def decide(self, exit_code: int | None, stderr: str) -> Verdict:
         if self.failure is not None:
             message = self.failure

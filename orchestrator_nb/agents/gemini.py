@@ -15,6 +15,7 @@ import os
 import re
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from ..errors import AgentErrorKind
 from ..events import (
     Event,
     SessionEvent,
@@ -48,7 +49,7 @@ _FILE_TOOLS = ("write_file", "replace", "edit")
 _VERSION_RE = re.compile(r"^\s*\d+\.\d+\.\d+(?:-[\w.]+)?\s*$", re.MULTILINE)
 _MAX_BUFFER = 4_000_000  # characters of non-JSON stdout kept for the `-o json` fallback
 # Exit codes of gemini's Fatal*Error classes when no result line was written.
-_EXIT_KINDS: dict[int, tuple[str, str, str]] = {
+_EXIT_KINDS: dict[int, tuple[AgentErrorKind, str, str]] = {
     41: ("auth", "gemini could not authenticate", AUTH_HINT),
     42: ("config", "gemini rejected its input", "check the prompt and extra_args"),
     44: ("config", "gemini's sandbox failed", "check the sandbox settings, or run without -s"),

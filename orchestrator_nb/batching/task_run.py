@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from ..errors import RunError
 from ..rehearsal.endpoint import RehearsalEndpoint
 from ..workflow.api import arun
 from ..workflow.engine import Engine
@@ -42,7 +43,8 @@ def failed_result(spec: BatchTask, workflow: str, exc: Exception) -> WorkflowRes
     """What a task that raised reports: one task's trouble never stops the others."""
     error = " ".join(str(exc).split())
     name = spec.workflow or workflow
-    return WorkflowResult("", name, spec.task, "failed", error=f"{type(exc).__name__}: {error}")
+    failure = RunError.for_kind("failed", f"{type(exc).__name__}: {error}")
+    return WorkflowResult("", name, spec.task, "failed", error=failure)
 
 
 def task_row(
@@ -59,7 +61,7 @@ def task_row(
         cost_usd=usage.cost_usd,
         seconds=round(seconds, 3),
         where=where,
-        error=result.error,
+        error=result.error.message if result.error is not None else None,
     )
 
 

@@ -41,7 +41,7 @@ from .controls import AgentLights, Controls
 from .dispatch import Dispatcher, Throttle, batched, set_if_changed, walk
 from .history import HistoryPanel, metrics_summary
 from .progress import AgentTabs, Progress, error_html, section_html, status_html
-from .runs import RunRequest, start_run
+from .runs import build_request, start_run
 from .trust import TrustRow
 
 Finished = Callable[[WorkflowResult], object]
@@ -261,7 +261,7 @@ class Dashboard(HasTraits):
     # -- running --------------------------------------------------------------------------
 
     def _start_task(self) -> Run:
-        return self._start(self.controls.task.value, None)
+        return self._start(self.controls.task.value, False)  # Run: a new task, never resumed
 
     def _start_followup(self) -> Run:
         run = self._start(self.controls.followup.value, True)
@@ -280,7 +280,7 @@ class Dashboard(HasTraits):
             raise RuntimeError("a run is in progress: Stop it, or wait for it to finish")
         if self.settings.ignored:
             self.trust_row.check_run()  # the same refusal as every other entry point
-        request = RunRequest.build(
+        request = build_request(
             text,
             force_followup=force,
             workflow=self.controls.workflow.value,
@@ -307,6 +307,8 @@ class Dashboard(HasTraits):
         except BaseException:
             self.status, self.running = "error", False
             raise
+        if request.decision is not None and request.decision.previous is not None:
+            self._note(str(request.decision))  # new task, or follow-up of turn N
         self._throttle.now()
         return self._run
 
@@ -332,7 +334,7 @@ class Dashboard(HasTraits):
             self.progress.stop_running("stopped" if result.outcome == "cancelled" else "failed")
         self.changes.show(result.changes, result.diff, result.workspace, result.run_id)
         if result.error:
-            self._note(result.error)
+            self._note(str(result.error))
         self.status, self.running = result.outcome, False
         self._throttle.now()
         for callback in self._finished_callbacks:

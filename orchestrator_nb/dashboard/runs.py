@@ -1,17 +1,18 @@
-"""One run started from the panel: what the inputs ask for, and the worker that runs it.
+"""One run started from the panel: the request its inputs make, and the worker that runs it.
 
-:meth:`RunRequest.build` checks the inputs before anything starts, so a mistake is shown at
-once rather than from a worker thread. :func:`start_run` records the turn in the session and
-runs the workflow on a fresh loop in a worker thread
-(:func:`~orchestrator_nb.notebook.background.launch`), inside a rehearsal when one is picked.
+:func:`build_request` checks the inputs before anything starts, so a mistake is shown at once
+rather than from a worker thread. :func:`start_run` has the run service execute the request
+(session turn, rehearsal, follow-up, engine) on a fresh loop in a worker thread
+(:func:`~orchestrator_nb.notebook.background.launch`).
+
+Run is always a new task (it never resumes an agent's native conversation); Follow-up
+continues the last turn in this workspace.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,65 +21,44 @@ from ..errors import ConfigError
 from ..lifecycle import Subscriber
 from ..notebook.background import Run, launch
 from ..notebook.live import LiveDisplay
-from ..notebook.runner import SessionRecorder, rehearsal_home
-from ..sessions import FollowupDecision, Session, decide_followup
-from ..workflow.api import arun
+from ..runs import RunOptions, RunRequest, RunService
+from ..sessions import Session
 from ..workflow.result import WorkflowResult
 
 if TYPE_CHECKING:
-    from ..rehearsal.endpoint import RehearsalEndpoint
+    pass
 
 TICK_S = 0.5
 
 
-@dataclass
-class RunRequest:
-    task: str  # as typed (what the session records)
-    prompt: str  # what the agents get: a follow-up carries the previous turn first
-    workflow: str
-    workspace: Path
-    settings: Settings
-    session: Session
-    decision: FollowupDecision
-    scenario: str | None = None
-    overrides: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def build(
-        cls,
-        text: str,
-        *,
-        force_followup: bool | None,
-        workflow: str | None,
-        scenario: str | None,
-        overrides: dict[str, Any],
-        session: Session,
-        settings: Settings,
-        workspace: Path,
-    ) -> RunRequest:
-        task = text.strip()
-        if not task:
-            raise ConfigError("the task is empty", key="task", hint="type what the agents do")
-        if workflow is None or workflow not in settings.workflows:
-            known = ", ".join(settings.workflows) or "none"
-            raise ConfigError(f"unknown workflow {workflow!r} (known: {known})", key="workflow")
-        decision = decide_followup(task, session, force=force_followup)
-        prompt = session.followup_task(task) if decision.followup else task
-        return cls(
-            task, prompt, workflow, workspace, settings, session, decision, scenario, overrides
-        )
-
-
-@contextlib.contextmanager
-def _rehearsal(request: RunRequest) -> Iterator[RehearsalEndpoint | None]:
-    if request.scenario is None:
-        yield None
-        return
-    from ..rehearsal.endpoint import rehearsal_scope
-
-    home = rehearsal_home(request.session.id)  # native CLI sessions resume across runs
-    with rehearsal_scope(request.scenario, workspace=request.workspace, home=home) as endpoint:
-        yield endpoint
+def build_request(
+    text: str,
+    *,
+    force_followup: bool | None,
+    workflow: str | None,
+    scenario: str | None,
+    overrides: dict[str, Any],
+    session: Session,
+    settings: Settings,
+    workspace: Path,
+) -> RunRequest:
+    """The run the panel's inputs ask for; a ConfigError names the input to fix."""
+    task = text.strip()
+    if not task:
+        raise ConfigError("the task is empty", key="task", hint="type what the agents do")
+    if workflow is None or workflow not in settings.workflows:
+        known = ", ".join(settings.workflows) or "none"
+        raise ConfigError(f"unknown workflow {workflow!r} (known: {known})", key="workflow")
+    return RunRequest.build(
+        task,
+        workflow=workflow,
+        workspace=workspace,
+        config=settings,
+        session=session,
+        force_followup=force_followup,
+        rehearsal=scenario,
+        options=RunOptions.from_overrides(overrides),
+    )
 
 
 async def _tick(poke: Callable[[], None]) -> None:
@@ -98,46 +78,22 @@ def start_run(
     tick: Callable[[], None],
 ) -> Run:
     """Start ``request`` in a worker thread; ``finished``/``failed`` run there at its end."""
-    session = request.session
-    turn = session.begin_turn(
-        request.task,
-        workflow=request.workflow,
-        workspace=request.workspace,
-        decision=request.decision,
-    )
-    everyone: list[Subscriber] = [*subscribers, live, SessionRecorder(session, turn)]
+    everyone: list[Subscriber] = [*subscribers, live]
 
     async def body(cancel: asyncio.Event) -> WorkflowResult:
         ticker = asyncio.ensure_future(_tick(tick))
         try:
-            with _rehearsal(request) as reh:
-                result = await arun(
-                    request.prompt,
-                    request.workflow,
-                    workspace=request.workspace,
-                    config=request.settings,
-                    rehearsal=reh,
-                    session=session,
-                    cancel=cancel,
-                    subscribers=everyone,
-                    **request.overrides,
-                )
+            result = await RunService().execute(request, subscribers=everyone, cancel=cancel)
         except BaseException as exc:
-            session.finish_turn(turn, "failed", error=str(exc) or type(exc).__name__)
             failed(exc)
             raise
         finally:
             ticker.cancel()
             live.close()
-        session.finish_turn(turn, result.outcome, error=result.error, run_id=result.run_id)
         finished(result)
         return result
 
-    try:
-        return launch(body, f"workflow {request.workflow}")
-    except BaseException as exc:  # no thread: nothing else will close the turn
-        session.finish_turn(turn, "failed", error=str(exc) or type(exc).__name__)
-        raise
+    return launch(body, request.label)
 
 
-__all__ = ["RunRequest", "start_run"]
+__all__ = ["build_request", "start_run"]

@@ -291,7 +291,9 @@ class LiveDisplay:
         elif isinstance(event, UsageEvent):
             step.usage = event.usage
         elif isinstance(event, RetryEvent):
-            step.warnings.append(f"retry {event.attempt}: {_clip(event.reason, 120)}")
+            who = "orchestrator retry" if event.source == "engine" else "retry"
+            wait = f" in {event.delay_s:.1f}s" if event.delay_s else ""
+            step.warnings.append(f"{who} {event.attempt}{wait}: {_clip(event.reason, 120)}")
         elif isinstance(event, WarningEvent):
             step.warnings.append(_clip(event.message, 200))
         else:

@@ -18,7 +18,9 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 from ..config import Settings, load_settings
 from ..errors import OrchestratorError
 from ..publish import say
+from ..runs import RunOptions, RunRequest
 from ..sessions import SessionStore, decide_followup, default_store
+from ..workflow.models import Budget
 from ..workflow.templates import render_notebook_vars
 from .commands import SUBCOMMANDS, Commands
 from .gates import frontend_is_interactive
@@ -230,39 +232,32 @@ class OrchestratorMagics(Magics):
     ) -> RunSpec:
         session = self.store.get_or_create(args.session) if args.session else self.store.current
         force = True if args.followup else False if args.new else None
-        decision = decide_followup(body, session, force=force)
+        decision = decide_followup(body, session, force=force, workspace=workspace)
         if session.turns and not args.quiet and not args.dry_run:
             say(decision)
-        prompt = session.followup_task(body) if decision.followup else body
-        resume = (
-            session.resume_ids_for(workspace).get(args.agent)
-            if decision.followup and args.agent
-            else None
+        budget = Budget(max_cost_usd=args.budget) if args.budget is not None else Budget()
+        options = RunOptions(
+            budget=budget,
+            max_iterations=args.max_iterations,
+            timeout=args.timeout,
+            isolation="worktree" if args.isolate else "shared",
         )
-        overrides: dict[str, Any] = {}
-        if args.max_iterations is not None:
-            overrides["max_iterations"] = args.max_iterations
-        if args.budget is not None:
-            overrides["max_cost_usd"] = args.budget
-        if args.timeout is not None and not args.agent:
-            overrides["max_wall_s"] = args.timeout
-        return RunSpec(
-            task=body,
-            prompt=prompt,
-            workspace=workspace,
-            workflow=workflow,
-            agent=args.agent,
-            rehearse=args.rehearse,
-            dry_run=args.dry_run,
-            overrides=overrides,
-            timeout=args.timeout if args.agent else None,
-            session=session,
-            decision=decision,
-            quiet=args.quiet,
-            resume_id=resume,
-            settings=settings,
-            extra={"isolation": "worktree"} if args.isolate else {},
-        )
+        try:
+            request = RunRequest.build(
+                body,
+                workflow=None if args.agent else workflow,
+                agent=args.agent,
+                workspace=workspace,
+                config=settings,
+                session=session,
+                decision=decision,
+                rehearsal=args.rehearse,
+                options=options,
+                dry_run=args.dry_run,
+            )
+        except OrchestratorError as exc:
+            raise UsageError(str(exc)) from None
+        return RunSpec(request, quiet=args.quiet)
 
 
 __all__ = ["OPTIONS", "SUBCOMMANDS", "OrchestratorMagics"]

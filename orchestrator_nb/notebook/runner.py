@@ -1,89 +1,43 @@
-"""One cell's run: session turn, live display, gates, rehearsal, blocking or in the background.
+"""One cell's run: live display, gates, blocking or in the background.
 
 The magic and :func:`orchestrator_nb.notebook.background.start` both describe a run as a
-:class:`RunSpec` and hand it to :class:`CellRun`, which wires the subscribers (live display,
-session recorder), runs the workflow (or one agent for ``-a``) and turns a kernel interrupt into
-a one-line summary.
+:class:`RunSpec` (a :class:`~orchestrator_nb.runs.RunRequest` and how to show it) and hand it
+to :class:`CellRun`, which wires the live display and the gates, has the run service execute
+the request (session turn, rehearsal, follow-up, engine) and turns a kernel interrupt into a
+one-line summary.
 """
 
 from __future__ import annotations
 
 import asyncio
-import atexit
-import contextlib
 import os
-import shutil
-import tempfile
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, replace
+from typing import Any
 
 from .._sync import run_sync
-from ..api import arun_agent
-from ..config import Settings
-from ..lifecycle import (
-    AgentEventEmitted,
-    EventBus,
-    LifecycleEvent,
-    RunFinished,
-    RunStarted,
-    StepFinished,
-    StepStarted,
-    Subscriber,
-)
+from ..lifecycle import Subscriber
 from ..publish import say, show
-from ..sessions import FollowupDecision, Session, Turn
-from ..workflow.api import arun
+from ..runs import RunOptions, RunRequest, RunService, SessionRecorder, rehearsal_home
+from ..sessions import Session, Turn
 from ..workflow.engine import GateHandler
-from ..workflow.result import Outcome, PlannedStep, WorkflowResult
-from ..workspace import Workspace
+from ..workflow.result import WorkflowResult
+from ..workspace.lock import Isolation
 from .background import BATCH_NOTE, Run, WidgetSink, await_at_cell_end, launch
 from .gates import WidgetGate, gate_setup
 from .live import CellSink, DisplaySink, LiveDisplay
 from .render import workflow_bundle
 
-if TYPE_CHECKING:
-    from ..rehearsal.endpoint import RehearsalArg, RehearsalEndpoint
 
-_HOME_ROOT: Path | None = None
-
-
-def rehearsal_home(session_id: str) -> Path:
-    """A CLI home kept for the kernel's life, so native sessions resume across cells."""
-    global _HOME_ROOT
-    if _HOME_ROOT is None:
-        _HOME_ROOT = Path(tempfile.mkdtemp(prefix="orchestrator-nb-rehearsal-"))
-        atexit.register(shutil.rmtree, _HOME_ROOT, True)
-    home = _HOME_ROOT / session_id
-    home.mkdir(exist_ok=True)
-    return home
-
-
-@dataclass
+@dataclass(frozen=True)
 class RunSpec:
-    """Everything a cell asked for, already validated."""
+    """What a cell asked for: the run request, and how the cell shows it."""
 
-    task: str  # as the user wrote it (recorded in the session)
-    prompt: str  # what the agents get (a follow-up carries the previous turn)
-    workspace: Path
-    workflow: str = "default"
-    agent: str | None = None
-    rehearse: str | None = None
-    rehearsal: RehearsalArg = None  # a running rehearsal (or a Scenario) from Python
-    dry_run: bool = False
-    overrides: dict[str, Any] = field(default_factory=dict)
-    timeout: float | None = None
-    session: Session | None = None
-    decision: FollowupDecision | None = None
+    request: RunRequest
     quiet: bool = False
-    resume_id: str | None = None
-    settings: Settings | None = None
-    extra: dict[str, Any] = field(default_factory=dict)  # more keywords for arun
 
     @property
     def label(self) -> str:
-        return f"agent {self.agent}" if self.agent else f"workflow {self.workflow}"
+        return self.request.label
 
     @classmethod
     def from_python(
@@ -92,46 +46,31 @@ class RunSpec:
         workflow: str = "default",
         *,
         workspace: str | os.PathLike[str] = ".",
-        session: Any = None,
-        rehearsal: RehearsalArg = None,
+        session: Session | None = None,
+        followup: bool | None = None,
+        rehearsal: Any = None,
         dry_run: bool = False,
         quiet: bool = False,
-        **kwargs: Any,
+        config: Any = None,
+        trust: bool | None = None,
+        variables: dict[str, Any] | None = None,
+        isolation: Isolation = "shared",
+        **overrides: Any,
     ) -> RunSpec:
-        overrides = {k: kwargs.pop(k) for k in list(kwargs) if k.startswith("max_")}
-        if "gate_policy" in kwargs:
-            overrides["gate_policy"] = kwargs.pop("gate_policy")
-        name = os.fspath(rehearsal) if isinstance(rehearsal, (str, os.PathLike)) else None
-        return cls(
-            task=task,
-            prompt=task,
-            workspace=Path(workspace).expanduser().resolve(),
+        request = RunRequest.build(
+            task,
             workflow=workflow,
-            rehearse=name,
-            rehearsal=None if name is not None else rehearsal,
+            workspace=workspace,
+            config=config,
+            session=session,
+            force_followup=followup,
+            trust=trust,
+            rehearsal=rehearsal,
+            options=replace(RunOptions.from_overrides(overrides), isolation=isolation),
             dry_run=dry_run,
-            overrides=overrides,
-            session=session if isinstance(session, Session) else None,
-            quiet=quiet,
-            extra={"session": session, **kwargs} if session is not None else kwargs,
+            variables=dict(variables or {}),
         )
-
-
-class SessionRecorder:
-    """A lifecycle subscriber that puts every finished step into the turn (autosaved)."""
-
-    def __init__(self, session: Session, turn: Turn) -> None:
-        self.session = session
-        self.turn = turn
-
-    def __call__(self, event: LifecycleEvent) -> None:
-        if isinstance(event, RunStarted):
-            self.turn.run_id = event.run_id
-            # Saved now: if the kernel dies in the first step, the next start finds this turn
-            # by its run and marks it interrupted.
-            self.session.autosave()
-        elif isinstance(event, StepFinished):
-            self.session.record_step(self.turn, event.result)
+        return cls(request, quiet=quiet)
 
 
 class CellRun:
@@ -139,7 +78,6 @@ class CellRun:
         self.spec = spec
         self.shell = shell
         self.interactive = interactive
-        self.turn: Turn | None = None
 
     # -- the two ways to run --------------------------------------------------------------
 
@@ -202,147 +140,49 @@ class CellRun:
         show(obj)
 
     def _live(self, sink: DisplaySink | None, gate_reason: str | None) -> LiveDisplay | None:
-        if self.spec.quiet or sink is None or self.spec.dry_run:
+        if self.spec.quiet or sink is None or self.spec.request.dry_run:
             return None
         return LiveDisplay(sink, gate_note=gate_reason)
 
     def _subscribers(self, live: LiveDisplay | None) -> list[Subscriber]:
-        subscribers: list[Subscriber] = [live] if live is not None else []
-        spec = self.spec
-        if spec.session is not None and not spec.dry_run:
-            self.turn = spec.session.begin_turn(
-                spec.task,
-                workflow=None if spec.agent else spec.workflow,
-                agent=spec.agent,
-                workspace=spec.workspace,
-                decision=spec.decision,
-            )
-            subscribers.append(SessionRecorder(spec.session, self.turn))
-        return subscribers
+        # The run service opens and closes the session turn; the cell only watches.
+        return [live] if live is not None else []
+
+    def _turn(self) -> Turn | None:
+        session = self.spec.request.session
+        if session is None or not session.turns or self.spec.request.dry_run:
+            return None
+        return session.turns[-1]
 
     def _finished(self, live: LiveDisplay | None, result: WorkflowResult) -> None:
         if live is not None:
             live.close(clear=True)
-        if self.spec.session is not None and self.turn is not None:
-            self.spec.session.finish_turn(
-                self.turn, result.outcome, error=result.error, run_id=result.run_id
-            )
 
     def _failed(self, live: LiveDisplay | None, exc: BaseException) -> None:
         if live is not None:
             live.close()
-        if self.spec.session is not None and self.turn is not None:
-            cancelled = isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError))
-            outcome = "cancelled" if cancelled else "failed"
-            self.spec.session.finish_turn(self.turn, outcome, error=str(exc) or type(exc).__name__)
+        turn, session = self._turn(), self.spec.request.session
+        if session is not None and turn is not None and turn.outcome == "running":
+            # Interrupted between the run's end and the cell's: the turn still says running.
+            session.finish_turn(turn, "cancelled", error=str(exc) or type(exc).__name__)
 
     def _stopped(self, live: LiveDisplay | None, why: str) -> str:
         self._failed(live, KeyboardInterrupt(why))
-        done = len(self.turn.steps) if self.turn is not None else 0
+        turn = self._turn()
+        done = len(turn.steps) if turn is not None else 0
         line = f"⏹ {why}: {self.spec.label} cancelled after {done} finished step(s)"
         line += "; its agents were stopped."
-        session = self.spec.session
+        session = self.spec.request.session
         if session is not None:
             line += f" Session {session.name!r} keeps {len(session.turns)} turn(s)."
         return line
 
-    @contextlib.contextmanager
-    def _rehearsal(self) -> Iterator[RehearsalEndpoint | None]:
-        spec = self.spec
-        if spec.dry_run:
-            yield None
-            return
-        from ..rehearsal.endpoint import rehearsal_scope
-
-        home = None
-        if spec.rehearse is not None and spec.session is not None:
-            home = rehearsal_home(spec.session.id)  # a named scenario keeps its HOME per session
-        chosen = spec.rehearse if spec.rehearse is not None else spec.rehearsal
-        with rehearsal_scope(chosen, workspace=spec.workspace, home=home) as endpoint:
-            yield endpoint
-
     async def _execute(
         self, cancel: asyncio.Event | None, subscribers: list[Subscriber], gate: GateHandler | None
     ) -> WorkflowResult:
-        spec = self.spec
-        with self._rehearsal() as reh:
-            if spec.agent is not None:
-                return await self._one_agent(spec.agent, reh, cancel, subscribers)
-            return await arun(
-                spec.prompt,
-                spec.workflow,
-                workspace=spec.workspace,
-                config=spec.settings,
-                rehearsal=reh,
-                dry_run=spec.dry_run,
-                gate=gate,
-                cancel=cancel,
-                subscribers=subscribers,
-                **{"session": spec.session, **spec.extra},
-                **spec.overrides,
-            )
-
-    async def _one_agent(
-        self,
-        agent: str,
-        reh: RehearsalEndpoint | None,
-        cancel: asyncio.Event | None,
-        subscribers: list[Subscriber],
-    ) -> WorkflowResult:
-        """``-a``: one agent, with the same events, diff and result shape as a workflow."""
-        spec = self.spec
-        name = f"agent:{agent}"
-        if spec.dry_run:
-            plan = [PlannedStep(agent, "agent", agent, 0, spec.prompt)]
-            return WorkflowResult("dry-run", name, spec.task, "completed", plan=plan)
-        bus = EventBus()
-        for subscriber in subscribers:
-            bus.subscribe(subscriber)
-        ws = Workspace(spec.workspace)
-        run_id = ws.run_id
-        bus.emit(RunStarted(run_id, name, spec.task, str(ws.root), rehearsal=reh is not None))
-
-        async def call(prompt: str, resume: str | None) -> Any:
-            bus.emit(StepStarted(run_id, agent, agent, "agent", None, prompt))
-            with ws.step(agent) as tracker:
-                result = await arun_agent(
-                    agent,
-                    prompt,
-                    workspace=ws.root,
-                    config=spec.settings,
-                    rehearsal=reh,
-                    step=agent,
-                    resume=resume,
-                    timeout=spec.timeout,
-                    cancel=cancel,
-                    on_event=lambda ev: bus.emit(AgentEventEmitted(run_id, agent, agent, ev)),
-                    log_dir=ws.state.root / "runs" / run_id / "agents" / agent,
-                )
-            result.changes = tracker.changes.file_changes()
-            result.diff = tracker.changes.diff
-            bus.emit(StepFinished(run_id, agent, agent, result))
-            return result
-
-        result = await call(spec.task if spec.resume_id else spec.prompt, spec.resume_id)
-        if spec.resume_id and result.error_kind == "config":  # the CLI lost that session
-            result = await call(spec.prompt, None)
-        outcome: Outcome = "completed" if result.ok else "failed"
-        if result.error_kind == "cancelled":
-            outcome = "cancelled"
-        error = None if result.ok or result.error is None else f"{agent}: {result.error.message}"
-        wf = WorkflowResult(
-            run_id,
-            name,
-            spec.task,
-            outcome,
-            steps=[result],
-            changes=list(result.changes),
-            diff=result.diff,
-            error=error,
-            duration_s=result.duration_s,
+        return await RunService().execute(
+            self.spec.request, subscribers=subscribers, gate=gate, cancel=cancel
         )
-        bus.emit(RunFinished(run_id, name, outcome, wf.ok, wf.usage, wf.duration_s, error))
-        return wf
 
 
 __all__ = ["CellRun", "RunSpec", "SessionRecorder", "rehearsal_home"]

@@ -354,7 +354,13 @@ class LogSubscriber:
         ev = e.event
         if isinstance(ev, RetryEvent):
             bind(attempt=ev.attempt)
-            self.log.info("agent_retry", reason=ev.reason, delay_s=ev.delay_s, attempt=ev.attempt)
+            self.log.info(
+                "agent_retry",
+                reason=ev.reason,
+                delay_s=ev.delay_s,
+                attempt=ev.attempt,
+                source=ev.source,
+            )
         elif isinstance(ev, WarningEvent):
             self.log.info("agent_warning", message=ev.message)
         elif isinstance(ev, ToolCallEvent):

@@ -238,7 +238,7 @@ class MetricsSubscriber:
             self._read_breakers()
         elif isinstance(event, AgentEventEmitted) and isinstance(event.event, RetryEvent):
             retry = event.event
-            m.retries.labels(event.agent, "cli").inc()
+            m.retries.labels(event.agent, retry.source).inc()
             if "rate" in retry.reason.lower() or "429" in retry.reason:
                 m.rate_limit_wait(event.agent, retry.delay_s)
 
@@ -273,11 +273,7 @@ class MetricsSubscriber:
                 m.tokens.labels(agent, model, kind).inc(count)
         if usage.cost_usd:
             m.cost.labels(agent, model).inc(max(usage.cost_usd, 0.0))
-        if len(r.attempts) > 1:
-            m.retries.labels(agent, "engine").inc(len(r.attempts) - 1)
-            for attempt in r.attempts[:-1]:
-                if attempt.error_kind == "rate_limit":
-                    m.rate_limit_wait(agent)
+        # The engine's retries are counted from their RetryEvent, announced before each wait.
 
 
 # -- display ------------------------------------------------------------------------------

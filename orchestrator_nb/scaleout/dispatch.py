@@ -23,6 +23,7 @@ from typing import Any
 from ..batching.preamble import Batch
 from ..batching.progress import Tracker
 from ..batching.result import BatchRow, workflow_result_from_dict
+from ..errors import RunError
 from ..lifecycle import StepStarted
 from ..workflow.result import Outcome, WorkflowResult
 from . import repo
@@ -183,7 +184,9 @@ class Dispatch:
         name = spec.workflow or job.workflow
         error = why if started else f"{why}; not started"
         self.rows[spec.id] = BatchRow(spec.id, name, spec.task, outcome, where="", error=error)
-        self.results[spec.id] = WorkflowResult("", name, spec.task, outcome, error=error)
+        self.results[spec.id] = WorkflowResult(
+            "", name, spec.task, outcome, error=RunError.for_kind(outcome, error)
+        )
         self.tracker.finished_task(self.rows[spec.id])
 
     async def _poll(self) -> None:

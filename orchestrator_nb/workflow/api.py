@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import os
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from .._sync import run_sync
-from ..api import _settings, _workspace
+from ..api import _workspace
 from ..config import Settings
-from ..lifecycle import EventBus, Subscriber
-from ..observe.checks import check_name, check_task
+from ..errors import ConfigError
+from ..lifecycle import Subscriber
+from ..observe.checks import check_name
+from ..runs import RunOptions, RunRequest, RunService
+from ..sessions import Session
 from ..workspace import RevertResult, Workspace
 from ..workspace.lock import Isolation
 from .engine import Engine, GateDecision, GateHandler
@@ -32,60 +36,53 @@ async def arun(
     *,
     workspace: str | os.PathLike[str] = ".",
     config: Settings | str | os.PathLike[str] | None = None,
-    rehearsal: RehearsalArg = None,
-    session: Any = None,
+    rehearsal: Any = None,
+    session: Session | None = None,
+    followup: bool | None = None,
     dry_run: bool = False,
     gate: GateHandler | None = None,
     cancel: asyncio.Event | None = None,
     subscribers: list[Subscriber] | None = None,
     variables: dict[str, Any] | None = None,
     engine: Engine | None = None,
-    isolation: Isolation = "shared",
+    options: RunOptions | None = None,
     trust: bool | None = None,
+    isolation: Isolation = "shared",
     **overrides: Any,
 ) -> WorkflowResult:
     """Run ``workflow`` on ``task`` in ``workspace``.
 
-    Runs in one workspace take turns (a second one waits); ``isolation="worktree"`` runs this
-    one in its own git worktree instead and applies its changes at the end.
-
-    ``overrides``: ``max_iterations``, ``max_cost_usd``, ``max_tokens``, ``max_wall_s``,
-    ``gate_policy``. ``rehearsal``: a scenario path or name, or a running rehearsal.
-    ``session``: anything with a ``history`` list of earlier turns (for follow-ups).
-    ``trust``: True trusts the workspace for this run (a script that must not prompt); None asks
-    the user's trust store (:mod:`orchestrator_nb.trust_store`).
+    ``options`` (typed) or keyword overrides: ``max_iterations``, ``max_cost_usd``,
+    ``max_tokens``, ``max_wall_s``, ``gate_policy``, ``timeout`` (the run's wall-clock limit;
+    passing it ends the run as ``timeout``). Runs in one workspace take turns (a second one
+    waits); ``isolation="worktree"`` runs this one in its own git worktree instead and applies
+    its changes at the end. ``rehearsal``: a scenario path or name, or a
+    running rehearsal. ``session``: a :class:`~orchestrator_nb.sessions.Session`; the run is
+    recorded as its next turn. It follows up (continues each agent's native conversation in
+    this workspace, and gives the agents the previous turn) only when ``followup=True`` or,
+    with ``followup=None``, when the session's heuristic says so; a new task never resumes.
     """
-    check_task(task)
-    check_name("workflow", workflow)
-    root = _workspace(workspace)
-    if engine is None:
-        engine = Engine(_settings(config, root, trust), bus=EventBus())
-    if dry_run:
-        plan = engine.plan(task, workflow, overrides)
-        return WorkflowResult("dry-run", workflow, task, "completed", plan=plan)
-    unsubscribe = [engine.bus.subscribe(s) for s in subscribers or []]
-    history = list(getattr(session, "history", None) or [])
-    # A follow-up continues each agent's native conversation where its CLI allows it.
-    # Only sessions that started in this workspace: a CLI resumed elsewhere works in the old one.
-    ids_for = getattr(session, "resume_ids_for", None)
-    resume_ids = dict(ids_for(root) if callable(ids_for) else getattr(session, "resume_ids", {}))
-    try:
-        return await engine.run(
-            task,
-            workflow,
-            workspace=root,
-            rehearsal=rehearsal,
-            gate=gate,
-            cancel=cancel,
-            variables=variables,
-            history=history,
-            overrides=overrides,
-            resume_ids=resume_ids,
-            isolation=isolation,
-        )
-    finally:
-        for off in unsubscribe:
-            off()
+    if options is None:
+        options = replace(RunOptions.from_overrides(overrides), isolation=isolation)
+    elif overrides:
+        raise ConfigError("pass either options= or keyword overrides, not both", key="options")
+    request = RunRequest.build(
+        task,
+        workflow=workflow,
+        workspace=workspace,
+        config=config,
+        session=session,
+        force_followup=followup,
+        trust=trust,
+        rehearsal=rehearsal,
+        options=options,
+        dry_run=dry_run,
+        variables=dict(variables or {}),
+    )
+    service = RunService(engine=engine)
+    return await service.execute(
+        request, subscribers=list(subscribers or []), gate=gate, cancel=cancel
+    )
 
 
 def run(task: str, workflow: str = "default", **kwargs: Any) -> WorkflowResult:
@@ -104,23 +101,39 @@ async def aresume(
     trust: bool | None = None,
 ) -> WorkflowResult:
     """Continue run ``run_id``: finished steps are taken from its journal, not run again."""
-    check_name("run", run_id)
+    from ..runs.service import one_step, open_rehearsal, settings_for
+
     root = _workspace(workspace)
     journal = RunJournal(root / ".orchestrator" / "runs", run_id)
     meta, task = journal.meta(), journal.task()
-    engine = Engine(_settings(config, root, trust))
+    overrides = dict(meta.get("overrides") or {})
+    request = RunRequest.build(
+        task,
+        workflow=None if meta.get("agent") else meta["workflow"],
+        agent=meta.get("agent"),
+        step=meta.get("step"),
+        workspace=root,
+        config=config,
+        trust=trust,
+        options=RunOptions.from_overrides({**overrides, "timeout": meta.get("timeout")}),
+    )
+    settings = settings_for(request)
+    engine = Engine(settings)
     unsubscribe = [engine.bus.subscribe(s) for s in subscribers or []]
     try:
-        return await engine.run(
-            task,
-            meta["workflow"],
-            workspace=root,
-            rehearsal=rehearsal,
-            run_id=run_id,
-            resume=True,
-            gate=gate,
-            overrides=meta.get("overrides") or {},
-        )
+        async with open_rehearsal(rehearsal, workspace=root, session=None) as running:
+            return await engine.run(
+                task,
+                meta["workflow"],
+                workspace=root,
+                rehearsal=running,
+                run_id=run_id,
+                resume=True,
+                gate=gate,
+                overrides=overrides,
+                definition=one_step(request) if request.agent else None,
+                timeout=request.options.timeout,
+            )
     finally:
         for off in unsubscribe:
             off()

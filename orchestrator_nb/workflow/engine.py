@@ -1,6 +1,8 @@
 """The engine: walks a workflow's steps, applies the policies, emits lifecycle events.
 
-Agent steps run through :func:`orchestrator_nb.api.arun_agent`; the workspace snapshots each step
+Agent steps run through the policy stack of :mod:`.stack` (retry around breaker, concurrency
+slot, rate limiter and one attempt of :func:`orchestrator_nb.api.attempt_agent`); the workspace
+snapshots each step
 for its diff; parallel children get their own git worktrees. Every finished step is journaled
 before the next starts, which is what makes :meth:`Engine.run` with ``resume=True`` possible.
 """
@@ -13,16 +15,23 @@ import hashlib
 import json
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..agents.acp.warm import warm_agents
 from ..agents.registry import DriverRegistry, default_registry
-from ..api import _rehearsal_scope, arun_agent
+from ..api import prepare_agent
 from ..config import Settings
-from ..errors import AgentError, OrchestratorError
+from ..errors import (
+    AgentError,
+    BudgetExceeded,
+    CircuitOpen,
+    OrchestratorError,
+    RunError,
+    RunTimeout,
+)
 from ..events import StepResult
 from ..lifecycle import (
     AgentEventEmitted,
@@ -42,8 +51,9 @@ from ..workspace.lock import Isolation, Seat, run_seat
 from .cache import StepCache
 from .journal import RunJournal
 from .models import AgentStep, BranchStep, GateStep, LoopStep, ParallelStep, Step, Workflow
-from .policies import Breakers, BudgetTracker, CircuitOpen, ConcurrencyLimits, RateLimiters
+from .policies import Breakers, BudgetTracker, ConcurrencyLimits, RateLimiters
 from .result import Outcome, PlannedStep, WorkflowResult
+from .stack import run_attempts
 from .suggestions import count_suggestions
 from .templates import StepView, TemplateError, evaluate, render
 
@@ -51,7 +61,7 @@ from .templates import StepView, TemplateError, evaluate, render
 GateDecision = str | tuple[str, str] | None
 GateHandler = Callable[[GateStep, str], Awaitable[GateDecision]]
 if TYPE_CHECKING:
-    from ..rehearsal.endpoint import RehearsalArg, RehearsalEndpoint
+    from ..rehearsal.endpoint import RehearsalEndpoint
 
 _PICK = re.compile(r"^\s*PICK:\s*([A-Za-z][A-Za-z0-9_-]*)", re.MULTILINE)
 
@@ -59,10 +69,19 @@ _PICK = re.compile(r"^\s*PICK:\s*([A-Za-z][A-Za-z0-9_-]*)", re.MULTILINE)
 class _Stop(Exception):
     """Ends the walk with an outcome other than completed."""
 
-    def __init__(self, outcome: Outcome, message: str) -> None:
-        super().__init__(message)
+    def __init__(self, outcome: Outcome, error: RunError | str) -> None:
+        if isinstance(error, str):
+            error = RunError.for_kind(outcome, error)
+        super().__init__(error.message)
         self.outcome = outcome
-        self.message = message
+        self.error = error
+
+
+def _resume_point(value: Any) -> Any:
+    """A ResumePoint from a bare native session id too (older callers pass strings)."""
+    from ..sessions import ResumePoint
+
+    return value if isinstance(value, ResumePoint) else ResumePoint(str(value))
 
 
 @dataclass
@@ -86,11 +105,17 @@ class _Ctx:
     notes: list[str] = field(default_factory=list)
     # pick_by step id → (the parallel group, its key prefix), applied once that step answered
     pending_picks: dict[str, tuple[ParallelStep, str]] = field(default_factory=dict)
-    budget_stop: str | None = None
+    settings: Settings | None = None
+    budget_stop: BudgetExceeded | None = None
+    timeout: float | None = None
+    timeout_stop: RunTimeout | None = None
+    circuit: CircuitOpen | None = None
     iteration: int | None = None
-    # agent → the native session of the previous turn, resumed by that agent's first step
-    resume_ids: dict[str, str] = field(default_factory=dict)
+    # agent → the native session a follow-up resumes (with its usage so far), used by that
+    # agent's first step
+    resume_ids: dict[str, Any] = field(default_factory=dict)
     seat: Seat | None = None  # the workspace lock, or the run's own worktree
+    approvals: Any = None  # what answers ACP agents' permission requests (None: settings)
 
     def template_context(self) -> dict[str, Any]:
         return {
@@ -135,7 +160,7 @@ class Engine:
         workflow: str,
         *,
         workspace: Path,
-        rehearsal: RehearsalArg = None,
+        rehearsal: RehearsalEndpoint | None = None,
         run_id: str | None = None,
         resume: bool = False,
         gate: GateHandler | None = None,
@@ -143,18 +168,33 @@ class Engine:
         variables: dict[str, Any] | None = None,
         history: list[dict[str, Any]] | None = None,
         overrides: dict[str, Any] | None = None,
-        resume_ids: dict[str, str] | None = None,
+        resume_ids: Mapping[str, Any] | None = None,
+        definition: Workflow | None = None,
+        timeout: float | None = None,
+        settings: Settings | None = None,
+        meta: dict[str, Any] | None = None,
         isolation: Isolation = "shared",
+        approvals: Any = None,
     ) -> WorkflowResult:
-        wf = self._workflow(workflow, overrides or {})
+        """Run ``workflow`` (or ``definition``, journaled under that name) on ``task``.
+
+        Callers go through :class:`orchestrator_nb.runs.RunService`, which starts the
+        rehearsal (``rehearsal`` here is a running one or None) and decides what to resume.
+        ``timeout``: the run's wall-clock limit (outcome ``timeout``).
+        """
+        wf = self._workflow(workflow, overrides or {}, definition)
         if not resume:
             # A template past a size, loop or time bound is refused before any agent runs.
-            self.plan(task, workflow, overrides)
+            self.plan(task, workflow, overrides, definition=definition)
         ws = Workspace(workspace, run_id=run_id)
         journal = RunJournal(ws.state.root / "runs", ws.run_id)
         done = journal.finished() if resume else {}
         if not resume:
-            journal.start({"task": task, "workflow": workflow, "overrides": overrides or {}})
+            journal.start(
+                {"task": task, "workflow": workflow, "overrides": overrides or {}}
+                | {k: v for k, v in (meta or {}).items() if v is not None}
+                | ({"timeout": timeout} if timeout is not None else {})
+            )
         ctx = _Ctx(
             run_id=ws.run_id,
             task=task,
@@ -170,7 +210,10 @@ class Engine:
             budget=BudgetTracker(wf.budget),
             variables=dict(variables or {}),
             history=list(history or []),
-            resume_ids=dict(resume_ids or {}),
+            resume_ids={a: _resume_point(p) for a, p in (resume_ids or {}).items()},
+            settings=settings or self.settings,
+            timeout=timeout,
+            approvals=approvals,
         )
         started = time.monotonic()
         leftovers = ws.state.worktrees
@@ -200,7 +243,9 @@ class Engine:
             uninstall()
             forward()
 
-    async def _walk(self, ctx: _Ctx, rehearsal: RehearsalArg, started: float) -> WorkflowResult:
+    async def _walk(
+        self, ctx: _Ctx, rehearsal: RehearsalEndpoint | None, started: float
+    ) -> WorkflowResult:
         ws = ctx.ws
         ctx.bus.emit(
             RunStarted(
@@ -208,33 +253,40 @@ class Engine:
             )
         )
         outcome: Outcome = "completed"
-        error: str | None = None
+        error: RunError | None = None
         watchdog = asyncio.ensure_future(self._watch_wall(ctx))
         try:
             # ACP agents stay warm for the run: one process and session per agent, all stopped
             # when the run ends, however it ends.
-            async with _rehearsal_scope(rehearsal) as reh, warm_agents():
-                ctx.rehearsal = reh
+            async with warm_agents():
+                ctx.rehearsal = rehearsal
                 await self._steps(ctx, ctx.workflow.steps, "", ws.root)
         except _Stop as stop:
-            outcome, error = stop.outcome, stop.message
+            outcome, error = stop.outcome, stop.error
         except asyncio.CancelledError:
-            self._finish(ctx, "cancelled", "interrupted", started)
+            self._finish(ctx, "cancelled", RunError.for_kind("cancelled", "interrupted"), started)
             raise
         finally:
             watchdog.cancel()
             if ws.is_git:
                 ws.worktrees.cleanup()
-        if ctx.budget_stop and outcome != "completed":
-            outcome, error = "budget_exceeded", ctx.budget_stop
-        elif ctx.cancel.is_set() and outcome != "completed":
-            outcome = "cancelled"
+        if outcome != "completed":
+            if ctx.timeout_stop is not None:
+                outcome, error = "timeout", ctx.timeout_stop
+            elif ctx.budget_stop is not None:
+                outcome, error = "budget_exceeded", ctx.budget_stop
+            elif ctx.circuit is not None:
+                outcome, error = "circuit_open", ctx.circuit
+            elif ctx.cancel.is_set():
+                outcome = "cancelled"
+                if error is None or error.kind != "cancelled":
+                    error = RunError.for_kind("cancelled", "stopped on request")
         if ctx.seat is not None:
             await ctx.seat.settle(outcome)  # an isolated run brings its changes back
         return self._finish(ctx, outcome, error, started)
 
     def _finish(
-        self, ctx: _Ctx, outcome: Outcome, error: str | None, started: float
+        self, ctx: _Ctx, outcome: Outcome, error: RunError | None, started: float
     ) -> WorkflowResult:
         changes = ctx.seat.changes(outcome) if ctx.seat else ctx.ws.run_changes()
         result = WorkflowResult(
@@ -250,15 +302,21 @@ class Engine:
             notes=list(ctx.notes),
             workspace=str(ctx.seat.root if ctx.seat else ctx.ws.root),
         )
-        ctx.journal.finish({"outcome": outcome, "error": error})
+        message = error.message if error is not None else None
+        kind = error.kind if error is not None else None
+        ctx.journal.finish({"outcome": outcome, "error": message, "error_kind": kind})
         ctx.bus.emit(
             RunFinished(
-                ctx.run_id, ctx.name, outcome, result.ok, result.usage, result.duration_s, error
+                ctx.run_id, ctx.name, outcome, result.ok, result.usage, result.duration_s, message
             )
         )
         return result
 
-    def _workflow(self, name: str, overrides: dict[str, Any]) -> Workflow:
+    def _workflow(
+        self, name: str, overrides: dict[str, Any], definition: Workflow | None = None
+    ) -> Workflow:
+        if definition is not None:
+            return apply_overrides(definition, overrides)
         try:
             wf = self.settings.workflows[name]
         except KeyError:
@@ -280,16 +338,30 @@ class Engine:
     def _check_budget(self, ctx: _Ctx) -> None:
         for budget, used, limit in ctx.budget.warnings():
             ctx.bus.emit(BudgetWarning(ctx.run_id, budget, used, limit))
+        if (
+            ctx.timeout is not None
+            and ctx.timeout_stop is None
+            and ctx.budget.elapsed_s > ctx.timeout
+        ):
+            ctx.timeout_stop = RunTimeout(
+                f"the run did not finish within its timeout of {ctx.timeout:g}s; "
+                "its agents were stopped",
+                hint="pass a longer --timeout (magic, console) or timeout= (Python), "
+                "or split the task",
+            )
+            ctx.cancel.set()
         exceeded = ctx.budget.check()
         if exceeded is not None and ctx.budget_stop is None:
-            ctx.budget_stop = str(exceeded)
+            ctx.budget_stop = exceeded
             ctx.cancel.set()  # reaches every running agent's process group
 
     # -- the walk -------------------------------------------------------------------------
 
     async def _steps(self, ctx: _Ctx, steps: list[Step], prefix: str, cwd: Path) -> None:
         for step in steps:
-            if ctx.budget_stop:
+            if ctx.timeout_stop is not None:
+                raise _Stop("timeout", ctx.timeout_stop)
+            if ctx.budget_stop is not None:
                 raise _Stop("budget_exceeded", ctx.budget_stop)
             if ctx.cancel.is_set():
                 raise _Stop("cancelled", "stopped on request")
@@ -338,12 +410,6 @@ class Engine:
     async def _call(
         self, ctx: _Ctx, step: AgentStep, prompt: str, cwd: Path, track: bool, key: str
     ) -> StepResult:
-        breaker = self.breakers.get(step.agent)
-        try:
-            breaker.before_call()
-        except CircuitOpen as exc:
-            error = AgentError.for_kind("failed", exc.message, agent=step.agent, hint=exc.hint)
-            return StepResult(step.agent, False, error=error)
         # Worktree children run elsewhere, and the CLIs keep sessions per working folder.
         resume = ctx.resume_ids.pop(step.agent, None) if track else None
         use_cache = step.cache and resume is None
@@ -352,52 +418,58 @@ class Engine:
             hit = cache.get(cache_key)
             if hit is not None:
                 return replace(StepResult.from_dict(hit), cached=True)
-        async with self.limits.slot(step.agent):
-            waited = time.monotonic()
-            await self.rates.acquire(step.agent)
-            waited = time.monotonic() - waited
-            if waited > 0.001:  # the rate limiter held this call back: count it
-                from ..observe.metrics import get_metrics
-
-                get_metrics().rate_limit_wait(step.agent, waited)
-            result: StepResult | None = None
-            try:
-                with self._tracked(ctx, key, track) as tracker:
-                    call: dict[str, Any] = dict(
-                        workspace=cwd,
-                        config=self.settings,
-                        rehearsal=ctx.rehearsal,
-                        step=step.id,
-                        registry=self.registry,
-                        cancel=ctx.cancel,
-                        on_event=lambda ev: ctx.bus.emit(
-                            AgentEventEmitted(ctx.run_id, step.id, step.agent, ev)
-                        ),
-                        timeout=step.timeout,
-                        model=step.model,
-                        retries=step.retries,
-                        log_dir=ctx.journal.dir / "agents" / key.replace("/", "."),
-                    )
-                    result = await arun_agent(step.agent, prompt, resume=resume, **call)
-                    if resume is not None and result.error_kind == "config":
-                        # The CLI no longer has that session (another HOME, pruned): start afresh.
-                        result = await arun_agent(step.agent, prompt, **call)
-                    if step.write_code_blocks and result.ok and track:
-                        ctx.ws.write_code_blocks(result.text, key, on_unsafe="skip")
-            finally:
-                # Always settle the breaker, or a half-open trial that was interrupted would
-                # leave the circuit waiting forever; a cancel is not the agent's failure.
-                if result is None or result.error_kind == "cancelled":
-                    if breaker.state == "half_open":
-                        breaker.record(False)
-                else:
-                    breaker.record(result.ok)
+        try:
+            with self._tracked(ctx, key, track) as tracker:
+                result = await self._attempts(ctx, step, prompt, cwd, key, resume)
+                if resume is not None and result.error_kind == "config":
+                    # The CLI no longer has that session (another HOME, pruned): start afresh.
+                    result = await self._attempts(ctx, step, prompt, cwd, key, None)
+                if step.write_code_blocks and result.ok and track:
+                    ctx.ws.write_code_blocks(result.text, key, on_unsafe="skip")
+        except CircuitOpen as exc:
+            ctx.circuit = exc
+            error = AgentError.for_kind("failed", exc.message, agent=step.agent, hint=exc.hint)
+            return StepResult(step.agent, False, error=error)
         if tracker is not None and tracker.changes is not None:
             result.changes = tracker.changes.file_changes()
             result.diff = tracker.changes.diff
         if cache is not None and cache_key is not None and result.ok:
             cache.put(cache_key, redact_obj(result.to_dict()))
         return result
+
+    async def _attempts(
+        self, ctx: _Ctx, step: AgentStep, prompt: str, cwd: Path, key: str, resume: Any
+    ) -> StepResult:
+        prepared = await prepare_agent(
+            step.agent,
+            prompt,
+            workspace=cwd,
+            settings=ctx.settings or self.settings,
+            rehearsal=ctx.rehearsal,
+            step=step.id,
+            registry=self.registry,
+            log_root=ctx.journal.dir / "agents" / key.replace("/", "."),
+            resume=resume.session_id if resume is not None else None,
+            previous_usage=resume.usage if resume is not None else None,
+            timeout=step.timeout,
+            model=step.model,
+            approvals=ctx.approvals,
+            state_root=ctx.journal.dir.parents[2],  # the workspace whose state holds the logs
+        )
+        if isinstance(prepared, StepResult):  # not installed: nothing to attempt
+            return prepared
+        if step.retries is not None:
+            prepared.config = prepared.config.model_copy(update={"retries": step.retries})
+        return await run_attempts(
+            prepared,
+            breakers=self.breakers,
+            limits=self.limits,
+            rates=self.rates,
+            on_event=lambda ev: ctx.bus.emit(
+                AgentEventEmitted(ctx.run_id, step.id, step.agent, ev)
+            ),
+            cancel=ctx.cancel,
+        )
 
     @contextlib.contextmanager
     def _tracked(self, ctx: _Ctx, key: str, track: bool) -> Iterator[Any]:
@@ -571,9 +643,14 @@ class Engine:
     # -- dry run --------------------------------------------------------------------------
 
     def plan(
-        self, task: str, workflow: str, overrides: dict[str, Any] | None = None
+        self,
+        task: str,
+        workflow: str,
+        overrides: dict[str, Any] | None = None,
+        *,
+        definition: Workflow | None = None,
     ) -> list[PlannedStep]:
-        wf = self._workflow(workflow, overrides or {})
+        wf = self._workflow(workflow, overrides or {}, definition)
         context = {"task": task, "steps": {}, "iteration": 1, "history": [], "vars": {}}
         out: list[PlannedStep] = []
 

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Literal, NamedTuple
 
-from ..errors import ConfigError, OrchestratorError
+from ..errors import BudgetExceeded, CircuitOpen, ConfigError
 from ..events import Usage
 from .models import Budget, Limits
 
@@ -23,22 +23,6 @@ Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[object]]
 
 WARN_FRACTION = 0.8
-_UNITS: dict[BudgetName, str] = {"max_cost_usd": "USD", "max_tokens": "tokens", "max_wall_s": "s"}
-
-
-class BudgetExceeded(OrchestratorError):
-    """A run went past one of its budgets."""
-
-    def __init__(self, budget: BudgetName, used: float, limit: float) -> None:
-        unit = _UNITS[budget]
-        super().__init__(
-            f"budget {budget} exceeded: used {_fmt(used)} {unit} of {_fmt(limit)} {unit}",
-            hint=f"raise `{budget}` under the workflow's `budget:` (or pass a larger budget "
-            "for this run), or shorten the task",
-        )
-        self.budget = budget
-        self.used = used
-        self.limit = limit
 
 
 class BudgetNearLimit(NamedTuple):
@@ -96,31 +80,7 @@ class BudgetTracker:
         return crossed
 
 
-def _fmt(value: float) -> str:
-    return f"{value:,}" if isinstance(value, int) else f"{value:,.2f}"
-
-
 # --- circuit breakers -----------------------------------------------------------------------
-
-
-class CircuitOpen(OrchestratorError):
-    """Calls to an agent are paused after repeated failures."""
-
-    def __init__(
-        self, agent: str, retry_in_s: float, *, failures: int, trial: bool = False
-    ) -> None:
-        if trial:
-            when = "a trial call is in flight; the next call waits for its outcome"
-        else:
-            when = f"the next trial call is allowed in {retry_in_s:.0f}s"
-        super().__init__(
-            f"circuit for agent {agent!r} is open after {failures} consecutive failure(s); {when}",
-            hint=f"look at {agent}'s last errors (login, quota, network, flags); the pause is "
-            "`limits.breaker_cooldown_s`, and `breaker_threshold` sets how many failures open it",
-        )
-        self.agent = agent
-        self.retry_in_s = retry_in_s
-        self.failures = failures
 
 
 class CircuitBreaker:

@@ -5,10 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from ..errors import RunError
 from ..events import FileChange, StepResult, Usage
 from ..observe.redact import redact
 
-Outcome = Literal["completed", "failed", "cancelled", "budget_exceeded"]
+Outcome = Literal["completed", "failed", "cancelled", "budget_exceeded", "timeout", "circuit_open"]
+DIFF_FOLD_LINES = 80
 
 
 @dataclass(frozen=True)
@@ -32,7 +34,7 @@ class WorkflowResult:
     steps: list[StepResult] = field(default_factory=list)
     changes: list[FileChange] = field(default_factory=list)
     diff: str = ""
-    error: str | None = None
+    error: RunError | None = None  # why it did not complete; ``error.kind`` matches the outcome
     duration_s: float = 0.0
     plan: list[PlannedStep] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # gate decisions, merges, conflicts
@@ -55,6 +57,14 @@ class WorkflowResult:
     @property
     def ok(self) -> bool:
         return self.outcome == "completed"
+
+    def raise_for_error(self) -> WorkflowResult:
+        """Raise the run's error if it did not complete; return self otherwise (for chaining)."""
+        if self.error is not None:
+            raise self.error
+        if not self.ok:
+            raise RunError.for_kind(self.outcome, f"the run ended {self.outcome}")
+        return self
 
     @property
     def usage(self) -> Usage:
@@ -87,7 +97,9 @@ class WorkflowResult:
             "task": self.task,
             "outcome": self.outcome,
             "ok": self.ok,
-            "error": self.error,
+            "error": self.error.message if self.error is not None else None,
+            "error_kind": self.error.kind if self.error is not None else None,
+            "error_hint": self.error.hint if self.error is not None else None,
             "text": self.text,
             "usage": {
                 "input_tokens": usage.input_tokens,
@@ -100,7 +112,33 @@ class WorkflowResult:
             "diff": self.diff,
             "notes": list(self.notes),
             "duration_s": self.duration_s,
+            "workspace": self.workspace,
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> WorkflowResult:
+        """The result :meth:`to_dict` described (a journal, an export, a batch row)."""
+        message = data.get("error")
+        error = None
+        if message:
+            error = RunError.for_kind(
+                data.get("error_kind") or data.get("outcome") or "failed",
+                str(message),
+                hint=data.get("error_hint"),
+            )
+        return cls(
+            run_id=str(data["run_id"]),
+            workflow=str(data["workflow"]),
+            task=str(data["task"]),
+            outcome=data["outcome"],
+            steps=[StepResult.from_dict(s) for s in data.get("steps") or []],
+            changes=[FileChange(c["path"], c["kind"]) for c in data.get("changes") or []],
+            diff=str(data.get("diff") or ""),
+            error=error,
+            duration_s=float(data.get("duration_s") or 0.0),
+            notes=list(data.get("notes") or []),
+            workspace=data.get("workspace"),
+        )
 
     # -- display: deterministic (no times, no temp paths) so nbval can compare it --------
 

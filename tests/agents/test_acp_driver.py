@@ -169,7 +169,9 @@ async def test_rate_limit_is_retried_then_reported(
 ) -> None:
     result = await run(workspace, acp_exe, "fail-429", {"retries": 1})
     assert result.error_kind == "rate_limit"
-    assert len(result.attempts) == 2 and len(pids(starts)) == 2
+    # run_agent is a one-step run of the engine, where an ACP agent stays warm for the run:
+    # the engine's retry is a second prompt, through the same agent process.
+    assert len(result.attempts) == 2 and len(pids(starts)) == 1
 
 
 async def test_a_crash_mid_turn_is_a_failure_with_its_exit_code(

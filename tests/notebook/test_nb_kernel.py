@@ -156,9 +156,8 @@ def test_rehearsed_runs_in_a_notebook(tmp_path: Path) -> None:
         assert line in flow
     assert "diff --git a/calc.py b/calc.py" in flow and "ZeroDivisionError" in flow
     assert str(tmp_path) not in flow and not re.search(r"\d\.\d+ ?s\b", flow)
-    assert texts(cells[4], "stream") == [
-        "● new task (no follow-up words) — use --followup to continue\n"
-    ]
+    # Another workspace: nothing there to follow up, whatever the session did elsewhere.
+    assert texts(cells[4], "stream") == ["● new task (first turn in this workspace)\n"]
     step_lines = texts(cells[4], "display")
     assert [line.split(" · ")[:3] for line in step_lines] == [
         ["implement", "codex", "ok"],

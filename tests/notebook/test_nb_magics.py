@@ -185,12 +185,15 @@ def test_failures_and_timeouts_end_in_the_result(
     shell: InteractiveShell, store: SessionStore, workspace: Path
 ) -> None:
     failed = run(shell, f"-a fake --workspace {workspace}", "fail now")
-    assert failed.outcome == "failed" and failed.error and failed.error.startswith("fake:")
+    assert failed.outcome == "failed" and failed.error is not None
+    assert failed.error.kind == "failed" and "fake" in failed.error.message
+    # --timeout is the run's own limit: its own outcome, with a hint naming --timeout.
     slow = run(shell, f"-a fake --timeout 0.5 --workspace {workspace}", "sleep 5")
-    assert slow.outcome == "failed" and slow.steps[0].error_kind == "timeout"
+    assert slow.outcome == "timeout" and slow.error is not None
+    assert slow.error.kind == "timeout" and "--timeout" in (slow.error.hint or "")
     walled = run(shell, f"-w pair --timeout 0.5 --workspace {workspace}", "sleep 5")
-    assert walled.outcome == "budget_exceeded"
-    assert [t.outcome for t in store.current.turns] == ["failed", "failed", "budget_exceeded"]
+    assert walled.outcome == "timeout" and "max_wall_s" not in str(walled.error)
+    assert [t.outcome for t in store.current.turns] == ["failed", "timeout", "timeout"]
 
 
 def test_gate_in_a_blocking_cell_uses_the_policy_and_says_why(

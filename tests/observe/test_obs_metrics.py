@@ -93,6 +93,9 @@ def test_subscriber_counts_a_run() -> None:
         usage=Usage(),
         attempts=[Attempt(1, False, 1, "rate_limit"), Attempt(2, False, 1, "rate_limit")],
     )
+    # The engine announces its own retry before waiting; that is what counts it.
+    engine_retry = RetryEvent(1, "rate_limit: 429", 1.0, source="engine")
+    sub(AgentEventEmitted("r1", "review", "codex", engine_retry))
     sub(StepFinished("r1", "review", "codex", failed))
     sub(StepFinished("r1", "impl2", "claude", _ok_step(), cached=True))
     sub(AgentEventEmitted("r1", "impl", "claude", RetryEvent(2, "rate limited (429)", 4.0)))

@@ -236,20 +236,31 @@ def _processes_in(folder: Path) -> list[int]:
 
 
 async def test_follow_up_resumes_each_agents_native_session(repo: Path) -> None:
-    from types import SimpleNamespace
+    from orchestrator_nb.sessions import Session
 
     settings = load_settings(cwd=repo)
     settings.workflows["solo"] = Workflow.model_validate(
         {"steps": [{"id": "work", "agent": "claude"}]}
     )
+    session = Session.create("follow-up")
     with rehearsal("write-file") as r:
         first = await arun(
-            "Create hello.txt containing hi", "solo", workspace=repo, config=settings, rehearsal=r
+            "Create hello.txt containing hi",
+            "solo",
+            workspace=repo,
+            config=settings,
+            rehearsal=r,
+            session=session,
         )
         native = first.step("work").session_id
-        session = SimpleNamespace(history=[], resume_ids={"claude": native})
         again = await arun(
-            "say done again", "solo", workspace=repo, config=settings, rehearsal=r, session=session
+            "say done again",
+            "solo",
+            workspace=repo,
+            config=settings,
+            rehearsal=r,
+            session=session,
+            followup=True,
         )
     assert first.ok and again.ok, (first.error, again.error)
     assert native and again.step("work").session_id == native  # the same conversation

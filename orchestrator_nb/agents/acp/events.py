@@ -18,6 +18,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from ...errors import AgentErrorKind
 from ...events import (
     ChangeKind,
     Event,
@@ -241,7 +242,7 @@ class AcpParser:
             return Verdict(True, **common)
         if self.stop_reason is not None and self.stop_reason != "end_turn":
             reason = self.stop_reason
-            kind = "cancelled" if reason == "cancelled" else "failed"
+            kind: AgentErrorKind = "cancelled" if reason == "cancelled" else "failed"
             message = f"the agent stopped its turn: {reason}"
             return Verdict(False, error_kind=kind, error_message=message, **common)
         message = str(_dict(self.prompt_error).get("message") or self.fatal or "")
