@@ -124,7 +124,11 @@ async def test_approvals_from_orchestrator_yaml(
     (workspace / "orchestrator.yaml").write_text(
         "approvals:\n  rules:\n    - {kind: [edit], decision: reject}\n  default: allow\n"
     )
-    cfg = load_settings(cwd=workspace, agents={"fake": {"driver": "acp", "argv": [str(acp_exe)]}})
+    # What agents may do unasked is the user's to allow: an untrusted workspace cannot.
+    with pytest.raises(ConfigError, match="approvals"):
+        load_settings(cwd=workspace)
+    agents = {"fake": {"driver": "acp", "argv": [str(acp_exe)]}}
+    cfg = load_settings(cwd=workspace, trust=True, agents=agents)
     result = await arun_agent("fake", "write a.txt x\nrun ls", workspace=workspace, config=cfg)
     assert [p.decision for p in result.permissions] == ["reject", "allow_once"]
     assert not (workspace / "a.txt").exists()
@@ -156,7 +160,8 @@ async def test_an_unanswered_question_falls_back_to_the_policy(
         return "allow_once"
 
     (workspace / "orchestrator.yaml").write_text("approvals:\n  timeout: 0.5\n")
-    cfg = load_settings(cwd=workspace, agents={"fake": {"driver": "acp", "argv": [str(acp_exe)]}})
+    agents = {"fake": {"driver": "acp", "argv": [str(acp_exe)]}}
+    cfg = load_settings(cwd=workspace, trust=True, agents=agents)  # the test's own policy
     result = await arun_agent(
         "fake", "run curl x", workspace=workspace, config=cfg, approvals=nobody
     )
