@@ -127,7 +127,8 @@ class Settings(BaseModel):
 
     # Decided by load_settings from the user's trust store, never from a file: a workspace must
     # not be able to declare itself trusted.
-    _trust: tuple[str, bool] | None = PrivateAttr(default=None)
+    # (workspace root, trusted, fingerprint of what was trusted)
+    _trust: tuple[str, bool, str] | None = PrivateAttr(default=None)
     _ignored: list[str] = PrivateAttr(default_factory=list)
 
     @property
@@ -137,21 +138,24 @@ class Settings(BaseModel):
 
     def trusts(self, workspace: str | os.PathLike[str]) -> bool:
         """Whether agents may follow ``workspace``'s own settings (its CLIs' project files)."""
-        from .trust_store import is_trusted, trust_root
+        from .trust_store import assess, is_trusted, trust_root
 
         root = str(trust_root(workspace))
         if self._trust is not None and self._trust[0] == root:
-            return self._trust[1]
+            # Trust covers the folder as it was when it was given: a step that rewrote a
+            # hook or an MCP server since then does not inherit it.
+            return self._trust[1] and assess(root)[0] == self._trust[2]
         return is_trusted(root)
 
     def with_trust(self, workspace: str | os.PathLike[str], trusted: bool | None) -> Settings:
         """A copy that counts ``workspace`` as trusted (``trust=True`` of one run) or not."""
         if trusted is None:
             return self
-        from .trust_store import trust_root
+        from .trust_store import assess, trust_root
 
         copy = self.model_copy()
-        copy._trust = (str(trust_root(workspace)), trusted)
+        root = trust_root(workspace)
+        copy._trust = (str(root), trusted, assess(root)[0])
         return copy
 
 
@@ -272,15 +276,15 @@ def load_settings(
     if path is not None and not Path(path).is_file():
         raise ConfigError("configuration file not found", path=str(path))
     workspace = Path(cwd or ".")
-    decided: tuple[str, bool] | None = None
+    decided: tuple[str, bool, str] | None = None
     ignored: list[str] = []
     if path is not None:
         layers.append((Path(path), *read_yaml(Path(path))))
     elif cwd is not None or (workspace / USER_CONFIG_NAME).is_file():
         root = trust_root(workspace)
-        state = report(root) if trust is None else None
-        trusted = trust if trust is not None else bool(state and state.trusted)
-        decided = (str(root), trusted)
+        state = report(root)
+        trusted = trust if trust is not None else state.trusted
+        decided = (str(root), trusted, state.fingerprint)
         ws_file = workspace / USER_CONFIG_NAME
         if ws_file.is_file():
             data, node = read_yaml(ws_file)

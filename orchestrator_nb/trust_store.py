@@ -54,11 +54,12 @@ CLI_PROJECT_FILES: tuple[tuple[str, str], ...] = (
     (".claude/settings.local.json", "claude hooks, MCP servers and permissions"),
     (".mcp.json", "MCP servers claude starts"),
     (".gemini/settings.json", "gemini MCP servers and tools"),
+    (".env", "environment a trusted gemini loads (base URLs, keys)"),
+    (".gemini/.env", "environment a trusted gemini loads (base URLs, keys)"),
     (".codex", "codex project configuration"),
     (".copilot", "copilot project configuration"),
     (".vscode/mcp.json", "MCP servers copilot starts"),
 )
-_MAX_HASHED = 4 << 20
 
 
 @dataclass(frozen=True)
@@ -123,7 +124,7 @@ def trust_root(path: str | os.PathLike[str]) -> Path:
 def _line(node: yaml.Node | None, *keys: str) -> int | None:
     from .config import _line_of
 
-    return _line_of(node, keys)
+    return _line_of(node, tuple(int(k) if k.isdigit() else k for k in keys))
 
 
 def config_findings(data: Any, node: yaml.Node | None, file: str) -> list[Finding]:
@@ -132,6 +133,8 @@ def config_findings(data: Any, node: yaml.Node | None, file: str) -> list[Findin
     for key in GUARDED_TOP:
         if isinstance(data, dict) and key in data:
             found.append(Finding(file, key, _line(node, key), "what agents may do unasked"))
+    for name, path in _step_models(data):
+        found.append(Finding(file, f"{name}.model", _line(node, *path), "a model for one step"))
     agents = data.get("agents") if isinstance(data, dict) else None
     if not isinstance(agents, dict):
         return found
@@ -151,8 +154,49 @@ def config_findings(data: Any, node: yaml.Node | None, file: str) -> list[Findin
     return found
 
 
+def _digest(file: Path) -> bytes:
+    """The SHA-256 of a whole file (read in chunks), or of its read error."""
+    h = hashlib.sha256()
+    try:
+        with open(file, "rb") as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+    except OSError as exc:
+        h.update(f"<unreadable: {exc.errno}>".encode())
+    return h.digest()
+
+
+def _step_models(data: Any) -> list[tuple[str, tuple[str, ...]]]:
+    """``(key, yaml path)`` of every workflow step that sets its own ``model`` (nested too)."""
+    out: list[tuple[str, tuple[str, ...]]] = []
+
+    def walk(steps: Any, path: tuple[str, ...]) -> None:
+        if not isinstance(steps, list):
+            return
+        for i, step in enumerate(steps):
+            if not isinstance(step, dict):
+                continue
+            here = (*path, str(i))
+            if "model" in step:
+                out.append((".".join(here), (*here, "model")))
+            for child in ("steps", "then", "else"):
+                walk(step.get(child), (*here, child))
+
+    flows = data.get("workflows") if isinstance(data, dict) else None
+    for name, flow in (flows or {}).items() if isinstance(flows, dict) else ():
+        if isinstance(flow, dict):
+            walk(flow.get("steps"), ("workflows", str(name), "steps"))
+    return out
+
+
+def _at(data: Any, path: tuple[str, ...]) -> Any:
+    for key in path:
+        data = data[int(key)] if isinstance(data, list) else data.get(key)
+    return data
+
+
 def _cli_files(root: Path) -> list[tuple[str, str, bytes]]:
-    """``(relative path, what, bytes)`` of the CLI project files present (folders walked)."""
+    """``(relative path, what, digest)`` of the CLI project files present (folders walked)."""
     out: list[tuple[str, str, bytes]] = []
     for rel, what in CLI_PROJECT_FILES:
         path = root / rel
@@ -160,12 +204,7 @@ def _cli_files(root: Path) -> list[tuple[str, str, bytes]]:
         for file in files:
             if not file.is_file():
                 continue
-            try:
-                with open(file, "rb") as f:  # a link to a huge file must not stall us
-                    data = f.read(_MAX_HASHED)
-            except OSError:
-                data = b"<unreadable>"
-            out.append((str(file.relative_to(root)), what, data))
+            out.append((str(file.relative_to(root)), what, _digest(file)))
     return out
 
 
@@ -185,7 +224,7 @@ def assess(root: str | os.PathLike[str]) -> tuple[str, list[Finding]]:
         digest.update(json.dumps(guarded, sort_keys=True, default=str).encode())
         findings += config_findings(data, node, WORKSPACE_CONFIG)
     for rel, what, data in _cli_files(folder):
-        digest.update(b"\0" + rel.encode() + b"\0" + hashlib.sha256(data).digest())
+        digest.update(b"\0" + rel.encode() + b"\0" + data)
         findings.append(Finding(rel, "present", None, what))
     return digest.hexdigest(), findings
 

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from ..config import Settings
 from ..errors import ConfigError, WorkspaceError
-from ..observe.checks import check_name, check_task
+from ..observe.checks import check_name, check_task, check_workspace
 from ..sessions import FollowupDecision, ResumePoint, Session
 from ..workflow.models import Budget
 from ..workspace.lock import Isolation
@@ -189,7 +189,7 @@ def _workspace(workspace: str | os.PathLike[str]) -> Path:
             f"workspace {str(path)!r} is not an existing folder",
             hint="create it first, or pass the folder the agents should edit",
         )
-    return path.resolve()
+    return check_workspace(path.resolve())
 
 
 __all__ = ["OVERRIDE_KEYS", "GatePolicy", "Isolation", "ResumePoint", "RunOptions", "RunRequest"]

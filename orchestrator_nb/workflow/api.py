@@ -103,6 +103,7 @@ async def aresume(
     """Continue run ``run_id``: finished steps are taken from its journal, not run again."""
     from ..runs.service import one_step, open_rehearsal, settings_for
 
+    check_name("run", run_id)  # it becomes a folder name: nothing may climb out
     root = _workspace(workspace)
     journal = RunJournal(root / ".orchestrator" / "runs", run_id)
     meta, task = journal.meta(), journal.task()

@@ -6,21 +6,25 @@ model, the rendered prompt and a hash of the workspace. Values are JSON-serializ
 on disk as ``<directory>/<key[:2]>/<key>.json``, written atomically so a crash or a second
 kernel never leaves half a file. The cache never fails a step: an unreadable, corrupt or
 expired file is a miss and is removed; a failed write is counted in ``write_errors``.
+
+Each file carries an HMAC made with a key in the user's config folder, so an entry this user's
+runs did not write (one shipped inside a workspace) is a miss, never an answer.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import hmac
 import json
 import math
-import os
 import re
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from .. import fsio
 
 # Bumped when the stored layout changes, so old files become misses rather than bad data.
 _FORMAT = 1
@@ -96,8 +100,10 @@ class StepCache:
         if path is None:
             return
         record = {"format": _FORMAT, "key": key, "created": created, "value": value}
+        record["mac"] = _mac(record)
         try:
-            _write_atomic(path, json.dumps(record, sort_keys=True))
+            # The engine stores redacted results; the MAC covers exactly these bytes' content.
+            fsio.write_text(path, json.dumps(record, sort_keys=True), redact=False, fsync=False)
         except OSError as exc:
             # A full disk or a read-only cache folder costs the cache, never the step.
             self.write_errors += 1
@@ -132,10 +138,10 @@ class StepCache:
         if path is None:
             return None
         try:
-            raw = path.read_text(encoding="utf-8")
+            raw = fsio.read_text(path)
         except FileNotFoundError:
             return None
-        except (OSError, UnicodeDecodeError):
+        except (OSError, UnicodeDecodeError, fsio.StatePathError):
             _discard(path)
             return None
         try:
@@ -150,6 +156,7 @@ class StepCache:
             or not isinstance(record.get("created"), (int, float))
             or not math.isfinite(record["created"])  # a NaN time would never expire
             or not isinstance(record.get("value"), dict)
+            or not hmac.compare_digest(str(record.get("mac")), _mac(record))
         ):
             _discard(path)
             return None
@@ -167,17 +174,12 @@ def _check_key(key: str) -> None:
         raise ValueError(f"not a cache key (64 hex digits from StepCache.key_for): {key!r}")
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem[:8]}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        raise
+def _mac(record: dict[str, Any]) -> str:
+    from ..observe.audit_keys import secret
+
+    body = {k: record.get(k) for k in ("format", "key", "created", "value")}
+    data = json.dumps(body, sort_keys=True).encode()
+    return hmac.new(secret("cache.key") or b"", data, hashlib.sha256).hexdigest()
 
 
 __all__ = ["StepCache"]

@@ -8,24 +8,14 @@ mid-run loses only the step that was running; :func:`orchestrator_nb.resume` rep
 from __future__ import annotations
 
 import json
-import os
 import threading
 from pathlib import Path
 from typing import Any
 
 from ..errors import WorkspaceError
 from ..events import StepResult
-from ..fsio import write_json
-from ..observe.redact import default_redactor, expand_references, redact_obj
-
-
-def _fsync_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+from ..fsio import append_json_line, read_text, write_json
+from ..observe.redact import default_redactor, expand_references
 
 
 class RunJournal:
@@ -52,7 +42,6 @@ class RunJournal:
                 meta["task_refs"] = refs
             if lost:
                 meta["task_redacted"] = True
-        self.dir.mkdir(parents=True, exist_ok=True)
         write_json(self.dir / "run.json", meta)
 
     def task(self) -> str:
@@ -77,7 +66,7 @@ class RunJournal:
 
     def meta(self) -> dict[str, Any]:
         try:
-            data: dict[str, Any] = json.loads((self.dir / "run.json").read_text(encoding="utf-8"))
+            data: dict[str, Any] = json.loads(read_text(self.dir / "run.json"))
         except (OSError, ValueError) as exc:
             raise WorkspaceError(
                 f"run {self.run_id} has no readable journal in {self.dir}",
@@ -86,11 +75,10 @@ class RunJournal:
         return data
 
     def record(self, key: str, result: StepResult) -> None:
-        line = json.dumps({"key": key, "result": redact_obj(result.to_dict())}) + "\n"
-        with self._lock, open(self.dir / "steps.jsonl", "a", encoding="utf-8") as f:
-            f.write(line)
-            f.flush()
-            os.fsync(f.fileno())
+        with self._lock:
+            append_json_line(
+                self.dir / "steps.jsonl", {"key": key, "result": result.to_dict()}, fsync=True
+            )
 
     def finished(self) -> dict[str, StepResult]:
         """Finished steps by key; a torn last line (a crash mid-write) is ignored."""
@@ -98,7 +86,7 @@ class RunJournal:
         done: dict[str, StepResult] = {}
         if not path.is_file():
             return done
-        for line in path.read_text(encoding="utf-8").splitlines():
+        for line in read_text(path).splitlines():
             try:
                 entry = json.loads(line)
                 done[entry["key"]] = StepResult.from_dict(entry["result"])
@@ -107,4 +95,4 @@ class RunJournal:
         return done
 
     def finish(self, outcome: dict[str, Any]) -> None:
-        _fsync_write(self.dir / "outcome.json", json.dumps(outcome, indent=2))
+        write_json(self.dir / "outcome.json", outcome)

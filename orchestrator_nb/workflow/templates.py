@@ -91,8 +91,85 @@ def _size(value: Any) -> int | None:
     return len(value) if isinstance(value, (str, bytes, list, tuple)) else None
 
 
+_WIDTH = re.compile(r"\d{7,}")  # a width of a million or more in a format string
+
+
+def _refuse_size(size: int, what: str) -> None:
+    if size > MAX_OUTPUT_CHARS:
+        raise TemplateBound(f"{what} of {size:,} characters (limit {MAX_OUTPUT_CHARS:,})")
+
+
+def _check_str_call(text: str, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """Refuse a str method whose result would be past the bound, before it allocates it."""
+    first = args[0] if args else None
+    if name in ("ljust", "rjust", "center", "zfill"):
+        width = first if first is not None else kwargs.get("width")
+        if isinstance(width, int):
+            _refuse_size(width, f"{name}()")
+    elif name == "expandtabs":
+        size = first if first is not None else kwargs.get("tabsize", 8)
+        if isinstance(size, int):
+            _refuse_size(len(text) + text.count("\t") * size, "expandtabs()")
+    elif name == "replace" and len(args) >= 2 and isinstance(args[0], str):
+        old, new = args[0], args[1]
+        if isinstance(new, str):
+            times = text.count(old) if old else len(text) + 1
+            _refuse_size(len(text) + times * max(0, len(new) - len(old)), "replace()")
+
+
+def _bounded_filters(env: jinja2.Environment) -> None:
+    """Filters that can grow a value in one call get the same checks as the str methods."""
+    center, indent, fmt, replace = (
+        env.filters[n] for n in ("center", "indent", "format", "replace")
+    )
+
+    def b_center(value: Any, width: int = 80) -> Any:
+        _refuse_size(int(width), "center")
+        return center(value, width)
+
+    def b_indent(value: Any, width: int | str = 4, *args: Any, **kwargs: Any) -> Any:
+        pad = len(width) if isinstance(width, str) else int(width)
+        _refuse_size(len(str(value)) + (str(value).count("\n") + 1) * pad, "indent")
+        return indent(value, width, *args, **kwargs)
+
+    def b_format(value: Any, *args: Any, **kwargs: Any) -> Any:
+        if _WIDTH.search(str(value)):
+            raise TemplateBound("a format width of a million characters or more")
+        return fmt(value, *args, **kwargs)
+
+    def b_replace(ctx: Any, value: Any, old: Any, new: Any, count: Any = None) -> Any:
+        _check_str_call(str(value), "replace", (str(old), str(new)), {})
+        return replace(ctx, value, old, new, count)
+
+    b_replace.jinja_pass_arg = jinja2.utils._PassArg.eval_context  # type: ignore[attr-defined]
+    env.filters.update(center=b_center, indent=b_indent, format=b_format, replace=b_replace)
+
+
 class _BoundedEnvironment(ImmutableSandboxedEnvironment):
     intercepted_binops = frozenset({"*", "**", "+"})
+
+    def call(
+        __self,
+        __context: Any,
+        __obj: Any,
+        *args: Any,
+        **kwargs: Any,
+    ) -> Any:
+        owner = getattr(__obj, "__self__", None)
+        if isinstance(owner, str):
+            _check_str_call(owner, getattr(__obj, "__name__", ""), args, kwargs)
+        return super().call(__context, __obj, *args, **kwargs)
+
+    def wrap_str_format(self, value: Any) -> Any:
+        # str.format and format_map are wrapped when they are looked up, not in call().
+        wrapped = super().wrap_str_format(value)
+        if wrapped is None or not _WIDTH.search(value.__self__):
+            return wrapped
+
+        def refuse(*args: Any, **kwargs: Any) -> str:
+            raise TemplateBound("a format width of a million characters or more")
+
+        return refuse
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         if operator == "*":
@@ -223,6 +300,7 @@ def _make_env() -> ImmutableSandboxedEnvironment:
         comment_end_string="##}",
     )
     env.globals["range"] = _bounded_range
+    _bounded_filters(env)
     return env
 
 

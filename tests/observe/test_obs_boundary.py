@@ -67,11 +67,10 @@ LISTED: dict[str, tuple[set[str], str]] = {
         {"open(", "os.write", "stream write"},
         "log lines: the structlog chain redacts every event last, before any sink",
     ),
-    "workflow/journal.py": (
-        {"open(", "os.replace"},
-        "steps.jsonl and outcome.json: redacted with redact_obj before the write",
+    "workflow/cache.py": (
+        {"raw fsio write"},
+        "the step cache: the engine redacts results on put; the HMAC covers the exact text",
     ),
-    "workflow/cache.py": ({"open(", "os.replace"}, "the step cache: results are redacted on put"),
     "batching/journal.py": ({"open("}, "the batch journal: task ids and outcomes, redacted"),
     "batching/result.py": (
         {"open(", "write_text"},

@@ -43,7 +43,12 @@ class AcpDriver:
         self.npm_package = npm_package
 
     def build_argv(self, request: AgentRequest) -> list[str]:
-        return [request.executable, *self.argv[1:], *request.extra_args]
+        argv = [request.executable, *self.argv[1:]]
+        if self.provider == "gemini" and (request.trusted or request.rehearsal):
+            # As for the plain gemini driver: folder trust (which also loads the folder's .env
+            # files) is the user's to give, or a rehearsal's throwaway HOME.
+            argv += [] if "--skip-trust" in argv else ["--skip-trust"]
+        return [*argv, *request.extra_args]
 
     def env(self, request: AgentRequest) -> dict[str, str]:
         return {}
