@@ -34,6 +34,7 @@ from .events import (
     WarningEvent,
 )
 from .observe.checks import check_name, check_task, check_workspace
+from .observe.redact import clip_tail
 from .process import base_env, run_process
 from .trust_store import refuse_untrusted_cli
 
@@ -184,7 +185,7 @@ async def attempt_agent(
         "agent": run.name,
         "argv": argv,
         "exit_code": proc.exit_code,
-        "stderr_tail": proc.stderr_tail[-2000:],
+        "stderr_tail": clip_tail(proc.stderr_tail, 2000),
     }
     if proc.cancelled:
         error = AgentError.for_kind("cancelled", "stopped on request", **context)
@@ -440,7 +441,9 @@ def parse_transcript(
     for line in lines:
         events.extend(parser.feed(line.rstrip("\r\n")))
     verdict = parser.finish(exit_code, stderr)
-    error = verdict_error(verdict, agent=agent, exit_code=exit_code, stderr_tail=stderr[-2000:])
+    error = verdict_error(
+        verdict, agent=agent, exit_code=exit_code, stderr_tail=clip_tail(stderr, 2000)
+    )
     changes = [FileChange(e.path, e.kind) for e in events if isinstance(e, FileChangeEvent)]
     return StepResult(
         agent=agent,

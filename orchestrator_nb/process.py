@@ -93,7 +93,12 @@ class _Tail:
             del self._buf[: len(self._buf) - self.limit]
 
     def text(self) -> str:
-        return bytes(self._buf[-self.limit :]).decode("utf-8", errors="replace")
+        kept = bytes(self._buf[-self.limit :])
+        if len(self._buf) > self.limit:
+            # The cut may go through a secret, and a piece of one matches nothing any more:
+            # start at the next whole line.
+            kept = kept[kept.find(b"\n") + 1 :] if b"\n" in kept else b""
+        return kept.decode("utf-8", errors="replace")
 
 
 class _LineSplitter:

@@ -23,6 +23,7 @@ from ..events import (
     Usage,
     WarningEvent,
 )
+from ..observe.redact import clip, redact
 from .base import Verdict
 
 # Prefix of the warning emitted when a handler hit a shape it did not expect (tests look for it).
@@ -111,7 +112,8 @@ def strip_ansi(text: str) -> str:
 def stderr_tail(stderr: str, lines: int = 8, chars: int = 1200) -> str:
     """The last meaningful lines of stderr, for an error message."""
     kept = [ln.rstrip() for ln in strip_ansi(stderr).splitlines() if ln.strip()]
-    return "\n".join(kept[-lines:])[-chars:]
+    text = redact("\n".join(kept[-lines:]))  # before the cut, which could split a secret
+    return text[-chars:]
 
 
 def stderr_message(stderr: str) -> str:
@@ -130,7 +132,7 @@ def stderr_message(stderr: str) -> str:
             return message
     # "Error: ..." beats the tail, which is often a stack backtrace.
     errors = _ERROR_LINE_RE.findall(strip_ansi(stderr))
-    return errors[-1].strip()[:500] if errors else stderr_tail(stderr)
+    return clip(errors[-1].strip(), 500) if errors else stderr_tail(stderr)
 
 
 def change_kind(word: str | None) -> ChangeKind:
@@ -220,7 +222,7 @@ class JsonlParser:
         """
         if not self._tool_outcomes or self._changes or any(ok for ok, _ in self._tool_outcomes):
             return None
-        last = (self._tool_outcomes[-1][1].strip().splitlines() or [""])[0][:200]
+        last = clip((self._tool_outcomes[-1][1].strip().splitlines() or [""])[0], 200)
         return self.fail(
             "failed",
             f"all {len(self._tool_outcomes)} tool call(s) failed"

@@ -45,7 +45,7 @@ from ..lifecycle import (
     StepFinished,
     StepStarted,
 )
-from .redact import Redactor, default_redactor
+from .redact import Redactor, clip, clip_tail, default_redactor
 
 LOG_DIR = "logs"
 CONTEXT_KEYS = ("run_id", "workflow", "session", "step", "agent", "iteration", "attempt")
@@ -276,7 +276,9 @@ class LogSubscriber:
             self._workflow[e.run_id] = e.workflow
             self._previous_sink[e.run_id] = set_current_sink(self.sink)
         bind(run_id=e.run_id, workflow=e.workflow, session=e.session)
-        preview = e.task if len(e.task) <= 200 else e.task[:200] + "…"
+        # Redacted before it is clipped: a cut through a secret would leave a piece no
+        # pattern matches any more.
+        preview = clip(e.task, 200, tail="…")
         self.log.info(
             "run_started",
             task=preview,
@@ -346,7 +348,7 @@ class LogSubscriber:
                 error=r.error.message,
                 hint=r.error.hint,
                 exit_code=r.exit_code,
-                stderr_tail=r.stderr_tail[-300:] or None,
+                stderr_tail=clip_tail(r.stderr_tail, 300) or None,
             )
         unbind("step", "agent", "iteration", "attempt")
 

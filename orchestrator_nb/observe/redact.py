@@ -322,6 +322,21 @@ def redact(text: str) -> str:
     return default_redactor().redact(text)
 
 
+def clip(text: str, limit: int, *, tail: str = "") -> str:
+    """``text`` redacted, then cut to ``limit`` characters (``tail`` marks a cut).
+
+    Always in that order: a cut through a secret leaves a piece that no pattern and no known
+    value matches any more, so it would pass every later redaction whole.
+    """
+    clean = redact(text)
+    return clean if len(clean) <= limit else clean[:limit] + tail
+
+
+def clip_tail(text: str, limit: int) -> str:
+    """The last ``limit`` characters of ``text``, redacted before the cut (see :func:`clip`)."""
+    return redact(text)[-limit:]
+
+
 def redact_obj(obj: Any) -> Any:
     """Redact a JSON-like object with the process-wide redactor."""
     return default_redactor().redact_obj(obj)
@@ -360,6 +375,7 @@ __all__ = [
     "StreamRedactor",
     "add_secret",
     "add_secret_names",
+    "clip",
     "default_redactor",
     "expand_references",
     "is_secret_name",

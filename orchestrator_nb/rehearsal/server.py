@@ -23,6 +23,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 from orchestrator_nb.errors import RehearsalError
 
+from ..observe.redact import clip
 from . import anthropic, gemini, openai_chat, openai_responses
 from .context import Exchange
 from .httpd import Handler, HTTPServer, Responder
@@ -297,12 +298,12 @@ class ScriptedModelServer:
             "model": exchange.model,
             "stream": exchange.stream,
             "tools": tuple(t.name for t in exchange.tools),
-            "prompt": exchange.prompt[:500],
+            "prompt": clip(exchange.prompt, 500),
             "messages": exchange.summary,
             "tool_results": exchange.results_since_prompt,
             "cwd": exchange.cwd,
             "turn": planned.label,
-            "reply_text": planned.text[:500],
+            "reply_text": clip(planned.text, 500),
             "reply_calls": tuple(c.call.name for c in planned.calls),
             "fault": fault.kind if fault else None,
         }

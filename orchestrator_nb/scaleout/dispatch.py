@@ -25,6 +25,7 @@ from ..batching.progress import Tracker
 from ..batching.result import BatchRow, workflow_result_from_dict
 from ..errors import RunError
 from ..lifecycle import StepStarted
+from ..observe.redact import clip_tail
 from ..workflow.result import Outcome, WorkflowResult
 from . import repo
 from .caps import AgentCall
@@ -176,7 +177,7 @@ class Dispatch:
             self._unfinished(job, *self.stopped, started=True)
             return
         name = type(exc).__name__
-        text = " ".join(str(exc).split())[-500:]
+        text = clip_tail(" ".join(str(exc).split()), 500)
         self._unfinished(job, "failed", f"{name}: {text} (not journaled: it runs again)", True)
 
     def _unfinished(self, job: TaskJob, outcome: Outcome, why: str, started: bool) -> None:

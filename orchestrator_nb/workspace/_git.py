@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import WorkspaceError
+from ..observe.redact import clip_tail
 
 # Variables a parent process (a git hook, another tool) may have set that would silently point
 # our commands at a different repository, index or worktree.
@@ -80,7 +81,7 @@ def run_git(
 
 
 def git_error(argv: Sequence[str], code: int, stderr: bytes) -> WorkspaceError:
-    tail = stderr.decode("utf-8", "replace").strip()[-2000:]
+    tail = clip_tail(stderr.decode("utf-8", "replace").strip(), 2000)
     shown = (
         " ".join(argv[3:]) if argv[:3] == ["git", "-c", "core.quotepath=off"] else " ".join(argv)
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import urllib.request
@@ -235,7 +236,8 @@ def test_forgotten_rehearsal_is_cleaned_up_when_collected() -> None:
 
 
 def test_exported_names() -> None:
-    import orchestrator_nb.rehearsal as package
+    # The package also exports a function named `rehearsal`: ask for the module itself.
+    package = importlib.import_module("orchestrator_nb.rehearsal")
 
     assert all(hasattr(package, name) for name in package.__all__)
     assert {"rehearsal", "Rehearsal", "Scenario", "load_scenario", "RecordedRequest"} <= set(

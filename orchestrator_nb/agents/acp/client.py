@@ -35,7 +35,7 @@ from acp.schema import (
 )
 
 from ... import fsio
-from ...observe.redact import redact
+from ...observe.redact import clip_tail
 from ...process import Grace, group_members, stop_group
 
 STDIO_LIMIT = 32 * 1024 * 1024  # one JSON-RPC line may carry a whole file's diff
@@ -127,7 +127,7 @@ class AcpProcess:
 
     @property
     def stderr_tail(self) -> str:
-        return redact(bytes(self._stderr_tail[-8000:]).decode("utf-8", "replace"))
+        return clip_tail(bytes(self._stderr_tail).decode("utf-8", "replace"), 8000)
 
     async def _pump_stderr(self) -> None:
         assert self.proc is not None and self.proc.stderr is not None

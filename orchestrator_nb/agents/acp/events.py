@@ -34,6 +34,7 @@ from ...events import (
     UsageEvent,
     WarningEvent,
 )
+from ...observe.redact import clip, clip_tail
 from ..base import Verdict
 
 RATE_LIMIT_RE = re.compile(r"\b429\b|rate.?limit|too many requests|quota|overloaded", re.I)
@@ -247,7 +248,7 @@ class AcpParser:
             return Verdict(False, error_kind=kind, error_message=message, **common)
         message = str(_dict(self.prompt_error).get("message") or self.fatal or "")
         data = _text_of(_dict(self.prompt_error).get("data"))
-        detail = " ".join(p for p in (message, data) if p) or stderr[-500:].strip()
+        detail = " ".join(p for p in (message, data) if p) or clip_tail(stderr, 500).strip()
         if not detail:
             detail = f"the agent ended (exit code {exit_code}) without answering the prompt"
         if RATE_LIMIT_RE.search(detail):
@@ -285,9 +286,9 @@ def _text_of(value: Any) -> str:
     if isinstance(value, str):
         return value
     try:
-        return json.dumps(value, ensure_ascii=False)[:4000]
+        return clip(json.dumps(value, ensure_ascii=False), 4000)
     except (TypeError, ValueError):
-        return str(value)[:4000]
+        return clip(str(value), 4000)
 
 
 __all__ = ["AcpParser", "PermissionEvent"]

@@ -20,6 +20,7 @@ from acp import RequestError
 from ...config import AgentConfig
 from ...errors import AgentError, AgentNotInstalled
 from ...events import Event, PermissionEvent, SessionEvent, StepResult, Usage
+from ...observe.redact import clip_tail
 from ...process import Grace
 from ..base import AgentRequest
 from .client import AcpProcess
@@ -171,7 +172,7 @@ async def acp_attempt(
         await _discard(pool, key, proc)
     elif pool is not None:
         pool.release(key)
-    context |= {"exit_code": proc.exit_code, "stderr_tail": proc.stderr_tail[-2000:]}
+    context |= {"exit_code": proc.exit_code, "stderr_tail": clip_tail(proc.stderr_tail, 2000)}
     if stopped == "cancelled":
         return result(AgentError.for_kind("cancelled", "stopped on request", **context))
     if stopped in ("idle", "total"):
