@@ -531,11 +531,18 @@ class Engine:
                     return result
                 return await self._agent(ctx, c, prefix, cwd, track=False)
 
+        first = len(ctx.results)
         if isolation == "shared":
             with ctx.ws.step(f"{prefix}{step.id}"):
                 results = await _all_or_none([child(c) for c in step.steps])
         else:
             results = await _all_or_none([child(c) for c in step.steps])
+        # Children were recorded as they finished (the live view follows them); the result
+        # lists them as the workflow declares them, so the same run always reads the same.
+        order = {c.id: i for i, c in enumerate(step.steps)}
+        ctx.results[first:] = sorted(
+            ctx.results[first:], key=lambda r: order.get(r.step_id or "", 0)
+        )
         failed = [
             r for r, c in zip(results, step.steps, strict=True) if not r.ok and not c.optional
         ]
