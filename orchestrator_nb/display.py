@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import difflib
 import html
+import json
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -24,12 +25,17 @@ if TYPE_CHECKING:
     from .workflow.result import WorkflowResult
 
 NOT_REPORTED = "not reported"
+SCRIPTED = "scripted"
+REHEARSAL_MARK = "rehearsal"
 FOLD_LINES = 80
 MAX_LINES_PER_FILE = 2000
 OK, BAD, GREY = "#1a7f37", "#cf222e", "#57606a"
 MONO = "font-family:monospace"
 _PRE = f"margin:2px 0 6px 0;padding:4px;font-size:12px;line-height:1.35;{MONO};"
 _PRE += "overflow-x:auto;border:1px solid #d0d7de;border-radius:4px"
+_CODE_PRE = f"margin:4px 0;padding:4px;font-size:12px;{MONO};white-space:pre;overflow-x:auto;"
+_CODE_PRE += "background:#f6f8fa;border-radius:4px"
+_CODE_TAG = re.compile(r'<code(?: class="[^"]*")?(?=>)')
 _TOKENS = re.compile(r"\w+|\s+|[^\w\s]+")
 _HEADER = re.compile(r"^diff --git a/(.*?) b/(.*)$")
 _ADD_BG, _DEL_BG = "#e6ffec", "#ffebe9"
@@ -57,15 +63,38 @@ def tokens_pair(input_tokens: float, output_tokens: float) -> str:
     return f"{number(input_tokens)} / {number(output_tokens)}"
 
 
-def usage_text(input_tokens: float, output_tokens: float, cost_usd: float | None) -> str:
-    """``9,600 in / 120 out tokens, $0.0123`` (``..., cost not reported``)."""
+def usage_text(
+    input_tokens: float, output_tokens: float, cost_usd: float | None, *, scripted: bool = False
+) -> str:
+    """``9,600 in / 120 out tokens, $0.0123`` (``..., cost not reported``).
+
+    ``scripted``: the figures came from a rehearsal's script, not from a provider's bill, and
+    say so (``$0.0123 scripted``), so nobody reads them as money spent.
+    """
     spent = cost(cost_usd) if cost_usd is not None else f"cost {NOT_REPORTED}"
+    if scripted and cost_usd is not None:
+        spent += f" {SCRIPTED}"
     return f"{number(input_tokens)} in / {number(output_tokens)} out tokens, {spent}"
 
 
-def usage_line(usage: Usage) -> str:
-    """The usage line of a step, a run, a turn or a batch."""
-    return usage_text(usage.input_tokens, usage.output_tokens, usage.cost_usd)
+def usage_line(usage: Usage, *, scripted: bool = False) -> str:
+    """The usage line of a step, a run, a turn or a batch (``scripted`` under rehearsal)."""
+    return usage_text(usage.input_tokens, usage.output_tokens, usage.cost_usd, scripted=scripted)
+
+
+def plural(count: int, word: str, many: str | None = None) -> str:
+    """``1 step``, ``2 steps``, ``1,200 files``: the count with the form it takes."""
+    return f"{number(count)} {word if count == 1 else (many or word + 's')}"
+
+
+def duration(seconds: float) -> str:
+    """``0.4s``, ``12.3s``, ``2m 05s``, ``1h 02m``: a step's or a run's time, as a clock reads."""
+    if seconds < 60:
+        return f"{max(seconds, 0.0):.1f}s"
+    whole = int(seconds)
+    if whole < 3600:
+        return f"{whole // 60}m {whole % 60:02d}s"
+    return f"{whole // 3600}h {whole % 3600 // 60:02d}m"
 
 
 # -- text and code -------------------------------------------------------------------------------
@@ -75,6 +104,41 @@ def pre(text: str, *, colour: str | None = None) -> str:
     """``text`` (escaped here) in a monospace block that wraps."""
     tint = f";color:{colour}" if colour else ""
     return f'<pre style="white-space:pre-wrap;margin:4px 0;{MONO}{tint}">{html.escape(text)}</pre>'
+
+
+_TOOL_KEYS = ("file_path", "path", "command", "cmd", "pattern", "url", "query")
+
+
+def tool_detail(value: Any, *, limit: int = 100) -> str:
+    """A tool call's main argument on one line: its path, command or query, else its JSON."""
+    text = ""
+    if isinstance(value, dict):
+        text = next((str(value[k]) for k in _TOOL_KEYS if isinstance(value.get(k), str)), "")
+        changes = value.get("changes")  # codex's file_change: {"changes": [{"path": ...}]}
+        if not text and isinstance(changes, list):
+            paths = [c["path"] for c in changes if isinstance(c, dict) and "path" in c]
+            text = ", ".join(str(p) for p in paths)
+    if not text:
+        try:
+            text = json.dumps(value, ensure_ascii=False, default=str)
+        except (TypeError, ValueError):
+            text = str(value)
+        text = "" if text in ("null", "{}") else text
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def markdown_html(text: str) -> str:
+    """An agent's answer (Markdown) as HTML: code and JSON in monospace, raw HTML escaped.
+
+    Styles are inline (untrusted notebooks drop ``<style>``), so a code block keeps its
+    indentation in JupyterLab, in nbconvert's HTML and in the dashboard alike.
+    """
+    from markdown_it import MarkdownIt
+
+    rendered = MarkdownIt("commonmark", {"html": False}).enable("table").render(text)
+    rendered = rendered.replace("<pre>", f'<pre style="{_CODE_PRE}">')
+    return _CODE_TAG.sub(f'<code style="{MONO}"', rendered)
 
 
 # -- diffs -------------------------------------------------------------------------------------
@@ -189,7 +253,8 @@ def file_diff_html(
         more = len(file.lines) - len(shown)
         rows += _row(" ", f"… {more} more lines in the text/plain output")
     if title is None:
-        title = f"<code>{html.escape(file.path)}</code> {counts_html(file.added, file.removed)}"
+        path = f'<code style="{MONO}">{html.escape(file.path)}</code>'
+        title = f"{path} {counts_html(file.added, file.removed)}"
     is_open = "" if len(file.lines) > fold_lines else " open"
     return (
         f'<details{is_open} style="margin:2px 0"><summary style="cursor:pointer">'
@@ -216,20 +281,43 @@ def step_html(step: StepResult) -> str:
     ]
     if step.changes:
         items = "".join(
-            f"<li><code>{html.escape(c.kind)}</code> {html.escape(c.path)}</li>"
+            f'<li><code style="{MONO}">{html.escape(c.kind)}</code> {html.escape(c.path)}</li>'
             for c in step.changes
         )
         parts.append(f'<ul style="margin:4px 0">{items}</ul>')
     if step.text:
-        parts.append(pre(redact(step.text)))
+        parts.append(markdown_html(redact(step.text)))
     if step.error is not None:
         parts.append(pre(redact(str(step.error)), colour=colour))
+    parts.append(_tools_html(step))
     parts.append("</div>")
     return "".join(parts)
 
 
+def _tools_html(step: StepResult) -> str:
+    """The step's tool calls, folded: ✓/✗ and the tool's main argument (a path, a command)."""
+    from .events import ToolCallEvent, ToolResultEvent
+
+    outcome = {e.id: e.ok for e in step.events if isinstance(e, ToolResultEvent) and e.id}
+    calls = [e for e in step.events if isinstance(e, ToolCallEvent)]
+    if not calls:
+        return ""
+    marks = {True: "✓", False: "✗", None: "·"}
+    items = "".join(
+        f'<li>{marks[outcome.get(c.id) if c.id else None]} <code style="{MONO}">'
+        f"{html.escape(c.name)}</code> {html.escape(tool_detail(c.input, limit=100))}</li>"
+        for c in calls
+    )
+    return (
+        f'<details style="margin:2px 0"><summary style="cursor:pointer;color:{GREY}">'
+        f"{plural(len(calls), 'tool call')}</summary>"
+        f'<ul style="margin:2px 0">{items}</ul></details>'
+    )
+
+
 def result_html(result: WorkflowResult) -> str:
-    """A run's result: summary, steps (folded), notes, and every changed file's diff."""
+    """A run's result: summary, each step's answer (Markdown) with its tool calls folded, notes
+    and every changed file's diff. The final answer is open; earlier steps are folded."""
     from .observe.redact import redact
 
     colour = OK if result.ok else BAD
@@ -241,13 +329,19 @@ def result_html(result: WorkflowResult) -> str:
         out.append(f'<div style="color:{colour}">{html.escape(redact(str(result.error)))}</div>')
     if result.plan and not result.steps:
         out.append(pre(str(result)))
-    for step in result.steps:
-        no_text = f'<i style="color:{GREY}">no text</i>'
-        body = pre(redact(step.text)) if step.text else no_text
+    last = len(result.steps) - 1
+    for i, step in enumerate(result.steps):
+        body = [markdown_html(redact(step.text)) if step.text else ""]
+        if step.error is not None:
+            body.append(pre(redact(str(step.error)), colour=BAD))
+        body.append(_tools_html(step))
+        if not any(body):
+            body = [f'<i style="color:{GREY}">no text</i>']
+        final = i == last and step.ok and bool(step.text)
         out.append(
-            '<details style="margin:2px 0"><summary style="cursor:pointer">'
-            f"{html.escape(step._summary_line())}</summary>"
-            f'<div style="margin:2px 0 4px 12px">{body}</div></details>'
+            f'<details{" open" if final else ""} style="margin:2px 0">'
+            f'<summary style="cursor:pointer">{html.escape(redact(result.step_line(step)))}'
+            f'</summary><div style="margin:2px 0 4px 12px">{"".join(body)}</div></details>'
         )
     if result.notes:
         items = "".join(f"<li>{html.escape(redact(n))}</li>" for n in result.notes)
@@ -257,13 +351,13 @@ def result_html(result: WorkflowResult) -> str:
         files = split_files(diff)
         added, removed = sum(f.added for f in files), sum(f.removed for f in files)
         out.append(
-            f'<div style="margin-top:4px">{len(files)} file(s) changed, '
+            f'<div style="margin-top:4px">{plural(len(files), "file")} changed, '
             f"{counts_html(added, removed)}</div>"
         )
         out.append(diff_html(diff))
     elif result.changes:
         items = "".join(
-            f"<li><code>{html.escape(c.kind)}</code> {html.escape(c.path)}</li>"
+            f'<li><code style="{MONO}">{html.escape(c.kind)}</code> {html.escape(c.path)}</li>'
             for c in result.changes
         )
         out.append(f'<ul style="margin:2px 0">{items}</ul>')
@@ -280,18 +374,24 @@ __all__ = [
     "FOLD_LINES",
     "MONO",
     "NOT_REPORTED",
+    "REHEARSAL_MARK",
+    "SCRIPTED",
     "FileDiff",
     "cost",
     "counts_html",
     "diff_html",
+    "duration",
     "file_diff_html",
+    "markdown_html",
     "number",
+    "plural",
     "pre",
     "result_bundle",
     "result_html",
     "split_files",
     "step_html",
     "tokens_pair",
+    "tool_detail",
     "usage_line",
     "usage_text",
 ]

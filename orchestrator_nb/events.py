@@ -272,7 +272,7 @@ class StepResult:
             session_usage=Usage(**data["session_usage"]) if data.get("session_usage") else None,
         )
 
-    def _summary_line(self) -> str:
+    def _summary_line(self, *, scripted: bool = False) -> str:
         status = "ok" if self.ok else f"FAILED ({self.error_kind})"
         if self.cached:
             status += ", cached"
@@ -285,7 +285,7 @@ class StepResult:
         )
         if self.iteration:
             name += f" #{self.iteration}"
-        return f"{name}: {status}, {usage_line(self.usage)}"
+        return f"{name}: {status}, {usage_line(self.usage, scripted=scripted)}"
 
     def __str__(self) -> str:
         lines = [self._summary_line()]

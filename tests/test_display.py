@@ -69,8 +69,77 @@ def test_code_and_diffs_are_monospace_with_indentation_kept() -> None:
     assert not re.search(r"<(style|script)|class=", page)  # inline styles only
     text = display.pre("def f():\n    return 1")
     assert "font-family:monospace" in text and "\n    return 1" in text
-    step_page = step(Usage(1, 2))._repr_mimebundle_()["text/html"]
-    assert "font-family:monospace" in step_page
+    coded = step(Usage(1, 2))
+    coded.text = "Here:\n\n```python\ndef f():\n    return 1\n```"
+    step_page = coded._repr_mimebundle_()["text/html"]
+    assert '<pre style="' in step_page and "font-family:monospace" in step_page
+    assert "\n    return 1" in step_page and not re.search(r"class=", step_page)
+
+
+def test_plural_forms_durations_and_scripted_cost() -> None:
+    assert display.plural(1, "step") == "1 step" and display.plural(0, "step") == "0 steps"
+    assert display.plural(9600, "file") == "9,600 files"
+    assert display.plural(2, "branch", "branches") == "2 branches"
+    assert [display.duration(s) for s in (0.04, 12.345, 125, 3725)] == [
+        "0.0s",
+        "12.3s",
+        "2m 05s",
+        "1h 02m",
+    ]
+    usage = Usage(9600, 120, 0, 0.0123)
+    assert display.usage_line(usage, scripted=True) == "9,600 in / 120 out tokens, $0.0123 scripted"
+    # No cost reported: nothing to call scripted, and nothing to mistake for money.
+    assert display.usage_line(Usage(1, 2), scripted=True).endswith("cost not reported")
+
+
+def test_a_rehearsed_run_says_so_and_its_cost_is_scripted_in_every_form() -> None:
+    one = step(Usage(9600, 120, 0, 0.0123))
+    one.duration_s = 2.5
+    run = WorkflowResult(
+        "r", "quick", "task", "completed", steps=[one], duration_s=12.3, rehearsal=True
+    )
+    assert run.summary() == (
+        "workflow quick (rehearsal): completed in 12.3s — 1 step, 0 files changed, "
+        "9,600 in / 120 out tokens, $0.0123 scripted"
+    )
+    bundle = run._repr_mimebundle_()
+    for form in bundle.values():
+        assert "(rehearsal)" in form and "$0.0123 scripted" in form
+        assert "$0.0123," not in form  # never the bare figure, as if spent
+        assert "2.5s" in form  # the step's own time
+    real = WorkflowResult("r", "quick", "task", "timeout", steps=[one], duration_s=8)
+    assert real.summary().startswith("workflow quick: timeout after 8.0s — 1 step, ")
+    assert "scripted" not in str(real)
+    assert WorkflowResult.from_dict(run.to_dict()).rehearsal is True
+
+
+def test_step_answers_render_as_markdown_with_tool_calls_folded() -> None:
+    from orchestrator_nb.events import ToolCallEvent, ToolResultEvent
+
+    review = step(Usage(10, 2))
+    review.text = 'Looks good.\n\n```json\n{"suggestions": 0}\n```\n\n- one <b>two</b>'
+    review.events = [
+        ToolCallEvent("t1", "Read", {"file_path": "calc.py"}),
+        ToolResultEvent("t1", True),
+        ToolCallEvent("t2", "Bash", {"command": "pytest -q"}),
+        ToolResultEvent("t2", False),
+    ]
+    page = display.result_html(WorkflowResult("r", "q", "t", "completed", steps=[review]))
+    assert "```" not in page  # the fence became a code block
+    assert re.search(
+        r'<pre style="[^"]*monospace[^"]*"><code style="font-family:monospace">'
+        r"\{&quot;suggestions&quot;: 0\}",
+        page,
+    )
+    assert "<li>one &lt;b&gt;two&lt;/b&gt;</li>" in page  # raw HTML in an answer stays text
+    folded = re.search(
+        r"<details style=[^>]*><summary[^>]*>2 tool calls</summary>(.*?)</details>", page
+    )
+    assert folded is not None
+    assert "✓ <code" in folded.group(1) and ">Read</code> calc.py" in folded.group(1)
+    assert "✗ <code" in folded.group(1) and ">Bash</code> pytest -q" in folded.group(1)
+    # The final answer is open; the summary line of each step carries its time.
+    assert re.search(r"<details open [^>]*><summary[^>]*>implement \(codex\): ok, .*, 0\.0s<", page)
 
 
 def test_one_diff_renderer_for_results_and_the_workspace() -> None:

@@ -2,15 +2,27 @@
 
 :class:`LiveDisplay` is a lifecycle subscriber. Each agent step gets its own area (a display
 handle in the cell, or a child widget of a background run's box) showing the agent, its status,
-the elapsed time, the assistant's text as Markdown, tool calls folded in ``<details>``, tokens
-and cost. Updates are throttled to at most one per ``min_interval`` (0.1 s) per step; a change
-that arrives inside the interval is sent by a timer, and a step's final state is always sent.
+what it is waiting for, the elapsed time, the assistant's text as Markdown, tool calls folded in
+``<details>``, tokens and cost (marked scripted under rehearsal). Updates are throttled to at
+most one per ``min_interval`` (0.1 s) per step; a change that arrives inside the interval is
+sent by a timer, and a step's final state is always sent.
+
+While an agent is silent nothing arrives on the bus, yet its clock runs: one ticker per run
+(every ``tick`` s, 1 s) re-sends running steps that nothing else updated lately, so the elapsed
+time advances. It keeps the throttle's bound (never two sends within ``min_interval``), runs
+only while a step runs, and is cancelled when the last step ends or the display closes (an
+interrupt closes it too), so no timer outlives the run.
+
+What a step waits for is read from the events already on the bus: nothing yet → starting the
+CLI; any event → waiting for the model; a tool call without its result → running that tool;
+a retry with a delay → retrying in N s (after a rate limit, when that was the reason); a gate
+→ waiting for approval, in the run's notes.
+
 Final states carry no times, so what a batch run leaves in the notebook is deterministic.
 """
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 import uuid
@@ -18,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..display import usage_line
+from ..display import REHEARSAL_MARK, plural, tool_detail, usage_line
 from ..events import (
     RetryEvent,
     TextEvent,
@@ -46,7 +58,9 @@ Bundle = dict[str, str]
 Cancel = Callable[[], None]
 Schedule = Callable[[float, Callable[[], None]], Cancel]
 MAX_TEXT_CHARS = 20_000
-_TOOL_KEYS = ("file_path", "path", "command", "cmd", "pattern", "url", "query")
+STARTING = "starting the CLI"
+THINKING = "waiting for the model"
+APPROVAL = "waiting for approval"
 
 
 class DisplaySink(Protocol):
@@ -93,8 +107,12 @@ class CellSink:
         self._publish(display_id, bundle, True)
 
 
+TIMER_THREAD = "orchestrator-nb-live"
+
+
 def timer_schedule(delay: float, fn: Callable[[], None]) -> Cancel:
     timer = threading.Timer(delay, fn)
+    timer.name = TIMER_THREAD  # tests check that none is left once a run is over
     timer.daemon = True
     timer.start()
     return timer.cancel
@@ -127,6 +145,9 @@ class _Step:
     shown: bool = False
     updates: int = 0
     timer: Cancel | None = None
+    phase: str = STARTING
+    retry: tuple[float, float, str] | None = None  # (since, delay, reason) of a pending retry
+    rehearsal: bool = False
 
     @property
     def title(self) -> str:
@@ -135,32 +156,27 @@ class _Step:
         return f"{self.step_id}{again}{who}"
 
 
-def _tool_detail(value: Any) -> str:
-    if isinstance(value, dict):
-        for key in _TOOL_KEYS:
-            if isinstance(value.get(key), str):
-                return str(value[key])
-        changes = value.get("changes")  # codex's file_change: {"changes": [{"path": ...}]}
-        if isinstance(changes, list):
-            paths = [c["path"] for c in changes if isinstance(c, dict) and "path" in c]
-            if paths:
-                return ", ".join(str(p) for p in paths)
-    try:
-        text = json.dumps(value, ensure_ascii=False, default=str)
-    except (TypeError, ValueError):
-        text = str(value)
-    return "" if text in ("null", "{}") else text
-
-
 def _clip(text: str, limit: int) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _usage_line(usage: Usage | None) -> str:
+def _usage_line(usage: Usage | None, scripted: bool) -> str:
     if usage is None or (usage.total_tokens == 0 and usage.cost_usd is None):
         return ""
-    return usage_line(usage)
+    return usage_line(usage, scripted=scripted)
+
+
+def waiting_for(step: _Step, now: float) -> str:
+    """What a running step waits for, in words (see the module docstring)."""
+    if step.retry is not None:
+        since, delay, reason = step.retry
+        left = since + delay - now
+        if left > 0:
+            why = " after a rate limit" if reason.startswith("rate_limit") else ""
+            return f"retrying{why} in {max(1, round(left))}s"
+        return STARTING  # the next attempt starts a new process
+    return step.phase
 
 
 def render_step(step: _Step, now: float) -> Bundle:
@@ -171,10 +187,13 @@ def render_step(step: _Step, now: float) -> Bundle:
     text = redact(text) if step.final else redact_live(text)
     if len(text) > MAX_TEXT_CHARS:
         text = "…" + text[-MAX_TEXT_CHARS:]
-    head = [f"**{step.title}**", step.status]
+    head = [f"**{step.title}**"]
+    if step.rehearsal:
+        head.append(REHEARSAL_MARK)
+    head.append(step.status)
     if not step.final:
-        head.append(f"{now - step.started:.1f}s")
-    usage = _usage_line(step.usage)
+        head += [waiting_for(step, now), f"{now - step.started:.1f}s"]
+    usage = _usage_line(step.usage, step.rehearsal)
     if usage:
         head.append(usage)
     md = [" · ".join(head)]
@@ -188,7 +207,8 @@ def render_step(step: _Step, now: float) -> Bundle:
             f"- {marks[t.ok]} `{t.name.replace('`', '')}` {_clip(t.detail, 100)}".rstrip()
             for t in step.tools
         ]
-        md += ["", f"<details><summary>{len(step.tools)} tool call(s)</summary>", "", *items]
+        calls = plural(len(step.tools), "tool call")
+        md += ["", f"<details><summary>{calls}</summary>", "", *items]
         md += ["", "</details>"]
         plain.append(f"tool calls: {', '.join(t.name for t in step.tools)}")
     for warning in step.warnings:
@@ -208,12 +228,16 @@ class LiveDisplay:
         clock: Callable[[], float] = time.monotonic,
         schedule: Schedule = timer_schedule,
         min_interval: float = 0.1,
+        tick: float = 1.0,
         gate_note: str | None = None,
     ) -> None:
         self.sink = sink
         self._clock = clock
         self._schedule = schedule
         self._interval = min_interval
+        self._tick = max(tick, min_interval)
+        self._ticker: Cancel | None = None
+        self._rehearsal = False
         self._gate_note = gate_note
         self._lock = threading.RLock()
         self._steps: list[_Step] = []
@@ -238,6 +262,7 @@ class LiveDisplay:
                 return
             if isinstance(event, RunStarted):
                 self._workspace = event.workspace.rstrip("/") + "/"
+                self._rehearsal = event.rehearsal
             elif isinstance(event, StepStarted) and event.kind == "agent":
                 self._start(event)
             elif isinstance(event, AgentEventEmitted):
@@ -247,7 +272,7 @@ class LiveDisplay:
             elif isinstance(event, StepFinished):
                 self._finish(event)
             elif isinstance(event, GateRequested):
-                why = f" ({self._gate_note})" if self._gate_note else ""
+                why = f" ({self._gate_note})" if self._gate_note else f" ({APPROVAL})"
                 self.note(f"gate {event.step_id}: {_clip(event.message, 200)}{why}")
             elif isinstance(event, GateDecided):
                 self.note(f"gate {event.step_id}: {event.decision} by {event.by}")
@@ -261,12 +286,29 @@ class LiveDisplay:
     def _start(self, event: StepStarted) -> None:
         display_id = f"{self._prefix}-{len(self._steps)}"
         step = _Step(display_id, event.step_id, event.agent, event.iteration, self._clock())
+        step.rehearsal = self._rehearsal
         self._steps.append(step)
         self._running[event.step_id] = step
         if self.sink.live:
             self._send(step)
+            self._arm()
 
     def _apply(self, step: _Step, event: Any) -> bool:
+        """Fold ``event`` into ``step``; True when what the area shows changed."""
+        before = waiting_for(step, self._clock())
+        changed = self._fold(step, event)
+        pending = [t for t in step.tools if t.ok is None]
+        if isinstance(event, RetryEvent):
+            step.phase = STARTING  # after the wait, the next attempt starts the CLI again
+        else:
+            step.retry = None  # the CLI speaks again: any retry is over
+            if isinstance(event, (ToolCallEvent, ToolResultEvent)) and pending:
+                step.phase = f"running a tool ({_clip(pending[-1].name, 40)})"
+            elif isinstance(event, (TextEvent, ToolResultEvent)) or step.phase == STARTING:
+                step.phase = THINKING
+        return changed or waiting_for(step, self._clock()) != before
+
+    def _fold(self, step: _Step, event: Any) -> bool:
         if isinstance(event, TextEvent):
             if event.delta:
                 if not step.streaming:
@@ -279,7 +321,7 @@ class LiveDisplay:
             else:
                 step.streaming = False
         elif isinstance(event, ToolCallEvent):
-            detail = _tool_detail(event.input)
+            detail = tool_detail(event.input, limit=10_000)
             if self._workspace:
                 detail = detail.replace(self._workspace, "")
             step.tools.append(_Tool(event.id, event.name, detail))
@@ -294,6 +336,8 @@ class LiveDisplay:
             who = "orchestrator retry" if event.source == "engine" else "retry"
             wait = f" in {event.delay_s:.1f}s" if event.delay_s else ""
             step.warnings.append(f"{who} {event.attempt}{wait}: {_clip(event.reason, 120)}")
+            if event.delay_s:
+                step.retry = (self._clock(), event.delay_s, event.reason)
         elif isinstance(event, WarningEvent):
             step.warnings.append(_clip(event.message, 200))
         else:
@@ -320,6 +364,32 @@ class LiveDisplay:
             step.timer()
             step.timer = None
         self._send(step)
+        if not self._running:
+            self._disarm()
+
+    # -- the ticker: elapsed time advances while an agent is silent -------------------------
+
+    def _arm(self) -> None:
+        if self._ticker is None and self._running and self.sink.live and not self.closed:
+            self._ticker = self._schedule(self._tick, self._on_tick)
+
+    def _disarm(self) -> None:
+        if self._ticker is not None:
+            self._ticker()
+            self._ticker = None
+
+    def _on_tick(self) -> None:
+        with self._lock:
+            self._ticker = None
+            if self.closed:
+                return
+            now = self._clock()
+            for step in list(self._running.values()):
+                # A pending throttle timer sends soon anyway; a recent send already shows the time.
+                quiet = now - step.last_sent >= max(self._interval, self._tick / 2)
+                if step.shown and not step.final and step.timer is None and quiet:
+                    self._send(step)
+            self._arm()
 
     def _changed(self, step: _Step) -> None:
         step.dirty = True
@@ -373,6 +443,7 @@ class LiveDisplay:
             if self.closed:
                 return
             self.closed = True
+            self._disarm()
             for step in self._steps:
                 if step.timer is not None:
                     step.timer()
@@ -387,4 +458,13 @@ class LiveDisplay:
                     self.sink.update(step.display_id, render_step(step, self._clock()))
 
 
-__all__ = ["Bundle", "CellSink", "DisplaySink", "LiveDisplay", "render_step", "timer_schedule"]
+__all__ = [
+    "TIMER_THREAD",
+    "Bundle",
+    "CellSink",
+    "DisplaySink",
+    "LiveDisplay",
+    "render_step",
+    "timer_schedule",
+    "waiting_for",
+]

@@ -301,6 +301,7 @@ class Engine:
             duration_s=time.monotonic() - started,
             notes=list(ctx.notes),
             workspace=str(ctx.seat.root if ctx.seat else ctx.ws.root),
+            rehearsal=ctx.rehearsal is not None,
         )
         message = error.message if error is not None else None
         kind = error.kind if error is not None else None

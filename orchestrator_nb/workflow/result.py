@@ -39,6 +39,7 @@ class WorkflowResult:
     plan: list[PlannedStep] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # gate decisions, merges, conflicts
     workspace: str | None = None
+    rehearsal: bool = False  # scripted agents answered: its cost is a script's, not money spent
 
     def revert(self, step: str | None = None, *, force: bool = False) -> Any:
         """Undo the run's changes (or one step's: its id, or ``loop/2/review`` inside loops).
@@ -113,6 +114,7 @@ class WorkflowResult:
             "notes": list(self.notes),
             "duration_s": self.duration_s,
             "workspace": self.workspace,
+            "rehearsal": self.rehearsal,
         }
 
     @classmethod
@@ -138,17 +140,30 @@ class WorkflowResult:
             duration_s=float(data.get("duration_s") or 0.0),
             notes=list(data.get("notes") or []),
             workspace=data.get("workspace"),
+            rehearsal=bool(data.get("rehearsal", False)),
         )
 
-    # -- display: deterministic (no times, no temp paths) so nbval can compare it --------
+    # -- display: no temp paths, and times in one format that nbval's sanitizer masks ------
 
     def summary(self) -> str:
-        from ..display import usage_line
+        """``workflow w (rehearsal): completed in 12.3s — 3 steps, 2 files changed, <usage>``."""
+        from ..display import REHEARSAL_MARK, duration, plural, usage_line
 
+        mark = f" ({REHEARSAL_MARK})" if self.rehearsal else ""
+        when = "in" if self.ok else "after"
+        timed = f" {when} {duration(self.duration_s)}" if self.steps else ""
         return (
-            f"workflow {self.workflow}: {self.outcome} — {len(self.steps)} step(s), "
-            f"{len(self.changes)} file(s) changed, {usage_line(self.usage)}"
+            f"workflow {self.workflow}{mark}: {self.outcome}{timed} — "
+            f"{plural(len(self.steps), 'step')}, {plural(len(self.changes), 'file')} changed, "
+            f"{usage_line(self.usage, scripted=self.rehearsal)}"
         )
+
+    def step_line(self, step: StepResult) -> str:
+        """A step's line in this run's views: its summary (cost scripted under rehearsal), time."""
+        from ..display import duration
+
+        line = step._summary_line(scripted=self.rehearsal)
+        return f"{line}, {duration(step.duration_s)}" if not step.cached else line
 
     def __str__(self) -> str:
         return redact(self._text())
@@ -166,7 +181,7 @@ class WorkflowResult:
         if self.error:
             lines.append(f"error: {self.error}")
         for step in self.steps:
-            lines.append(f"  {step._summary_line()}")
+            lines.append(f"  {self.step_line(step)}")
         lines.extend(f"  note: {n}" for n in self.notes)
         if self.changes:
             lines.append("changes:")
@@ -185,7 +200,7 @@ class WorkflowResult:
         if self.error:
             parts.append(f"> {self.error}")
         for step in self.steps:
-            parts.append(f"- {step._summary_line()}")
+            parts.append(f"- {self.step_line(step)}")
         if self.text:
             parts += ["", self.text]
         if self.diff:

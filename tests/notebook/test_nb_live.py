@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 
 import pytest
@@ -103,7 +104,7 @@ def test_a_change_inside_the_interval_is_sent_by_the_timer(t: FakeTime) -> None:
     live, sink = make(t)
     live(StepStarted("r", "implement", "codex", "agent"))
     live(agent_event(TextEvent("Hello", delta=False)))  # sent at once? no: 0 s after show
-    assert len(sink.calls) == 1 and len(t.timers) == 1
+    assert len(sink.calls) == 1 and [d for d, *_ in t.timers] == [101.0, 100.1]  # tick, flush
     t.advance(0.1)
     assert len(sink.calls) == 2 and "Hello" in sink.calls[-1][2]["text/markdown"]
     assert "0.1s" in sink.calls[-1][2]["text/markdown"]  # elapsed while running
@@ -128,7 +129,7 @@ def test_text_tools_usage_and_warnings(t: FakeTime) -> None:
     t.advance(1)
     md = sink.calls[-1][2]["text/markdown"]
     assert md.count("I'll write it.") == 1 and "Done." in md
-    assert "<details><summary>2 tool call(s)</summary>" in md
+    assert "<details><summary>2 tool calls</summary>" in md
     assert "- ✓ `write_file` calc.py" in md and "- ✗ `shell` pytest -q" in md
     assert "1,200 in / 34 out tokens" in md and "⚠ permission denied: Bash" in md
     assert "tool calls: write_file, shell" in sink.calls[-1][2]["text/plain"]
@@ -213,3 +214,105 @@ def test_tool_paths_are_shown_relative_to_the_workspace(t: FakeTime) -> None:
     t.advance(1)
     md = sink.calls[-1][2]["text/markdown"]
     assert "`file_change` calc.py" in md and "`Read` src/a.py" in md and '`odd` ["x"]' in md
+
+
+def header(sink: FakeSink) -> str:
+    return sink.calls[-1][2]["text/plain"].split("\n", 1)[0]
+
+
+def test_the_timer_ticks_while_the_agent_is_silent_and_stops_with_the_step(t: FakeTime) -> None:
+    live, sink = make(t)
+    live(StepStarted("r", "implement", "claude", "agent"))
+    assert header(sink) == "implement · claude · running · starting the CLI · 0.0s"
+    t.advance(1.0)
+    t.advance(1.0)
+    t.advance(1.0)  # three seconds of silence: nothing came on the bus
+    assert header(sink) == "implement · claude · running · starting the CLI · 3.0s"
+    assert len(sink.calls) == 4  # one update a second: far under the ten-a-second budget
+    live(StepFinished("r", "implement", "claude", StepResult("claude", True, text="done")))
+    sent = len(sink.calls)
+    assert all(c[0] for *_, c in t.timers)  # the ticker was cancelled with the last step
+    t.advance(5.0)
+    assert len(sink.calls) == sent and "s ·" not in header(sink) + " "
+
+
+def test_ticks_never_add_to_a_streaming_step_beyond_the_budget(t: FakeTime) -> None:
+    live, sink = make(t)
+    live(StepStarted("r", "implement", "codex", "agent"))
+    for i in range(300):  # three seconds of deltas, with the ticker running beside them
+        live(agent_event(TextEvent(f"w{i} ", delta=True)))
+        t.advance(0.01)
+    heads = [c[2]["text/plain"].split("\n", 1)[0] for c in sink.calls]
+    times = [float(h.split(" · ")[4].rstrip("s")) for h in heads]
+    assert all(b - a >= 0.1 - 1e-9 for a, b in itertools.pairwise(times))  # 0.1 s apart at least
+
+
+def test_a_step_says_what_it_waits_for(t: FakeTime) -> None:
+    from orchestrator_nb.events import RetryEvent, SessionEvent
+
+    live, sink = make(t)
+    live(StepStarted("r", "implement", "claude", "agent"))
+    seen = []
+    for event in (
+        SessionEvent("s-1", "opus"),
+        ToolCallEvent("t1", "Bash", {"command": "pytest -q"}),
+        ToolResultEvent("t1", True),
+        RetryEvent(2, "rate_limit: 429 Too Many Requests", 12.0, source="engine"),
+    ):
+        live(agent_event(event))
+        t.advance(0.2)
+        seen.append(header(sink).split(" · ")[3])
+    assert seen == [
+        "waiting for the model",
+        "running a tool (Bash)",
+        "waiting for the model",
+        "retrying after a rate limit in 12s",
+    ]
+    t.advance(4.0)  # the countdown goes down with the ticks
+    assert header(sink).split(" · ")[3] == "retrying after a rate limit in 8s"
+    t.advance(9.0)  # the wait is over: the next attempt starts the CLI again
+    assert header(sink).split(" · ")[3] == "starting the CLI"
+    live(agent_event(RetryEvent(3, "exit 1: crashed", 2.0)))
+    t.advance(0.2)
+    assert header(sink).split(" · ")[3] == "retrying in 2s"
+
+
+def test_a_gate_says_it_waits_for_approval(t: FakeTime) -> None:
+    live, sink = make(t)
+    live(GateRequested("r", "ship", "Ship it?"))
+    (notes,) = [b for i, b in sink.areas.items() if i.endswith("-notes")]
+    assert notes["text/plain"] == "gate ship: Ship it? (waiting for approval)"
+
+
+def test_a_rehearsed_step_says_so_and_its_cost_is_scripted(t: FakeTime) -> None:
+    from orchestrator_nb.lifecycle import RunStarted
+
+    live, sink = make(t)
+    live(RunStarted("r", "default", "task", "/w", rehearsal=True))
+    live(StepStarted("r", "implement", "claude", "agent"))
+    assert header(sink).startswith("implement · claude · rehearsal · running")
+    result = StepResult("claude", True, text="done", usage=Usage(9600, 120, 0, 0.0123))
+    live(StepFinished("r", "implement", "claude", result))
+    assert header(sink) == (
+        "implement · claude · rehearsal · ok · 9,600 in / 120 out tokens, $0.0123 scripted"
+    )
+
+
+def test_no_timer_thread_outlives_the_display() -> None:
+    import threading
+
+    from orchestrator_nb.notebook.live import TIMER_THREAD
+
+    def ours() -> list[threading.Thread]:
+        return [th for th in threading.enumerate() if th.name == TIMER_THREAD]
+
+    for how in ("finished", "closed"):  # a run that ends, and one interrupted mid-step
+        live = LiveDisplay(FakeSink(), tick=0.05)
+        live(StepStarted("r", "implement", "claude", "agent"))
+        assert ours()  # the ticker is armed while the step runs
+        if how == "finished":
+            live(StepFinished("r", "implement", "claude", StepResult("claude", True)))
+        live.close()
+        for th in ours():
+            th.join(5)  # a cancelled Timer ends at once; join only waits for its thread to exit
+        assert ours() == []

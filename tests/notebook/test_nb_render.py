@@ -71,7 +71,7 @@ def test_bundle_keeps_deterministic_text_and_inline_styles() -> None:
     assert bundle["text/plain"] == str(r) and bundle["text/markdown"] == r._repr_markdown_()
     html = bundle["text/html"]
     assert not re.search(r"<(style|script)|class=", html)
-    assert "2 file(s) changed" in html and "done &lt;b&gt;" in html
+    assert "2 files changed" in html and "done &lt;b&gt;" in html
     assert "gate g: approve by policy" in html
 
 
@@ -80,6 +80,6 @@ def test_plan_and_changes_without_a_diff() -> None:
     dry = WorkflowResult("dry-run", "quick", "t", "completed", plan=plan)
     assert "plan of workflow quick" in workflow_bundle(dry)["text/html"]
     no_diff = workflow_bundle(result(diff=""))["text/html"]
-    assert "<code>added</code> new.txt" in no_diff
+    assert ">added</code> new.txt" in no_diff
     failed = workflow_bundle(result(outcome="failed", error="step x failed"))["text/html"]
     assert "#cf222e" in failed and "step x failed" in failed
