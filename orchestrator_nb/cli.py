@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from ._sync import run_sync
-from .display import usage_line
+from .display import duration, usage_line
 from .errors import ConfigError, OrchestratorError
 from .events import RetryEvent
 from .fsio import write_text
@@ -105,6 +105,7 @@ class StepPrinter:
 
     def __init__(self, stream: Any = None) -> None:
         self.stream = stream or sys.stderr
+        self.rehearsal = False  # scripted figures say so (RunStarted tells)
 
     def _name(self, step_id: str, iteration: int | None) -> str:
         return f"[{step_id}{f' #{iteration}' if iteration else ''}]"
@@ -117,12 +118,12 @@ class StepPrinter:
             line = f"[{event.step_id}] {event.kind}"
         elif isinstance(event, StepFinished):
             r = event.result
-            usage = usage_line(r.usage)
+            usage = usage_line(r.usage, scripted=self.rehearsal)
             status = "ok" if r.ok else f"FAILED ({r.error_kind})"
             if event.cached:
                 status += " (cached)"
             line = f"{self._name(event.step_id, event.iteration)} {event.agent} {status}"
-            line += f" in {r.duration_s:.1f} s ({usage})"
+            line += f" in {duration(r.duration_s)} ({usage})"
             if r.error is not None:
                 line += f": {' '.join(r.error.message.split())[:200]}"
         elif isinstance(event, AgentEventEmitted) and isinstance(event.event, RetryEvent):
@@ -135,9 +136,10 @@ class StepPrinter:
             line = f"budget {event.budget}: {event.used:.4g} of {event.limit:.4g} used"
         elif isinstance(event, RunStarted):
             # A shell command has no session: every exec is a new task and resumes nothing.
+            self.rehearsal = event.rehearsal
             line = f"{event.workflow}: new task (a shell run never resumes a conversation)"
         elif isinstance(event, RunFinished):
-            line = f"workflow {event.workflow}: {event.outcome} in {event.duration_s:.1f} s"
+            line = f"workflow {event.workflow}: {event.outcome} in {duration(event.duration_s)}"
         elif isinstance(event, WorkspaceWaiting):
             line = event.message
         if line is not None:

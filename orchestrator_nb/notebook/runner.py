@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from .._sync import run_sync
+from ..display import REHEARSAL_MARK, plural
 from ..lifecycle import Subscriber
 from ..publish import say, show
 from ..runs import RunOptions, RunRequest, RunService, SessionRecorder, rehearsal_home
@@ -170,11 +171,13 @@ class CellRun:
         self._failed(live, KeyboardInterrupt(why))
         turn = self._turn()
         done = len(turn.steps) if turn is not None else 0
-        line = f"⏹ {why}: {self.spec.label} cancelled after {done} finished step(s)"
+        mark = f" ({REHEARSAL_MARK})" if self.spec.request.rehearsal is not None else ""
+        finished = plural(done, "finished step")
+        line = f"⏹ {why}: {self.spec.label}{mark} cancelled after {finished}"
         line += "; its agents were stopped."
         session = self.spec.request.session
         if session is not None:
-            line += f" Session {session.name!r} keeps {len(session.turns)} turn(s)."
+            line += f" Session {session.name!r} keeps {plural(len(session.turns), 'turn')}."
         return line
 
     async def _execute(

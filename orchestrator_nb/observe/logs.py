@@ -6,7 +6,11 @@ loggers are wrapped explicitly (:func:`get_logger`) and end in a small router th
 
 * appends each line as JSON to ``<state>/logs/orchestrator-YYYYMMDD.jsonl`` of the workspace
   the line belongs to (the logger's own, or the one of the run bound in this context), and
-* writes WARNING and above, rendered for people, to the notebook's stderr.
+* writes WARNING and above, rendered for people, to stderr where a terminal reads it (the
+  console script, a Python script). Inside a Jupyter kernel stderr is the running cell's output,
+  shown in red after the result (and, from a run's worker thread, in whichever cell runs next),
+  so there the lines go to the files only: what the user must see (the outcome, the error and
+  its hint, a step's failure) is part of the result's own render.
 
 Context (``run_id``, ``workflow``, ``session``, ``step``, ``agent``, ``iteration``, ``attempt``)
 is bound with contextvars, so a line logged anywhere during a run carries them; parallel steps
@@ -101,10 +105,17 @@ _current_sink: contextvars.ContextVar[LogSink | None] = contextvars.ContextVar(
 class _Settings:
     file_level = logging.INFO
     console_level = logging.WARNING
-    console = True
+    console: bool | None = None  # None: on, except inside a Jupyter kernel (see the docstring)
 
 
 settings = _Settings()
+
+
+def console_on() -> bool:
+    """Whether WARNING lines go to stderr now (looked up per line: kernels swap sys.stderr)."""
+    if settings.console is not None:
+        return settings.console
+    return not type(sys.stderr).__module__.startswith("ipykernel.")
 
 
 class _Router:
@@ -119,7 +130,7 @@ class _Router:
         sink = self.sink or _current_sink.get()
         if sink is not None and level >= settings.file_level:
             sink.write(event_dict)
-        if settings.console and level >= settings.console_level:
+        if level >= settings.console_level and console_on():
             # Looked up now, not at import: the kernel and pytest swap sys.stderr.
             text = self._console(None, "", dict(event_dict))
             sys.stderr.write(f"{text}\n")
@@ -130,7 +141,7 @@ class _Router:
 def _drop_below_min(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> Any:
     # Before any other work: a debug line nobody keeps costs one dict lookup.
     level = _LEVELS.get(str(event_dict.get("level", "info")), logging.INFO)
-    if level < min(settings.file_level, settings.console_level if settings.console else 99):
+    if level < min(settings.file_level, settings.console_level if console_on() else 99):
         raise structlog.DropEvent
     return event_dict
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import signal
 import subprocess
@@ -73,7 +74,7 @@ def test_exec_shows_steps_on_stderr_and_the_summary_on_stdout(sc: Scripted) -> N
     common = ["-w", "w", "--workspace", str(sc.ws), "--config", config]
     done = cli("exec", "do ONE", *common, env=sc.env())
     assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith("workflow w: completed — 1 step(s), 1 file(s) changed")
+    assert re.match(r"workflow w: completed in [\d.]+s — 1 step, 1 file changed", done.stdout)
     assert "added    one.txt" in done.stdout and "+1" not in done.stdout  # no diff by default
     assert "[s] a started" in done.stderr and "[s] a ok in" in done.stderr
     assert "Traceback" not in done.stderr and "step_failed" not in done.stderr
@@ -245,7 +246,8 @@ def test_exec_with_the_real_claude_under_rehearsal(tmp_path: Path) -> None:
     done = cli("exec", "Create hello.txt containing hi", "-w", "hello", "--workspace", str(ws),
                "--config", str(config), "--rehearse", "write-file")  # fmt: skip
     assert done.returncode == 0, done.stderr
-    assert "workflow hello: completed" in done.stdout and "added    hello.txt" in done.stdout
+    assert "workflow hello (rehearsal): completed" in done.stdout
+    assert "added    hello.txt" in done.stdout
     assert "rehearsal with scenario 'write-file'" in done.stderr
-    assert "[write] claude ok in" in done.stderr
+    assert "[write] claude ok in" in done.stderr and " scripted)" in done.stderr
     assert (ws / "hello.txt").read_text() == "hi\n"

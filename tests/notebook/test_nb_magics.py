@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import threading
 import time
@@ -121,7 +122,7 @@ def test_one_agent_run_live_then_result(
     assert (workspace / "a.txt").read_text() == "hi\n"
     assert [c.path for c in result.changes] == ["a.txt"] and "+hi" in result.diff
     assert "did: write a.txt saying hi" in result.text
-    assert result.summary().startswith("workflow agent:fake: completed — 1 step(s)")
+    assert re.match(r"workflow agent:fake: completed in [\d.]+s — 1 step, ", result.summary())
     areas = [o for o in cap.outputs if o.transient]
     assert areas[0].update is False and "**fake**" in areas[0].data["text/markdown"]
     assert areas[-1].update is True and areas[-1].data == {"text/plain": ""}  # replaced
@@ -225,8 +226,8 @@ def test_interrupt_ends_with_one_line_and_keeps_the_session(
     assert time.monotonic() - started < 15
     out = capsys.readouterr().out.strip().splitlines()
     assert out[-1] == (
-        "⏹ interrupted: agent fake cancelled after 0 finished step(s); its agents were stopped. "
-        "Session 'default' keeps 2 turn(s)."
+        "⏹ interrupted: agent fake cancelled after 0 finished steps; its agents were stopped. "
+        "Session 'default' keeps 2 turns."
     )
     assert [t.outcome for t in store.current.turns] == ["completed", "cancelled"]
     assert _fake_cli_processes(workspace) == []
