@@ -24,6 +24,7 @@ from ..agents.acp.warm import warm_agents
 from ..agents.registry import DriverRegistry, default_registry
 from ..api import prepare_agent
 from ..config import Settings
+from ..display import plural
 from ..errors import (
     AgentError,
     BudgetExceeded,
@@ -554,7 +555,8 @@ class Engine:
 
     def _merge(self, ctx: _Ctx, step: ParallelStep, prefix: str, results: list[StepResult]) -> None:
         if step.merge == "none":
-            ctx.notes.append(f"{step.id}: changes of {len(results)} branch(es) kept aside")
+            kept = plural(len(results), "branch", "branches")
+            ctx.notes.append(f"{step.id}: changes of {kept} kept aside")
             return
         if step.merge == "pick":
             if step.pick_by:
@@ -583,7 +585,8 @@ class Engine:
             with ctx.ws.step(f"{key}.merge") as tracker:
                 applied = ctx.ws.worktrees.apply(key)
             if applied.ok:
-                ctx.notes.append(f"{step.id}: applied {child_id} ({len(tracker.changes)} file(s))")
+                files = plural(len(tracker.changes), "file")
+                ctx.notes.append(f"{step.id}: applied {child_id} ({files})")
             else:
                 shown = ", ".join(applied.conflicts) or "see the patch"
                 ctx.notes.append(f"{step.id}: {child_id} NOT applied, conflicts in {shown}")
@@ -599,9 +602,15 @@ class Engine:
                     if self._threshold_reached(ctx, step, child.id, i):
                         return
                 if step.until and self._eval(ctx, step.until, step.id, "until"):
-                    ctx.notes.append(f"{step.id}: `until` held after iteration {i}")
+                    ctx.notes.append(
+                        f"{step.id}: done after {plural(i, 'round')}: its stop condition "
+                        f"({step.until}) was met"
+                    )
                     return
-            ctx.notes.append(f"{step.id}: stopped at max_iterations={step.max_iterations}")
+            ctx.notes.append(
+                f"{step.id}: stopped after {plural(step.max_iterations, 'round')}, the most it "
+                f"may run (max_iterations={step.max_iterations})"
+            )
         finally:
             ctx.iteration = outer
 
@@ -612,8 +621,8 @@ class Engine:
         count = view.suggestions if view is not None and view.suggestions is not None else 0
         if count < step.min_suggestions_threshold:
             ctx.notes.append(
-                f"{step.id}: review had {count} suggestion(s) "
-                f"(< {step.min_suggestions_threshold}) in iteration {i}; loop done"
+                f"{step.id}: done after {plural(i, 'round')}: the review in round {i} made "
+                f"{plural(count, 'suggestion')}, fewer than {step.min_suggestions_threshold}"
             )
             return True
         return False

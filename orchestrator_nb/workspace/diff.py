@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..display import FileDiff, counts_html, file_diff_html
+from ..display import FileDiff, counts_html, file_diff_html, plural
 from ..events import ChangeKind, FileChange
 from .snapshot import PathChange
 from .store import MODE_LINK, FileState
@@ -103,7 +103,8 @@ class ChangeSet:
         head = f"step {self.step_id}: " if self.step_id else ""
         if not self.changes:
             return f"{head}no changes"
-        return f"{head}{len(self.changes)} file(s) changed, +{self.added} −{self.removed}"
+        files = plural(len(self.changes), "file")
+        return f"{head}{files} changed, +{self.added} −{self.removed}"
 
     def __str__(self) -> str:
         lines = [self.summary(), *(f"  {c.label()}" for c in self.changes)]

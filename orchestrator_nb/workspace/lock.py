@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from ..display import plural
 from ..errors import WorkspaceError
 from ..fsio import FileLock
 from .diff import ChangeSet
@@ -142,7 +143,8 @@ class Seat:
         finally:
             self.lock.release()
         if applied.ok:
-            self.notes.append(f"applied the run's worktree: {len(tracker.changes)} file(s)")
+            files = plural(len(tracker.changes), "file")
+            self.notes.append(f"applied the run's worktree: {files}")
         else:
             kept = self._keep(patch.patch)
             shown = ", ".join(applied.conflicts) or "see the patch"

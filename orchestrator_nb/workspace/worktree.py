@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import fsio
+from ..display import plural
 from ..errors import UnsafePathError, WorkspaceError
 from ..events import ChangeKind, FileChange
 from ._git import IDENTITY_ENV, RepoInfo, run_git, split_z
@@ -68,7 +69,7 @@ class WorktreePatch:
         return self.text or f"step {self.step_id}: no changes"
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
-        title = f"worktree of step <code>{self.step_id}</code>: {len(self.files)} file(s)"
+        title = f"worktree of step <code>{self.step_id}</code>: {plural(len(self.files), 'file')}"
         return {"text/plain": str(self), "text/html": diff_block_html(self.text, title)}
 
 
@@ -97,7 +98,7 @@ class ApplyResult:
 
     def __str__(self) -> str:
         if self.applied:
-            return f"step {self.step_id}: applied {len(self.files)} file(s)"
+            return f"step {self.step_id}: applied {plural(len(self.files), 'file')}"
         return f"step {self.step_id}: conflict in {', '.join(self.conflicts)}\n{self.message}"
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:

@@ -137,7 +137,9 @@ async def test_loop_stops_when_review_has_fewer_suggestions_than_threshold(h: Ha
         ("refine", 1),
         ("review", 2),
     ]
-    assert any("0 suggestion(s) (< 1) in iteration 2" in n for n in result.notes)
+    assert "loop: done after 2 rounds: the review in round 2 made 0 suggestions, fewer than 1" in (
+        result.notes
+    )
 
 
 async def test_loop_ends_at_max_iterations_override(h: Harness) -> None:
@@ -146,7 +148,9 @@ async def test_loop_ends_at_max_iterations_override(h: Harness) -> None:
     )
     result = await arun("t", "flow", workspace=h.ws, config=settings, max_iterations=2)
     assert len(result.steps) == 4
-    assert any("max_iterations=2" in n for n in result.notes)
+    assert any(
+        "stopped after 2 rounds, the most it may run (max_iterations=2)" in n for n in result.notes
+    )
 
 
 async def test_branch_and_optional_failure(h: Harness) -> None:
@@ -454,3 +458,13 @@ async def test_interrupting_a_parallel_step_leaves_no_agent_running(h: Harness) 
     with pytest.raises(asyncio.CancelledError):
         await task
     assert not _pids_running(str(h.rules))  # every child's agent already gone on return
+
+
+async def test_a_loop_that_meets_its_stop_condition_says_so_in_plain_words(h: Harness) -> None:
+    flow = LOOP.replace("      min_suggestions_threshold: 1\n", "      until: 'true'\n")
+    settings = h.settings(
+        [{"match": "REVIEW", "say": "fine"}, {"match": "REFINE", "say": "refined"}], flow
+    )
+    result = await arun("t", "flow", workspace=h.ws, config=settings)
+    assert result.ok and len(result.steps) == 2
+    assert "loop: done after 1 round: its stop condition (true) was met" in result.notes

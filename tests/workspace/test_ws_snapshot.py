@@ -283,7 +283,7 @@ def test_mimebundle_has_plain_diff_and_inline_styled_html(repo: Path) -> None:
     write(repo / "big.txt", "".join(f"{i}\n" for i in range(500)))
     cs = ws.changes(before, ws.snapshot(), step_id="s1")
     bundle = cs._repr_mimebundle_()
-    assert bundle["text/plain"].startswith("step s1: 2 file(s) changed")
+    assert bundle["text/plain"].startswith("step s1: 2 files changed")
     assert "+line two <b>" in bundle["text/plain"]
     page = bundle["text/html"]
     assert "<style" not in page and "<script" not in page
