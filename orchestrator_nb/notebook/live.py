@@ -230,6 +230,7 @@ class LiveDisplay:
         min_interval: float = 0.1,
         tick: float = 1.0,
         gate_note: str | None = None,
+        steps: bool = True,
     ) -> None:
         self.sink = sink
         self._clock = clock
@@ -238,6 +239,7 @@ class LiveDisplay:
         self._tick = max(tick, min_interval)
         self._ticker: Cancel | None = None
         self._rehearsal = False
+        self._show_steps = steps  # False: notes only (the final result shows every step)
         self._gate_note = gate_note
         self._lock = threading.RLock()
         self._steps: list[_Step] = []
@@ -263,6 +265,10 @@ class LiveDisplay:
             if isinstance(event, RunStarted):
                 self._workspace = event.workspace.rstrip("/") + "/"
                 self._rehearsal = event.rehearsal
+            elif not self._show_steps and isinstance(
+                event, (StepStarted, AgentEventEmitted, StepFinished)
+            ):
+                return
             elif isinstance(event, StepStarted) and event.kind == "agent":
                 self._start(event)
             elif isinstance(event, AgentEventEmitted):

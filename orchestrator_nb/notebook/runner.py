@@ -86,12 +86,13 @@ class CellRun:
         """Run now; an interrupt cancels it and leaves one line, not a traceback."""
         gate, reason = gate_setup(self.shell, background=False)
         sink = CellSink(self.shell) if self.shell is not None else None
-        if sink is not None and not self.interactive and getattr(self.shell, "kernel", None):
+        unattended = not self.interactive and bool(getattr(self.shell, "kernel", None))
+        if sink is not None and unattended:
             # Unattended execution (nbclient, nbval, papermill) keeps no step areas, only the
-            # notes (gates, budgets) and the final result: nobody watches, and such clients
-            # cannot replay display updates anyway.
+            # notes (gates, budgets) and the final result, which shows every step once: nobody
+            # watches, and such clients cannot replay display updates anyway.
             sink.live = False
-        live = self._live(sink, reason)
+        live = self._live(sink, reason, steps=not unattended)
         subscribers = self._subscribers(live)
         try:
             result = run_sync(lambda: self._execute(None, subscribers, gate))
@@ -140,10 +141,12 @@ class CellRun:
     def _show(self, obj: Any) -> None:
         show(obj)
 
-    def _live(self, sink: DisplaySink | None, gate_reason: str | None) -> LiveDisplay | None:
+    def _live(
+        self, sink: DisplaySink | None, gate_reason: str | None, *, steps: bool = True
+    ) -> LiveDisplay | None:
         if self.spec.quiet or sink is None or self.spec.request.dry_run:
             return None
-        return LiveDisplay(sink, gate_note=gate_reason)
+        return LiveDisplay(sink, gate_note=gate_reason, steps=steps)
 
     def _subscribers(self, live: LiveDisplay | None) -> list[Subscriber]:
         # The run service opens and closes the session turn; the cell only watches.

@@ -316,3 +316,13 @@ def test_no_timer_thread_outlives_the_display() -> None:
         for th in ours():
             th.join(5)  # a cancelled Timer ends at once; join only waits for its thread to exit
         assert ours() == []
+
+
+def test_unattended_cells_keep_notes_only_and_leave_the_steps_to_the_result(t: FakeTime) -> None:
+    live, sink = make(t, FakeSink(live=False), steps=False)
+    live(StepStarted("r", "a", "codex", "agent"))
+    live(agent_event(TextEvent("hi", delta=True), step="a"))
+    live(StepFinished("r", "a", "codex", StepResult("codex", True, text="hi")))
+    live(GateDecided("r", "g", "approve", "policy"))
+    live.close(clear=True)
+    assert sink.calls == [("show", sink.calls[0][1], {"text/plain": "gate g: approve by policy"})]
