@@ -326,7 +326,9 @@ def result_html(result: WorkflowResult) -> str:
         f"<div><b>{html.escape(result.summary())}</b></div>",
     ]
     if result.error:
-        out.append(f'<div style="color:{colour}">{html.escape(redact(str(result.error)))}</div>')
+        # pre-wrap: the error's hint stays on its own line, as in the text form.
+        error = html.escape(redact(str(result.error)))
+        out.append(f'<div style="color:{colour};white-space:pre-wrap">{error}</div>')
     if result.plan and not result.steps:
         out.append(pre(str(result)))
     last = len(result.steps) - 1

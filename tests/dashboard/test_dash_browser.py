@@ -3,7 +3,9 @@
 JupyterLab is bound to 127.0.0.1 with a token on a free port, in a temporary folder with its
 own Jupyter config, data and runtime folders; it is stopped (kernels first) in a ``finally``.
 Screenshots land in ``build/test-artifacts/``: ``dashboard-diff.png`` after the first run,
-``dashboard.png`` after the stopped one.
+``dashboard.png`` after the stopped one; for the notebook itself ``notebook-silent-1.png`` and
+``notebook-silent-2.png`` while a scripted agent is silent (the step timer between them),
+``notebook-timeout.png`` after its timeout, ``notebook-result.png`` after a whole workflow.
 """
 
 from __future__ import annotations
@@ -224,5 +226,110 @@ def test_dashboard_runs_shows_a_diff_and_stops_in_jupyterlab(tmp_path: Path) -> 
             expect(light.first).to_be_visible(timeout=30_000)
             expect(out.get_by_text("checking…")).to_have_count(0, timeout=30_000)
             page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+        finally:
+            browser.close()
+
+
+NOTEBOOK_CELLS = (
+    "%load_ext orchestrator_nb",
+    "%%orchestrate --rehearse hang --workspace quiet -a claude --timeout 12\nPlease create a.txt",
+    "%%orchestrate --rehearse calculator --workspace work --max-iterations 1\n"
+    "Write a small calculator module with tests.",
+)
+STEP_HEADER = re.compile(r"claude · rehearsal · running · ([a-z ]+) · (\d+\.\d)s")
+# Every <pre> and <code> in the outputs, with the font it computes to, and any output that
+# JupyterLab draws as stderr or an error (its red background).
+FONTS_JS = """() => [...document.querySelectorAll(
+    '.jp-OutputArea-output pre, .jp-OutputArea-output code')].map(
+    e => [e.tagName, getComputedStyle(e).fontFamily, e.textContent.slice(0, 60)])"""
+RED_JS = """() => [...document.querySelectorAll('.jp-OutputArea-output')].filter(
+    e => e.dataset.mimeType === 'application/vnd.jupyter.stderr'
+      || e.classList.contains('jp-OutputArea-error')).map(e => e.textContent.slice(0, 200))"""
+
+
+def test_notebook_timer_result_markdown_and_no_log_lines_in_jupyterlab(tmp_path: Path) -> None:
+    """What a user checks by eye in the cell: the timer runs while the agent says nothing, no
+    red log lines after a timeout, the final answer rendered as Markdown, code in monospace."""
+    _requirements()
+    require_clis("claude", "codex", "gemini")
+    from playwright.sync_api import expect, sync_playwright
+
+    root = tmp_path / "lab"
+    for folder in ("quiet", "work"):  # not named like a scenario: a path would win
+        (root / folder).mkdir(parents=True)
+    cells = [nbformat.v4.new_code_cell(c) for c in NOTEBOOK_CELLS]
+    nb = nbformat.v4.new_notebook(cells=cells)
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    nbformat.write(nb, root / "cell.ipynb")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+
+    with jupyterlab(root) as (base, token), sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1500})
+            page.goto(f"{base}/lab/tree/cell.ipynb?token={token}")
+            page.locator(".jp-Notebook .jp-Cell .cm-content").first.click(timeout=60_000)
+            for _ in NOTEBOOK_CELLS:
+                page.keyboard.press("Shift+Enter")  # run every cell, as a user would
+            cell = page.locator(".jp-Notebook .jp-Cell")
+
+            def header() -> tuple[str, float] | None:
+                match = STEP_HEADER.search(cell.nth(1).locator(".jp-OutputArea").inner_text())
+                return (match.group(1), float(match.group(2))) if match else None
+
+            def wait_header(check: Any, seconds: float) -> tuple[str, float]:
+                deadline = time.monotonic() + seconds
+                while time.monotonic() < deadline:
+                    seen = header()
+                    if seen is not None and check(seen):
+                        return seen
+                    time.sleep(0.1)
+                raise AssertionError(f"step header not as expected within {seconds}s: {header()}")
+
+            # The hung agent says nothing, yet its step's clock runs, and says what it waits for.
+            phase, first = wait_header(lambda h: h[1] >= 2.0, 60)
+            page.screenshot(path=str(ARTIFACTS / "notebook-silent-1.png"), full_page=True)
+            assert phase in ("starting the CLI", "waiting for the model")
+            later_phase, _ = wait_header(lambda h: h[1] >= first + 1.5, 10)
+            page.screenshot(path=str(ARTIFACTS / "notebook-silent-2.png"), full_page=True)
+            assert later_phase in ("starting the CLI", "waiting for the model")
+
+            # The timeout ends in the result, with its error and hint, and no log line after it.
+            timed_out = cell.nth(1).locator(".jp-OutputArea-executeResult")
+            expect(timed_out).to_contain_text("timeout after", timeout=30_000)
+            expect(timed_out).to_contain_text("within its timeout of 12s")
+            expect(timed_out).to_contain_text("pass a longer --timeout")
+            time.sleep(1.0)  # a line logged late by the run's thread would be drawn by now
+            page.screenshot(path=str(ARTIFACTS / "notebook-timeout.png"), full_page=True)
+            assert page.evaluate(RED_JS) == []
+            assert "run_failed" not in page.locator(".jp-Notebook").inner_text()
+
+            # A whole workflow: the summary's answer is Markdown, code blocks are monospace.
+            result = cell.nth(2).locator(".jp-OutputArea-executeResult")
+            expect(result).to_contain_text(
+                "workflow default (rehearsal): completed in", timeout=180_000
+            )
+            expect(result).to_contain_text("3 steps")
+            answers = result.locator("details > div")
+            assert answers.count() == 3  # one folded body per step
+            assert "```" not in result.text_content()  # fences became code blocks
+            assert result.locator("details pre > code").count() >= 1  # the reviewer's JSON
+            assert result.locator("details p").count() >= 3  # paragraphs, not one <pre>
+            assert result.locator("details[open]").count() >= 1  # the final answer is open
+            expect(result.locator("summary").filter(has_text="tool call").first).to_be_attached()
+            result.locator("details").first.locator(":scope > summary").click()  # unfold step 1
+            page.screenshot(path=str(ARTIFACTS / "notebook-result.png"), full_page=True)
+            fonts = page.evaluate(FONTS_JS)
+            assert any(tag == "PRE" and "suggestions" in text for tag, _, text in fonts)
+            proportional = [f for f in fonts if "monospace" not in f[1]]
+            assert proportional == [], proportional
+            assert page.evaluate(RED_JS) == []
+        except BaseException:
+            page.screenshot(path=str(ARTIFACTS / "notebook-failed.png"), full_page=True)
+            raise
         finally:
             browser.close()
