@@ -143,15 +143,70 @@ def test_followup_task_carries_previous_turn(store: SessionStore) -> None:
     assert text.endswith("New request:\nnow add tests")
 
 
-def test_autosave_after_every_step_atomically(store: SessionStore, tmp_path: Path) -> None:
+def test_autosave_after_every_step_appends_one_record(
+    store: SessionStore, tmp_path: Path
+) -> None:
     session = store.current
     turn = session.begin_turn("Write a.py", workflow="default", workspace=tmp_path)
     path = tmp_path / ".orchestrator" / "sessions" / f"{session.id}.json"
-    assert json.loads(path.read_text())["turns"][0]["outcome"] == "running"
+    assert Session.load(path).turns[0].outcome == "running"
+    before = path.read_bytes()
     session.record_step(turn, step())
-    saved = json.loads(path.read_text())
-    assert saved["schema_version"] == SCHEMA_VERSION and len(saved["turns"][0]["steps"]) == 1
+    after = path.read_bytes()
+    # Appended, not rewritten: the file as it was is still its beginning, plus one line.
+    assert after.startswith(before) and after[len(before) :].count(b"\n") == 1
+    session.finish_turn(turn, "completed", run_id="r1")
+    saved = Session.load(path)
+    assert saved.id == session.id and len(saved.turns[0].steps) == 1
+    assert saved.turns[0].outcome == "completed" and saved.turns[0].run_id == "r1"
+    assert saved.updated_at == session.updated_at
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temp files left
+
+
+def test_a_torn_last_line_is_ignored_on_load(store: SessionStore, tmp_path: Path) -> None:
+    session = store.current
+    turn = session.begin_turn("Write a.py", workflow="default", workspace=tmp_path)
+    session.record_step(turn, step(text="first"))
+    path = tmp_path / ".orchestrator" / "sessions" / f"{session.id}.json"
+    whole = path.read_bytes()
+    session.record_step(turn, step(text="second"))
+    line = path.read_bytes()[len(whole) :]
+    for cut in (1, len(line) // 2, len(line) - 2):  # a crash in the middle of the write
+        path.write_bytes(whole + line[:cut])
+        loaded = Session.load(path)
+        assert [s.text for s in loaded.turns[0].steps] == ["first"]
+    # Damage before the last line is not a crash: it is refused, naming the line.
+    lines = whole.split(b"\n")
+    path.write_bytes(b"\n".join([lines[0], b"{oops", *lines[1:]]))
+    with pytest.raises(ConfigError, match=r":2\b.*damaged session log"):
+        Session.load(path)
+
+
+def test_a_file_written_by_someone_else_is_rewritten_not_appended_to(
+    store: SessionStore, tmp_path: Path
+) -> None:
+    session = store.current
+    turn = session.begin_turn("Write a.py", workflow="default", workspace=tmp_path)
+    path = tmp_path / ".orchestrator" / "sessions" / f"{session.id}.json"
+    session.save(path)  # an export over the autosave file: one JSON object
+    session.record_step(turn, step())
+    loaded = Session.load(path)
+    assert len(loaded.turns[0].steps) == 1
+    session.reset()  # a reset cannot be appended: the file is written whole again
+    assert Session.load(path).turns == []
+
+
+def test_each_workspace_log_holds_its_own_turns(store: SessionStore, tmp_path: Path) -> None:
+    session = store.current
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    with_turn(session, a, "task in a")
+    with_turn(session, b, "task in b")
+    with_turn(session, a, "again in a")
+    for where, tasks in ((a, ["task in a", "again in a"]), (b, ["task in b"])):
+        loaded = Session.load(where / ".orchestrator" / "sessions" / f"{session.id}.json")
+        assert [t.task for t in loaded.turns] == tasks
+        assert all(t.outcome == "completed" and len(t.steps) == 1 for t in loaded.turns)
 
 
 def test_autosave_failure_is_kept_not_raised(store: SessionStore, tmp_path: Path) -> None:
