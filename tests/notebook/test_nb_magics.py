@@ -456,3 +456,32 @@ def test_metrics_served_on_loopback_from_the_kernel(
         commands._METRICS_SERVER = None
     with pytest.raises(UsageError, match=r"metrics \[--serve PORT\]"):
         shell.run_line_magic("orchestrate", "metrics --serve everywhere")
+
+
+def test_a_workflow_with_an_unknown_agent_is_refused_before_the_cell_starts(
+    shell: InteractiveShell, store: SessionStore, workspace: Path
+) -> None:
+    run(shell, f"-a fake --workspace {workspace}", "write a.txt saying hi")
+    config = workspace / "orchestrator.yaml"
+    config.write_text(
+        config.read_text() + "  broken:\n    steps:\n      - {id: go, agent: nobody}\n"
+    )
+    from orchestrator_nb import trust
+
+    trust(workspace)
+    with pytest.raises(UsageError, match="workflow 'broken', step 'go': unknown agent 'nobody'"):
+        run(shell, f"-w pair --workspace {workspace}", "now also write b.txt")
+    assert len(store.current.turns) == 1  # refused: no turn, nothing to follow up
+
+
+def test_a_failed_run_is_never_the_turn_a_followup_continues(
+    shell: InteractiveShell, store: SessionStore, workspace: Path
+) -> None:
+    run(shell, f"-a fake --workspace {workspace}", "write a.txt saying hi")
+    failed = run(shell, f"-a fake --workspace {workspace}", "now fail please")
+    assert not failed.ok and store.current.turns[-1].outcome == "failed"
+    with capture_output() as cap:
+        run(shell, f"-a fake --workspace {workspace}", "now write b.txt saying yo")
+    assert "↪ follow-up of turn 1" in cap.stdout
+    third = store.current.turns[-1]
+    assert third.followup and third.decision.startswith("↪ follow-up of turn 1")
