@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shlex
 from pathlib import Path
 from typing import Any, Literal
 
@@ -103,10 +102,13 @@ def to_markdown(session: Session) -> str:
 
 
 def _option(value: str) -> str:
-    # Quoted for the magic's own parser; `$` and braces doubled so that IPython's expansion of
-    # the magic line gives the value back as it was.
-    quoted = value if _SAFE.fullmatch(value) else shlex.quote(value)
-    return quoted.replace("$", "$$").replace("{", "{{").replace("}", "}}")
+    # Quoted for the magic's parser (IPython splits the line without removing quotes; the
+    # magic takes one pair off); `$` and braces doubled so that IPython's expansion of the magic
+    # line gives the value back as it was.
+    if not _SAFE.fullmatch(value):
+        mark = "'" if '"' in value else '"'
+        value = f"{mark}{value}{mark}"
+    return value.replace("$", "$$").replace("{", "{{").replace("}", "}}")
 
 
 def magic_line(turn: Turn) -> str:
@@ -130,9 +132,8 @@ def _cell_id(text: str) -> str:
 
 def _header(session: Session) -> str:
     text = (
-        f"# Session {session.name}\n\nExported from orchestrator-nb; run "
-        "`%load_ext orchestrator_nb` first to run the cells again. Each cell carries the "
-        "workspace it ran in."
+        f"# Session {session.name}\n\nExported from orchestrator-nb: run the cells to run "
+        "each turn again, in the workspace it ran in."
     )
     rehearsed = [t.number for t in session.turns if t.rehearsal]
     if rehearsed:
@@ -158,7 +159,15 @@ def _header(session: Session) -> str:
 def to_notebook(session: Session) -> dict[str, Any]:
     """An nbformat 4.5 notebook as a dict: a code cell per turn (re-runnable) with its result."""
     cells: list[dict[str, Any]] = [
-        {"cell_type": "markdown", "id": "session", "metadata": {}, "source": _header(session)}
+        {"cell_type": "markdown", "id": "session", "metadata": {}, "source": _header(session)},
+        {
+            "cell_type": "code",
+            "execution_count": None,
+            "id": "load-ext",
+            "metadata": {},
+            "outputs": [],
+            "source": "%load_ext orchestrator_nb",
+        },
     ]
     for turn in session.turns:
         text = turn.text

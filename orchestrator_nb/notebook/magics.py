@@ -146,6 +146,14 @@ def _single_dash(line: str) -> None:
             )
 
 
+def _unquote(value: str | None) -> str | None:
+    """IPython splits a magic's line keeping the quotes: ``--workspace "my calc"`` gives
+    ``"my calc"``. One pair around the whole value is taken off."""
+    if value and len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+        return value[1:-1]
+    return value
+
+
 def _empty_body(lines: list[str]) -> list[str]:
     """IPython refuses a ``%%orchestrate`` cell with nothing below it before the magic runs
     (with "Did you mean the line magic?"); a blank body lets the magic say what is missing."""
@@ -260,6 +268,7 @@ class OrchestratorMagics(Magics):
         return self._cell(args, cell)
 
     def _cell(self, args: Any, cell: str) -> Any:
+        args.workspace, args.rehearse = _unquote(args.workspace), _unquote(args.rehearse)
         if not cell.strip():
             raise UsageError(
                 "the cell body is the task and it is empty: write what the agents should do "

@@ -126,6 +126,8 @@ def test_workspace_is_created_when_its_parent_exists(
     assert f"created the folder {made} (--workspace ./calc)" in capsys.readouterr().out
     run(shell, "--dry-run --workspace ./calc", "Write a calculator")  # exists now: no word
     assert "created" not in capsys.readouterr().out
+    run(shell, '--dry-run --workspace "./my calc"', "x")  # IPython keeps the quotes: not us
+    assert (tmp_path / "my calc").is_dir()
     (tmp_path / "file").write_text("x")
     with pytest.raises(UsageError, match="'file' is a file, not a folder"):
         run(shell, "--dry-run --workspace file", "x")

@@ -143,9 +143,7 @@ def test_followup_task_carries_previous_turn(store: SessionStore) -> None:
     assert text.endswith("New request:\nnow add tests")
 
 
-def test_autosave_after_every_step_appends_one_record(
-    store: SessionStore, tmp_path: Path
-) -> None:
+def test_autosave_after_every_step_appends_one_record(store: SessionStore, tmp_path: Path) -> None:
     session = store.current
     turn = session.begin_turn("Write a.py", workflow="default", workspace=tmp_path)
     path = tmp_path / ".orchestrator" / "sessions" / f"{session.id}.json"
@@ -301,8 +299,107 @@ def test_markdown_and_notebook_exports(store: SessionStore, tmp_path: Path) -> N
     path, fmt = export_session(session, tmp_path / "s.ipynb")
     nb = nbformat.read(path, as_version=4)
     nbformat.validate(nb)
-    assert fmt == "ipynb" and nb.cells[1].source == "%%orchestrate -w default\nWrite a.py"
-    assert "turn 1: workflow default, completed" in nb.cells[1].outputs[0]["data"]["text/plain"]
+    assert fmt == "ipynb" and nb.cells[1].source == "%load_ext orchestrator_nb"
+    assert nb.cells[2].source == "%%orchestrate -w default\nWrite a.py"
+    assert "turn 1: workflow default, completed" in nb.cells[2].outputs[0]["data"]["text/plain"]
     assert format_for("x.md") == "md" and format_for("x.txt") == "json"
     with pytest.raises(ConfigError, match="accepted: json, md, ipynb"):
         format_for("x", "yaml")
+
+
+def rehearsed_session(store: SessionStore, ws: Path) -> Session:
+    """Turn 1 rehearsed in ``ws``; turn 2 a real follow-up there; turn 3 a real new task."""
+    session = store.current
+    turn = session.begin_turn(
+        "Write a.py", workflow="default", workspace=ws, rehearsal="calculator"
+    )
+    session.record_step(turn, step())
+    session.finish_turn(turn, "completed")
+    turn = session.begin_turn(
+        "now add pow", agent="codex", workspace=ws, decision=decide_followup("now", session)
+    )
+    session.record_step(turn, step("codex"))
+    session.finish_turn(turn, "completed")
+    turn = session.begin_turn("Write b.py", workflow="quick", workspace=ws)
+    session.finish_turn(turn, "completed")
+    return session
+
+
+def test_exported_cells_carry_the_workspace_and_the_rehearsal_as_run(
+    store: SessionStore, tmp_path: Path
+) -> None:
+    ws = tmp_path / "my calc $HOME"
+    ws.mkdir()
+    session = rehearsed_session(store, ws)
+    path, _ = export_session(session, tmp_path / "s.ipynb")
+    nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
+    quoted = '"' + str(ws).replace("$", "$$") + '"'
+    first, second, third = (c.source.split("\n")[0] for c in nb.cells[2:])
+    assert first == f"%%orchestrate -w default --workspace {quoted} --rehearse calculator"
+    assert second == f"%%orchestrate -a codex --workspace {quoted} --followup"
+    assert third == f"%%orchestrate -w quick --workspace {quoted} --new"
+    header = nb.cells[0].source
+    assert "**Rehearsal:** turn 1 ran under rehearsal" in header
+    assert "tokens and cost are scripted by the rehearsal, nothing spent" in header
+    assert "**Real runs:** running a cell without `--rehearse` calls the real agents" in header
+    plain = nb.cells[2].outputs[0]["data"]["text/plain"]
+    assert "(rehearsal calculator: scripted, nothing spent)" in plain
+    assert "rehearsal" not in nb.cells[3].outputs[0]["data"]["text/plain"]
+
+
+def test_the_magic_line_reads_back_as_it_was_run(store: SessionStore, tmp_path: Path) -> None:
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from orchestrator_nb.notebook.export import magic_line
+    from orchestrator_nb.notebook.magics import OrchestratorMagics, _unquote
+
+    ws = tmp_path / "a {b} $c 'd'"
+    ws.mkdir()
+    session = rehearsed_session(store, ws)
+    shell = InteractiveShell.instance()
+    try:
+        magics = OrchestratorMagics(shell, store=SessionStore())
+        line = magic_line(session.turns[0]).removeprefix("%%orchestrate ")
+        expanded = shell.var_expand(line, depth=0)  # what IPython does to a magic line
+        parser: object = magics.orchestrate.parser  # type: ignore[attr-defined]
+        args = parser.parse_argstring(expanded)  # type: ignore[attr-defined]
+    finally:
+        InteractiveShell.clear_instance()
+    got = (_unquote(args.workspace), _unquote(args.rehearse), args.workflow)
+    assert got == (str(ws), "calculator", "default")
+
+
+def test_markdown_and_json_exports_say_which_turns_were_rehearsals(
+    store: SessionStore, tmp_path: Path
+) -> None:
+    session = rehearsed_session(store, tmp_path)
+    md = to_markdown(session)
+    assert "## Turn 1: workflow default — completed (rehearsal)" in md
+    assert "*Rehearsal `calculator`: the real CLIs ran against a scripted model" in md
+    assert "(scripted by the rehearsal, nothing spent)" in md.split("## Turn 2")[0]
+    assert "rehearsal" not in md.split("## Turn 2")[1]
+    path, _ = export_session(session, tmp_path / "s.json")
+    data = json.loads(path.read_text())
+    assert [t["rehearsal"] for t in data["turns"]] == ["calculator", None, None]
+    assert SessionStore().import_file(path).turns[0].rehearsal == "calculator"
+
+
+def test_a_failed_turn_is_not_the_parent_of_a_followup(store: SessionStore, tmp_path: Path) -> None:
+    session = with_turn(store.current, tmp_path)
+    turn = session.begin_turn("now break it", workflow="default", workspace=tmp_path)
+    session.record_step(turn, StepResult("codex", False, text="", session_id="bad-thread"))
+    session.finish_turn(turn, "failed", error="boom")
+    decision = decide_followup("now add tests", session, workspace=tmp_path)
+    assert decision.followup and decision.previous == 1
+    prompt = session.followup_task("now add tests", workspace=tmp_path)
+    assert "Previous request: Write a.py" in prompt and "now break it" not in prompt
+    assert session.resume_ids_for(tmp_path) == {"claude": "native-claude"}
+    only_failed = store.new("other")
+    turn = only_failed.begin_turn("Write a.py", workflow="default", workspace=tmp_path)
+    only_failed.finish_turn(turn, "failed", error="refused")
+    decision = decide_followup("now add tests", only_failed, workspace=tmp_path)
+    assert not decision.followup
+    assert decision.reason == "turn 1 failed, and no earlier turn here finished"
+    forced = decide_followup("x", only_failed, force=True, workspace=tmp_path)
+    assert not forced.followup and forced.reason.startswith("--followup, but turn 1 failed")
