@@ -18,7 +18,7 @@ from typing import Any
 from IPython.core.error import UsageError
 
 from ..config import Settings
-from ..display import cost, tokens_pair
+from ..display import cost, number, tokens_pair
 from ..errors import OrchestratorError
 from ..publish import say
 from ..sessions import SessionStore
@@ -34,7 +34,7 @@ SUBCOMMANDS = (
     "session export [--format json|md|ipynb] PATH | import PATH | conversation on|off",
     "history",
     "config",
-    "metrics",
+    "metrics [--raw | --serve PORT]",
     "dashboard",
     "trust [PATH] | trust --show [PATH] | trust --forget [PATH]",
 )
@@ -134,6 +134,34 @@ def _find_dashboard() -> Callable[..., Any] | None:
     return found
 
 
+def metrics_view(summary: Any) -> Table:
+    """``%orchestrate metrics``: one line per agent; the raw series are behind ``--raw``."""
+    rows = []
+    for a in summary.agents:
+        errors = ", ".join(f"{n} {kind}" for kind, n in sorted((a.errors or {}).items()))
+        rows.append(
+            (
+                a.agent,
+                ", ".join(a.models) or "—",
+                number(a.calls),
+                tokens_pair(a.input_tokens, a.output_tokens),
+                number(a.cached_tokens),
+                cost(a.cost_usd),
+                errors or "0",
+            )
+        )
+    runs, bad = summary.runs, summary.runs_not_completed
+    title = (
+        f"metrics of this kernel: {number(runs)} run{'' if runs == 1 else 's'} "
+        f"({number(bad)} not completed), {number(summary.retries)} "
+        f"retr{'y' if summary.retries == 1 else 'ies'}"
+        + ("" if rows else "; no agent has run yet")
+        + " — every series: %orchestrate metrics --raw"
+    )
+    headers = ("agent", "model", "calls", "tokens in / out", "cached", "cost", "errors")
+    return Table(headers, rows, title)
+
+
 class Commands:
     """The subcommands, bound to a session store and a way to load the settings."""
 
@@ -215,24 +243,23 @@ class Commands:
         return Text("\n".join(lines))
 
     def do_metrics(self, rest: list[str]) -> Any:
-        try:
-            observe = importlib.import_module("orchestrator_nb.observe")
-        except ImportError:
-            observe = None
-        table = getattr(observe, "metrics_table", None)
-        if table is None or observe is None:
-            say("metrics are unavailable: this installation has no orchestrator_nb.observe")
-            return None
+        """Per agent: model, calls, tokens, cost, errors; ``--raw``: the Prometheus text."""
+        from ..observe import metrics as observe
+
+        if rest == ["--raw"]:
+            return Text(observe.get_metrics().exposition().decode("utf-8"))
         if rest:
             if len(rest) != 2 or rest[0] != "--serve" or not rest[1].isdigit():
-                raise UsageError("usage: %orchestrate metrics [--serve PORT]  (PORT 0: any free)")
+                raise UsageError(
+                    "usage: %orchestrate metrics [--raw | --serve PORT]  (PORT 0: any free)"
+                )
             global _METRICS_SERVER
             if _METRICS_SERVER is not None:  # one endpoint per kernel: the new port replaces it
                 _METRICS_SERVER.stop()
             _METRICS_SERVER = observe.serve_metrics(int(rest[1]))
             say(f"serving metrics at {_METRICS_SERVER.url} (127.0.0.1 only)")
             return None
-        return table()
+        return metrics_view(observe.usage_summary())
 
     def do_dashboard(self, rest: list[str]) -> Any:
         make = self.find_dashboard()

@@ -114,7 +114,10 @@ def _option(value: str) -> str:
 def magic_line(turn: Turn) -> str:
     """The ``%%orchestrate`` line that runs ``turn`` again as it ran."""
     parts = ["%%orchestrate"]
-    parts += ["-a", _option(turn.agent)] if turn.agent else ["-w", _option(turn.workflow or "default")]
+    if turn.agent:
+        parts += ["-a", _option(turn.agent)]
+    else:
+        parts += ["-w", _option(turn.workflow or "default")]
     if turn.workspace:
         parts += ["--workspace", _option(turn.workspace)]
     if turn.rehearsal:

@@ -456,8 +456,10 @@ def test_metrics_served_on_loopback_from_the_kernel(
     finally:
         commands._METRICS_SERVER.stop()
         commands._METRICS_SERVER = None
-    with pytest.raises(UsageError, match=r"metrics \[--serve PORT\]"):
+    with pytest.raises(UsageError, match=r"metrics \[--raw \| --serve PORT\]"):
         shell.run_line_magic("orchestrate", "metrics --serve everywhere")
+    raw = shell.run_line_magic("orchestrate", "metrics --raw")
+    assert "# TYPE orchestrator_tasks_total counter" in str(raw)
 
 
 def test_a_workflow_with_an_unknown_agent_is_refused_before_the_cell_starts(

@@ -13,7 +13,6 @@ from orchestrator_nb.errors import AgentError, ConfigError
 from orchestrator_nb.events import FileChange, StepResult, Usage
 from orchestrator_nb.notebook.export import export_session, format_for, to_markdown
 from orchestrator_nb.sessions import (
-    SCHEMA_VERSION,
     Session,
     SessionStore,
     atomic_write_text,
