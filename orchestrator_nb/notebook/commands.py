@@ -224,7 +224,8 @@ class Commands:
             u = t.usage
             tokens = tokens_pair(u.input_tokens, u.output_tokens)
             mark = "↪ " if t.followup else ""
-            row = (t.what, t.outcome, tokens, cost(u.cost_usd), mark + _clip(t.task))
+            spent = cost(u.cost_usd) + (" (rehearsal, scripted)" if t.rehearsal else "")
+            row = (t.what, t.outcome, tokens, spent, mark + _clip(t.task))
             rows.append((str(t.number), *row))
         title = f"session {session.name!r}: {len(rows)} turn(s)"
         return Table(("#", "ran", "outcome", "tokens in/out", "cost", "task"), rows, title)

@@ -182,7 +182,9 @@ def test_rehearsed_runs_in_a_notebook(tmp_path: Path) -> None:
     assert first and first == second
     exported = nbformat.read(tmp_path / "s.ipynb", as_version=4)
     nbformat.validate(exported)
-    assert exported.cells[3].source.startswith("%%orchestrate -w default\nWrite a small")
+    assert exported.cells[4].source.startswith(
+        f"%%orchestrate -w default --workspace {calc} --rehearse calculator --new\nWrite a small"
+    )
 
 
 async def test_kernel_interrupt_cancels_cleanly(tmp_path: Path) -> None:

@@ -402,3 +402,13 @@ def test_a_failed_turn_is_not_the_parent_of_a_followup(store: SessionStore, tmp_
     assert decision.reason == "turn 1 failed, and no earlier turn here finished"
     forced = decide_followup("x", only_failed, force=True, workspace=tmp_path)
     assert not forced.followup and forced.reason.startswith("--followup, but turn 1 failed")
+
+
+def test_history_says_which_turns_were_rehearsed(store: SessionStore, tmp_path: Path) -> None:
+    from orchestrator_nb.config import load_settings
+    from orchestrator_nb.notebook.commands import Commands
+
+    rehearsed_session(store, tmp_path)
+    lines = str(Commands(store, load_settings)("history")).splitlines()
+    assert "$0.0100 (rehearsal, scripted)" in lines[2]
+    assert "rehearsal" not in lines[3] and "$0.0100" in lines[3]
