@@ -48,6 +48,14 @@ class FileState:
     examined: int = 0  # turns of the session looked at so far (by index)
     # index of each turn written to this file -> (number, steps written, state fields)
     written: dict[int, tuple[int, int, tuple[Any, ...]]] = field(default_factory=dict)
+    running: set[int] = field(default_factory=set)  # of those, the ones not finished
+
+    def wrote(self, index: int, turn: Turn) -> None:
+        self.written[index] = (turn.number, len(turn.steps), _state(turn))
+        if turn.outcome == "running":
+            self.running.add(index)
+        else:
+            self.running.discard(index)
 
 
 def _line(record: dict[str, Any]) -> str:
@@ -90,15 +98,24 @@ def write_whole(session: Session, path: Path, where: str, same: Any) -> FileStat
     for index, turn in enumerate(session.turns):
         if same(turn):
             lines.append(_line({"record": "turn", "turn": turn.model_dump(mode="json")}))
-            state.written[index] = (turn.number, len(turn.steps), _state(turn))
+            state.wrote(index, turn)
     state.examined = len(session.turns)
     write_text(path, "".join(lines), redact=False)
     state.identity = _identity(path)
     return state
 
 
-def append_changes(session: Session, path: Path, where: str, state: FileState, same: Any) -> bool:
-    """Append what changed since ``state``; False when the file must be written whole."""
+def append_changes(
+    session: Session,
+    path: Path,
+    where: str,
+    state: FileState,
+    same: Any,
+    changed: Turn | None = None,
+) -> bool:
+    """Append what changed since ``state``: new turns, and the steps and state of turns still
+    running when last written or named as ``changed``. False when the file must be written
+    whole."""
     from .fsio import append_text
 
     turns = session.turns
@@ -114,10 +131,17 @@ def append_changes(session: Session, path: Path, where: str, state: FileState, s
     if _header_sig(session) != state.header:
         lines.append(_line(_header(session, where)))
         state.header = _header_sig(session)
-    # Only turns that can still change: the ones not finished when last written.
-    for index, (number, steps, fields) in list(state.written.items()):
-        if fields[0] != "running":
-            continue
+    # Only turns that can still change: the ones not finished when last written, and the one
+    # the caller changed; never a walk over the whole session.
+    check = set(state.running)
+    if changed is not None:
+        at = changed.number - 1
+        if not (0 <= at < len(turns) and turns[at] is changed):
+            return False
+        if at in state.written:
+            check.add(at)
+    for index in sorted(check):
+        number, steps, fields = state.written[index]
         turn = turns[index]
         if turn.number != number or len(turn.steps) < steps:
             return False
@@ -130,13 +154,13 @@ def append_changes(session: Session, path: Path, where: str, state: FileState, s
         if now != fields:
             values = dict(zip(_STATE_KEYS, now, strict=True))
             lines.append(_line({"record": "state", "turn": number, **values, "updated_at": stamp}))
-        state.written[index] = (number, len(turn.steps), now)
+        state.wrote(index, turn)
     for index in range(state.examined, len(turns)):
         turn = turns[index]
         if same(turn):
             dumped = turn.model_dump(mode="json")
             lines.append(_line({"record": "turn", "turn": dumped, "updated_at": stamp}))
-            state.written[index] = (turn.number, len(turn.steps), _state(turn))
+            state.wrote(index, turn)
     state.examined = len(turns)
     if lines:
         append_text(path, "".join(lines), fsync=True, redact=False)

@@ -446,7 +446,7 @@ class Session(BaseModel):
         with self._lock:
             record = StepRecord.from_result(result, _stamp(self._clock))
             turn.steps.append(record)
-            self._touch(turn.workspace)
+            self._touch(turn.workspace, turn)
         return record
 
     def finish_turn(
@@ -457,16 +457,16 @@ class Session(BaseModel):
             turn.error = error
             turn.run_id = run_id or turn.run_id
             turn.finished_at = _stamp(self._clock)
-            self._touch(turn.workspace)
+            self._touch(turn.workspace, turn)
 
     def reset(self) -> None:
         with self._lock:
             self.turns.clear()
             self._touch()
 
-    def _touch(self, workspace: str | None = None) -> None:
+    def _touch(self, workspace: str | None = None, turn: Turn | None = None) -> None:
         self.updated_at = _stamp(self._clock)
-        self.autosave(workspace)
+        self.autosave(workspace, changed=turn)
 
     # -- files ----------------------------------------------------------------------------
 
@@ -476,7 +476,7 @@ class Session(BaseModel):
             return None
         return Path(self.workspace) / SESSIONS_DIR / f"{self.id}.json"
 
-    def autosave(self, workspace: str | None = None) -> Path | None:
+    def autosave(self, workspace: str | None = None, *, changed: Turn | None = None) -> Path | None:
         """Save this workspace's turns to it (default: the current workspace).
 
         A workspace's file holds only the turns run in it: another folder's tasks and diffs
@@ -497,7 +497,9 @@ class Session(BaseModel):
             key = str(path)
             state = self._files.pop(key, None)
             try:
-                if state is None or not append_changes(self, path, str(where), state, here):
+                if state is None or not append_changes(
+                    self, path, str(where), state, here, changed
+                ):
                     state = write_whole(self, path, str(where), here)
             except OSError as exc:
                 # The next save writes the file whole again: nothing is appended after a

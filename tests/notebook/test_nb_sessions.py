@@ -157,6 +157,8 @@ def test_autosave_after_every_step_appends_one_record(store: SessionStore, tmp_p
     assert saved.id == session.id and len(saved.turns[0].steps) == 1
     assert saved.turns[0].outcome == "completed" and saved.turns[0].run_id == "r1"
     assert saved.updated_at == session.updated_at
+    session.record_step(turn, step(text="late"))  # a step of a finished turn is kept too
+    assert [s.text for s in Session.load(path).turns[0].steps] == ["done", "late"]
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temp files left
 
 
