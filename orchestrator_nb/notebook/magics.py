@@ -69,11 +69,26 @@ _line_cell_magic: Any = line_cell_magic
 _OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     (("-w", "--workflow"), {"metavar": "NAME", "help": "Workflow to run (default: default)."}),
     (("-a", "--agent"), {"metavar": "NAME", "help": "Run this one agent instead of a workflow."}),
-    (("--workspace",), {"metavar": "PATH", "help": "Folder the agents work in (default: cwd)."}),
+    (
+        ("--workspace",),
+        {
+            "metavar": "PATH",
+            "help": "Folder the agents work in (default: cwd; made if its parent exists).",
+        },
+    ),
     (("-s", "--session"), {"metavar": "NAME", "help": "Record in this session (made if new)."}),
-    (("--followup",), {"action": "store_true", "help": "Continue the session's last turn."}),
+    (
+        ("--followup",),
+        {"action": "store_true", "help": "Continue the last finished turn in this workspace."},
+    ),
     (("--new",), {"action": "store_true", "help": "Run on its own, even if it looks like more."}),
-    (("--rehearse",), {"metavar": "SCENARIO", "help": "Run offline against a scripted model."}),
+    (
+        ("--rehearse",),
+        {
+            "metavar": "SCENARIO",
+            "help": "The real CLIs, offline, against a scripted model: no cost.",
+        },
+    ),
     (("--dry-run",), {"action": "store_true", "help": "Show the plan; run nothing."}),
     (
         ("--max-iterations",),
