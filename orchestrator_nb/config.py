@@ -328,13 +328,15 @@ def check_agents(
     the workflow, step, agent and the known agents, not when a run reaches the step."""
     from .workflow.models import AgentStep, iter_steps
 
+    # A step may also name a role where the settings define roles (each a list of agents).
+    names = set(settings.agents) | set(getattr(settings, "roles", None) or ())
     for name, workflow in settings.workflows.items():
         for step in iter_steps(workflow.steps):
             if not isinstance(step, AgentStep):
                 continue
             agents = step.agent if isinstance(step.agent, (list, tuple)) else [step.agent]
             for agent in agents:
-                if agent in settings.agents:
+                if agent in names:
                     continue
                 known = ", ".join(sorted(settings.agents)) or "none"
                 path, line, key = _where_step(layers or [], name, step.id)
