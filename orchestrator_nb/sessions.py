@@ -602,12 +602,12 @@ def rehearsal_label(rehearsal: Any) -> str | None:
         return scenario
     found = scenario if scenario is not None else rehearsal
     name, source = getattr(found, "name", None), getattr(found, "source", None)
-    if isinstance(name, str) and isinstance(source, str) and source:
+    if isinstance(name, str) and isinstance(source, str) and os.path.isfile(source):
         from .rehearsal.scenario import shipped_scenarios
 
         shipped = shipped_scenarios().get(name)
         return name if shipped is not None and str(shipped) == source else source
-    return str(name) if name else "rehearsal"
+    return str(name) if name else "rehearsal"  # built in code: its name, as a reminder
 
 
 def atomic_write_text(path: Path, text: str) -> Path:

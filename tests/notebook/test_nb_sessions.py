@@ -414,3 +414,17 @@ def test_history_says_which_turns_were_rehearsed(store: SessionStore, tmp_path: 
     lines = str(Commands(store, load_settings)("history")).splitlines()
     assert "$0.0100 (rehearsal, scripted)" in lines[2]
     assert "rehearsal" not in lines[3] and "$0.0100" in lines[3]
+
+
+def test_a_turn_records_its_rehearsal_as_the_magic_would_take_it(tmp_path: Path) -> None:
+    from orchestrator_nb.rehearsal.scenario import load_scenario, parse_scenario
+    from orchestrator_nb.sessions import rehearsal_label
+
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("turns: [{say: hi}]\n")
+    assert rehearsal_label(None) is None
+    assert rehearsal_label("calculator") == "calculator"
+    assert rehearsal_label(mine) == str(mine)
+    assert rehearsal_label(load_scenario("calculator")) == "calculator"  # shipped: by name
+    assert rehearsal_label(load_scenario(str(mine))) == str(mine)  # a file: by its path
+    assert rehearsal_label(parse_scenario("turns: [{say: hi}]\n")) == "scenario"
