@@ -119,6 +119,10 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message}")
 
 
+def _turns(n: int) -> str:
+    return f"{n} turn" if n == 1 else f"{n} turns"
+
+
 def _clip(text: str, n: int = 60) -> str:
     first = " ".join(text.split())
     return first if len(first) <= n else first[: n - 1] + "…"
@@ -227,7 +231,7 @@ class Commands:
             spent = cost(u.cost_usd) + (" (rehearsal, scripted)" if t.rehearsal else "")
             row = (t.what, t.outcome, tokens, spent, mark + _clip(t.task))
             rows.append((str(t.number), *row))
-        title = f"session {session.name!r}: {len(rows)} turn(s)"
+        title = f"session {session.name!r}: {_turns(len(rows))}"
         return Table(("#", "ran", "outcome", "tokens in/out", "cost", "task"), rows, title)
 
     def do_config(self, rest: list[str]) -> Text:
@@ -321,7 +325,7 @@ class Commands:
         if len(rest) != 1:
             raise UsageError("usage: %orchestrate session switch NAME")
         session = self.store.switch(rest[0])
-        say(f"current session: {session.name!r} ({len(session.turns)} turn(s))")
+        say(f"current session: {session.name!r} ({_turns(len(session.turns))})")
 
     def _session_show(self, rest: list[str]) -> Text:
         session = self.store.get(rest[0]) if rest else self.store.current
@@ -334,7 +338,7 @@ class Commands:
         session = self.store.current
         n = len(session.turns)
         session.reset()
-        say(f"session {session.name!r} reset: {n} turn(s) removed")
+        say(f"session {session.name!r} reset: {_turns(n)} removed")
 
     def _session_conversation(self, rest: list[str]) -> None:
         if rest not in (["on"], ["off"]):
@@ -351,13 +355,13 @@ class Commands:
         args = parser.parse_args(rest)
         session = self.store.current
         path, fmt = export_session(session, args.path, args.format)
-        say(f"exported session {session.name!r} ({len(session.turns)} turn(s)) as {fmt} to {path}")
+        say(f"exported session {session.name!r} ({_turns(len(session.turns))}) as {fmt} to {path}")
 
     def _session_import(self, rest: list[str]) -> None:
         if len(rest) != 1:
             raise UsageError("usage: %orchestrate session import PATH")
         session = self.store.import_file(Path(rest[0]).expanduser())
-        say(f"imported session {session.name!r} ({len(session.turns)} turn(s)); it is now current")
+        say(f"imported session {session.name!r} ({_turns(len(session.turns))}); it is now current")
 
 
 __all__ = ["KNOWN", "SUBCOMMANDS", "Commands", "Table", "Text", "usage"]

@@ -172,7 +172,7 @@ def test_rehearsed_runs_in_a_notebook(tmp_path: Path) -> None:
     assert result_of(cells[5]).data["text/plain"] == one["text/plain"]
 
     history = result_of(cells[6]).data["text/plain"]
-    assert "session 'default': 4 turn(s)" in history
+    assert "session 'default': 4 turns" in history
     assert "3  workflow default  completed" in history
     imported = result_of(cells[7]).data["text/plain"]
     assert imported == history
