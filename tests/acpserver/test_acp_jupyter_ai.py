@@ -176,7 +176,7 @@ def test_the_chat_persona_runs_a_rehearsed_workflow_and_shows_steps_and_diffs(
             page.keyboard.press("Enter")
 
             chat = page.locator(".jp-chat-messages-container")
-            expect(chat).to_contain_text("workflow default: completed", timeout=240_000)
+            expect(chat).to_contain_text("workflow default (rehearsal): completed", timeout=240_000)
             for label in ("[implement · codex]", "[review #1 · gemini]", "[refine #1 · claude]"):
                 expect(chat).to_contain_text(label)
             # Each step's files arrive as a finished edit with its diffs shown.

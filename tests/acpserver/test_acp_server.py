@@ -115,7 +115,7 @@ async def test_default_workflow_streams_plan_chunks_tool_calls_usage_then_stops(
     labels.append("[review #2 · gemini]")
     positions = [text.index(label) for label in labels]
     assert positions == sorted(positions)
-    assert "workflow default: completed" in text  # the closing summary
+    assert "workflow default (rehearsal): completed in " in text  # the closing summary
 
     # Tool calls: the agents' own (started, then updated), and each step's files as diffs.
     starts = rec.of(ToolCallStart)
@@ -443,7 +443,8 @@ async def test_a_failed_run_ends_the_turn_saying_why(repo: Path) -> None:
     assert meta["outcome"] == "failed" and "step implement failed" in meta["error"]
     text = rec.text()
     assert "✗ " in text  # the failed step says so under its label
-    assert "workflow quick: failed" in text and "error: step implement failed" in text
+    assert "workflow quick (rehearsal): failed after " in text
+    assert "error: step implement failed" in text
     plan = rec.of(AgentPlanUpdate)[-1].entries
     assert [(e.content, e.status) for e in plan] == [
         ("implement — codex (failed: rate_limit)", "completed")

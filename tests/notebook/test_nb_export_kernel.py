@@ -85,6 +85,6 @@ def test_an_exported_rehearsal_reruns_as_a_rehearsal_in_its_folder(tmp_path: Pat
     execute(again, elsewhere)  # opened from another folder: the cell still works in `ws`
     assert not any(outputs(c, "error") for c in again.cells if c.cell_type == "code")
     (result,) = outputs(again.cells[2], "execute_result")
-    assert result.startswith("workflow agent:claude: completed")
+    assert result.startswith("workflow agent:claude (rehearsal): completed in ")
     assert (ws / "hello.txt").read_text() == "hi\n"
     assert list(elsewhere.iterdir()) == []  # nothing ran in the notebook's own folder
