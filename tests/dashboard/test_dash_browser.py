@@ -273,6 +273,9 @@ def test_notebook_timer_result_markdown_and_no_log_lines_in_jupyterlab(tmp_path:
             page = browser.new_page(viewport={"width": 1400, "height": 1500})
             page.goto(f"{base}/lab/tree/cell.ipynb?token={token}")
             page.locator(".jp-Notebook .jp-Cell .cm-content").first.click(timeout=60_000)
+            # Keys pressed while the kernel still starts can be lost: wait until it is idle.
+            idle = page.locator(".jp-StatusBar-TextItem").filter(has_text=re.compile(r"\| Idle"))
+            expect(idle.first).to_be_visible(timeout=60_000)
             for _ in NOTEBOOK_CELLS:
                 page.keyboard.press("Shift+Enter")  # run every cell, as a user would
             cell = page.locator(".jp-Notebook .jp-Cell")
