@@ -173,7 +173,9 @@ def waiting_for(step: _Step, now: float) -> str:
         since, delay, reason = step.retry
         left = since + delay - now
         if left > 0:
-            why = " after a rate limit" if reason.startswith("rate_limit") else ""
+            # The engine names the kind ("rate_limit: ..."); a CLI its status ("... (429)").
+            limited = any(m in reason.lower() for m in ("rate_limit", "rate limit", "429"))
+            why = " after a rate limit" if limited else ""
             return f"retrying{why} in {max(1, round(left))}s"
         return STARTING  # the next attempt starts a new process
     return step.phase

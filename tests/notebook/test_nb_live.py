@@ -275,6 +275,9 @@ def test_a_step_says_what_it_waits_for(t: FakeTime) -> None:
     live(agent_event(RetryEvent(3, "exit 1: crashed", 2.0)))
     t.advance(0.2)
     assert header(sink).split(" · ")[3] == "retrying in 2s"
+    live(agent_event(RetryEvent(1, "overloaded_error (429)", 5.0)))  # claude's own retry
+    t.advance(0.2)
+    assert header(sink).split(" · ")[3] == "retrying after a rate limit in 5s"
 
 
 def test_a_gate_says_it_waits_for_approval(t: FakeTime) -> None:
