@@ -202,6 +202,21 @@ def diff_html(diff: str, *, fold_lines: int = FOLD_LINES) -> str:
     return "".join(file_diff_html(f, fold_lines=fold_lines) for f in split_files(diff))
 
 
+# -- agents that passed a step on -----------------------------------------------------------------
+
+_WHY = {"not_installed": "is not installed", "auth": "is not logged in"}
+
+
+def fallback_line(from_agent: str, to_agent: str, kind: str) -> str:
+    """``codex is not installed: claude took the step`` (the live cell and the summary)."""
+    return f"{from_agent} {_WHY.get(kind, f'failed ({kind})')}: {to_agent} took the step"
+
+
+def passed_over_text(agent: str, kind: str, reason: str) -> str:
+    """One agent of an exhausted role list: ``codex is not installed (reason)``."""
+    return f"{agent} {_WHY.get(kind, f'failed ({kind})')} ({reason})"
+
+
 # -- results -------------------------------------------------------------------------------------
 
 
