@@ -47,6 +47,12 @@ def number(value: float) -> str:
     return f"{int(value):,}"
 
 
+def plural(count: float, word: str, words: str | None = None) -> str:
+    """``1 turn``, ``2 turns``, ``9,600 files``: the count and the word it takes."""
+    n = int(count)
+    return f"{number(n)} {word if n == 1 else (words or word + 's')}"
+
+
 def cost(value: float | None) -> str:
     """``$0.0123``, or "not reported" when the CLI gave no cost."""
     return NOT_REPORTED if value is None else f"${value:.4f}"
