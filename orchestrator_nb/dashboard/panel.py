@@ -55,6 +55,7 @@ from .progress import AgentTabs, Progress, error_html, section_html, status_html
 from .runs import build_request, start_run
 from .tabs import OutputTabs
 from .trust import TrustRow
+from .where import WorkspaceField
 
 Finished = Callable[[WorkflowResult], object]
 
@@ -139,26 +140,14 @@ class Dashboard(HasTraits):
         c.conversation.observe(self._dispatch.wrap("conversation", self._conversation), "value")
         self.dismiss.on_click(self._dispatch.wrap("dismiss", self.dismiss_error))
         self.observe(self._dispatch.wrap("buttons", self._buttons), ["running"])
-        self.workspace_field = flexible(
-            widgets.Text(
-                value=str(self.workspace),
-                description="Workspace",
-                continuous_update=False,  # a folder is opened on Enter, not per keystroke
-                tooltip="the folder the agents work in; type another and press Enter",
-            ),
-            "320px",
-            grow=4,
-        )
-        self.workspace_field.style.description_width = "72px"
-        self.workspace_field.observe(
-            self._dispatch.wrap("workspace", self._workspace_typed), "value"
-        )
-        header = row([html_widget("<b>orchestrator-nb</b>&nbsp;"), self.workspace_field])
+        self.where = WorkspaceField(self.workspace, self._open, self._dispatch.wrap)
+        self.workspace_field = self.where.field
         agents_row = row([widgets.HTML("<b>Agents</b>&nbsp;"), self.lights.box])
         self.trust_row.button.on_click(self._dispatch.wrap("trust", self.trust_row.trust))
         self.widget = widgets.VBox(
             [
-                header,
+                self.where.header,
+                self.where.box,
                 c.box,
                 agents_row,
                 self.trust_row.box,
@@ -444,16 +433,6 @@ class Dashboard(HasTraits):
             c.followup_button.disabled = self.running
             c.stop.disabled = not self.running
 
-    def _workspace_typed(self) -> None:
-        typed = self.workspace_field.value.strip()
-        if typed == str(self.workspace):
-            return
-        try:
-            self._open(typed)
-        except Exception:
-            set_value(self.workspace_field, str(self.workspace))  # it shows where the panel is
-            raise
-
     def _open(self, path: str | os.PathLike[str]) -> Path:
         if self.running:
             raise RuntimeError("a run is in progress: Stop it, or wait for it to finish")
@@ -472,7 +451,7 @@ class Dashboard(HasTraits):
         if self._check_agents:
             self.lights.refresh()
         self._reset_view()
-        set_value(self.workspace_field, str(root))
+        self.where.opened(root)
         self._throttle.now()
         return root
 

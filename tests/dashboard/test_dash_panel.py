@@ -454,7 +454,8 @@ async def test_changed_files_are_listed_after_each_step(
     d.controls.workflow.value = "pair"  # one.txt by the first step; the second waits for `go`
     d.run_clicked()
     deadline = time.monotonic() + 30
-    while not d.changes.rows and time.monotonic() < deadline:
+    # Rendered from the run's thread: wait for the last thing a render sets, the diff.
+    while "+one" not in d.changes.diff_view.value and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
     assert d.running, "the second step must still be waiting"
     assert d.changes.state() == [{"path": "one.txt", "kind": "added", "state": "changed"}]
