@@ -298,7 +298,15 @@ class StepResult:
         )
         if self.iteration:
             name += f" #{self.iteration}"
-        return f"{name}: {status}, {usage_line(self.usage)}"
+        line = f"{name}: {status}, {usage_line(self.usage)}"
+        if self.passed_over:  # which agent took the step, and why the ones before did not
+            from .display import fallback_line
+
+            takers = [p.agent for p in self.passed_over[1:]] + [self.agent]
+            pairs = zip(self.passed_over, takers, strict=True)
+            notes = (fallback_line(p.agent, t, p.kind) for p, t in pairs)
+            line += " — " + "; ".join(notes)
+        return line
 
     def __str__(self) -> str:
         lines = [self._summary_line()]

@@ -416,6 +416,8 @@ def test_no_row_is_wider_than_a_default_jupyterlab_cell(fake_workspace: Path) ->
         assert not width.endswith("px") or int(width[:-2]) <= 200, (w, width)
         if isinstance(w, widgets.HBox):  # every row wraps instead of widening the panel
             assert w.layout.flex_flow == "row wrap", w
+    # The class the browser test measures (scrollWidth <= clientWidth) by.
+    assert "orchestrator-dashboard" in d.widget._dom_classes
     for html_value in (d.progress_html.value, d.history.table.value):
         assert "overflow-x:auto" in html_value  # tables scroll inside their own box
 

@@ -147,6 +147,9 @@ async def test_an_agent_that_is_not_installed_passes_the_step_to_the_next(agents
         "not_installed",
     )
     assert [r["agent"] for r in _audit(agents.ws, "step_finished")] == ["good"]
+    # The summary the cell keeps once the live areas are gone says it too.
+    assert "implement (good): ok" in str(result)
+    assert "— missing is not installed: good took the step" in str(result)
     journal = agents.ws / ".orchestrator" / "runs" / result.run_id
     text = "".join(p.read_text() for p in journal.rglob("*.json*"))
     assert '"passed_over"' in text and '"missing"' in text
