@@ -316,7 +316,42 @@ def load_settings(
         raise validation_error(exc, "keyword arguments", None, ConfigError) from None
     settings._trust = decided
     settings._ignored = ignored
+    if not ignored:  # a listing of an untrusted folder leaves its own agents out on purpose
+        _check_agent_lists(settings, layers)
     return settings
+
+
+def _check_agent_lists(
+    settings: Settings, layers: list[tuple[Path, Any, yaml.Node | None]]
+) -> None:
+    """Refuse, at load, a role's agent list that names an agent nobody configured: it would
+    only be found out when the agents before it fail, in the middle of a run."""
+    from .workflow.models import AgentStep, iter_steps
+
+    for name, flow in settings.workflows.items():
+        for step in iter_steps(flow.steps):
+            unknown = [a for a in getattr(step, "fallback", []) if a not in settings.agents]
+            if not isinstance(step, AgentStep) or not unknown:
+                continue
+            loc: tuple[int | str, ...] = ("workflows", name)
+            if step.role in flow.roles:
+                loc = (*loc, "roles", step.role)
+            file, node = next(
+                (
+                    (f, n)
+                    for f, data, n in reversed(layers)
+                    if isinstance(data, dict) and name in (data.get("workflows") or {})
+                ),
+                (None, None),
+            )
+            known = ", ".join(sorted(settings.agents)) or "none"
+            raise ConfigError(
+                f"step {step.id}: unknown agent {unknown[0]!r} in its list (known: {known})",
+                path=str(file) if file else None,
+                line=_line_of(node, loc),
+                key=".".join(map(str, loc)),
+                hint=f"add it under `agents:` in ./{USER_CONFIG_NAME}, or take it off the list",
+            )
 
 
 def agent_config(settings: Settings, name: str) -> AgentConfig:

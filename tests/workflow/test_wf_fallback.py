@@ -229,6 +229,23 @@ def test_bad_roles_are_refused_when_the_file_is_loaded(
     assert str(path) in str(caught.value)
 
 
+def test_an_unknown_agent_in_a_list_is_refused_when_the_file_is_loaded(tmp_path: Path) -> None:
+    path = tmp_path / "orchestrator.yaml"
+    path.write_text(
+        "workflows:\n"
+        "  mine:\n"
+        "    roles:\n"
+        "      writer: [claude, nobody]\n"
+        "    steps:\n"
+        "      - {id: s, role: writer}\n"
+    )
+    with pytest.raises(ConfigError, match="step s: unknown agent 'nobody' in its list") as caught:
+        load_settings(path)
+    error = caught.value
+    assert error.path == str(path) and error.key == "workflows.mine.roles.writer"
+    assert error.line == 4 and "codex" in str(error)
+
+
 def test_shipped_workflows_keep_their_first_agents_and_name_the_others() -> None:
     flows = load_settings(cwd=Path(__file__).parent).workflows
     implement = flows["default"].steps[0]
