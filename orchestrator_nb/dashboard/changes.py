@@ -125,7 +125,7 @@ class ChangesPanel:
         self.summary = html_widget(f'<span style="color:{_GREY}">no changes yet</span>')
         self.list = column([])
         self.diff_view = widgets.HTML(
-            "", layout=widgets.Layout(max_height="420px", width="100%", min_width="0")
+            "", layout=widgets.Layout(max_height="420px", width="auto", min_width="0")
         )
         self.diff_view.layout.overflow = "auto"
         self.confirm_html = html_widget("")

@@ -129,7 +129,7 @@ class Controls:
         self.task = widgets.Textarea(
             value=task,
             placeholder="What should the agents do? e.g. Create hello.txt saying hi",
-            layout=widgets.Layout(width="100%", min_width="0", height="64px"),
+            layout=widgets.Layout(width="auto", min_width="0", height="64px"),
         )
         choices = [(s, s) for s in scenarios]
         if rehearsal and rehearsal not in scenarios:
@@ -205,7 +205,7 @@ class Controls:
                 row([self.run, self.stop, self.status]),
                 row([self.followup, self.followup_button]),
             ],
-            layout=widgets.Layout(width="100%", min_width="0"),
+            layout=widgets.Layout(width="auto", min_width="0"),
         )
 
     def use(self, settings: Settings, workflow: str | None = None) -> None:

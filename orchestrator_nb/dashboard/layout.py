@@ -3,7 +3,9 @@
 JupyterLab gives an output area about 800 px at its default width, less with the side bar open.
 Every row of the panel is a wrapping flex box, every widget may shrink (``min_width="0"``,
 widths as flex bases rather than fixed sizes), and what cannot wrap (tables, diffs) scrolls
-inside its own box, so the panel itself never shows a horizontal scrollbar.
+inside its own box, so the panel itself never shows a horizontal scrollbar. Nothing is
+``width: 100%``: widgets keep a 2 px margin, which 100% would add on top of the panel's width;
+a box in a column stretches to the column's width by itself.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ def row(children: list[Any], **layout: Any) -> Any:
     return widgets.HBox(
         children,
         layout=widgets.Layout(
-            width="100%", min_width="0", flex_flow="row wrap", align_items="center", **layout
+            width="auto", min_width="0", flex_flow="row wrap", align_items="center", **layout
         ),
     )
 
@@ -29,7 +31,7 @@ def row(children: list[Any], **layout: Any) -> Any:
 def column(children: list[Any], **layout: Any) -> Any:
     import ipywidgets as widgets
 
-    return widgets.VBox(children, layout=widgets.Layout(width="100%", min_width="0", **layout))
+    return widgets.VBox(children, layout=widgets.Layout(width="auto", min_width="0", **layout))
 
 
 def flexible(widget: Any, basis: str, *, grow: int = 1) -> Any:

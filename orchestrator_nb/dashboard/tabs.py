@@ -23,7 +23,7 @@ class OutputTabs:
         import ipywidgets as widgets
 
         self.areas = areas
-        self.tab = widgets.Tab([], layout=widgets.Layout(width="100%", min_width="0"))
+        self.tab = widgets.Tab([], layout=widgets.Layout(width="auto", min_width="0"))
         self._outs: dict[str, Any] = {}
         self.agents: tuple[str, ...] = ()
         self.running: str | None = None  # the agent whose tab is to be shown
