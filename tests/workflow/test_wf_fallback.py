@@ -7,6 +7,7 @@ plain-text CLI behind the `command` driver.
 
 from __future__ import annotations
 
+import io
 import json
 import stat
 import sys
@@ -17,6 +18,7 @@ import pytest
 import yaml
 
 from orchestrator_nb import trust_store
+from orchestrator_nb.cli import StepPrinter
 from orchestrator_nb.config import AgentConfig, Settings, load_settings
 from orchestrator_nb.errors import ConfigError
 from orchestrator_nb.lifecycle import AgentFallback, LifecycleEvent, StepFinished
@@ -133,6 +135,9 @@ async def test_an_agent_that_is_not_installed_passes_the_step_to_the_next(agents
     assert [(f.from_agent, f.to_agent, f.kind) for f in fallbacks] == [
         ("missing", "good", "not_installed")
     ]
+    printed = io.StringIO()  # what `orchestrator-nb exec` prints on stderr
+    StepPrinter(printed)(fallbacks[0])
+    assert printed.getvalue() == "[implement] missing is not installed: good took the step\n"
     finished = [e for e in events if isinstance(e, StepFinished)]
     assert [e.agent for e in finished] == ["good"]
     # The cell says which agent took the step, and why.
