@@ -19,8 +19,6 @@ Tests (and users) drive it from Python: ``run_clicked()``, ``stop_clicked()``,
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
 import threading
 import time
@@ -52,7 +50,7 @@ from .dispatch import Dispatcher, Throttle, batched, set_if_changed, walk
 from .history import HistoryPanel, metrics_summary
 from .layout import flexible, row, scroll_x
 from .progress import AgentTabs, Progress, error_html, section_html, status_html
-from .runs import build_request, start_run
+from .runs import build_request, join, start_run, wait_for
 from .tabs import OutputTabs
 from .trust import TrustRow
 from .where import WorkspaceField
@@ -236,11 +234,7 @@ class Dashboard(HasTraits):
         run = self._run
         if run is None:
             return None
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not run.done():
-            if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"the run did not finish within {timeout}s")
-            await asyncio.sleep(0.05)
+        await wait_for(run, timeout)
         return self._settled(run)
 
     def join(self, timeout: float | None = None) -> WorkflowResult | None:
@@ -248,10 +242,7 @@ class Dashboard(HasTraits):
         run = self._run
         if run is None:
             return None
-        with contextlib.suppress(Exception):  # the error is shown in the panel
-            run.result(timeout)
-        if not run.done():
-            raise TimeoutError(f"the run did not finish within {timeout}s")
+        join(run, timeout)
         return self._settled(run)
 
     def _settled(self, run: Run) -> WorkflowResult | None:
