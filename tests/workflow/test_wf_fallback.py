@@ -24,7 +24,7 @@ from orchestrator_nb.errors import ConfigError
 from orchestrator_nb.lifecycle import AgentFallback, LifecycleEvent, StepFinished
 from orchestrator_nb.notebook.live import LiveDisplay
 from orchestrator_nb.observe.audit import AUDIT_FILE, AuditTrail
-from orchestrator_nb.workflow import arun
+from orchestrator_nb.workflow import Engine, arun
 from orchestrator_nb.workflow.engine import apply_overrides
 from orchestrator_nb.workflow.models import Workflow
 
@@ -36,6 +36,7 @@ def _replaying(path: Path, transcript: str, exit_code: int) -> Path:
     """A claude stand-in that replays ``transcript`` (its own FAKE_* settings, not the test's)."""
     env = {"FAKE_MODE": "replay", "FAKE_SCRIPT": str(TRANSCRIPTS / transcript)}
     env["FAKE_EXIT"] = str(exit_code)
+    env["FAKE_VERSION"] = "2.1.332 (Claude Code)"  # a genuine claude, when it is checked
     path.write_text(
         f"#!{sys.executable}\nimport os, runpy\nos.environ.update({env!r})\n"
         f"runpy.run_path({str(FAKES / 'fake_agent.py')!r}, run_name='__main__')\n"
@@ -169,6 +170,19 @@ async def test_an_agent_that_is_not_logged_in_passes_the_step_to_the_next(agents
     assert "Not logged in" in step.passed_over[0].reason
     (area,) = sink.areas.values()
     assert "noauth is not logged in: good took the step" in area["text/plain"]
+
+
+async def test_a_shared_engine_keeps_passing_steps_on_past_the_breakers_threshold(
+    agents: Agents,
+) -> None:
+    settings = agents.settings("noauth", "good")
+    engine = Engine(settings)  # a batch's tasks share one engine, and its breakers
+    runs = settings.limits.breaker_threshold + 2
+    for n in range(runs):
+        result = await engine.run(f"task {n}", "flow", workspace=agents.ws)
+        assert result.ok, (n, result.error)
+        assert result.steps[0].agent == "good"
+    assert engine.breakers.get("noauth").state == "closed"
 
 
 async def test_a_rate_limit_does_not_pass_the_step_on(agents: Agents) -> None:
