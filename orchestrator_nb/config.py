@@ -314,44 +314,90 @@ def load_settings(
         settings = Settings.model_validate(merged)
     except ValidationError as exc:
         raise validation_error(exc, "keyword arguments", None, ConfigError) from None
+    if not ignored:  # a listing that dropped a workspace's agents still lists its workflows
+        check_agents(settings, layers)
     settings._trust = decided
     settings._ignored = ignored
-    if not ignored:  # a listing of an untrusted folder leaves its own agents out on purpose
-        _check_agent_lists(settings, layers)
     return settings
 
 
-def _check_agent_lists(
-    settings: Settings, layers: list[tuple[Path, Any, yaml.Node | None]]
+def check_agents(
+    settings: Settings, layers: list[tuple[Path, Any, yaml.Node | None]] | None = None
 ) -> None:
-    """Refuse, at load, a role's agent list that names an agent nobody configured: it would
-    only be found out when the agents before it fail, in the middle of a run."""
+    """Every agent a workflow step names is configured: refused when the file is loaded, with
+    the workflow, step, agent and the known agents, not when a run reaches the step."""
     from .workflow.models import AgentStep, iter_steps
 
-    for name, flow in settings.workflows.items():
-        for step in iter_steps(flow.steps):
-            unknown = [a for a in getattr(step, "fallback", []) if a not in settings.agents]
-            if not isinstance(step, AgentStep) or not unknown:
+    # A workflow's roles are resolved into each step's agent and fallback when it is loaded
+    # (workflow/models.py), so every name here is an agent's.
+    names = set(settings.agents)
+    for name, workflow in settings.workflows.items():
+        for step in iter_steps(workflow.steps):
+            if not isinstance(step, AgentStep):
                 continue
-            loc: tuple[int | str, ...] = ("workflows", name)
-            if step.role in flow.roles:
-                loc = (*loc, "roles", step.role)
-            file, node = next(
-                (
-                    (f, n)
-                    for f, data, n in reversed(layers)
-                    if isinstance(data, dict) and name in (data.get("workflows") or {})
-                ),
-                (None, None),
-            )
-            known = ", ".join(sorted(settings.agents)) or "none"
-            raise ConfigError(
-                f"step {step.id}: unknown agent {unknown[0]!r} in its list (known: {known})",
-                path=str(file) if file else None,
-                line=_line_of(node, loc),
-                key=".".join(map(str, loc)),
-                hint=f"add it under `agents:` in ./{USER_CONFIG_NAME}, or take it off the list",
-            )
+            # The step's agent, then its role's others (a fallback found out mid-run otherwise).
+            for agent in [step.agent, *step.fallback]:
+                if agent in names:
+                    continue
+                known = ", ".join(sorted(settings.agents)) or "none"
+                path, line, key = _where_step(layers or [], name, step.id)
+                if agent != step.agent:
+                    path, line, key = _where_role(layers or [], workflow, name, step)
+                raise ConfigError(
+                    f"workflow {name!r}, step {step.id!r}: unknown agent {agent!r} "
+                    f"(known: {known})",
+                    path=path,
+                    line=line,
+                    key=key,
+                    hint=f"name a known agent, or add {agent!r} under `agents:` "
+                    "with `driver: command`",
+                )
+
+
+def _where_step(
+    layers: list[tuple[Path, Any, yaml.Node | None]], workflow: str, step_id: str
+) -> tuple[str | None, int | None, str | None]:
+    """The file, line and key of a workflow step: in the last layer that defines it."""
+    for file, data, node in reversed(layers):
+        flows = data.get("workflows") if isinstance(data, dict) else None
+        if not isinstance(flows, dict) or not isinstance(flows.get(workflow), dict):
+            continue
+        loc = _step_loc(flows[workflow].get("steps"), step_id, ("workflows", workflow, "steps"))
+        if loc is not None:
+            loc = (*loc, "agent")
+            return str(file), _line_of(node, loc), ".".join(str(p) for p in loc)
+    return None, None, f"workflows.{workflow}"
+
+
+def _where_role(
+    layers: list[tuple[Path, Any, yaml.Node | None]], flow: Any, workflow: str, step: Any
+) -> tuple[str | None, int | None, str | None]:
+    """The file, line and key of the role list a step's fallback agents come from."""
+    loc: tuple[int | str, ...] = ("workflows", workflow)
+    if step.role in flow.roles:
+        loc = (*loc, "roles", step.role)
+    for file, data, node in reversed(layers):
+        flows = data.get("workflows") if isinstance(data, dict) else None
+        if isinstance(flows, dict) and isinstance(flows.get(workflow), dict):
+            return str(file), _line_of(node, loc), ".".join(str(p) for p in loc)
+    return None, None, ".".join(str(p) for p in loc)
+
+
+def _step_loc(
+    steps: Any, step_id: str, prefix: tuple[int | str, ...]
+) -> tuple[int | str, ...] | None:
+    if not isinstance(steps, list):
+        return None
+    for i, step in enumerate(steps):
+        if not isinstance(step, dict):
+            continue
+        if step.get("id") == step_id:
+            return (*prefix, i)
+        for child in ("steps", "then", "else"):
+            found = _step_loc(step.get(child), step_id, (*prefix, i, child))
+            if found is not None:
+                return found
+    return None
 
 
 def agent_config(settings: Settings, name: str) -> AgentConfig:
@@ -371,6 +417,7 @@ __all__ = [
     "AgentConfig",
     "Settings",
     "agent_config",
+    "check_agents",
     "load_settings",
     "package_config_dir",
     "read_yaml",
