@@ -258,7 +258,9 @@ def test_an_unknown_agent_in_a_list_is_refused_when_the_file_is_loaded(tmp_path:
         "    steps:\n"
         "      - {id: s, role: writer}\n"
     )
-    with pytest.raises(ConfigError, match="step s: unknown agent 'nobody' in its list") as caught:
+    with pytest.raises(
+        ConfigError, match="workflow 'mine', step 's': unknown agent 'nobody'"
+    ) as caught:
         load_settings(path)
     error = caught.value
     assert error.path == str(path) and error.key == "workflows.mine.roles.writer"
