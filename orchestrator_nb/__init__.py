@@ -91,6 +91,10 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'orchestrator_nb' has no attribute {name!r}")
 
 
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
 def load_ipython_extension(ipython: Any) -> None:
     """``%load_ext orchestrator_nb``: the ``%%orchestrate`` and ``%orchestrate`` magics."""
     from .notebook import load_ipython_extension as load

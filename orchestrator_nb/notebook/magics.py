@@ -9,22 +9,22 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from IPython.core import magic_arguments as _magic_arguments
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 
-from ..config import Settings, load_settings
 from ..errors import OrchestratorError
 from ..publish import say
-from ..runs import RunOptions, RunRequest
-from ..sessions import SessionStore, decide_followup, default_store
-from ..workflow.models import Budget
-from ..workflow.templates import render_notebook_vars
 from .commands import SUBCOMMANDS, Commands
-from .gates import frontend_is_interactive
-from .runner import CellRun, RunSpec
+
+# Registering the magic imports none of the run machinery (configuration models, sessions, the
+# engine, widgets): each method imports what it needs, so `%load_ext` stays cheap.
+if TYPE_CHECKING:
+    from ..config import Settings
+    from ..sessions import SessionStore
+    from .runner import RunSpec
 
 OPTIONS = (
     "-w/--workflow, -a/--agent, --workspace, -s/--session, --followup, --new, --rehearse, "
@@ -116,6 +116,8 @@ class OrchestratorMagics(Magics):
     """The ``orchestrate`` line and cell magic."""
 
     def __init__(self, shell: Any = None, *, store: SessionStore | None = None) -> None:
+        from ..sessions import default_store
+
         super().__init__(shell)
         self.store = store if store is not None else default_store()
 
@@ -136,6 +138,8 @@ class OrchestratorMagics(Magics):
         return path.resolve()
 
     def _settings(self, workspace: Path, *, listing: bool = False) -> Settings:
+        from ..config import load_settings
+
         try:
             # A listing shows what it can without obeying an untrusted workspace's agents.
             return load_settings(cwd=workspace, untrusted="ignore" if listing else "refuse")
@@ -173,6 +177,10 @@ class OrchestratorMagics(Magics):
         return self._cell(args, cell)
 
     def _cell(self, args: Any, cell: str) -> Any:
+        from ..workflow.templates import render_notebook_vars
+        from .gates import frontend_is_interactive
+        from .runner import CellRun
+
         body = render_notebook_vars(cell, self.user_ns).strip()
         if not body:
             raise UsageError(
@@ -230,6 +238,11 @@ class OrchestratorMagics(Magics):
     def _spec(
         self, args: Any, body: str, workspace: Path, settings: Settings, workflow: str
     ) -> RunSpec:
+        from ..runs import RunOptions, RunRequest
+        from ..sessions import decide_followup
+        from ..workflow.models import Budget
+        from .runner import RunSpec
+
         session = self.store.get_or_create(args.session) if args.session else self.store.current
         force = True if args.followup else False if args.new else None
         decision = decide_followup(body, session, force=force, workspace=workspace)
