@@ -8,21 +8,21 @@ the first call, makes the real magics, registers them in its place and hands the
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
 
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 
 from .magics import OrchestratorMagics
 
-if TYPE_CHECKING:
-    from collections.abc import Callable
-
+F = TypeVar("F", bound=Callable[..., Any])
 _line_cell_magic: Any = line_cell_magic
 
 
-def _same_doc(fn: Callable[..., Any]) -> Callable[..., Any]:
+def _as_the_magic(fn: F) -> F:
+    """A line and cell magic documented as :meth:`OrchestratorMagics.orchestrate` is."""
     fn.__doc__ = OrchestratorMagics.orchestrate.__doc__
-    return fn
+    return cast(F, _line_cell_magic(fn))
 
 
 @magics_class
@@ -35,16 +35,16 @@ class DeferredMagics(Magics):
 
     def real(self) -> OrchestratorMagics:
         """The real magics of this shell, made and registered on the first call."""
-        key = id(self.shell)
+        shell: Any = self.shell
+        key = id(shell)
         magics = self._loaded.get(key)
         if not isinstance(magics, OrchestratorMagics):
-            magics = OrchestratorMagics(self.shell)
-            self.shell.register_magics(magics)
+            magics = OrchestratorMagics(shell)
+            shell.register_magics(magics)
             self._loaded[key] = magics
         return magics
 
-    @_line_cell_magic
-    @_same_doc
+    @_as_the_magic
     def orchestrate(self, line: str, cell: str | None = None) -> Any:
         return self.real().orchestrate(line, cell)
 

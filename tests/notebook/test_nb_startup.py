@@ -1,0 +1,94 @@
+"""A kernel that imports the package and loads the extension pays for neither the run machinery
+nor the optional extras until a cell runs (checked on ``sys.modules`` in a fresh interpreter)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+# What a run, a widget, an export, the dashboard or a scale-out may need, and a start-up must not.
+HEAVY = (
+    "pydantic",
+    "yaml",
+    "jinja2",
+    "tenacity",
+    "ipywidgets",
+    "nbformat",
+    "prometheus_client",
+    "cryptography",
+    "ray",
+    "acp",
+    "opentelemetry",
+    "asyncio.subprocess",
+    "orchestrator_nb.config",
+    "orchestrator_nb.sessions",
+    "orchestrator_nb.workflow.engine",
+    "orchestrator_nb.runs",
+    "orchestrator_nb.process",
+)
+
+PROBE = """
+import json, sys
+from IPython.core.interactiveshell import InteractiveShell
+shell = InteractiveShell.instance()
+import orchestrator_nb
+after_import = sorted(sys.modules)
+shell.run_line_magic("load_ext", "orchestrator_nb")
+after_load = sorted(sys.modules)
+doc = shell.magics_manager.magics["cell"]["orchestrate"].__doc__
+shell.run_line_magic("orchestrate", "workflows")
+print(json.dumps({"import": after_import, "load": after_load, "doc": doc,
+                  "used": sorted(sys.modules)}))
+"""
+
+
+def _loaded(tmp_path: Path) -> dict[str, list[str]]:
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,  # an empty folder: no leftovers of a dead run to stop
+        check=True,
+    )
+    loaded: dict[str, list[str]] = json.loads(done.stdout.splitlines()[-1])
+    return loaded
+
+
+def _heavy(modules: list[str]) -> list[str]:
+    return [m for m in modules if m in HEAVY or m.startswith(tuple(h + "." for h in HEAVY))]
+
+
+def test_import_and_load_ext_leave_the_heavy_modules_alone(tmp_path: Path) -> None:
+    loaded = _loaded(tmp_path)
+    assert _heavy(loaded["import"]) == []
+    assert _heavy(loaded["load"]) == []
+    # The stand-in registered at load documents every option, as the real magic does.
+    for option in ("--max-iterations N", "--budget USD", "--rehearse SCENARIO", "--isolate"):
+        assert option in str(loaded["doc"])
+    # The first use brings in what it needs: listing workflows reads the configuration.
+    assert "orchestrator_nb.config" in loaded["used"] and "yaml" in loaded["used"]
+
+
+def test_the_first_use_replaces_the_stand_in_with_the_real_magics() -> None:
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from orchestrator_nb.notebook import load_ipython_extension, unload_ipython_extension
+    from orchestrator_nb.notebook.magics import OrchestratorMagics
+
+    shell = InteractiveShell.instance()
+    try:
+        load_ipython_extension(shell)
+        before = shell.magics_manager.magics["line"]["orchestrate"]
+        assert not isinstance(getattr(before, "__self__", None), OrchestratorMagics)
+        listing = shell.run_line_magic("orchestrate", "workflows")
+        assert "default" in str(listing)
+        for kind in ("line", "cell"):
+            bound = shell.magics_manager.magics[kind]["orchestrate"]
+            assert isinstance(bound.__self__, OrchestratorMagics)
+        assert "default" in str(shell.run_line_magic("orchestrate", "workflows"))
+    finally:
+        unload_ipython_extension(shell)
+        InteractiveShell.clear_instance()
+    assert "orchestrate" not in shell.magics_manager.magics["line"]
