@@ -82,6 +82,10 @@ if TYPE_CHECKING:
 
 
 def __getattr__(name: str) -> Any:
+    if name in _EXPORTS or name in ("agents", "errors", "dashboard", "secrets"):
+        from . import _preload
+
+        _preload.wait()  # the extension's background imports finish before ours start
     if name in _EXPORTS:
         value = getattr(import_module(_EXPORTS[name], __name__), name)
         globals()[name] = value

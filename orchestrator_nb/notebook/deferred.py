@@ -13,6 +13,7 @@ from typing import Any, TypeVar, cast
 
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 
+from .. import _preload
 from .magics import OrchestratorMagics
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -46,6 +47,7 @@ class DeferredMagics(Magics):
 
     @_as_the_magic
     def orchestrate(self, line: str, cell: str | None = None) -> Any:
+        _preload.wait()  # never import the package from two threads at once
         return self.real().orchestrate(line, cell)
 
 
