@@ -14,7 +14,7 @@ from typing import Any, TypeVar, cast
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 
 from .. import _preload
-from .magics import OrchestratorMagics
+from .magics import OrchestratorMagics, _empty_body
 
 F = TypeVar("F", bound=Callable[..., Any])
 _line_cell_magic: Any = line_cell_magic
@@ -33,6 +33,10 @@ class DeferredMagics(Magics):
     def __init__(self, shell: Any, loaded: dict[int, Any]) -> None:
         super().__init__(shell)
         self._loaded = loaded
+        # The real magics' input transformer must be there before the first cell is parsed.
+        cleanup = getattr(shell, "input_transformers_cleanup", None)
+        if isinstance(cleanup, list) and _empty_body not in cleanup:
+            cleanup.append(_empty_body)
 
     def real(self) -> OrchestratorMagics:
         """The real magics of this shell, made and registered on the first call."""

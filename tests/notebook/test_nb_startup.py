@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 # What a run, a widget, an export, the dashboard or a scale-out may need, and a start-up must not.
 HEAVY = (
     "pydantic",
@@ -95,19 +97,24 @@ def test_import_and_load_ext_leave_the_heavy_modules_to_the_background(tmp_path:
     assert _heavy(loaded["used"]) == []
 
 
-def test_the_first_use_replaces_the_stand_in_with_the_real_magics() -> None:
+def test_the_first_use_replaces_the_stand_in_with_the_real_magics(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from IPython.core.interactiveshell import InteractiveShell
 
     from orchestrator_nb.notebook import load_ipython_extension, unload_ipython_extension
     from orchestrator_nb.notebook.magics import OrchestratorMagics
 
+    monkeypatch.chdir(tmp_path)  # the session store and leftovers check look at the cwd
     shell = InteractiveShell.instance()
     try:
         load_ipython_extension(shell)
         before = shell.magics_manager.magics["line"]["orchestrate"]
         assert not isinstance(getattr(before, "__self__", None), OrchestratorMagics)
-        listing = shell.run_line_magic("orchestrate", "workflows")
-        assert "default" in str(listing)
+        # A first cell with nothing below the magic gets the project's message, not IPython's.
+        error = shell.run_cell("%%orchestrate").error_in_exec
+        assert str(error).startswith("the cell body is the task and it is empty"), error
+        assert "default" in str(shell.run_line_magic("orchestrate", "workflows"))
         for kind in ("line", "cell"):
             bound = shell.magics_manager.magics[kind]["orchestrate"]
             assert isinstance(bound.__self__, OrchestratorMagics)
