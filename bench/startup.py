@@ -7,7 +7,8 @@ subject is interleaved with its baseline:
 
 * ``import orchestrator_nb`` (lazy: next to nothing), ``from orchestrator_nb import run`` (the
   first real use) and ``%load_ext orchestrator_nb`` on a bare ``InteractiveShell`` made before
-  the clock starts, each against ``import json``;
+  the clock starts, each against ``import json`` (the module counts after ``%load_ext`` include
+  what its background import of the run machinery has reached by then);
 * what a kernel pays before its first cell, ``import orchestrator_nb`` + ``%load_ext`` (target
   issue 22: ≤ 150 ms), against ``import IPython`` in a fresh interpreter;
 * the first ``%%orchestrate`` cell of a kernel: the project's time from the cell's start to the
@@ -248,9 +249,11 @@ def first_cell(repeats: int, pause: float = 2.0) -> tuple[Row, Row]:
             return float(got["s"])
 
         b, s = paired(base, subject, repeats)
+        paused = {key: list(values) for key, values in notes.items()}
         # "Run all": the cell follows the extension at once, so nothing was imported ahead.
         wait = 0.0
-        notes["total"] = []
+        for values in notes.values():
+            values.clear()
         b0, _ = paired(base, subject, repeats)
     median = statistics.median(s)
     total = row(
@@ -260,7 +263,11 @@ def first_cell(repeats: int, pause: float = 2.0) -> tuple[Row, Row]:
         baseline=b0,
         subject_label="import → agent spawned",
         subject=notes["total"],
-        note="the cell runs right after the extension loads: no time to import ahead",
+        note=(
+            "the cell runs right after the extension loads: no time to import ahead; of it "
+            f"{statistics.median(notes['cpu']) * 1000:.0f} ms CPU in the cell, "
+            f"{int(max(notes['modules']))} modules imported by the cell"
+        ),
     )
     return total, row(
         NAME,
@@ -272,9 +279,9 @@ def first_cell(repeats: int, pause: float = 2.0) -> tuple[Row, Row]:
         target=f"≤ {FIRST_CELL_TARGET_S * 1000:.0f} ms",
         passed=median <= FIRST_CELL_TARGET_S,
         note=(
-            f"of it {statistics.median(notes['cpu']) * 1000:.0f} ms CPU of the kernel process; "
-            f"{int(max(notes['modules']))} modules imported by the cell, "
-            f"{int(max(notes['before']))} subprocess(es) before the agent; fake agent, "
+            f"of it {statistics.median(paused['cpu']) * 1000:.0f} ms CPU of the kernel process; "
+            f"{int(max(paused['modules']))} modules imported by the cell, "
+            f"{int(max(paused['before']))} subprocess(es) before the agent; fake agent, "
             "command driver, fresh trusted workspace"
         ),
     )
