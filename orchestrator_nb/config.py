@@ -178,6 +178,24 @@ def _line_of(node: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
     return line
 
 
+_C_SAFE_LOADER: Any = getattr(yaml, "CSafeLoader", None)
+
+
+def _parse_fast(text: str) -> tuple[Any, yaml.Node | None]:
+    """Node tree and data in one pass of libyaml's parser (when PyYAML was built with it).
+
+    The pure-Python parser, run twice, was most of the first cell's configuration time; the
+    constructor and resolver are the same Python classes either way, so the data is the same.
+    """
+    loader = _C_SAFE_LOADER(text)
+    try:
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
+    finally:
+        loader.dispose()
+    return data, node
+
+
 def read_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
     """Load a YAML file safely, keeping its node tree for line numbers."""
     try:
@@ -188,6 +206,11 @@ def read_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
         ) from exc
     except OSError as exc:
         raise ConfigError(f"cannot read: {exc.strerror or exc}", path=str(path)) from exc
+    if _C_SAFE_LOADER is not None:
+        try:
+            return _parse_fast(text)
+        except yaml.YAMLError:
+            pass  # the pure-Python parser below words the error as it always has
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
