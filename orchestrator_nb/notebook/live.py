@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..display import REHEARSAL_MARK, plural, tool_detail, usage_line
+from ..display import REHEARSAL_MARK, fallback_line, plural, tool_detail, usage_line
 from ..events import (
     RetryEvent,
     TextEvent,
@@ -42,6 +42,7 @@ from ..events import (
 )
 from ..lifecycle import (
     AgentEventEmitted,
+    AgentFallback,
     BudgetWarning,
     GateDecided,
     GateRequested,
@@ -279,6 +280,14 @@ class LiveDisplay:
                     self._changed(step)
             elif isinstance(event, StepFinished):
                 self._finish(event)
+            elif isinstance(event, AgentFallback):
+                step = self._running.get(event.step_id)
+                if step is not None:  # the area names the agent that took the step, and why
+                    step.agent = event.to_agent
+                    step.warnings.append(
+                        fallback_line(event.from_agent, event.to_agent, event.kind)
+                    )
+                    self._changed(step)
             elif isinstance(event, GateRequested):
                 why = f" ({self._gate_note})" if self._gate_note else f" ({APPROVAL})"
                 self.note(f"gate {event.step_id}: {_clip(event.message, 200)}{why}")
