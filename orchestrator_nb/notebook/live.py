@@ -28,7 +28,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from ..display import REHEARSAL_MARK, fallback_line, plural, tool_detail, usage_line
 from ..events import (
@@ -53,70 +53,13 @@ from ..lifecycle import (
     WorkspaceWaiting,
 )
 from ..observe.redact import redact, redact_live
-from ..publish import emit, redact_bundle
+from ..publish import redact_bundle
+from .sinks import TIMER_THREAD, Bundle, Cancel, CellSink, DisplaySink, Schedule, timer_schedule
 
-Bundle = dict[str, str]
-Cancel = Callable[[], None]
-Schedule = Callable[[float, Callable[[], None]], Cancel]
 MAX_TEXT_CHARS = 20_000
 STARTING = "starting the CLI"
 THINKING = "waiting for the model"
 APPROVAL = "waiting for approval"
-
-
-class DisplaySink(Protocol):
-    """Where areas live. ``live`` is False where an update would print again (a terminal)."""
-
-    live: bool
-
-    def show(self, display_id: str, bundle: Bundle) -> None: ...
-
-    def update(self, display_id: str, bundle: Bundle) -> None: ...
-
-
-class CellSink:
-    """Display handles in the cell that was executing when this sink was made.
-
-    The parent header is captured now and pinned around every publish, so output sent from the
-    run's worker thread (or a timer) lands in this cell, not in whichever cell runs later.
-    """
-
-    def __init__(self, shell: Any) -> None:
-        self.shell = shell
-        pub = shell.display_pub
-        self._parent: dict[str, Any] = dict(getattr(pub, "parent_header", None) or {})
-        # IPython's plain DisplayPublisher prints text/plain: an update would print it again.
-        from IPython.core.displaypub import DisplayPublisher
-
-        self.live = type(pub) is not DisplayPublisher
-
-    def _publish(self, display_id: str, bundle: Bundle, update: bool) -> None:
-        pub = self.shell.display_pub
-        token = None
-        if self._parent and hasattr(pub, "set_thread_parent"):
-            token = pub.set_thread_parent(self._parent)
-        try:
-            emit(pub, bundle, display_id=display_id, update=update)
-        finally:
-            if token is not None:
-                pub.reset_thread_parent(token)
-
-    def show(self, display_id: str, bundle: Bundle) -> None:
-        self._publish(display_id, bundle, False)
-
-    def update(self, display_id: str, bundle: Bundle) -> None:
-        self._publish(display_id, bundle, True)
-
-
-TIMER_THREAD = "orchestrator-nb-live"
-
-
-def timer_schedule(delay: float, fn: Callable[[], None]) -> Cancel:
-    timer = threading.Timer(delay, fn)
-    timer.name = TIMER_THREAD  # tests check that none is left once a run is over
-    timer.daemon = True
-    timer.start()
-    return timer.cancel
 
 
 @dataclass
@@ -475,12 +418,14 @@ class LiveDisplay:
                     self.sink.update(step.display_id, render_step(step, self._clock()))
 
 
-__all__ = [
+__all__ = [  # the sinks' names too: callers import them from here
     "TIMER_THREAD",
     "Bundle",
+    "Cancel",
     "CellSink",
     "DisplaySink",
     "LiveDisplay",
+    "Schedule",
     "render_step",
     "timer_schedule",
     "waiting_for",
