@@ -516,13 +516,20 @@ class Engine:
             raise _Stop("failed", f"step {step.id}: worktree isolation needs a git workspace")
         ctx.bus.emit(StepStarted(ctx.run_id, step.id, None, "parallel", ctx.iteration))
         gate = asyncio.Semaphore(step.max_concurrency or len(step.steps))
+        trees: dict[str, Path] = {}
+        if isolation == "worktree":
+            # Every child starts from the same state: one base commit, checkouts side by side,
+            # all made before the first child starts.
+            keys = [f"{prefix}{c.id}" for c in step.steps]
+            trees = await asyncio.to_thread(ctx.ws.worktrees.create_many, keys)
 
         async def child(c: AgentStep) -> StepResult:
             async with gate:
                 if isolation == "worktree":
-                    where = await asyncio.to_thread(ctx.ws.worktrees.create, f"{prefix}{c.id}")
+                    where = trees[f"{prefix}{c.id}"]
                     result = await self._agent(ctx, c, prefix, where, track=False)
-                    patch = ctx.ws.worktrees.diff(f"{prefix}{c.id}")
+                    # Off the loop: one child's diff must not hold up its running siblings.
+                    patch = await asyncio.to_thread(ctx.ws.worktrees.diff, f"{prefix}{c.id}")
                     result.changes = list(patch.files)
                     result.diff = patch.text
                     ctx.views[c.id] = StepView.from_result(
@@ -580,7 +587,7 @@ class Engine:
         for child_id in child_ids:
             key = f"{prefix}{child_id}"
             with ctx.ws.step(f"{key}.merge") as tracker:
-                applied = ctx.ws.worktrees.apply(key)
+                applied = ctx.ws.worktrees.apply(key, as_diffed=True)  # what the step reported
             if applied.ok:
                 ctx.notes.append(f"{step.id}: applied {child_id} ({len(tracker.changes)} file(s))")
             else:
