@@ -36,6 +36,7 @@ from ..rehearsal import shipped_scenarios
 from ..sessions import Session, SessionStore, default_store
 from ..workflow.result import WorkflowResult
 from ..workspace import RevertResult
+from .approvals import ApprovalsArea
 from .changes import ChangesPanel
 from .controls import AgentLights, Controls
 from .dispatch import Dispatcher, Throttle, batched, set_if_changed, walk
@@ -117,6 +118,7 @@ class Dashboard(HasTraits):
         self.tabs = widgets.Tab([])
         self.changes = ChangesPanel(self._dispatch, self._note)
         self.history = HistoryPanel(self._dispatch, self.session, self.workspace)
+        self.approvals = ApprovalsArea()  # ACP permission questions (dashboard/approvals.py)
         c = self.controls
         c.run.on_click(self._dispatch.wrap("run", self._start_task))
         c.stop.on_click(self._dispatch.wrap("stop", self._stop))
@@ -139,6 +141,7 @@ class Dashboard(HasTraits):
                 self.error_box,
                 _section("Progress"),
                 self.progress_html,
+                self.approvals.box,
                 _section("Output per agent"),
                 self.tabs,
                 _section("Changed files"),
@@ -293,6 +296,7 @@ class Dashboard(HasTraits):
         self._reset_view()
         live = LiveDisplay(self.outputs)
         self.outputs.display = live
+        request = self.approvals.attach(request, note=live.note)
         self._started = time.monotonic()
         self.status, self.running = "running", True
         try:
