@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +88,10 @@ class FakeAgent:
         )
 
     async def ask(self, sid: str, call: ToolCallUpdate) -> str | None:
+        stamp = os.environ.get("FAKE_ACP_ASK_STAMP")
+        if stamp:  # bench/acp_warm.py: when the request left the agent (CLOCK_MONOTONIC)
+            with open(stamp, "a", encoding="utf-8") as out:
+                out.write(f"{time.monotonic()}\n")
         answer = await self.client.request_permission(
             session_id=sid, tool_call=call, options=OPTIONS
         )
