@@ -258,7 +258,7 @@ class Engine:
         try:
             # ACP agents stay warm for the run: one process and session per agent, all stopped
             # when the run ends, however it ends.
-            async with warm_agents():
+            async with warm_agents(rehearsal.url if rehearsal is not None else None):
                 ctx.rehearsal = rehearsal
                 await self._steps(ctx, ctx.workflow.steps, "", ws.root)
         except _Stop as stop:

@@ -11,7 +11,8 @@ The prompt says what to do, one instruction per line:
 * ``remember``         - say how many prompts this session has had (warm sessions keep count)
 
 Each turn costs $0.25; ``usage_update`` reports the session's running total, as ACP says.
-``FAKE_ACP_STARTS`` names a file that gets one line per process start. ``FAKE_ACP_MODE=silent``
+``FAKE_ACP_STARTS`` names a file that gets one line per process start, ``FAKE_ACP_LOADS`` one
+line per ``session/load``. ``FAKE_ACP_MODE=silent``
 makes the process never answer ``initialize``; ``FAKE_ACP_MODE=not-acp`` prints text and exits.
 """
 
@@ -76,6 +77,10 @@ class FakeAgent:
         return NewSessionResponse(session_id=sid)
 
     async def load_session(self, cwd: str, session_id: str, **kwargs: Any) -> None:
+        loads = os.environ.get("FAKE_ACP_LOADS")
+        if loads:  # a session/load replays a conversation: tests count them
+            with open(loads, "a", encoding="utf-8") as out:
+                out.write(f"{session_id}\n")
         self.cwd[session_id] = cwd
         self.prompts.setdefault(session_id, 0)
 

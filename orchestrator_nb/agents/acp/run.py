@@ -88,6 +88,7 @@ async def acp_attempt(
     pool = current_pool()
     key: WarmKey = (name, str(workspace), tuple(argv))
     proc = pool.take(key) if pool is not None else None
+    first = pool.first_use(key) if pool is not None else True
     if proc is not None:
         parser.base_cost = parser.session_cost = proc.session_cost
     started = time.monotonic()
@@ -149,6 +150,16 @@ async def acp_attempt(
         else:
             proc.set_log_dir(log_dir)
             proc.on_message = lambda d, m: emit(parser.message(d, m))
+            if first and request.resume != proc.session_id:
+                # Kept from an earlier run of the session: a new task gets a new session on
+                # the live process; a follow-up (resuming the session it holds) just prompts.
+                try:
+                    stopped = await _bounded(proc.open_session(request.resume), config, cancel)
+                except (ConnectionError, RequestError, ValueError) as exc:
+                    raise _NotAcp(str(exc) or type(exc).__name__) from None
+                if stopped is not None:
+                    await _discard(pool, key, proc)
+                    return result(AgentError.for_kind("cancelled", "stopped on request", **context))
             parser.session_id = proc.session_id
             emit([SessionEvent(proc.session_id, None)])
         proc.on_permission = on_permission
