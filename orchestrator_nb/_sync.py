@@ -10,6 +10,8 @@ coroutine, waits for its clean-up (agent processes stopped), then re-raises.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sys
 import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
@@ -22,6 +24,8 @@ def run_sync(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
         asyncio.get_running_loop()
     except RuntimeError:
         return _run_here(make)
+    if on_kernel_loop():  # called from a run itself: waiting on its own loop would deadlock
+        return _run_in_fresh_thread(make)
     return _run_in_thread(make)
 
 
@@ -84,7 +88,16 @@ def _run_in_thread(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
     made.wait()
     task: asyncio.Task[T] = box["task"]
     done = threading.Event()
-    loop.call_soon_threadsafe(lambda: task.add_done_callback(lambda _t: done.set()))
+
+    def finished(_task: object) -> None:
+        # What the run printed from this thread (its log lines) reaches the cell before the
+        # caller's own last line: a kernel's streams buffer other threads' writes.
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        done.set()
+
+    loop.call_soon_threadsafe(lambda: task.add_done_callback(finished))
     try:
         while not done.wait(0.1):
             pass
@@ -98,3 +111,20 @@ def _run_in_thread(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
     if error is not None:
         raise error
     return task.result()
+
+
+def _run_in_fresh_thread(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    box: dict[str, Any] = {}
+
+    def worker() -> None:
+        try:
+            box["result"] = _run_here(make)
+        except BaseException as exc:  # handed to the calling thread below
+            box["error"] = exc
+
+    thread = threading.Thread(target=worker, name="orchestrator-nb-nested-run", daemon=True)
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    return box["result"]  # type: ignore[no-any-return]
