@@ -296,7 +296,7 @@ class Dashboard(HasTraits):
         self._reset_view()
         live = LiveDisplay(self.outputs)
         self.outputs.display = live
-        request = self.approvals.attach(request, note=live.note)
+        request = self.approvals.attach(request, note=self._note)
         self._started = time.monotonic()
         self.status, self.running = "running", True
         try:

@@ -145,10 +145,13 @@ class WidgetApprover:
         if self._note is not None:
             self._note(f"{request.agent}: {request.title} ({request.target}) is waiting for you")
         try:
-            return await answer
+            value = await answer
         finally:
             # Cancelled by the approvals timeout (the policy decides) or by a stop.
             panel.expire("no answer in time: the approvals policy decided")
+        if self._note is not None:
+            self._note(f"{request.agent}: {request.title}: {ANSWERS.get(value, value)} by you")
+        return value
 
 
 def approvals_setup(

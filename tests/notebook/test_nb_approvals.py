@@ -107,7 +107,8 @@ async def test_the_question_shows_the_diff_and_who_waits(setup: tuple[Path, Any]
     await clicker
     assert not (ws / "out.txt").exists() and not pending()
     assert [d.decision for d in result.permissions] == ["reject"]
-    assert len(notes) == 1 and "waiting for you" in notes[0] and "out.txt" in notes[0]
+    assert "waiting for you" in notes[0] and "out.txt" in notes[0]
+    assert notes[1:] == ["fake: Write out.txt: rejected by you"]
 
 
 KERNEL_YAML = """
@@ -199,6 +200,7 @@ def test_a_dashboard_run_asks_in_the_dashboard(tmp_path: Path) -> None:
     assert approver is not None
     [panel] = approver.panels
     assert dash.approvals.box.children == (panel.widget,)
+    assert "waiting for you" in dash._status_html()  # the status line says who waits
     panel.buttons["allow_always"].click()
     result = run.result(timeout=60)
     assert (ws / "out.txt").read_text() == "hi\n"
