@@ -273,3 +273,35 @@ async def test_a_workflow_keeps_one_warm_session_per_agent_and_ends_it(
         ("first", "allow_once", "policy"),
         ("second", "allow_once", "policy"),
     ]
+
+
+async def test_parallel_steps_of_one_agent_leave_no_process(
+    workspace: Path, acp_exe: Path, starts: Path
+) -> None:
+    """Two steps of one agent at once cannot share a session: the second gets a process of
+    its own, and that one ends with its step, like the warm one with the run."""
+    cfg = load_settings(
+        cwd=workspace,
+        agents={"fake": {"driver": "acp", "argv": [str(acp_exe)], "retries": 0}},
+        workflows={
+            "both": {
+                "steps": [
+                    {
+                        "id": "both",
+                        "kind": "parallel",
+                        "isolation": "shared",
+                        "merge": "none",
+                        "steps": [
+                            {"id": "a", "agent": "fake", "prompt": "remember"},
+                            {"id": "b", "agent": "fake", "prompt": "remember"},
+                        ],
+                    }
+                ]
+            }
+        },
+    )
+    result = await arun("at once", "both", workspace=workspace, config=cfg)
+    assert result.ok, [s.error for s in result.steps]
+    started = pids(starts)
+    assert len(started) == 2
+    assert not any(group_members(pid) for pid in started)

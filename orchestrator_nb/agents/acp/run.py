@@ -86,7 +86,12 @@ async def acp_attempt(
         return pick_option(decision, options)
 
     pool = current_pool()
+    counter = pool  # counts process starts for the run, whoever keeps the process
     key: WarmKey = (name, str(workspace), tuple(argv))
+    if pool is not None and key in pool.busy:
+        # Another step of this agent holds the warm session now (a parallel step): this one
+        # gets a process of its own, outside the pool, stopped at the step's end.
+        pool = None
     proc = pool.take(key) if pool is not None else None
     first = pool.first_use(key) if pool is not None else True
     if proc is not None:
@@ -123,8 +128,8 @@ async def acp_attempt(
             proc.on_message = lambda d, m: emit(parser.message(d, m))
             try:
                 stopped = await _bounded(proc.start(), config, cancel)
-                if pool is not None:
-                    pool.count_start(name)
+                if counter is not None:
+                    counter.count_start(name)
                 if stopped is None:
                     stopped = await _bounded(proc.open_session(request.resume), config, cancel)
             except (FileNotFoundError, PermissionError) as exc:

@@ -55,9 +55,10 @@ class WarmPool:
         return True
 
     def take(self, key: WarmKey) -> AcpProcess | None:
-        """The live process for ``key`` (marked busy), or None if none or it is busy."""
-        if key in self.busy:
-            return None
+        """The live process for ``key`` (marked busy), or None if there is none yet.
+
+        A caller finding ``key`` busy does not take: its process is its own (see acp_attempt).
+        """
         proc = self.processes.get(key)
         if proc is not None and not proc.alive:
             self.processes.pop(key, None)
