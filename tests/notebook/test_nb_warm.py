@@ -105,3 +105,40 @@ async def test_a_run_outside_a_kernel_keeps_nothing_warm(tmp_path: Path) -> None
     assert result.ok
     [pid] = [int(p) for p in starts.read_text().split()]
     assert not alive(pid)
+
+
+async def test_a_run_under_another_rehearsal_server_stops_the_kept_agents(tmp_path: Path) -> None:
+    """Kept processes point at the rehearsal server they started with: a run under another
+    one stops them first; a run under the same one finds them; close_agents ends the rest."""
+    from orchestrator_nb._sync import run_sync
+    from orchestrator_nb.agents.acp.client import AcpProcess
+    from orchestrator_nb.agents.acp.warm import session_agents, warm_agents
+    from orchestrator_nb.sessions import Session
+
+    session = Session.create("tags")
+    key = ("fake", str(tmp_path), (sys.executable, str(FAKE)))
+
+    async def a_run(tag: str) -> tuple[int, bool]:
+        """One run (on the kernel's loop, as a cell's): the pid of its agent, and if kept."""
+        async with session_agents(session.id), warm_agents(tag) as pool:
+            proc = pool.take(key)
+            kept = proc is not None
+            if proc is None:
+                proc = AcpProcess([*key[2]], cwd=tmp_path, env=dict(os.environ))
+                await proc.start()
+                await proc.open_session()
+                pool.keep(key, proc)
+            pool.release(key)
+            assert proc.proc is not None
+            return proc.proc.pid, kept
+
+    first, kept = run_sync(lambda: a_run("http://127.0.0.1:1/a"))
+    assert not kept
+    assert run_sync(lambda: a_run("http://127.0.0.1:1/a")) == (first, True)
+    second, kept = run_sync(lambda: a_run("http://127.0.0.1:1/b"))
+    assert not kept and second != first and not alive(first)
+    session.close_agents()
+    deadline = time.monotonic() + 5
+    while alive(second) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not alive(second)

@@ -132,27 +132,32 @@ def _close_all() -> None:
         pool.kill()
 
 
-def _session_pool(tag: str | None) -> WarmPool | None:
+def _session_pool(tag: str | None) -> tuple[WarmPool | None, list[AcpProcess]]:
+    """The session's pool for this run (None: a pool of the run's own), and the processes
+    to stop first (started for another rehearsal server, so of no use to this run)."""
     session_id = _SESSION.get()
     if session_id is None or not on_kernel_loop():
-        return None
+        return None, []
     with _SESSIONS_LOCK:
         pool = _SESSIONS.setdefault(session_id, WarmPool(persistent=True))
     if pool.active:  # another run of the session is using it: this one keeps its own
-        return None
+        return None, []
     pool.active = True
-    if pool.tag != tag:  # started for another rehearsal server: of no use to this run
-        pool.kill()
+    stale: list[AcpProcess] = []
+    if pool.tag != tag:
+        stale = list(pool.processes.values())
+        pool.processes.clear()
         pool.tag = tag
     pool.claimed.clear()
-    return pool
+    return pool, stale
 
 
 @asynccontextmanager
 async def warm_agents(tag: str | None = None) -> AsyncIterator[WarmPool]:
     """Keep ACP agents warm inside the block; every process is stopped when it ends, unless
     the block runs for a session in a kernel (its pool outlives the run, see the module)."""
-    kept = _session_pool(tag)
+    kept, stale = _session_pool(tag)
+    await asyncio.gather(*(p.close() for p in stale), return_exceptions=True)
     if kept is not None:
         token = _POOL.set(kept)
         try:
