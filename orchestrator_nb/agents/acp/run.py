@@ -88,12 +88,16 @@ async def acp_attempt(
     pool = current_pool()
     counter = pool  # counts process starts for the run, whoever keeps the process
     key: WarmKey = (name, str(workspace), tuple(argv))
+    if pool is not None:
+        await pool.started(key)  # its agent may be starting ahead of this step
     if pool is not None and key in pool.busy:
         # Another step of this agent holds the warm session now (a parallel step): this one
         # gets a process of its own, outside the pool, stopped at the step's end.
         pool = None
     proc = pool.take(key) if pool is not None else None
     first = pool.first_use(key) if pool is not None else True
+    if proc is not None and proc.prestarted:
+        proc.prestarted = first = False  # started for this run: its session is new already
     if proc is not None:
         parser.base_cost = parser.session_cost = proc.session_cost
     started = time.monotonic()

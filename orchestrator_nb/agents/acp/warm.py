@@ -46,6 +46,14 @@ class WarmPool:
     active: bool = False  # a run is using this (session's) pool
     tag: str | None = None  # the rehearsal server its processes were started for
     claimed: set[WarmKey] = field(default_factory=set)  # keys the current run has used
+    starting: dict[WarmKey, asyncio.Future[AcpProcess | None]] = field(default_factory=dict)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)  # prestarts (prestart.py)
+
+    async def started(self, key: WarmKey) -> None:
+        """Wait for a prestart of ``key`` under way, if any (the step then takes it)."""
+        pending = self.starting.get(key)
+        if pending is not None:
+            await asyncio.wait({pending})
 
     def first_use(self, key: WarmKey) -> bool:
         """True the first time the current run takes ``key`` (a kept process: a new turn)."""
@@ -80,6 +88,10 @@ class WarmPool:
         self.starts[agent] = self.starts.get(agent, 0) + 1
 
     async def close(self) -> None:
+        tasks, self.tasks = self.tasks, []
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         procs = list(self.processes.values())
         self.processes.clear()
         await asyncio.gather(*(p.close() for p in procs), return_exceptions=True)
