@@ -5,7 +5,8 @@ Not a test. Run ``.venv/bin/python bench/acp_warm.py``; it prints Markdown rows 
 gemini reviews, claude refines, until the review is satisfied) on the ``calculator`` scenario
 under rehearsal, in fresh workspaces, interleaved. Baseline: the workflow as shipped (a fresh
 CLI per step). Subject: the same workflow with each agent replaced by its ``-acp`` entry
-(codex-acp, gemini-acp, claude-acp): one warm process and session per agent for the run.
+(codex-acp, gemini-acp, claude-acp): one warm process and session per agent for the run, all
+started together at its beginning (agents/acp/prestart.py).
 Target (issue 20): ≤ 0.6× the per-step CLIs' wall time. Also reported: the warm agent's own
 step (the second review, on a live gemini-acp session) against the same step as a fresh CLI,
 and the time from an agent's ``session/request_permission`` (stamped by the fake ACP agent as
@@ -130,7 +131,7 @@ async def measure(repeats: int) -> list[Row]:
             subject=subj,
             target=f"≤ {TARGET:g}× the per-step CLIs",
             passed=ratio <= TARGET,
-            note="rehearsal, 127.0.0.1; 3 distinct agents in 4 steps: only one step can be warm",
+            note="rehearsal, 127.0.0.1; the ACP agents all start at the run's beginning",
         ),
         row(
             NAME,
