@@ -17,7 +17,6 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from .client import AcpProcess
 from .warm import WarmKey, WarmPool
 
 # What the engine hands over per agent: (agent, step id) -> the prepared call or None.
@@ -28,12 +27,14 @@ async def _start_one(pool: WarmPool, prepare: Prepare, agent: str, step: str, lo
     run = await prepare(agent, step)
     if run is None or getattr(run.driver, "prompt_via", None) != "acp":
         return
+    from .client import AcpProcess  # the ACP SDK, only for a run that has an ACP agent
+
     argv = run.driver.build_argv(run.request)
     key: WarmKey = (agent, str(run.request.workspace), tuple(argv))
     if key in pool.processes or key in pool.busy or key in pool.starting:
         return
     proc = AcpProcess(argv, cwd=run.request.workspace, env=run.env, log_dir=log / agent)
-    done: asyncio.Future[AcpProcess | None] = asyncio.get_running_loop().create_future()
+    done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
     pool.starting[key] = done
     try:
         await asyncio.wait_for(proc.start(), run.config.timeout)
