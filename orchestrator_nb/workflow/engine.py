@@ -20,10 +20,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..agents.acp.prestart import first_steps, prestart
 from ..agents.acp.warm import warm_agents
 from ..agents.registry import DriverRegistry, default_registry
 from ..api import prepare_agent
-from ..config import Settings
+from ..config import Settings, agent_config
 from ..errors import (
     AgentError,
     BudgetExceeded,
@@ -262,8 +263,9 @@ class Engine:
         try:
             # ACP agents stay warm for the run: one process and session per agent, all stopped
             # when the run ends, however it ends.
-            async with warm_agents():
+            async with warm_agents(rehearsal.url if rehearsal is not None else None) as pool:
                 ctx.rehearsal = rehearsal
+                self._prestart(ctx, pool, rehearsal)
                 await self._steps(ctx, ctx.workflow.steps, "", ws.root)
         except _Stop as stop:
             outcome, error = stop.outcome, stop.error
@@ -442,6 +444,30 @@ class Engine:
         if cache is not None and cache_key is not None and result.ok:
             cache.put(cache_key, redact_obj(result.to_dict()))
         return result
+
+    def _prestart(self, ctx: _Ctx, pool: Any, rehearsal: RehearsalEndpoint | None) -> None:
+        """Start the run's ACP agents now, in the background (see agents/acp/prestart.py)."""
+        settings = ctx.settings or self.settings
+        log = ctx.journal.dir / "agents" / "prestart"
+
+        async def prepare(agent: str, step: str) -> Any:
+            if agent_config(settings, agent).driver != "acp":
+                return None
+            run = await prepare_agent(
+                agent,
+                "",
+                workspace=ctx.ws.root,
+                settings=settings,
+                rehearsal=rehearsal,
+                step=step,
+                registry=self.registry,
+                log_root=log,
+                approvals=ctx.approvals,
+                state_root=ctx.journal.dir.parents[2],
+            )
+            return None if isinstance(run, StepResult) else run
+
+        prestart(pool, prepare, first_steps(ctx.workflow.steps, set(ctx.resume_ids)), log)
 
     async def _attempts(
         self, ctx: _Ctx, step: AgentStep, prompt: str, cwd: Path, key: str, resume: Any
