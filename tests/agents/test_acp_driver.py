@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import stat
 import sys
 import time
@@ -357,3 +358,54 @@ async def test_an_agent_that_cannot_start_early_fails_in_its_step(
     first, second = result.steps
     assert first.ok and second.error is not None and second.error.kind == "not_installed"
     assert not any(group_members(pid) for pid in pids(starts))
+
+
+HOLDER = """
+import asyncio, sys
+from pathlib import Path
+from orchestrator_nb.agents.acp.client import AcpProcess
+
+async def main() -> None:
+    proc = AcpProcess([sys.argv[1]], cwd=Path(sys.argv[2]), env=dict(__import__("os").environ))
+    await proc.start()
+    print(proc.proc.pid, flush=True)
+    await asyncio.sleep(3600)
+
+asyncio.run(main())
+"""
+
+
+def test_a_warm_acp_agent_dies_with_a_killed_kernel(
+    acp_exe: Path, workspace: Path, starts: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A warm agent outlives its steps and cells by design; never the process that owns it,
+    # even when that process is SIGKILLed and cannot close anything (adapters such as
+    # codex-acp ignore the EOF on their stdin).
+    import signal
+    import subprocess
+    import time
+
+    monkeypatch.setenv("FAKE_ACP_OUTLIVE_EOF", "1")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(acp_exe), str(workspace)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout is not None
+    with holder.stdout:
+        pid = int(holder.stdout.readline())
+    assert Path(f"/proc/{pid}").exists()
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            break
+        if state == "Z":
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(pid, signal.SIGKILL)  # leave nothing behind, even when the test fails
+        raise AssertionError(f"the ACP agent {pid} outlived its killed owner")

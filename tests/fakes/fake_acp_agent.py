@@ -14,7 +14,8 @@ The prompt says what to do, one instruction per line:
 Each turn costs $0.25; ``usage_update`` reports the session's running total, as ACP says.
 ``FAKE_ACP_STARTS`` names a file that gets one line per process start, ``FAKE_ACP_LOADS`` one
 line per ``session/load``. ``FAKE_ACP_MODE=silent``
-makes the process never answer ``initialize``; ``FAKE_ACP_MODE=not-acp`` prints text and exits.
+makes the process never answer ``initialize``; ``FAKE_ACP_OUTLIVE_EOF=1`` keeps it running after
+its stdin ends (as codex-acp does); ``FAKE_ACP_MODE=not-acp`` prints text and exits.
 """
 
 from __future__ import annotations
@@ -225,6 +226,8 @@ def main() -> None:
         sys.stdin.read()
         return
     asyncio.run(run_agent(FakeAgent()))
+    if os.environ.get("FAKE_ACP_OUTLIVE_EOF"):
+        time.sleep(3600)  # like codex-acp: the end of stdin does not end the process
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ from acp.schema import (
 from ... import fsio
 from ...observe.redact import clip_tail
 from ...process import Grace, group_members, stop_group
+from ...proctree import pdeathsig_preexec
 
 STDIO_LIMIT = 32 * 1024 * 1024  # one JSON-RPC line may carry a whole file's diff
 # Session options some adapters read from ``_meta`` (others ignore it): claude's adapter would
@@ -167,6 +168,10 @@ class AcpProcess:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             start_new_session=True,
+            # Dies with the thread that started it, also when the kernel is SIGKILLed: a warm
+            # agent outlives steps and cells, never the process that owns it. Runs start agents
+            # on a loop thread that lives as long as the run (or the kernel's loop).
+            preexec_fn=pdeathsig_preexec(),
             limit=STDIO_LIMIT,
         )
         self._stderr_task = asyncio.ensure_future(self._pump_stderr())
