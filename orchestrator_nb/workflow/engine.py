@@ -20,10 +20,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..agents.acp.prestart import first_steps, prestart
 from ..agents.acp.warm import warm_agents
 from ..agents.registry import DriverRegistry, default_registry
 from ..api import prepare_agent
-from ..config import Settings
+from ..config import Settings, agent_config
 from ..display import plural
 from ..errors import (
     AgentError,
@@ -263,8 +264,9 @@ class Engine:
         try:
             # ACP agents stay warm for the run: one process and session per agent, all stopped
             # when the run ends, however it ends.
-            async with warm_agents():
+            async with warm_agents(rehearsal.url if rehearsal is not None else None) as pool:
                 ctx.rehearsal = rehearsal
+                self._prestart(ctx, pool, rehearsal)
                 await self._steps(ctx, ctx.workflow.steps, "", ws.root)
         except _Stop as stop:
             outcome, error = stop.outcome, stop.error
@@ -445,6 +447,30 @@ class Engine:
             cache.put(cache_key, redact_obj(result.to_dict()))
         return result
 
+    def _prestart(self, ctx: _Ctx, pool: Any, rehearsal: RehearsalEndpoint | None) -> None:
+        """Start the run's ACP agents now, in the background (see agents/acp/prestart.py)."""
+        settings = ctx.settings or self.settings
+        log = ctx.journal.dir / "agents" / "prestart"
+
+        async def prepare(agent: str, step: str) -> Any:
+            if agent_config(settings, agent).driver != "acp":
+                return None
+            run = await prepare_agent(
+                agent,
+                "",
+                workspace=ctx.ws.root,
+                settings=settings,
+                rehearsal=rehearsal,
+                step=step,
+                registry=self.registry,
+                log_root=log,
+                approvals=ctx.approvals,
+                state_root=ctx.journal.dir.parents[2],
+            )
+            return None if isinstance(run, StepResult) else run
+
+        prestart(pool, prepare, first_steps(ctx.workflow.steps, set(ctx.resume_ids)), log)
+
     async def _attempts(
         self, ctx: _Ctx, step: AgentStep, prompt: str, cwd: Path, key: str, resume: Any
     ) -> StepResult:
@@ -571,13 +597,20 @@ class Engine:
             raise _Stop("failed", f"step {step.id}: worktree isolation needs a git workspace")
         ctx.bus.emit(StepStarted(ctx.run_id, step.id, None, "parallel", ctx.iteration))
         gate = asyncio.Semaphore(step.max_concurrency or len(step.steps))
+        trees: dict[str, Path] = {}
+        if isolation == "worktree":
+            # Every child starts from the same state: one base commit, checkouts side by side,
+            # all made before the first child starts.
+            keys = [f"{prefix}{c.id}" for c in step.steps]
+            trees = await asyncio.to_thread(ctx.ws.worktrees.create_many, keys)
 
         async def child(c: AgentStep) -> StepResult:
             async with gate:
                 if isolation == "worktree":
-                    where = await asyncio.to_thread(ctx.ws.worktrees.create, f"{prefix}{c.id}")
+                    where = trees[f"{prefix}{c.id}"]
                     result = await self._agent(ctx, c, prefix, where, track=False)
-                    patch = ctx.ws.worktrees.diff(f"{prefix}{c.id}")
+                    # Off the loop: one child's diff must not hold up its running siblings.
+                    patch = await asyncio.to_thread(ctx.ws.worktrees.diff, f"{prefix}{c.id}")
                     result.changes = list(patch.files)
                     result.diff = patch.text
                     ctx.views[c.id] = StepView.from_result(
@@ -636,7 +669,7 @@ class Engine:
         for child_id in child_ids:
             key = f"{prefix}{child_id}"
             with ctx.ws.step(f"{key}.merge") as tracker:
-                applied = ctx.ws.worktrees.apply(key)
+                applied = ctx.ws.worktrees.apply(key, as_diffed=True)  # what the step reported
             if applied.ok:
                 files = plural(len(tracker.changes), "file")
                 ctx.notes.append(f"{step.id}: applied {child_id} ({files})")

@@ -37,6 +37,7 @@ from acp.schema import (
 from ... import fsio
 from ...observe.redact import clip_tail
 from ...process import Grace, group_members, stop_group
+from ...proctree import pdeathsig_preexec
 
 STDIO_LIMIT = 32 * 1024 * 1024  # one JSON-RPC line may carry a whole file's diff
 # Session options some adapters read from ``_meta`` (others ignore it): claude's adapter would
@@ -77,6 +78,12 @@ class _Client:
         )
 
 
+# How long close() lets an adapter exit on EOF before signalling its group. Short: the run
+# waits for this at its end, and an adapter that ignores EOF (codex-acp) still stops on
+# SIGINT; measured in bench/acp_warm.py, where 0.5 s was a tenth of the warm run.
+EOF_WAIT_S = 0.1
+
+
 class AcpProcess:
     """Start with :meth:`start`; :meth:`prompt` any number of times; :meth:`close` once."""
 
@@ -98,6 +105,7 @@ class AcpProcess:
         self.session_id: str | None = None
         self.load_session = False
         self.session_cost = 0.0  # the session's running cost as last reported (usage_update)
+        self.prestarted = False  # started ahead of its first step (prestart.py)
         self.on_message: Callable[[str, dict[str, Any]], None] | None = None
         self.on_permission: Any = None
         self.last_message = time.monotonic()
@@ -160,6 +168,10 @@ class AcpProcess:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             start_new_session=True,
+            # Dies with the thread that started it, also when the kernel is SIGKILLed: a warm
+            # agent outlives steps and cells, never the process that owns it. Runs start agents
+            # on a loop thread that lives as long as the run (or the kernel's loop).
+            preexec_fn=pdeathsig_preexec(),
             limit=STDIO_LIMIT,
         )
         self._stderr_task = asyncio.ensure_future(self._pump_stderr())
@@ -239,7 +251,7 @@ class AcpProcess:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.conn.close(), 2.0)
         with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(asyncio.shield(proc.wait()), 0.5)
+            await asyncio.wait_for(asyncio.shield(proc.wait()), EOF_WAIT_S)
         await stop_group(proc.pid, grace or Grace(0.5, 1.0))
         if group_members(proc.pid):  # pragma: no cover - stop_group ends with SIGKILL
             await stop_group(proc.pid, Grace(0.1, 0.1))
