@@ -114,6 +114,21 @@ class WarningEvent:
 
 
 @dataclass(frozen=True)
+class PermissionAsked:
+    """An agent asks to use a tool and waits for the answer (a :class:`PermissionEvent` follows).
+
+    Shown while nobody has answered yet ("waiting for approval"); the decision itself is the
+    PermissionEvent, which is what the audit trail records.
+    """
+
+    type: ClassVar[str] = "permission_asked"
+    tool_call_id: str | None
+    tool: str
+    kind: str
+    target: str
+
+
+@dataclass(frozen=True)
 class PermissionEvent:
     """An agent asked to use a tool (ACP ``session/request_permission``) and got an answer.
 
@@ -148,6 +163,7 @@ Event = (
     | UsageEvent
     | RetryEvent
     | WarningEvent
+    | PermissionAsked
     | PermissionEvent
     | RawEvent
 )
@@ -335,6 +351,7 @@ __all__ = [
     "FileChange",
     "FileChangeEvent",
     "PassedOver",
+    "PermissionAsked",
     "PermissionEvent",
     "RawEvent",
     "RetryEvent",

@@ -32,6 +32,8 @@ from typing import Any
 
 from ..display import REHEARSAL_MARK, fallback_line, plural, tool_detail, usage_line
 from ..events import (
+    PermissionAsked,
+    PermissionEvent,
     RetryEvent,
     TextEvent,
     ToolCallEvent,
@@ -260,6 +262,10 @@ class LiveDisplay:
         pending = [t for t in step.tools if t.ok is None]
         if isinstance(event, RetryEvent):
             step.phase = STARTING  # after the wait, the next attempt starts the CLI again
+        elif isinstance(event, PermissionAsked):
+            step.phase = f"{APPROVAL} ({_clip(event.tool, 40)})"
+        elif isinstance(event, PermissionEvent):
+            step.phase = THINKING  # answered: the agent goes on
         else:
             step.retry = None  # the CLI speaks again: any retry is over
             if isinstance(event, (ToolCallEvent, ToolResultEvent)) and pending:

@@ -280,6 +280,25 @@ def test_a_step_says_what_it_waits_for(t: FakeTime) -> None:
     assert header(sink).split(" · ")[3] == "retrying after a rate limit in 5s"
 
 
+def test_an_agent_asking_permission_says_it_waits_for_approval(t: FakeTime) -> None:
+    from orchestrator_nb.events import PermissionAsked, PermissionEvent
+
+    live, sink = make(t)
+    live(StepStarted("r", "implement", "codex-acp", "agent"))
+    live(agent_event(PermissionAsked("t1", "Write hello.txt", "edit", "hello.txt")))
+    t.advance(0.2)
+    assert header(sink).split(" · ")[3] == "waiting for approval (Write hello.txt)"
+    t.advance(5.0)  # nobody answered yet: it still says so, with the time going on
+    assert header(sink).split(" · ")[3] == "waiting for approval (Write hello.txt)"
+    live(
+        agent_event(
+            PermissionEvent("t1", "Write hello.txt", "edit", "hello.txt", "allow_once", "user")
+        )
+    )
+    t.advance(0.2)
+    assert header(sink).split(" · ")[3] == "waiting for the model"
+
+
 def test_a_gate_says_it_waits_for_approval(t: FakeTime) -> None:
     live, sink = make(t)
     live(GateRequested("r", "ship", "Ship it?"))

@@ -19,7 +19,7 @@ from acp import RequestError
 
 from ...config import AgentConfig
 from ...errors import AgentError, AgentNotInstalled
-from ...events import Event, PermissionEvent, SessionEvent, StepResult, Usage
+from ...events import Event, PermissionAsked, PermissionEvent, SessionEvent, StepResult, Usage
 from ...observe.redact import clip_tail
 from ...process import Grace
 from ..base import AgentRequest
@@ -75,6 +75,7 @@ async def acp_attempt(
 
     async def on_permission(tool_call: dict[str, Any], options: list[dict[str, Any]]) -> Any:
         asked = request_from_acp(name, tool_call, options, workspace)
+        emit([PermissionAsked(asked.tool_call_id, asked.title, asked.kind, asked.target)])
         decision, by, reason = await permissions.decide(asked)
         emit(
             [
