@@ -54,9 +54,12 @@ def number(value: float) -> str:
 
 
 def plural(count: float, word: str, words: str | None = None) -> str:
-    """``1 turn``, ``2 turns``, ``9,600 files``: the count and the word it takes."""
+    """``1 turn``, ``2 turns``, ``9,600 files``, ``2 processes``: the count and the word it
+    takes (``words`` for an irregular plural)."""
     n = int(count)
-    return f"{number(n)} {word if n == 1 else (words or word + 's')}"
+    if words is None:
+        words = word + ("es" if word.endswith(("s", "sh", "ch", "x")) else "s")
+    return f"{number(n)} {word if n == 1 else words}"
 
 
 def cost(value: float | None) -> str:
@@ -125,7 +128,10 @@ def tool_detail(value: Any, *, limit: int = 100) -> str:
         except (TypeError, ValueError):
             text = str(value)
         text = "" if text in ("null", "{}") else text
-    text = " ".join(text.split())
+    from .observe.redact import redact
+
+    # Redacted before the cut: a cut through a secret leaves a piece no pattern matches.
+    text = redact(" ".join(text.split()))
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

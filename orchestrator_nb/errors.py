@@ -34,6 +34,7 @@ from __future__ import annotations
 import sys
 from typing import Any, ClassVar, Literal
 
+from .display import plural
 from .observe.redact import redact
 
 AgentErrorKind = Literal[
@@ -263,7 +264,8 @@ class CircuitOpen(RunError):
         else:
             when = f"the next trial call is allowed in {retry_in_s:.0f}s"
         super().__init__(
-            f"circuit for agent {agent!r} is open after {failures} consecutive failure(s); {when}",
+            f"circuit for agent {agent!r} is open after "
+            f"{plural(failures, 'consecutive failure')}; {when}",
             hint=f"look at {agent}'s last errors (login, quota, network, flags); the pause is "
             "`limits.breaker_cooldown_s`, and `breaker_threshold` sets how many failures open it",
         )
@@ -308,7 +310,7 @@ class RevertConflict(WorkspaceError):
     def __init__(self, paths: list[str], *, hint: str | None = None) -> None:
         shown = ", ".join(paths[:5]) + (" …" if len(paths) > 5 else "")
         super().__init__(
-            f"{len(paths)} file(s) changed again since that step: {shown}",
+            f"{plural(len(paths), 'file')} changed again since that step: {shown}",
             hint=hint or "inspect them, or pass force=True to overwrite those changes",
         )
         self.paths = list(paths)

@@ -12,6 +12,7 @@ import math
 import re
 from typing import Any
 
+from ..display import plural
 from ..errors import RETRYABLE_KINDS, AgentErrorKind
 from ..events import (
     ChangeKind,
@@ -225,7 +226,7 @@ class JsonlParser:
         last = clip((self._tool_outcomes[-1][1].strip().splitlines() or [""])[0], 200)
         return self.fail(
             "failed",
-            f"all {len(self._tool_outcomes)} tool call(s) failed"
+            f"all {plural(len(self._tool_outcomes), 'tool call')} failed"
             + (f"; last: {last}" if last else ""),
             hint,
             text=text,

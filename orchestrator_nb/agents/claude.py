@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from ..display import plural
 from ..events import (
     Event,
     RetryEvent,
@@ -232,7 +233,7 @@ class ClaudeParser(JsonlParser):
             )
             return self.fail(
                 "failed",
-                f"claude was refused permission for {len(denials)} tool call(s): {names}",
+                f"claude was refused permission for {plural(len(denials), 'tool call')}: {names}",
                 "run with --permission-mode acceptEdits (permission_mode: acceptEdits), or "
                 "bypassPermissions for shell commands",
                 text=text,

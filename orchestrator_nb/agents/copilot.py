@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from ..display import plural
 from ..events import (
     Event,
     SessionEvent,
@@ -189,7 +190,7 @@ class CopilotParser(JsonlParser):
             # Exit 0 and a cheerful answer, but the tool was refused: the work was not done.
             return self.fail(
                 "failed",
-                f"copilot was refused permission for {len(self.denied)} tool call(s): "
+                f"copilot was refused permission for {plural(len(self.denied), 'tool call')}: "
                 + ", ".join(self.denied),
                 DENIED_HINT,
                 text=self.last_text,

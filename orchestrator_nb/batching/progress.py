@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, TextIO
 
+from ..display import plural
 from ..lifecycle import LifecycleEvent, StepStarted
 from ..publish import show
 from .result import BatchRow
@@ -179,7 +180,7 @@ class LineLog:
     def update(self, progress: BatchProgress) -> None:
         row = progress.row
         if progress.event == "start":
-            text = f"batch: {progress.total} task(s), {progress.finished} done earlier"
+            text = f"batch: {plural(progress.total, 'task')}, {progress.finished} done earlier"
         elif progress.event == "task_finished" and row is not None:
             text = f"[{progress.finished}/{progress.total}] {row.id}: {row.outcome}"
             text += f" ({row.seconds:.1f} s)"

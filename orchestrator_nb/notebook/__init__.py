@@ -40,6 +40,7 @@ def _stop_leftovers() -> None:
     (pid and start time verified), and mark their turns interrupted."""
     import os
 
+    from ..display import plural
     from ..orphans import stop_leftovers
     from ..publish import say
 
@@ -50,7 +51,7 @@ def _stop_leftovers() -> None:
         return
     for left in found:
         line = f"orchestrator-nb: run {left.run_id} died with its kernel"
-        line += f"; stopped {len(left.stopped)} leftover process(es)" if left.stopped else ""
+        line += f"; stopped {plural(len(left.stopped), 'leftover process')}" if left.stopped else ""
         line += "; its turn is marked interrupted" if left.turns else ""
         if left.survivors:
             line += f"; could not stop pid(s) {', '.join(map(str, left.survivors))}"

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import fsio
+from ..display import plural
 from . import audit_keys
 from .redact import Redactor, default_redactor
 
@@ -301,7 +302,7 @@ def verify(path: str | os.PathLike[str], *, config_dir: Path | None = None) -> V
     try:
         raw = fsio.read_bytes(file)
     except FileNotFoundError:
-        said = [f"the {w} head says {h.seq + 1} record(s)" for w, h in heads.items() if h]
+        said = [f"the {w} head says {plural(h.seq + 1, 'record')}" for w, h in heads.items() if h]
         if said:
             return bad(1, "deleted", f"the trail file is missing but {said[0]}", 0)
         return VerifyResult(True, records=0, path=str(file))
@@ -360,7 +361,9 @@ def verify(path: str | os.PathLike[str], *, config_dir: Path | None = None) -> V
                     f"records reordered: seq {expected} should come here, found {seq}",
                     i,
                 )
-            return bad(n, "removed", f"{seq - expected} record(s) removed before this one", i)
+            return bad(
+                n, "removed", f"{plural(seq - expected, 'record')} removed before this one", i
+            )
         if record["prev"] != prev_hash:
             return bad(n, "chain-broken", "its prev is not the previous record's hash", i)
         seen[seq] = line.hash
@@ -391,7 +394,7 @@ def _check_heads(
                 kind, why = "replaced", "the trail was replaced by an older copy"
             else:
                 kind, why = "truncated", "records were removed from the end"
-            return bad(count + 1, kind, f"{why}: {name} says {gone} more record(s)", count)
+            return bad(count + 1, kind, f"{why}: {name} says {plural(gone, 'more record')}", count)
         if head.seq < last_seq:
             return bad(
                 head.seq + 2,

@@ -23,6 +23,7 @@ from typing import Any
 from ..batching.preamble import Batch
 from ..batching.progress import Tracker
 from ..batching.result import BatchRow, workflow_result_from_dict
+from ..display import plural
 from ..errors import RunError
 from ..lifecycle import StepStarted
 from ..observe.redact import clip_tail
@@ -266,7 +267,8 @@ class Dispatch:
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(ray.get, reaping, timeout=REAP_TIMEOUT_S)
             self.result.notes.append(
-                f"{len(left)} task(s) did not stop within {self.grace_s:g} s: their workers "
+                f"{plural(len(left), 'task')} did not stop within {self.grace_s:g} s: "
+                "their workers "
                 "were killed and every node reaped their agents"
             )
         for ref in everyone:
@@ -300,7 +302,8 @@ class Dispatch:
                 killed = sum(len(pids) for _node, pids in found)
                 if killed:
                     self.result.notes.append(
-                        f"stopped {killed} agent process(es) left by an earlier run of the batch"
+                        f"stopped {plural(killed, 'agent process')} "
+                        "left by an earlier run of the batch"
                     )
         with contextlib.suppress(Exception):
             ray.kill(self.coordinator)

@@ -219,7 +219,7 @@ async def run_seat(
 
 
 def _leftover_note(left: Any) -> str:
-    line = f"stopped {len(left.stopped)} leftover process(es) of dead run {left.run_id}"
+    line = f"stopped {plural(len(left.stopped), 'leftover process')} of dead run {left.run_id}"
     if left.turns:
         line += "; its turn marked interrupted"
     if left.survivors:

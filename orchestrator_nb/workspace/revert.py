@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from ..display import plural
 from ..errors import RevertConflict, UnsafePathError, WorkspaceError
 from .diff import ChangeSet
 from .paths import check_relpath
@@ -247,8 +248,8 @@ def revert_changes(
     lost = [c.path for c in todo if c.before is not None and c.before.oid not in contents]
     if lost:
         raise WorkspaceError(
-            f"cannot revert: the old version of {len(lost)} file(s) is no longer available: "
-            + ", ".join(lost[:5]),
+            f"cannot revert: the old version of {plural(len(lost), 'file')} "
+            "is no longer available: " + ", ".join(lost[:5]),
             hint="files larger than the store limit are not kept; restore them from your backups",
         )
     try:

@@ -73,7 +73,7 @@ def test_permission_denied_is_a_failure(replay: Run) -> None:
     v = r.verdict
     assert not v.ok
     assert v.error_kind == "failed"
-    assert v.error_message == (f"claude was refused permission for 1 tool call(s): Write({HELLO})")
+    assert v.error_message == (f"claude was refused permission for 1 tool call: Write({HELLO})")
     assert v.hint is not None and "--permission-mode acceptEdits" in v.hint
     assert v.text == DONE  # what claude claimed is kept, but it is not trusted
     assert v.changes == []
@@ -125,7 +125,7 @@ def test_partial_messages_and_a_failed_write(replay: Run) -> None:
     assert not v.ok
     assert v.error_kind == "failed"
     assert v.error_message == (
-        "all 1 tool call(s) failed; last: <tool_use_error>File has not been read yet. "
+        "all 1 tool call failed; last: <tool_use_error>File has not been read yet. "
         "Read it first before writing to it.</tool_use_error>"
     )
     assert v.text == DONE

@@ -191,7 +191,7 @@ def test_every_command_failed_is_a_failure(replay: Run) -> None:
     v = replay(CodexParser(), lines, 0).verdict
     assert not v.ok
     assert v.error_kind == "failed"
-    assert v.error_message == "all 1 tool call(s) failed; last: touch: Permission denied"
+    assert v.error_message == "all 1 tool call failed; last: touch: Permission denied"
     assert v.hint is not None and "danger-full-access" in v.hint
     assert v.text == "Done."
 

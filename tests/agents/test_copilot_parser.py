@@ -84,7 +84,7 @@ def test_denied_tool_is_a_failure(replay: Run) -> None:
     v = r.verdict
     assert not v.ok
     assert v.error_kind == "failed"
-    assert v.error_message == "copilot was refused permission for 1 tool call(s): create"
+    assert v.error_message == "copilot was refused permission for 1 tool call: create"
     assert v.hint is not None and "--allow-all-tools" in v.hint
     assert v.text == DONE
     assert v.changes == []

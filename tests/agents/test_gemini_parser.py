@@ -169,7 +169,7 @@ def test_failed_tool_is_a_failure(replay: Run) -> None:
     assert r.of(ToolResultEvent) == [ToolResultEvent("t1", False, "0 occurrences found")]
     v = r.verdict
     assert v.error_kind == "failed"
-    assert v.error_message == "all 1 tool call(s) failed; last: 0 occurrences found"
+    assert v.error_message == "all 1 tool call failed; last: 0 occurrences found"
     assert v.text == "Fixed it."
     assert v.changes == []
 

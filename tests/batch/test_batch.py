@@ -178,7 +178,7 @@ def test_progress_displays_for_a_terminal_a_log_and_a_notebook(
         tracker.end()
     assert "1/2 done · running: b [review]" in tty.getvalue()
     assert tty.getvalue().endswith("[####################] 2/2 done, 1 failed".ljust(79) + "\n")
-    assert log.getvalue() == "batch: 2 task(s), 1 done earlier\n[2/2] b: failed (1.2 s)\n"
+    assert log.getvalue() == "batch: 2 tasks, 1 done earlier\n[2/2] b: failed (1.2 s)\n"
     view = _View(BatchProgress("step", 4, 1, 1, {"c": "write"}, 0.5))._repr_mimebundle_()
     assert view["text/plain"] == "batch: 1/4 done · running: c [write]"
     assert 'style="width:25%' in view["text/html"] and "<style" not in view["text/html"]

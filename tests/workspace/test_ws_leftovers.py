@@ -98,7 +98,7 @@ def test_the_kernels_next_start_stops_leftovers(
         unload_ipython_extension(shell)
         InteractiveShell.clear_instance()
     out = capsys.readouterr().out
-    assert "run dead-run died with its kernel; stopped 1 leftover process(es)" in out
+    assert "run dead-run died with its kernel; stopped 1 leftover process" in out
     assert "its turn is marked interrupted" in out
     deadline = time.monotonic() + 5
     while _alive(escaped) and time.monotonic() < deadline:
@@ -124,7 +124,7 @@ def test_the_next_run_stops_leftovers(crashed: tuple[Path, str, int]) -> None:
 
     asyncio.run(enter())
     assert notes == [
-        "stopped 1 leftover process(es) of dead run dead-run; its turn marked interrupted"
+        "stopped 1 leftover process of dead run dead-run; its turn marked interrupted"
     ]
 
 
