@@ -154,6 +154,17 @@ def jupyterlab(root: Path) -> Iterator[tuple[str, str]]:
         log.close()
 
 
+def open_notebook(page: Any, url: str) -> None:
+    """Open a notebook and put the cursor in its first cell once its kernel is idle: keys
+    pressed while the kernel still starts can be lost, and the cell would never run."""
+    from playwright.sync_api import expect
+
+    page.goto(url)
+    page.locator(".jp-Notebook .jp-Cell .cm-content").first.click(timeout=60_000)
+    idle = page.locator(".jp-StatusBar-TextItem").filter(has_text=re.compile(r"\| Idle"))
+    expect(idle.first).to_be_visible(timeout=60_000)
+
+
 def _requirements() -> None:
     require(Path(CHROMIUM).is_file(), "chromium (or chromium-browser) is missing: `make browser`")
     require(JUPYTER.is_file(), "jupyter is not installed in the venv: run `make venv`")
@@ -184,8 +195,7 @@ def test_dashboard_runs_shows_a_diff_and_stops_in_jupyterlab(tmp_path: Path) -> 
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1500})
-            page.goto(f"{base}/lab/tree/dash.ipynb?token={token}")
-            page.locator(".jp-Notebook .jp-Cell .cm-content").first.click(timeout=60_000)
+            open_notebook(page, f"{base}/lab/tree/dash.ipynb?token={token}")
             page.keyboard.press("Shift+Enter")  # run the cell, as a user would
 
             out = page.locator(".jp-OutputArea-output")
@@ -285,11 +295,7 @@ def test_notebook_timer_result_markdown_and_no_log_lines_in_jupyterlab(tmp_path:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1500})
-            page.goto(f"{base}/lab/tree/cell.ipynb?token={token}")
-            page.locator(".jp-Notebook .jp-Cell .cm-content").first.click(timeout=60_000)
-            # Keys pressed while the kernel still starts can be lost: wait until it is idle.
-            idle = page.locator(".jp-StatusBar-TextItem").filter(has_text=re.compile(r"\| Idle"))
-            expect(idle.first).to_be_visible(timeout=60_000)
+            open_notebook(page, f"{base}/lab/tree/cell.ipynb?token={token}")
             for _ in NOTEBOOK_CELLS:
                 page.keyboard.press("Shift+Enter")  # run every cell, as a user would
             cell = page.locator(".jp-Notebook .jp-Cell")

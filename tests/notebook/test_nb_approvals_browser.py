@@ -18,7 +18,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "dashboard"))
 from dash_helpers import require
-from test_dash_browser import CHROMIUM, CHROMIUM_ARGS, JUPYTER, jupyterlab
+from test_dash_browser import CHROMIUM, CHROMIUM_ARGS, JUPYTER, jupyterlab, open_notebook
 
 from orchestrator_nb import trust
 
@@ -63,8 +63,7 @@ def test_allow_once_clicked_in_jupyterlab_lets_the_agent_write(tmp_path: Path) -
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1200, "height": 900})
-            page.goto(f"{base}/lab/tree/ask.ipynb?token={token}")
-            page.locator(".jp-Notebook .jp-Cell .cm-content").first.click(timeout=60_000)
+            open_notebook(page, f"{base}/lab/tree/ask.ipynb?token={token}")
             page.keyboard.press("Shift+Enter")
 
             out = page.locator(".jp-OutputArea-output")
@@ -74,7 +73,7 @@ def test_allow_once_clicked_in_jupyterlab_lets_the_agent_write(tmp_path: Path) -
             expect(out.locator("pre").filter(has_text=re.compile(r"\+hi"))).to_be_visible()
             assert not (ws / "out.txt").exists()  # nothing happens before the click
             allow.click()
-            expect(out.get_by_text("allowed once by you")).to_be_visible(timeout=30_000)
+            expect(out.get_by_text("allowed once by you", exact=True)).to_be_visible(timeout=30_000)
             expect(allow).to_be_disabled()
             for _ in range(300):
                 if (ws / "out.txt").exists():

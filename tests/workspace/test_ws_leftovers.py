@@ -123,9 +123,7 @@ def test_the_next_run_stops_leftovers(crashed: tuple[Path, str, int]) -> None:
     import asyncio
 
     asyncio.run(enter())
-    assert notes == [
-        "stopped 1 leftover process of dead run dead-run; its turn marked interrupted"
-    ]
+    assert notes == ["stopped 1 leftover process of dead run dead-run; its turn marked interrupted"]
 
 
 def test_a_reused_pid_is_never_signalled(tmp_path: Path) -> None:
