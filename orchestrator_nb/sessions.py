@@ -202,9 +202,10 @@ class Turn(BaseModel):
     def summary(self) -> str:
         from .display import usage_line
 
+        parts = [(s.agent, s.usage.to_usage()) for s in self.steps if not s.cached]
         return (
             f"turn {self.number}: {self.what}, {self.outcome}, {len(self.steps)} step(s), "
-            f"{usage_line(self.usage)}"
+            f"{usage_line(self.usage, parts)}"
         )
 
 

@@ -147,8 +147,12 @@ class WorkflowResult:
 
         return (
             f"workflow {self.workflow}: {self.outcome} — {len(self.steps)} step(s), "
-            f"{len(self.changes)} file(s) changed, {usage_line(self.usage)}"
+            f"{len(self.changes)} file(s) changed, {usage_line(self.usage, self._agent_usage())}"
         )
+
+    def _agent_usage(self) -> list[tuple[str, Usage]]:
+        """The (agent, usage) parts of :attr:`usage`, for the line that says whom it covers."""
+        return [(s.agent, s.usage) for s in self.steps if not s.cached]
 
     def __str__(self) -> str:
         return redact(self._text())
