@@ -159,6 +159,8 @@ class RunService:
                     request.name,
                     workspace=request.workspace,
                     rehearsal=running,
+                    run_id=request.resume_run,
+                    resume=request.resume_run is not None,
                     gate=gate,
                     cancel=cancel,
                     variables=dict(request.variables),
