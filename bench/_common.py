@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BUILD = ROOT / "build" / "bench"
 FAKE_SOURCE = Path(__file__).resolve().parent / "fake_agent.py"
 TRANSCRIPTS = ROOT / "tests" / "fixtures" / "transcripts"
-CLAUDE_VERSION = "2.1.197 (Claude Code)"  # what the claude driver accepts as genuine
+CLAUDE_VERSION = "2.1.332 (Claude Code)"  # what the claude driver accepts as genuine
 
 Row = dict[str, Any]
 

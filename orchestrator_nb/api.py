@@ -23,7 +23,7 @@ from .agents.base import AgentRequest, Driver, Verdict
 from .agents.registry import DriverRegistry, default_registry
 from .agents.status import locate
 from .config import AgentConfig, Settings, agent_config, load_settings
-from .errors import AgentError, AgentNotInstalled, ConfigError, WorkspaceError
+from .errors import AgentError, AgentNotInstalled, ConfigError
 from .events import (
     Attempt,
     Event,
@@ -33,7 +33,7 @@ from .events import (
     Usage,
     WarningEvent,
 )
-from .observe.checks import check_name, check_task, check_workspace
+from .observe.checks import check_name, check_task
 from .observe.redact import clip_tail
 from .process import base_env, run_process
 from .trust_store import refuse_untrusted_cli
@@ -76,16 +76,6 @@ def _settings(
     if config is None:
         return load_settings(cwd=workspace, trust=trust)
     return load_settings(config).with_trust(workspace, trust)
-
-
-def _workspace(workspace: str | os.PathLike[str]) -> Path:
-    path = Path(workspace).expanduser()
-    if not path.is_dir():
-        raise WorkspaceError(
-            f"workspace {str(path)!r} is not an existing folder",
-            hint="create it first, or pass the folder the agent should edit",
-        )
-    return check_workspace(path.resolve())
 
 
 def _relative_changes(verdict: Verdict, workspace: Path) -> list[FileChange]:

@@ -17,8 +17,8 @@ from typing import Any
 
 from ..api import _settings
 from ..config import Settings
-from ..errors import ConfigError, WorkspaceError
-from ..observe.checks import check_task, check_workspace
+from ..errors import ConfigError
+from ..observe.checks import check_task, existing_workspace
 from ..observe.redact import redact
 from ..rehearsal.endpoint import RehearsalArg
 from ..workflow.engine import apply_overrides
@@ -102,7 +102,7 @@ class Batch:
 
 async def run_batch(executor: Executor, plan: BatchPlan) -> BatchResult:
     """Check, journal and resume ``plan``, and let ``executor`` run what is left."""
-    root = check_folder(plan.workspace)
+    root = existing_workspace(plan.workspace)
     specs = load_tasks(plan.tasks)
     check_concurrency(plan.max_concurrency)
     settings = _settings(plan.config, root, plan.trust)
@@ -150,16 +150,6 @@ async def run_batch(executor: Executor, plan: BatchPlan) -> BatchResult:
     result.rows = [rows[s.id] for s in specs]
     result.results = {s.id: results[s.id] for s in specs}
     return result
-
-
-def check_folder(workspace: str | os.PathLike[str]) -> Path:
-    path = Path(workspace).expanduser()
-    if not path.is_dir():
-        raise WorkspaceError(
-            f"workspace {str(path)!r} is not an existing folder",
-            hint="create it first, or pass the folder the tasks should work on",
-        )
-    return check_workspace(path.resolve())
 
 
 def check_concurrency(value: int) -> None:
@@ -249,7 +239,6 @@ __all__ = [
     "Batch",
     "BatchPlan",
     "check_concurrency",
-    "check_folder",
     "check_tasks",
     "from_journal",
     "resumed_header",

@@ -215,6 +215,21 @@ def check_workspace(path: Path) -> Path:
     return real
 
 
+def existing_workspace(workspace: str | os.PathLike[str]) -> Path:
+    """The one way an entry point turns a user's ``workspace`` into the folder it runs in:
+    ``~`` and ``$VARS`` expanded, an existing folder, resolved and checked by
+    :func:`check_workspace`; a WorkspaceError with a hint otherwise."""
+    from ..errors import WorkspaceError
+
+    path = Path(os.path.expandvars(os.fspath(workspace))).expanduser()
+    if not path.is_dir():
+        raise WorkspaceError(
+            f"workspace {str(path)!r} is not an existing folder",
+            hint="create it first, or pass the folder the agents should edit",
+        )
+    return check_workspace(path.resolve())
+
+
 def check_path(path: str) -> str:
     """The workspace's path rules (relative, no '..', not under .git or .orchestrator)."""
     from ..workspace.paths import check_relpath
@@ -233,4 +248,5 @@ __all__ = [
     "check_path",
     "check_task",
     "check_workspace",
+    "existing_workspace",
 ]

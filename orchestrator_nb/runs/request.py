@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..config import Settings
-from ..errors import ConfigError, WorkspaceError
-from ..observe.checks import check_name, check_task, check_workspace
+from ..errors import ConfigError
+from ..observe.checks import check_name, check_task, existing_workspace
 from ..sessions import FollowupDecision, ResumePoint, Session
 from ..workflow.models import Budget
 from ..workspace.lock import Isolation
@@ -149,7 +149,7 @@ class RunRequest:
         from ..workspace.state import StateDir
 
         check_name("run", run_id)  # it becomes a folder name: nothing may climb out
-        root = _workspace(workspace)
+        root = existing_workspace(workspace)
         journal = RunJournal(StateDir(root).root / "runs", run_id)
         meta, task = journal.meta(), journal.task()
         overrides = dict(meta.get("overrides") or {})
@@ -193,7 +193,7 @@ class RunRequest:
             check_name("workflow", workflow)
         if fields.get("step") is not None:
             check_name("step", fields["step"])
-        root = _workspace(workspace)
+        root = existing_workspace(workspace)
         settings, config_path = None, None
         if isinstance(config, Settings):
             settings = config
@@ -214,16 +214,6 @@ class RunRequest:
             decision=decision,
             **fields,
         )
-
-
-def _workspace(workspace: str | os.PathLike[str]) -> Path:
-    path = Path(os.path.expandvars(os.fspath(workspace))).expanduser()
-    if not path.is_dir():
-        raise WorkspaceError(
-            f"workspace {str(path)!r} is not an existing folder",
-            hint="create it first, or pass the folder the agents should edit",
-        )
-    return check_workspace(path.resolve())
 
 
 __all__ = ["OVERRIDE_KEYS", "GatePolicy", "Isolation", "ResumePoint", "RunOptions", "RunRequest"]

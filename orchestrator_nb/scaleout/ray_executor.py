@@ -30,7 +30,7 @@ from typing import Any
 
 from .._sync import run_sync
 from ..batching.executor import default_executors
-from ..batching.preamble import Batch, BatchPlan, run_batch
+from ..batching.preamble import Batch
 from ..batching.tasks import BatchTask, TasksArg
 from ..errors import ConfigError
 from ..rehearsal.endpoint import RehearsalArg, RehearsalEndpoint, endpoint_of
@@ -146,42 +146,15 @@ class RayExecutor:
 
 
 async def abatch_ray(
-    tasks: TasksArg,
-    workflow: str = "default",
-    *,
-    executor: str = "ray",
-    workspace: str | os.PathLike[str] = ".",
-    max_concurrency: int = 2,
-    journal: str | os.PathLike[str] | None = None,
-    config: Any = None,
-    rehearsal: RehearsalArg = None,
-    isolation: str = "auto",
-    on_progress: Any = None,
-    progress: bool | None = None,
-    retry_failed: bool = False,
-    **options: Any,
+    tasks: TasksArg, workflow: str = "default", *, executor: str = "ray", **kwargs: Any
 ) -> RayBatchResult:
     """:func:`orchestrator_nb.batching.abatch` with ``executor`` one of Ray's (the default
     ``"ray"``); the Ray options (``caps``, ``batch_budget``, ...) are :class:`RayExecutor`'s."""
-    registry = default_executors()
-    if registry.entry(executor).name != "ray":
+    from ..batching.api import abatch
+
+    if default_executors().entry(executor).name != "ray":
         ray_address(executor)  # says why 'local' (or another executor) is not Ray's
-    runner, overrides = registry.create(executor, options)
-    plan = BatchPlan(
-        tasks,
-        workflow,
-        workspace,
-        max_concurrency,
-        journal,
-        config,
-        rehearsal,
-        isolation,
-        on_progress,
-        progress,
-        retry_failed,
-        overrides,
-    )
-    result = await run_batch(runner, plan)
+    result = await abatch(tasks, workflow, executor=executor, **kwargs)
     assert isinstance(result, RayBatchResult)
     return result
 

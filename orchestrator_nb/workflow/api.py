@@ -13,11 +13,10 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from .._sync import run_sync
-from ..api import _workspace
 from ..config import Settings
 from ..errors import ConfigError
 from ..lifecycle import Subscriber
-from ..observe.checks import check_name
+from ..observe.checks import check_name, existing_workspace
 from ..runs import RunOptions, RunRequest, RunService
 from ..sessions import Session
 from ..workspace import RevertResult, Workspace
@@ -122,7 +121,7 @@ def revert(
     Files that changed again after the run are refused with ``RevertConflict`` unless ``force``.
     """
     check_name("run", run_id)
-    ws = Workspace(_workspace(workspace), run_id=run_id)
+    ws = Workspace(existing_workspace(workspace), run_id=run_id)
     if step is None:
         return ws.revert_run(force=force)
     steps = ws.steps()

@@ -7,6 +7,7 @@ version read from the working tree, from HEAD or from the index compares by id a
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -104,7 +105,9 @@ class ObjectStore:
         tmp = target.parent / f".tmp-{secrets.token_hex(8)}"
         # No fsync: an object lost in a crash is detected on read (its id no longer matches) and
         # then counts as missing; syncing every snapshot would double the cost of a step.
-        with open(tmp, "wb") as fh:
+        # O_EXCL | O_NOFOLLOW: the temporary name is ours alone, never a planted link.
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+        with os.fdopen(os.open(tmp, flags, 0o644), "wb") as fh:
             fh.write(data)
         os.replace(tmp, target)
         self._known.add(oid)
@@ -134,10 +137,16 @@ class ObjectStore:
             elif st.st_size > self.max_blob:
                 return FileState(self._hash_large(path), mode, st.st_size)
             else:
-                with open(path, "rb") as fh:
+                # No link followed: ``st`` said a regular file; if it was swapped for a link
+                # since, reading through it could copy a file from outside the workspace.
+                with os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW), "rb") as fh:
                     data = fh.read()
         except (FileNotFoundError, NotADirectoryError):
             return None
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:
+                raise
+            return None  # became a link while we looked: the next snapshot sees the link
         oid = blob_id(data, self.algo)
         if keep:
             self.put(data, oid)
@@ -145,7 +154,7 @@ class ObjectStore:
 
     def _hash_large(self, path: str | os.PathLike[str]) -> str:
         # Too large to keep a copy of: its id is still needed to tell whether it changed.
-        with open(path, "rb") as fh:
+        with os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW), "rb") as fh:
             size = os.fstat(fh.fileno()).st_size
             h = hashlib.new(self.algo)
             h.update(b"blob %d\0" % size)
