@@ -209,6 +209,11 @@ class Turn(BaseModel):
         )
 
 
+def with_context(context: str, message: str) -> str:
+    """``message`` as a follow-up's new request after ``context`` (itself when there is none)."""
+    return f"{context}\n\nNew request:\n{message}" if context else message
+
+
 @dataclass(frozen=True)
 class FollowupDecision:
     """Whether a cell continues the session, why, and how to ask for the other way."""
@@ -358,9 +363,20 @@ class Session(BaseModel):
 
         With ``workspace``, the previous turn is the last one in that workspace.
         """
+        context = self.followup_context(max_chars=max_chars, workspace=workspace)
+        return with_context(context, message)
+
+    def followup_context(
+        self, *, max_chars: int = 600, workspace: str | os.PathLike[str] | None = None
+    ) -> str:
+        """The summary of the previous turn a follow-up replays (empty when there is none).
+
+        Only an agent that does not continue its own native conversation needs it: one that
+        resumes already has the earlier turn, and would read (and be billed for) it twice.
+        """
         done = [t for t in self.turns_in(workspace) if t.outcome != "running"]
         if not done:
-            return message
+            return ""
         last = done[-1]
         lines = [
             "Context: this continues the previous request in this workspace.",
@@ -375,7 +391,6 @@ class Session(BaseModel):
                 lines.append(f"- {step.label}: {clipped}")
         paths = last.changed_paths
         lines.append(f"Files changed: {', '.join(paths)}" if paths else "Files changed: none")
-        lines += ["", "New request:", message]
         return "\n".join(lines)
 
     # -- recording --------------------------------------------------------------------------
@@ -654,4 +669,5 @@ __all__ = [
     "atomic_write_text",
     "decide_followup",
     "default_store",
+    "with_context",
 ]

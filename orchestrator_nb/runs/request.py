@@ -126,6 +126,14 @@ class RunRequest:
             return self.session.followup_task(self.task, workspace=self.workspace)
         return self.task
 
+    @property
+    def followup_context(self) -> str:
+        """The previous turn's summary, for the agents of a follow-up that do not resume their
+        own conversation (the engine gives it only to those); empty for a new task."""
+        if self.followup and self.session is not None:
+            return self.session.followup_context(workspace=self.workspace)
+        return ""
+
     def resume_points(self) -> dict[str, ResumePoint]:
         """Native sessions to resume: only a follow-up's, only of this workspace."""
         points = dict(self.resume or {})

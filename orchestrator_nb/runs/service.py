@@ -155,7 +155,7 @@ class RunService:
                 request.rehearsal, workspace=request.workspace, session=session
             ) as running:
                 result = await engine.run(
-                    request.prompt,
+                    request.task,
                     request.name,
                     workspace=request.workspace,
                     rehearsal=running,
@@ -167,6 +167,7 @@ class RunService:
                     history=_history(request),
                     overrides=overrides,
                     resume_ids=request.resume_points(),
+                    context=request.followup_context,
                     definition=definition,
                     timeout=request.options.timeout,
                     settings=settings,

@@ -46,6 +46,7 @@ from ..lifecycle import (
     WorkspaceWaiting,
 )
 from ..observe.redact import redact_obj
+from ..sessions import with_context as with_context_of
 from ..workspace import Workspace
 from ..workspace.lock import Isolation, Seat, run_seat
 from .cache import StepCache
@@ -116,6 +117,7 @@ class _Ctx:
     resume_ids: dict[str, Any] = field(default_factory=dict)
     seat: Seat | None = None  # the workspace lock, or the run's own worktree
     approvals: Any = None  # what answers ACP agents' permission requests (None: settings)
+    context: str = ""  # a follow-up's summary of the previous turn (see Engine.run)
 
     def template_context(self) -> dict[str, Any]:
         return {
@@ -175,12 +177,15 @@ class Engine:
         meta: dict[str, Any] | None = None,
         isolation: Isolation = "shared",
         approvals: Any = None,
+        context: str = "",
     ) -> WorkflowResult:
         """Run ``workflow`` (or ``definition``, journaled under that name) on ``task``.
 
         Callers go through :class:`orchestrator_nb.runs.RunService`, which starts the
         rehearsal (``rehearsal`` here is a running one or None) and decides what to resume.
-        ``timeout``: the run's wall-clock limit (outcome ``timeout``).
+        ``timeout``: the run's wall-clock limit (outcome ``timeout``). ``context``: a
+        follow-up's summary of the previous turn, put before the task for the agents that do
+        not resume their own native conversation (one that resumes has the turn already).
         """
         wf = self._workflow(workflow, overrides or {}, definition)
         if not resume:
@@ -189,9 +194,12 @@ class Engine:
         ws = Workspace(workspace, run_id=run_id)
         journal = RunJournal(ws.state.root / "runs", ws.run_id)
         done = journal.finished() if resume else {}
-        if not resume:
+        if resume:
+            context = context or str(journal.meta().get("context") or "")
+        else:
             journal.start(
                 {"task": task, "workflow": workflow, "overrides": overrides or {}}
+                | ({"context": context} if context else {})
                 | {k: v for k, v in (meta or {}).items() if v is not None}
                 | ({"timeout": timeout} if timeout is not None else {})
             )
@@ -214,6 +222,7 @@ class Engine:
             settings=settings or self.settings,
             timeout=timeout,
             approvals=approvals,
+            context=context,
         )
         started = time.monotonic()
         leftovers = ws.state.worktrees
@@ -397,19 +406,39 @@ class Engine:
             result = replace(ctx.done[key], step_id=step.id, iteration=ctx.iteration)
             self._record(ctx, step, result, journal=False)
             return result
+        # A follow-up's summary goes to an agent only when it starts a fresh conversation: one
+        # that resumes its native session has the earlier turn already (and would pay twice).
+        resumes = track and step.agent in ctx.resume_ids
         try:
-            prompt = render(step.prompt, ctx.template_context(), step_id=step.id)
+            prompt = self._render(ctx, step, with_context=not resumes)
+            fresh = self._render(ctx, step, with_context=True) if resumes else prompt
         except TemplateError as exc:
             raise _Stop("failed", str(exc)) from exc
         ctx.bus.emit(StepStarted(ctx.run_id, step.id, step.agent, "agent", ctx.iteration, prompt))
-        result = await self._call(ctx, step, prompt, cwd, track, key)
+        result = await self._call(ctx, step, prompt, cwd, track, key, fresh=fresh)
         result.step_id, result.iteration = step.id, ctx.iteration
         self._record(ctx, step, result, journal=True, key=key)
         return result
 
+    @staticmethod
+    def _render(ctx: _Ctx, step: AgentStep, *, with_context: bool) -> str:
+        values = ctx.template_context()
+        if with_context and ctx.context:
+            values["task"] = with_context_of(ctx.context, ctx.task)
+        return render(step.prompt, values, step_id=step.id)
+
     async def _call(
-        self, ctx: _Ctx, step: AgentStep, prompt: str, cwd: Path, track: bool, key: str
+        self,
+        ctx: _Ctx,
+        step: AgentStep,
+        prompt: str,
+        cwd: Path,
+        track: bool,
+        key: str,
+        *,
+        fresh: str | None = None,
     ) -> StepResult:
+        """``fresh``: the prompt for a fresh conversation, when the resumed one is gone."""
         # Worktree children run elsewhere, and the CLIs keep sessions per working folder.
         resume = ctx.resume_ids.pop(step.agent, None) if track else None
         use_cache = step.cache and resume is None
@@ -423,7 +452,7 @@ class Engine:
                 result = await self._attempts(ctx, step, prompt, cwd, key, resume)
                 if resume is not None and result.error_kind == "config":
                     # The CLI no longer has that session (another HOME, pruned): start afresh.
-                    result = await self._attempts(ctx, step, prompt, cwd, key, None)
+                    result = await self._attempts(ctx, step, fresh or prompt, cwd, key, None)
                 if step.write_code_blocks and result.ok and track:
                     ctx.ws.write_code_blocks(result.text, key, on_unsafe="skip")
         except CircuitOpen as exc:
