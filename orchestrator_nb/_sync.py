@@ -3,6 +3,12 @@
 ``asyncio.run()`` fails in a cell because the kernel's loop is already running, so there the
 coroutine runs on a fresh loop in a worker thread. A KeyboardInterrupt (the kernel's Interrupt
 button) cancels the coroutine, waits for its clean-up (agent processes stopped), then re-raises.
+
+The project's own typed errors (:class:`~orchestrator_nb.errors.OrchestratorError`: a bad
+workflow name, a missing folder, ...) say what to do in their message; the frames of the event
+loop, of this module and of the engine that found the problem only bury it. They are re-raised
+here with the traceback cut at this frame, so the user reads their own call and the message.
+Any other exception (a bug) keeps its whole traceback.
 """
 
 from __future__ import annotations
@@ -16,11 +22,21 @@ T = TypeVar("T")
 
 
 def run_sync(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    from .errors import OrchestratorError
+
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return _run_here(make)
-    return _run_in_thread(make)
+        here = True
+    else:
+        here = False
+    try:
+        return _run_here(make) if here else _run_in_thread(make)
+    except OrchestratorError as exc:
+        error = exc
+    # Outside the except block: no "During handling..." context, and no frames below this one.
+    error.__suppress_context__ = True
+    raise error.with_traceback(None)
 
 
 def _run_here(make: Callable[[], Coroutine[Any, Any, T]]) -> T:

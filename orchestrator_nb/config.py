@@ -314,9 +314,73 @@ def load_settings(
         settings = Settings.model_validate(merged)
     except ValidationError as exc:
         raise validation_error(exc, "keyword arguments", None, ConfigError) from None
+    if not ignored:  # a listing that dropped a workspace's agents still lists its workflows
+        check_agents(settings, layers)
     settings._trust = decided
     settings._ignored = ignored
     return settings
+
+
+def check_agents(
+    settings: Settings, layers: list[tuple[Path, Any, yaml.Node | None]] | None = None
+) -> None:
+    """Every agent a workflow step names is configured: refused when the file is loaded, with
+    the workflow, step, agent and the known agents, not when a run reaches the step."""
+    from .workflow.models import AgentStep, iter_steps
+
+    # A step may also name a role where the settings define roles (each a list of agents).
+    names = set(settings.agents) | set(getattr(settings, "roles", None) or ())
+    for name, workflow in settings.workflows.items():
+        for step in iter_steps(workflow.steps):
+            if not isinstance(step, AgentStep):
+                continue
+            agents = step.agent if isinstance(step.agent, (list, tuple)) else [step.agent]
+            for agent in agents:
+                if agent in names:
+                    continue
+                known = ", ".join(sorted(settings.agents)) or "none"
+                path, line, key = _where_step(layers or [], name, step.id)
+                raise ConfigError(
+                    f"workflow {name!r}, step {step.id!r}: unknown agent {agent!r} "
+                    f"(known: {known})",
+                    path=path,
+                    line=line,
+                    key=key,
+                    hint=f"name a known agent, or add {agent!r} under `agents:` "
+                    "with `driver: command`",
+                )
+
+
+def _where_step(
+    layers: list[tuple[Path, Any, yaml.Node | None]], workflow: str, step_id: str
+) -> tuple[str | None, int | None, str | None]:
+    """The file, line and key of a workflow step: in the last layer that defines it."""
+    for file, data, node in reversed(layers):
+        flows = data.get("workflows") if isinstance(data, dict) else None
+        if not isinstance(flows, dict) or not isinstance(flows.get(workflow), dict):
+            continue
+        loc = _step_loc(flows[workflow].get("steps"), step_id, ("workflows", workflow, "steps"))
+        if loc is not None:
+            loc = (*loc, "agent")
+            return str(file), _line_of(node, loc), ".".join(str(p) for p in loc)
+    return None, None, f"workflows.{workflow}"
+
+
+def _step_loc(
+    steps: Any, step_id: str, prefix: tuple[int | str, ...]
+) -> tuple[int | str, ...] | None:
+    if not isinstance(steps, list):
+        return None
+    for i, step in enumerate(steps):
+        if not isinstance(step, dict):
+            continue
+        if step.get("id") == step_id:
+            return (*prefix, i)
+        for child in ("steps", "then", "else"):
+            found = _step_loc(step.get(child), step_id, (*prefix, i, child))
+            if found is not None:
+                return found
+    return None
 
 
 def agent_config(settings: Settings, name: str) -> AgentConfig:
@@ -336,6 +400,7 @@ __all__ = [
     "AgentConfig",
     "Settings",
     "agent_config",
+    "check_agents",
     "load_settings",
     "package_config_dir",
     "read_yaml",

@@ -2,14 +2,17 @@
 
 A :class:`SessionStore` lives as long as the kernel and holds several :class:`Session` objects,
 one of them current. A session keeps every turn (the task, the workflow or agent, each step's
-text, changes, usage, cost and native agent session id, timestamps) and saves itself after every
-step to ``<workspace>/.orchestrator/sessions/<id>.json`` atomically (temp file, fsync,
-``os.replace``), so a kernel killed mid-run loses at most the step that was running.
+text, changes, usage, cost and native agent session id, timestamps, the rehearsal it ran under)
+and saves itself after every step to ``<workspace>/.orchestrator/sessions/<id>.json``: written
+whole once, then one appended line per change (:mod:`orchestrator_nb.session_file`), so a step
+costs the same at turn 1,000 as at turn 1 and a kernel killed mid-run loses at most the step
+that was running.
 
 Follow-ups: :func:`decide_followup` applies the original tool's heuristic (action or request
 words on a short message) unless the user forced the choice; a follow-up gives the agents the
 previous task, a summary of what they answered and the changed files
-(:meth:`Session.followup_task`), and the engine sees the turns as ``history``.
+(:meth:`Session.followup_task`), and the engine sees the turns as ``history``. Only a turn that
+got somewhere (:data:`CONTINUABLE`) can be continued: a failed or refused run never is.
 
 Sessions export to JSON (schema-versioned; :meth:`SessionStore.import_file` reads it back with
 validation), a Markdown transcript, and ``.ipynb`` (see :mod:`orchestrator_nb.notebook.export`).
@@ -34,6 +37,7 @@ from .config import validation_error
 from .errors import ConfigError, ErrorKind
 from .events import StepResult, Usage
 from .observe.redact import redact_obj
+from .session_file import FileState, append_changes, is_log, parse_log, write_whole
 
 SCHEMA_VERSION = 1
 KIND = "orchestrator-nb.session"
@@ -42,6 +46,8 @@ ACTION_WORDS = ("add", "also", "now", "then", "next", "improve", "fix", "change"
 REQUEST_WORDS = ("can you", "please", "try", "would you")
 SHORT_MESSAGE_WORDS = 30
 _WORDS = re.compile(r"[a-z']+")
+# Outcomes a follow-up may continue; failed, refused, interrupted and running turns never.
+CONTINUABLE = frozenset({"completed", "budget_exceeded", "timeout", "cancelled"})
 Clock = Callable[[], datetime]
 
 
@@ -166,6 +172,10 @@ class Turn(BaseModel):
     workspace: str | None = None
     followup: bool = False
     decision: str = ""
+    rehearsal: str | None = Field(
+        default=None,
+        description="The rehearsal scenario it ran under (its tokens and cost are scripted).",
+    )
     run_id: str | None = None
     # running | completed | failed | cancelled | budget_exceeded | interrupted (its process died)
     outcome: str = "running"
@@ -199,14 +209,25 @@ class Turn(BaseModel):
                 total = total + step.usage.to_usage()
         return total
 
+    @property
+    def continuable(self) -> bool:
+        """Whether a follow-up may continue this turn: it finished and got somewhere."""
+        if self.outcome not in CONTINUABLE:
+            return False
+        return self.outcome == "completed" or any(s.ok for s in self.steps)
+
     def summary(self) -> str:
         from .display import usage_line
 
         parts = [(s.agent, s.usage.to_usage()) for s in self.steps if not s.cached]
-        return (
-            f"turn {self.number}: {self.what}, {self.outcome}, {len(self.steps)} step(s), "
+        n = len(self.steps)
+        line = (
+            f"turn {self.number}: {self.what}, {self.outcome}, {n} step{'' if n == 1 else 's'}, "
             f"{usage_line(self.usage, parts)}"
         )
+        if self.rehearsal:
+            line += f" (rehearsal {self.rehearsal}: scripted, nothing spent)"
+        return line
 
 
 def with_context(context: str, message: str) -> str:
@@ -243,14 +264,22 @@ def decide_followup(
     With ``workspace``, only that workspace's turns count: a follow-up continues the last turn
     in the same folder, never another folder's.
     """
-    turns = session.turns_in(workspace) if workspace is not None else session.turns
-    previous = turns[-1].number if turns else None
+    parent = session.parent_turn(workspace)
+    previous = parent.number if parent is not None else None
     if previous is None:
-        where = " in this workspace" if workspace is not None and session.turns else ""
-        if force:
-            reason = f"--followup, but the session has no earlier turn{where}"
+        mine = session.turns_in(workspace)
+        if mine:  # turns here, but none that a follow-up may continue
+            last = mine[-1]
+            why = f"turn {last.number} {last.outcome}, and no earlier turn here finished"
         else:
-            reason = "--new" if force is False else f"first turn{where}"
+            where = " in this workspace" if workspace is not None and session.turns else ""
+            why = f"first turn{where}"
+        if force:
+            reason = f"--followup, but {why if mine else 'the session has no earlier turn'}"
+            if not mine and workspace is not None and session.turns:
+                reason += " in this workspace"
+        else:
+            reason = "--new" if force is False else why
         return FollowupDecision(False, reason, forced=bool(force))
     if force is not None:
         return FollowupDecision(force, "--followup" if force else "--new", True, previous)
@@ -281,6 +310,7 @@ class Session(BaseModel):
     _lock: threading.RLock = PrivateAttr(default_factory=threading.RLock)
     _clock: Clock = PrivateAttr(default_factory=lambda: _utc_now)
     _save_error: str | None = PrivateAttr(default=None)
+    _files: dict[str, FileState] = PrivateAttr(default_factory=dict)
 
     @classmethod
     def create(cls, name: str, *, clock: Clock = _utc_now) -> Session:
@@ -313,6 +343,10 @@ class Session(BaseModel):
         finished = [t for t in self.turns if t.outcome != "running"]
         return [h for t, h in zip(finished, self.history, strict=True) if t.number in mine]
 
+    def parent_turn(self, workspace: str | os.PathLike[str] | None = None) -> Turn | None:
+        """The turn a follow-up in ``workspace`` continues: the last continuable one there."""
+        return next((t for t in reversed(self.turns_in(workspace)) if t.continuable), None)
+
     def turns_in(self, workspace: str | os.PathLike[str] | None) -> list[Turn]:
         """The turns run in ``workspace`` (all turns when it is None)."""
         if workspace is None:
@@ -328,6 +362,8 @@ class Session(BaseModel):
         """
         points: dict[str, ResumePoint] = {}
         for turn in self.turns_in(workspace):
+            if not turn.continuable:  # a failed turn's conversations are not continued
+                continue
             for step in turn.steps:
                 if step.native_session_id and step.ok:
                     used = step.session_usage.to_usage() if step.session_usage else None
@@ -374,10 +410,9 @@ class Session(BaseModel):
         Only an agent that does not continue its own native conversation needs it: one that
         resumes already has the earlier turn, and would read (and be billed for) it twice.
         """
-        done = [t for t in self.turns_in(workspace) if t.outcome != "running"]
-        if not done:
+        last = self.parent_turn(workspace)
+        if last is None:
             return ""
-        last = done[-1]
         lines = [
             "Context: this continues the previous request in this workspace.",
             f"Previous request: {last.task.strip()}",
@@ -403,9 +438,11 @@ class Session(BaseModel):
         agent: str | None = None,
         workspace: str | os.PathLike[str] | None = None,
         decision: FollowupDecision | None = None,
+        rehearsal: Any = None,
     ) -> Turn:
         with self._lock:
             turn = Turn(
+                rehearsal=rehearsal_label(rehearsal),
                 number=len(self.turns) + 1,
                 task=task,
                 workflow=workflow,
@@ -425,7 +462,7 @@ class Session(BaseModel):
         with self._lock:
             record = StepRecord.from_result(result, _stamp(self._clock))
             turn.steps.append(record)
-            self._touch(turn.workspace)
+            self._touch(turn.workspace, turn)
         return record
 
     def finish_turn(
@@ -436,16 +473,16 @@ class Session(BaseModel):
             turn.error = error
             turn.run_id = run_id or turn.run_id
             turn.finished_at = _stamp(self._clock)
-            self._touch(turn.workspace)
+            self._touch(turn.workspace, turn)
 
     def reset(self) -> None:
         with self._lock:
             self.turns.clear()
             self._touch()
 
-    def _touch(self, workspace: str | None = None) -> None:
+    def _touch(self, workspace: str | None = None, turn: Turn | None = None) -> None:
         self.updated_at = _stamp(self._clock)
-        self.autosave(workspace)
+        self.autosave(workspace, changed=turn)
 
     # -- files ----------------------------------------------------------------------------
 
@@ -455,7 +492,7 @@ class Session(BaseModel):
             return None
         return Path(self.workspace) / SESSIONS_DIR / f"{self.id}.json"
 
-    def autosave(self, workspace: str | None = None) -> Path | None:
+    def autosave(self, workspace: str | None = None, *, changed: Turn | None = None) -> Path | None:
         """Save this workspace's turns to it (default: the current workspace).
 
         A workspace's file holds only the turns run in it: another folder's tasks and diffs
@@ -465,12 +502,27 @@ class Session(BaseModel):
         if where is None:
             return None
         path = Path(where) / SESSIONS_DIR / f"{self.id}.json"
-        try:
-            text = json.dumps(self.to_json_dict(workspace=where), indent=1, ensure_ascii=False)
-            atomic_write_text(path, text + "\n")
-        except OSError as exc:
-            self._save_error = f"autosave to {path} failed: {exc.strerror or exc}"
-            return None
+        real = _where(where)
+
+        def here(turn: Turn) -> bool:
+            if turn.workspace is None:
+                return False
+            return turn.workspace == where or _where(turn.workspace) == real
+
+        with self._lock:
+            key = str(path)
+            state = self._files.pop(key, None)
+            try:
+                if state is None or not append_changes(
+                    self, path, str(where), state, here, changed
+                ):
+                    state = write_whole(self, path, str(where), here)
+            except OSError as exc:
+                # The next save writes the file whole again: nothing is appended after a
+                # write that may have been cut short.
+                self._save_error = f"autosave to {path} failed: {exc.strerror or exc}"
+                return None
+            self._files[key] = state
         self._save_error = None
         return path
 
@@ -523,29 +575,55 @@ class Session(BaseModel):
             raise validation_error(exc, source, None, ConfigError) from None
 
     @classmethod
+    def from_text(cls, text: str, *, source: str = "<data>") -> Session:
+        """A session from an export (one JSON object) or an autosave log (JSON lines)."""
+        if is_log(text):
+            return cls.from_json_dict(parse_log(text, source), source=source)
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"not valid JSON: {exc.msg}", path=source, line=exc.lineno) from None
+        return cls.from_json_dict(data, source=source)
+
+    @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Session:
         file = Path(path)
         try:
             text = file.read_text(encoding="utf-8")
         except OSError as exc:
             raise ConfigError(f"cannot read: {exc.strerror or exc}", path=str(file)) from None
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(
-                f"not valid JSON: {exc.msg}", path=str(file), line=exc.lineno
-            ) from None
-        return cls.from_json_dict(data, source=str(file))
+        return cls.from_text(text, source=str(file))
 
     def __str__(self) -> str:
         mode = ", conversation mode" if self.conversation else ""
-        lines = [f"session {self.name!r} ({self.id}): {len(self.turns)} turn(s){mode}"]
+        n = len(self.turns)
+        lines = [f"session {self.name!r} ({self.id}): {n} turn{'' if n == 1 else 's'}{mode}"]
         lines += [f"  {t.summary()}" for t in self.turns]
         return "\n".join(lines)
 
 
 def _where(workspace: str | os.PathLike[str]) -> str:
     return os.path.realpath(os.fspath(workspace))
+
+
+def rehearsal_label(rehearsal: Any) -> str | None:
+    """How a run's rehearsal is written down (and given back to ``--rehearse``): the scenario's
+    name or path; None for a real run."""
+    if rehearsal is None:
+        return None
+    if isinstance(rehearsal, (str, os.PathLike)):
+        return os.fspath(rehearsal)
+    scenario = getattr(rehearsal, "scenario", None)
+    if isinstance(scenario, str):
+        return scenario
+    found = scenario if scenario is not None else rehearsal
+    name, source = getattr(found, "name", None), getattr(found, "source", None)
+    if isinstance(name, str) and isinstance(source, str) and os.path.isfile(source):
+        from .rehearsal.scenario import shipped_scenarios
+
+        shipped = shipped_scenarios().get(name)
+        return name if shipped is not None and str(shipped) == source else source
+    return str(name) if name else "rehearsal"  # built in code: its name, as a reminder
 
 
 def atomic_write_text(path: Path, text: str) -> Path:
@@ -656,6 +734,7 @@ def default_store() -> SessionStore:
 
 __all__ = [
     "ACTION_WORDS",
+    "CONTINUABLE",
     "REQUEST_WORDS",
     "SCHEMA_VERSION",
     "ChangeRecord",
@@ -669,5 +748,6 @@ __all__ = [
     "atomic_write_text",
     "decide_followup",
     "default_store",
+    "rehearsal_label",
     "with_context",
 ]

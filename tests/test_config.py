@@ -72,3 +72,32 @@ def test_unknown_agent_lists_known_ones() -> None:
     settings = load_settings(cwd="/nonexistent-folder")
     with pytest.raises(ConfigError, match=r"known: claude, claude-acp, codex, codex-acp, copilot"):
         agent_config(settings, "clade")
+
+
+def test_a_workflow_naming_an_unknown_agent_is_refused_when_loaded(tmp_path: Path) -> None:
+    (tmp_path / "orchestrator.yaml").write_text(
+        "workflows:\n"
+        "  fix:\n"
+        "    steps:\n"
+        "      - {id: write, agent: codex}\n"
+        "      - id: again\n"
+        "        kind: loop\n"
+        "        steps:\n"
+        "          - id: check\n"
+        "            agent: claud\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        load_settings(cwd=tmp_path, trust=True)
+    err = info.value
+    assert str(err).startswith(f"{tmp_path / 'orchestrator.yaml'}:9")
+    assert "workflow 'fix', step 'check': unknown agent 'claud' (known: claude, claude-acp" in str(
+        err
+    )
+    assert err.key == "workflows.fix.steps.1.steps.0.agent"
+    assert "add 'claud' under `agents:`" in str(err)
+    # The same workflow with the agent defined beside it loads.
+    (tmp_path / "orchestrator.yaml").write_text(
+        "agents:\n  claud: {driver: command, argv: [echo, '{prompt}']}\n"
+        "workflows:\n  fix:\n    steps:\n      - {id: check, agent: claud}\n"
+    )
+    assert "fix" in load_settings(cwd=tmp_path, trust=True).workflows

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import re
 from collections.abc import AsyncIterator
@@ -159,8 +158,7 @@ class OrchestratorAgent:
             raise RequestError.invalid_params({"details": f"{session_id!r} is not a session id"})
         path = root / SESSIONS_DIR / f"{session_id}.json"
         try:
-            data = json.loads(read_text(path, anchor=root))
-            session = Session.from_json_dict(data, source=str(path))
+            session = Session.from_text(read_text(path, anchor=root), source=str(path))
         except FileNotFoundError:
             raise RequestError.resource_not_found(str(path)) from None
         except (OrchestratorError, ValueError, OSError) as exc:

@@ -18,7 +18,7 @@ from typing import Any
 from IPython.core.error import UsageError
 
 from ..config import Settings
-from ..display import cost, tokens_pair
+from ..display import cost, number, tokens_pair
 from ..errors import OrchestratorError
 from ..publish import say
 from ..sessions import SessionStore
@@ -34,7 +34,7 @@ SUBCOMMANDS = (
     "session export [--format json|md|ipynb] PATH | import PATH | conversation on|off",
     "history",
     "config",
-    "metrics",
+    "metrics [--raw | --serve PORT]",
     "dashboard",
     "trust [PATH] | trust --show [PATH] | trust --forget [PATH]",
 )
@@ -119,6 +119,10 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message}")
 
 
+def _turns(n: int) -> str:
+    return f"{n} turn" if n == 1 else f"{n} turns"
+
+
 def _clip(text: str, n: int = 60) -> str:
     first = " ".join(text.split())
     return first if len(first) <= n else first[: n - 1] + "…"
@@ -132,6 +136,34 @@ def _find_dashboard() -> Callable[..., Any] | None:
         return None
     found: Callable[..., Any] | None = getattr(module, "dashboard", None)
     return found
+
+
+def metrics_view(summary: Any) -> Table:
+    """``%orchestrate metrics``: one line per agent; the raw series are behind ``--raw``."""
+    rows = []
+    for a in summary.agents:
+        errors = ", ".join(f"{n} {kind}" for kind, n in sorted((a.errors or {}).items()))
+        rows.append(
+            (
+                a.agent,
+                ", ".join(a.models) or "—",
+                number(a.calls),
+                tokens_pair(a.input_tokens, a.output_tokens),
+                number(a.cached_tokens),
+                cost(a.cost_usd),
+                errors or "0",
+            )
+        )
+    runs, bad = summary.runs, summary.runs_not_completed
+    title = (
+        f"metrics of this kernel: {number(runs)} run{'' if runs == 1 else 's'} "
+        f"({number(bad)} not completed), {number(summary.retries)} "
+        f"retr{'y' if summary.retries == 1 else 'ies'}"
+        + ("" if rows else "; no agent has run yet")
+        + " — every series: %orchestrate metrics --raw"
+    )
+    headers = ("agent", "model", "calls", "tokens in / out", "cached", "cost", "errors")
+    return Table(headers, rows, title)
 
 
 class Commands:
@@ -196,9 +228,10 @@ class Commands:
             u = t.usage
             tokens = tokens_pair(u.input_tokens, u.output_tokens)
             mark = "↪ " if t.followup else ""
-            row = (t.what, t.outcome, tokens, cost(u.cost_usd), mark + _clip(t.task))
+            spent = cost(u.cost_usd) + (" (rehearsal, scripted)" if t.rehearsal else "")
+            row = (t.what, t.outcome, tokens, spent, mark + _clip(t.task))
             rows.append((str(t.number), *row))
-        title = f"session {session.name!r}: {len(rows)} turn(s)"
+        title = f"session {session.name!r}: {_turns(len(rows))}"
         return Table(("#", "ran", "outcome", "tokens in/out", "cost", "task"), rows, title)
 
     def do_config(self, rest: list[str]) -> Text:
@@ -215,24 +248,23 @@ class Commands:
         return Text("\n".join(lines))
 
     def do_metrics(self, rest: list[str]) -> Any:
-        try:
-            observe = importlib.import_module("orchestrator_nb.observe")
-        except ImportError:
-            observe = None
-        table = getattr(observe, "metrics_table", None)
-        if table is None or observe is None:
-            say("metrics are unavailable: this installation has no orchestrator_nb.observe")
-            return None
+        """Per agent: model, calls, tokens, cost, errors; ``--raw``: the Prometheus text."""
+        from ..observe import metrics as observe
+
+        if rest == ["--raw"]:
+            return Text(observe.get_metrics().exposition().decode("utf-8"))
         if rest:
             if len(rest) != 2 or rest[0] != "--serve" or not rest[1].isdigit():
-                raise UsageError("usage: %orchestrate metrics [--serve PORT]  (PORT 0: any free)")
+                raise UsageError(
+                    "usage: %orchestrate metrics [--raw | --serve PORT]  (PORT 0: any free)"
+                )
             global _METRICS_SERVER
             if _METRICS_SERVER is not None:  # one endpoint per kernel: the new port replaces it
                 _METRICS_SERVER.stop()
             _METRICS_SERVER = observe.serve_metrics(int(rest[1]))
             say(f"serving metrics at {_METRICS_SERVER.url} (127.0.0.1 only)")
             return None
-        return table()
+        return metrics_view(observe.usage_summary())
 
     def do_dashboard(self, rest: list[str]) -> Any:
         make = self.find_dashboard()
@@ -293,7 +325,7 @@ class Commands:
         if len(rest) != 1:
             raise UsageError("usage: %orchestrate session switch NAME")
         session = self.store.switch(rest[0])
-        say(f"current session: {session.name!r} ({len(session.turns)} turn(s))")
+        say(f"current session: {session.name!r} ({_turns(len(session.turns))})")
 
     def _session_show(self, rest: list[str]) -> Text:
         session = self.store.get(rest[0]) if rest else self.store.current
@@ -306,7 +338,7 @@ class Commands:
         session = self.store.current
         n = len(session.turns)
         session.reset()
-        say(f"session {session.name!r} reset: {n} turn(s) removed")
+        say(f"session {session.name!r} reset: {_turns(n)} removed")
 
     def _session_conversation(self, rest: list[str]) -> None:
         if rest not in (["on"], ["off"]):
@@ -323,13 +355,13 @@ class Commands:
         args = parser.parse_args(rest)
         session = self.store.current
         path, fmt = export_session(session, args.path, args.format)
-        say(f"exported session {session.name!r} ({len(session.turns)} turn(s)) as {fmt} to {path}")
+        say(f"exported session {session.name!r} ({_turns(len(session.turns))}) as {fmt} to {path}")
 
     def _session_import(self, rest: list[str]) -> None:
         if len(rest) != 1:
             raise UsageError("usage: %orchestrate session import PATH")
         session = self.store.import_file(Path(rest[0]).expanduser())
-        say(f"imported session {session.name!r} ({len(session.turns)} turn(s)); it is now current")
+        say(f"imported session {session.name!r} ({_turns(len(session.turns))}); it is now current")
 
 
 __all__ = ["KNOWN", "SUBCOMMANDS", "Commands", "Table", "Text", "usage"]

@@ -7,6 +7,9 @@ one); any mistake raises ``UsageError`` with the accepted values, never a traceb
 from __future__ import annotations
 
 import os
+import re
+import shlex
+import textwrap
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -21,7 +24,7 @@ from ..publish import say
 from ..runs import RunOptions, RunRequest
 from ..sessions import SessionStore, decide_followup, default_store
 from ..workflow.models import Budget
-from ..workflow.templates import render_notebook_vars
+from ..workflow.templates import render_notebook_vars, unknown_notebook_vars
 from .commands import SUBCOMMANDS, Commands
 from .gates import frontend_is_interactive
 from .runner import CellRun, RunSpec
@@ -66,11 +69,26 @@ _line_cell_magic: Any = line_cell_magic
 _OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     (("-w", "--workflow"), {"metavar": "NAME", "help": "Workflow to run (default: default)."}),
     (("-a", "--agent"), {"metavar": "NAME", "help": "Run this one agent instead of a workflow."}),
-    (("--workspace",), {"metavar": "PATH", "help": "Folder the agents work in (default: cwd)."}),
+    (
+        ("--workspace",),
+        {
+            "metavar": "PATH",
+            "help": "Folder the agents work in (default: cwd; made if its parent exists).",
+        },
+    ),
     (("-s", "--session"), {"metavar": "NAME", "help": "Record in this session (made if new)."}),
-    (("--followup",), {"action": "store_true", "help": "Continue the session's last turn."}),
+    (
+        ("--followup",),
+        {"action": "store_true", "help": "Continue the last finished turn in this workspace."},
+    ),
     (("--new",), {"action": "store_true", "help": "Run on its own, even if it looks like more."}),
-    (("--rehearse",), {"metavar": "SCENARIO", "help": "Run offline against a scripted model."}),
+    (
+        ("--rehearse",),
+        {
+            "metavar": "SCENARIO",
+            "help": "The real CLIs, offline, against a scripted model: no cost.",
+        },
+    ),
     (("--dry-run",), {"action": "store_true", "help": "Show the plan; run nothing."}),
     (
         ("--max-iterations",),
@@ -98,7 +116,81 @@ def _with_options(fn: F) -> F:
     decorated: Any = fn
     for names, options in reversed(_OPTIONS):
         decorated = _argument(*names, **options)(decorated)
-    return cast(F, _magic_args()(decorated))
+    decorated = _magic_args()(decorated)
+    decorated.__doc__ = _plain_usage(decorated.__doc__ or "")
+    return cast(F, decorated)
+
+
+def _plain_usage(doc: str) -> str:
+    """magic_arguments starts the help with a reST literal block (``::`` and an indented
+    ``%orchestrate ...``), which ``%%orchestrate?`` shows as it is: make it a plain usage line
+    of the cell magic."""
+    if not doc.startswith("::"):
+        return doc
+    usage, _, rest = doc[2:].lstrip("\n").partition("\n\n")
+    words = " ".join(usage.split()).replace("%orchestrate", "%%orchestrate", 1)
+    wrapped = textwrap.fill(
+        words,
+        width=92,
+        initial_indent="usage: ",
+        subsequent_indent=" " * 21,
+        break_on_hyphens=False,
+    )
+    return f"{wrapped}\n\n{rest}"
+
+
+LONG_OPTIONS = tuple(n[2:] for names, _ in _OPTIONS for n in names if n.startswith("--"))
+
+
+def _single_dash(line: str) -> None:
+    """``-workspace`` parses as ``-w orkspace`` (a workflow!): name the option meant instead."""
+    try:
+        words = shlex.split(line)
+    except ValueError:
+        words = line.split()
+    for word in words:
+        if not re.fullmatch(r"-[A-Za-z][A-Za-z-]+(=.*)?", word):
+            continue
+        name = word[1:].split("=", 1)[0]
+        meant = [o for o in LONG_OPTIONS if o == name] or [
+            o for o in LONG_OPTIONS if len(name) >= 3 and o.startswith(name)
+        ]
+        if len(meant) == 1:
+            raise UsageError(
+                f"{word.split('=', 1)[0]} has one dash: long options take two, as in --{meant[0]}"
+            )
+
+
+def _unquote(value: str | None) -> str | None:
+    """IPython splits a magic's line keeping the quotes: ``--workspace "my calc"`` gives
+    ``"my calc"``. One pair around the whole value is taken off."""
+    if value and len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+        return value[1:-1]
+    return value
+
+
+def _empty_body(lines: list[str]) -> list[str]:
+    """IPython refuses a ``%%orchestrate`` cell with nothing below it before the magic runs
+    (with "Did you mean the line magic?"); a blank body lets the magic say what is missing."""
+    if lines and lines[0].lstrip().startswith("%%orchestrate") and not "".join(lines[1:]).strip():
+        first = lines[0] if lines[0].endswith("\n") else lines[0] + "\n"
+        return [first, "\n"]
+    return lines
+
+
+def _notebook_names(ns: dict[str, Any]) -> list[str]:
+    """The notebook's own variables a cell body can insert: no modules, functions, classes or
+    IPython's bookkeeping."""
+    skip = {"In", "Out", "exit", "quit", "get_ipython"}
+    return sorted(
+        name
+        for name, value in ns.items()
+        if name.isidentifier()
+        and not name.startswith("_")
+        and name not in skip
+        and not callable(value)
+        and type(value).__name__ != "module"
+    )
 
 
 def _is_file(path: str) -> bool:
@@ -118,6 +210,9 @@ class OrchestratorMagics(Magics):
     def __init__(self, shell: Any = None, *, store: SessionStore | None = None) -> None:
         super().__init__(shell)
         self.store = store if store is not None else default_store()
+        cleanup = getattr(shell, "input_transformers_cleanup", None)
+        if isinstance(cleanup, list) and _empty_body not in cleanup:
+            cleanup.append(_empty_body)
 
     @property
     def user_ns(self) -> dict[str, Any]:
@@ -128,11 +223,23 @@ class OrchestratorMagics(Magics):
 
     def _workspace(self, given: str | None) -> Path:
         path = Path(os.path.expandvars(given)).expanduser() if given else Path.cwd()
-        if not path.is_dir():
+        if path.is_dir():
+            return path.resolve()
+        if path.exists():
+            raise UsageError(f"--workspace {given!r} is a file, not a folder")
+        if not path.parent.is_dir():
             raise UsageError(
-                f"--workspace {given!r} is not an existing folder; create it first "
-                "(os.makedirs(path, exist_ok=True)) or pass the folder the agents should edit"
+                f"--workspace {given!r}: its parent folder {str(path.parent)!r} does not exist "
+                "either; create it first (os.makedirs(path, exist_ok=True)) or pass an "
+                "existing folder"
             )
+        try:
+            path.mkdir()
+        except OSError as exc:
+            raise UsageError(
+                f"--workspace {given!r}: cannot create it ({exc.strerror or exc})"
+            ) from None
+        say(f"created the folder {path.resolve()} (--workspace {given})")
         return path.resolve()
 
     def _settings(self, workspace: Path, *, listing: bool = False) -> Settings:
@@ -154,16 +261,19 @@ class OrchestratorMagics(Magics):
     def orchestrate(self, line: str, cell: str | None = None) -> Any:
         """Run AI coding agents on the task written in the cell body.
 
-        ``{{ name }}`` in the body is replaced by the notebook variable ``name`` when it exists.
-        The cell shows each step live, then the result (steps, tokens, cost, diffs). Follow-up
-        cells continue the session when they look like one (or with --followup). With --quiet
-        and -o NAME, nothing is displayed. With --background, -o NAME stores the Run handle.
+        {{ name }} in the body is replaced by the notebook variable `name` (an error lists the
+        variables when there is none of that name). The cell shows each step live, then the
+        result (steps, tokens, cost, diffs). Follow-up cells continue the session when they
+        look like one (or with --followup). With --quiet and -o NAME, nothing is displayed.
+        With --background, -o NAME stores the Run handle. --workspace creates the folder when
+        its parent exists.
 
         As a line magic: %orchestrate agents | workflows | show WORKFLOW | session ... |
-        history | config | metrics | dashboard (``%orchestrate help`` lists them all).
+        history | config | metrics | dashboard (`%orchestrate help` lists them all).
         """
         if cell is None:
             return Commands(self.store, self._line_settings)(line)
+        _single_dash(line)
         try:
             args = _parse_argstring(self.orchestrate, line)
         except UsageError as exc:
@@ -173,12 +283,24 @@ class OrchestratorMagics(Magics):
         return self._cell(args, cell)
 
     def _cell(self, args: Any, cell: str) -> Any:
-        body = render_notebook_vars(cell, self.user_ns).strip()
-        if not body:
+        args.workspace, args.rehearse = _unquote(args.workspace), _unquote(args.rehearse)
+        if not cell.strip():
             raise UsageError(
                 "the cell body is the task and it is empty: write what the agents should do "
-                "on the lines below %%orchestrate"
+                "on the lines below %%orchestrate (the subcommands are the line magic, "
+                "%orchestrate with one %)"
             )
+        missing = unknown_notebook_vars(cell, self.user_ns)
+        if missing:
+            names = ", ".join(_notebook_names(self.user_ns)) or "none yet"
+            which = ", ".join("{{ " + m + " }}" for m in missing)
+            raise UsageError(
+                f"{which} in the cell body: no notebook variable of that name; "
+                f"variables it can use: {names}"
+            )
+        body = render_notebook_vars(cell, self.user_ns).strip()
+        if not body:
+            raise UsageError("the cell body is empty once its notebook variables are inserted")
         if args.followup and args.new:
             raise UsageError("--followup and --new contradict each other; pass one of them")
         if args.agent and args.workflow:

@@ -1,4 +1,4 @@
-"""Prometheus metrics in the project's own registry, a table for the notebook, and /metrics.
+"""Prometheus metrics in the project's own registry, tables for the notebook, and /metrics.
 
 The registry is created once per process (:func:`get_metrics`) and never mixed with
 ``prometheus_client.REGISTRY``, so a kernel that imports other instrumented libraries does not
@@ -341,6 +341,77 @@ def metrics_table(metrics: Metrics | None = None) -> MetricsTable:
     return MetricsTable(rows)
 
 
+@dataclass
+class AgentUsage:
+    """One agent's line of ``%orchestrate metrics``: what a user asks of the counters."""
+
+    agent: str
+    models: list[str]
+    calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0
+    cost_usd: float | None = None  # None: no call of this agent reported a cost
+    errors: dict[str, int] | None = None  # by error kind
+
+    @property
+    def error_count(self) -> int:
+        return sum((self.errors or {}).values())
+
+
+@dataclass
+class UsageSummary:
+    """Per agent, and the runs: the readable form of the registry (the raw one is
+    :meth:`Metrics.exposition`)."""
+
+    agents: list[AgentUsage]
+    runs: int = 0
+    runs_not_completed: int = 0
+    retries: int = 0
+
+
+def usage_summary(metrics: Metrics | None = None) -> UsageSummary:
+    """The counters added up per agent: calls, tokens, cost, errors, and the models seen."""
+    m = metrics or get_metrics()
+    rows: dict[str, AgentUsage] = {}
+    summary = UsageSummary([])
+
+    def row(agent: str) -> AgentUsage:
+        return rows.setdefault(agent, AgentUsage(agent, []))
+
+    for family in RedactedRegistry(m.registry).collect():
+        for sample in family.samples:
+            labels, value = sample.labels, sample.value
+            if sample.name == "orchestrator_agent_calls_total":
+                row(labels["agent"]).calls += int(value)
+            elif sample.name == "orchestrator_agent_errors_total" and value:
+                errors = row(labels["agent"]).errors
+                errors = row(labels["agent"]).errors = errors or {}
+                errors[labels["kind"]] = errors.get(labels["kind"], 0) + int(value)
+            elif sample.name == "orchestrator_tokens_total" and value:
+                line = row(labels["agent"])
+                field = f"{labels['kind']}_tokens"
+                if hasattr(line, field):
+                    setattr(line, field, getattr(line, field) + int(value))
+                if labels["model"] not in line.models:
+                    line.models.append(labels["model"])
+            elif sample.name == "orchestrator_cost_usd_total" and value:
+                line = row(labels["agent"])
+                line.cost_usd = (line.cost_usd or 0.0) + value
+                if labels["model"] not in line.models:
+                    line.models.append(labels["model"])
+            elif sample.name == "orchestrator_tasks_total":
+                summary.runs += int(value)
+            elif sample.name == "orchestrator_task_failures_total":
+                summary.runs_not_completed += int(value)
+            elif sample.name == "orchestrator_retries_total":
+                summary.retries += int(value)
+    summary.agents = [rows[a] for a in sorted(rows)]
+    for line in summary.agents:
+        line.models.sort()
+    return summary
+
+
 # -- /metrics over HTTP -------------------------------------------------------------------
 
 
@@ -405,6 +476,7 @@ def serve_metrics(
 
 
 __all__ = [
+    "AgentUsage",
     "BreakerState",
     "BreakerStates",
     "MetricRow",
@@ -412,7 +484,9 @@ __all__ = [
     "MetricsServer",
     "MetricsSubscriber",
     "MetricsTable",
+    "UsageSummary",
     "get_metrics",
     "metrics_table",
     "serve_metrics",
+    "usage_summary",
 ]

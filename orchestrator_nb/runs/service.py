@@ -147,6 +147,7 @@ class RunService:
                 agent=request.agent,
                 workspace=request.workspace,
                 decision=request.decision,
+                rehearsal=request.rehearsal,
             )
             everyone.append(SessionRecorder(session, turn))
         unsubscribe = [engine.bus.subscribe(s) for s in everyone]

@@ -380,6 +380,17 @@ def render_notebook_vars(body: str, namespace: Mapping[str, Any]) -> str:
     return _NOTEBOOK_VAR.sub(substitute, body)
 
 
+def unknown_notebook_vars(body: str, namespace: Mapping[str, Any]) -> list[str]:
+    """The ``{{ name }}`` of ``body`` that :func:`render_notebook_vars` would leave as written
+    because ``namespace`` has no such public name (each once, in order)."""
+    found: dict[str, None] = {}
+    for match in _NOTEBOOK_VAR.finditer(body):
+        name = match.group(1)
+        if _is_public_identifier(name) and name not in namespace:
+            found.setdefault(name, None)
+    return list(found)
+
+
 def _is_public_identifier(name: str) -> bool:
     return name.isidentifier() and not keyword.iskeyword(name) and not name.startswith("_")
 
@@ -474,4 +485,5 @@ __all__ = [
     "make_context",
     "render",
     "render_notebook_vars",
+    "unknown_notebook_vars",
 ]

@@ -32,6 +32,8 @@ from acp_helpers import (
     require_clis,
 )
 
+from orchestrator_nb.sessions import Session
+
 pytestmark = [pytest.mark.real_cli, pytest.mark.slow]
 
 GATED = """\
@@ -84,9 +86,9 @@ async def test_default_workflow_streams_plan_chunks_tool_calls_usage_then_stops(
     assert "ZeroDivisionError" in (repo / "calc.py").read_text()  # the real run's work
     # A run like any other: in the workspace's audit trail and its session.
     assert meta["run_id"] in (repo / ".orchestrator" / "audit.jsonl").read_text()
-    saved = json.loads(
-        (repo / ".orchestrator" / "sessions" / f"{session.session_id}.json").read_text()
-    )
+    saved = Session.load(
+        repo / ".orchestrator" / "sessions" / f"{session.session_id}.json"
+    ).to_json_dict()
     assert [(t["outcome"], t["run_id"]) for t in saved["turns"]] == [("completed", meta["run_id"])]
 
     # The commands were advertised: one per workflow, plus /review.
@@ -302,7 +304,7 @@ async def test_load_session_replays_history_and_a_follow_up_resumes_the_agent(
         reply = await ask(conn, session.session_id, "/quick Create hello.txt")
         assert reply.stop_reason == "end_turn"
     sid = session.session_id
-    saved = json.loads((repo / ".orchestrator" / "sessions" / f"{sid}.json").read_text())
+    saved = Session.load(repo / ".orchestrator" / "sessions" / f"{sid}.json").to_json_dict()
     thread = saved["turns"][0]["steps"][0]["native_session_id"]
     assert thread
 
@@ -321,7 +323,7 @@ async def test_load_session_replays_history_and_a_follow_up_resumes_the_agent(
     assert reply.stop_reason == "end_turn"
     assert "↪ follow-up of turn 1" in second.text()
     assert "Done again" in second.text()
-    saved = json.loads((repo / ".orchestrator" / "sessions" / f"{sid}.json").read_text())
+    saved = Session.load(repo / ".orchestrator" / "sessions" / f"{sid}.json").to_json_dict()
     assert [t["task"] for t in saved["turns"]] == ["Create hello.txt", "Now say it again"]
     assert saved["turns"][1]["followup"] is True
     # codex resumed its own thread: the follow-up's step reports the same native session.

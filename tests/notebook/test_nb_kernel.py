@@ -172,7 +172,7 @@ def test_rehearsed_runs_in_a_notebook(tmp_path: Path) -> None:
     assert result_of(cells[5]).data["text/plain"] == one["text/plain"]
 
     history = result_of(cells[6]).data["text/plain"]
-    assert "session 'default': 4 turn(s)" in history
+    assert "session 'default': 4 turns" in history
     assert "3  workflow default  completed" in history
     imported = result_of(cells[7]).data["text/plain"]
     assert imported == history
@@ -182,7 +182,9 @@ def test_rehearsed_runs_in_a_notebook(tmp_path: Path) -> None:
     assert first and first == second
     exported = nbformat.read(tmp_path / "s.ipynb", as_version=4)
     nbformat.validate(exported)
-    assert exported.cells[3].source.startswith("%%orchestrate -w default\nWrite a small")
+    assert exported.cells[4].source.startswith(
+        f"%%orchestrate -w default --workspace {calc} --rehearse calculator --new\nWrite a small"
+    )
 
 
 async def test_kernel_interrupt_cancels_cleanly(tmp_path: Path) -> None:

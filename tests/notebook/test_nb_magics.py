@@ -108,8 +108,84 @@ def _escaped(text: str) -> str:
 
 
 def test_missing_workspace_is_a_usage_error(shell: InteractiveShell, store: SessionStore) -> None:
-    with pytest.raises(UsageError, match="is not an existing folder; create it first"):
+    with pytest.raises(UsageError, match="its parent folder '/no/such' does not exist either"):
         run(shell, "--workspace /no/such/folder", "x")
+
+
+def test_workspace_is_created_when_its_parent_exists(
+    shell: InteractiveShell,
+    store: SessionStore,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = run(shell, "--dry-run --workspace ./calc", "Write a calculator")
+    made = tmp_path / "calc"
+    assert made.is_dir() and result.outcome == "completed"
+    assert f"created the folder {made} (--workspace ./calc)" in capsys.readouterr().out
+    run(shell, "--dry-run --workspace ./calc", "Write a calculator")  # exists now: no word
+    assert "created" not in capsys.readouterr().out
+    run(shell, '--dry-run --workspace "./my calc"', "x")  # IPython keeps the quotes: not us
+    assert (tmp_path / "my calc").is_dir()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UsageError, match="'file' is a file, not a folder"):
+        run(shell, "--dry-run --workspace file", "x")
+
+
+def test_an_empty_body_gets_the_projects_message_not_ipythons(
+    shell: InteractiveShell, store: SessionStore, workspace: Path
+) -> None:
+    for cell in (
+        f"%%orchestrate --workspace {workspace}",
+        f"%%orchestrate --workspace {workspace}\n",
+    ):
+        outcome = shell.run_cell(cell)
+        error = outcome.error_in_exec
+        assert isinstance(error, UsageError), error
+        assert str(error).startswith("the cell body is the task and it is empty")
+        assert "Did you mean" not in str(error)
+    assert store.current.turns == []
+
+
+@pytest.mark.parametrize(
+    ("line", "meant"),
+    [
+        ("-workspace ./x", "--workspace"),
+        ("-rehearse calculator", "--rehearse"),
+        ("-followup", "--followup"),
+        ("-dry-run", "--dry-run"),
+        ("-max-iter=2", "--max-iterations"),
+    ],
+)
+def test_a_long_option_with_one_dash_names_the_option_meant(
+    shell: InteractiveShell, store: SessionStore, line: str, meant: str
+) -> None:
+    with pytest.raises(UsageError, match=f"has one dash: long options take two, as in {meant}$"):
+        run(shell, line, "x")
+    assert store.current.turns == []
+
+
+def test_an_unknown_notebook_variable_lists_the_ones_it_can_use(
+    shell: InteractiveShell, store: SessionStore, workspace: Path
+) -> None:
+    shell.user_ns.update(fname="v.txt", count=3, helper=len, _private=1)
+    with pytest.raises(UsageError) as caught:
+        run(shell, f"-a fake --workspace {workspace}", "write {{ fnam }} and {{ fnam }}")
+    message = str(caught.value)
+    assert message.startswith("{{ fnam }} in the cell body: no notebook variable of that name")
+    listed = message.split("variables it can use: ")[1].split(", ")
+    assert "fname" in listed and "count" in listed
+    assert "helper" not in listed and "_private" not in listed and "In" not in listed
+    assert store.current.turns == []
+
+
+def test_usage_of_the_cell_magic_reads_as_plain_text(shell: InteractiveShell) -> None:
+    magics = OrchestratorMagics(shell, store=SessionStore())
+    doc = magics.orchestrate.__doc__ or ""
+    assert doc.startswith("usage: %%orchestrate [-w NAME] [-a NAME] [--workspace PATH]")
+    assert "::" not in doc and "``" not in doc
+    assert "--quiet" in doc.split("\n\n")[0]  # the whole usage line, before the description
 
 
 def test_one_agent_run_live_then_result(
@@ -161,10 +237,10 @@ def test_notebook_variables_in_the_body(
 ) -> None:
     shell.user_ns["fname"] = "v.txt"
     result = run(
-        shell, f"-a fake --workspace {workspace}", "x {{missing}} {x}: write {{ fname }} saying hi"
+        shell, f"-a fake --workspace {workspace}", "x {{ a.b }} {x}: write {{ fname }} saying hi"
     )
     assert (workspace / "v.txt").is_file()
-    assert "did: x {{missing}} {x}: write v.txt saying hi" in result.text
+    assert "did: x {{ a.b }} {x}: write v.txt saying hi" in result.text
 
 
 def test_out_quiet_and_dry_run(
@@ -380,5 +456,36 @@ def test_metrics_served_on_loopback_from_the_kernel(
     finally:
         commands._METRICS_SERVER.stop()
         commands._METRICS_SERVER = None
-    with pytest.raises(UsageError, match=r"metrics \[--serve PORT\]"):
+    with pytest.raises(UsageError, match=r"metrics \[--raw \| --serve PORT\]"):
         shell.run_line_magic("orchestrate", "metrics --serve everywhere")
+    raw = shell.run_line_magic("orchestrate", "metrics --raw")
+    assert "# TYPE orchestrator_tasks_total counter" in str(raw)
+
+
+def test_a_workflow_with_an_unknown_agent_is_refused_before_the_cell_starts(
+    shell: InteractiveShell, store: SessionStore, workspace: Path
+) -> None:
+    run(shell, f"-a fake --workspace {workspace}", "write a.txt saying hi")
+    config = workspace / "orchestrator.yaml"
+    config.write_text(
+        config.read_text() + "  broken:\n    steps:\n      - {id: go, agent: nobody}\n"
+    )
+    from orchestrator_nb import trust
+
+    trust(workspace)
+    with pytest.raises(UsageError, match="workflow 'broken', step 'go': unknown agent 'nobody'"):
+        run(shell, f"-w pair --workspace {workspace}", "now also write b.txt")
+    assert len(store.current.turns) == 1  # refused: no turn, nothing to follow up
+
+
+def test_a_failed_run_is_never_the_turn_a_followup_continues(
+    shell: InteractiveShell, store: SessionStore, workspace: Path
+) -> None:
+    run(shell, f"-a fake --workspace {workspace}", "write a.txt saying hi")
+    failed = run(shell, f"-a fake --workspace {workspace}", "now fail please")
+    assert not failed.ok and store.current.turns[-1].outcome == "failed"
+    with capture_output() as cap:
+        run(shell, f"-a fake --workspace {workspace}", "now write b.txt saying yo")
+    assert "↪ follow-up of turn 1" in cap.stdout
+    third = store.current.turns[-1]
+    assert third.followup and third.decision.startswith("↪ follow-up of turn 1")

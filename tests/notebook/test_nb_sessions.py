@@ -13,7 +13,6 @@ from orchestrator_nb.errors import AgentError, ConfigError
 from orchestrator_nb.events import FileChange, StepResult, Usage
 from orchestrator_nb.notebook.export import export_session, format_for, to_markdown
 from orchestrator_nb.sessions import (
-    SCHEMA_VERSION,
     Session,
     SessionStore,
     atomic_write_text,
@@ -143,15 +142,70 @@ def test_followup_task_carries_previous_turn(store: SessionStore) -> None:
     assert text.endswith("New request:\nnow add tests")
 
 
-def test_autosave_after_every_step_atomically(store: SessionStore, tmp_path: Path) -> None:
+def test_autosave_after_every_step_appends_one_record(store: SessionStore, tmp_path: Path) -> None:
     session = store.current
     turn = session.begin_turn("Write a.py", workflow="default", workspace=tmp_path)
     path = tmp_path / ".orchestrator" / "sessions" / f"{session.id}.json"
-    assert json.loads(path.read_text())["turns"][0]["outcome"] == "running"
+    assert Session.load(path).turns[0].outcome == "running"
+    before = path.read_bytes()
     session.record_step(turn, step())
-    saved = json.loads(path.read_text())
-    assert saved["schema_version"] == SCHEMA_VERSION and len(saved["turns"][0]["steps"]) == 1
+    after = path.read_bytes()
+    # Appended, not rewritten: the file as it was is still its beginning, plus one line.
+    assert after.startswith(before) and after[len(before) :].count(b"\n") == 1
+    session.finish_turn(turn, "completed", run_id="r1")
+    saved = Session.load(path)
+    assert saved.id == session.id and len(saved.turns[0].steps) == 1
+    assert saved.turns[0].outcome == "completed" and saved.turns[0].run_id == "r1"
+    assert saved.updated_at == session.updated_at
+    session.record_step(turn, step(text="late"))  # a step of a finished turn is kept too
+    assert [s.text for s in Session.load(path).turns[0].steps] == ["done", "late"]
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temp files left
+
+
+def test_a_torn_last_line_is_ignored_on_load(store: SessionStore, tmp_path: Path) -> None:
+    session = store.current
+    turn = session.begin_turn("Write a.py", workflow="default", workspace=tmp_path)
+    session.record_step(turn, step(text="first"))
+    path = tmp_path / ".orchestrator" / "sessions" / f"{session.id}.json"
+    whole = path.read_bytes()
+    session.record_step(turn, step(text="second"))
+    line = path.read_bytes()[len(whole) :]
+    for cut in (1, len(line) // 2, len(line) - 2):  # a crash in the middle of the write
+        path.write_bytes(whole + line[:cut])
+        loaded = Session.load(path)
+        assert [s.text for s in loaded.turns[0].steps] == ["first"]
+    # Damage before the last line is not a crash: it is refused, naming the line.
+    lines = whole.split(b"\n")
+    path.write_bytes(b"\n".join([lines[0], b"{oops", *lines[1:]]))
+    with pytest.raises(ConfigError, match=r":2\b.*damaged session log"):
+        Session.load(path)
+
+
+def test_a_file_written_by_someone_else_is_rewritten_not_appended_to(
+    store: SessionStore, tmp_path: Path
+) -> None:
+    session = store.current
+    turn = session.begin_turn("Write a.py", workflow="default", workspace=tmp_path)
+    path = tmp_path / ".orchestrator" / "sessions" / f"{session.id}.json"
+    session.save(path)  # an export over the autosave file: one JSON object
+    session.record_step(turn, step())
+    loaded = Session.load(path)
+    assert len(loaded.turns[0].steps) == 1
+    session.reset()  # a reset cannot be appended: the file is written whole again
+    assert Session.load(path).turns == []
+
+
+def test_each_workspace_log_holds_its_own_turns(store: SessionStore, tmp_path: Path) -> None:
+    session = store.current
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    with_turn(session, a, "task in a")
+    with_turn(session, b, "task in b")
+    with_turn(session, a, "again in a")
+    for where, tasks in ((a, ["task in a", "again in a"]), (b, ["task in b"])):
+        loaded = Session.load(where / ".orchestrator" / "sessions" / f"{session.id}.json")
+        assert [t.task for t in loaded.turns] == tasks
+        assert all(t.outcome == "completed" and len(t.steps) == 1 for t in loaded.turns)
 
 
 def test_autosave_failure_is_kept_not_raised(store: SessionStore, tmp_path: Path) -> None:
@@ -246,8 +300,131 @@ def test_markdown_and_notebook_exports(store: SessionStore, tmp_path: Path) -> N
     path, fmt = export_session(session, tmp_path / "s.ipynb")
     nb = nbformat.read(path, as_version=4)
     nbformat.validate(nb)
-    assert fmt == "ipynb" and nb.cells[1].source == "%%orchestrate -w default\nWrite a.py"
-    assert "turn 1: workflow default, completed" in nb.cells[1].outputs[0]["data"]["text/plain"]
+    assert fmt == "ipynb" and nb.cells[1].source == "%load_ext orchestrator_nb"
+    assert nb.cells[2].source == "%%orchestrate -w default\nWrite a.py"
+    assert "turn 1: workflow default, completed" in nb.cells[2].outputs[0]["data"]["text/plain"]
     assert format_for("x.md") == "md" and format_for("x.txt") == "json"
     with pytest.raises(ConfigError, match="accepted: json, md, ipynb"):
         format_for("x", "yaml")
+
+
+def rehearsed_session(store: SessionStore, ws: Path) -> Session:
+    """Turn 1 rehearsed in ``ws``; turn 2 a real follow-up there; turn 3 a real new task."""
+    session = store.current
+    turn = session.begin_turn(
+        "Write a.py", workflow="default", workspace=ws, rehearsal="calculator"
+    )
+    session.record_step(turn, step())
+    session.finish_turn(turn, "completed")
+    turn = session.begin_turn(
+        "now add pow", agent="codex", workspace=ws, decision=decide_followup("now", session)
+    )
+    session.record_step(turn, step("codex"))
+    session.finish_turn(turn, "completed")
+    turn = session.begin_turn("Write b.py", workflow="quick", workspace=ws)
+    session.finish_turn(turn, "completed")
+    return session
+
+
+def test_exported_cells_carry_the_workspace_and_the_rehearsal_as_run(
+    store: SessionStore, tmp_path: Path
+) -> None:
+    ws = tmp_path / "my calc $HOME"
+    ws.mkdir()
+    session = rehearsed_session(store, ws)
+    path, _ = export_session(session, tmp_path / "s.ipynb")
+    nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
+    quoted = '"' + str(ws).replace("$", "$$") + '"'
+    first, second, third = (c.source.split("\n")[0] for c in nb.cells[2:])
+    assert first == f"%%orchestrate -w default --workspace {quoted} --rehearse calculator"
+    assert second == f"%%orchestrate -a codex --workspace {quoted} --followup"
+    assert third == f"%%orchestrate -w quick --workspace {quoted} --new"
+    header = nb.cells[0].source
+    assert "**Rehearsal:** turn 1 ran under rehearsal" in header
+    assert "tokens and cost are scripted by the rehearsal, nothing spent" in header
+    assert "**Real runs:** running a cell without `--rehearse` calls the real agents" in header
+    plain = nb.cells[2].outputs[0]["data"]["text/plain"]
+    assert "(rehearsal calculator: scripted, nothing spent)" in plain
+    assert "rehearsal" not in nb.cells[3].outputs[0]["data"]["text/plain"]
+
+
+def test_the_magic_line_reads_back_as_it_was_run(store: SessionStore, tmp_path: Path) -> None:
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from orchestrator_nb.notebook.export import magic_line
+    from orchestrator_nb.notebook.magics import OrchestratorMagics, _unquote
+
+    ws = tmp_path / "a {b} $c 'd'"
+    ws.mkdir()
+    session = rehearsed_session(store, ws)
+    shell = InteractiveShell.instance()
+    try:
+        magics = OrchestratorMagics(shell, store=SessionStore())
+        line = magic_line(session.turns[0]).removeprefix("%%orchestrate ")
+        expanded = shell.var_expand(line, depth=0)  # what IPython does to a magic line
+        parser: object = magics.orchestrate.parser  # type: ignore[attr-defined]
+        args = parser.parse_argstring(expanded)  # type: ignore[attr-defined]
+    finally:
+        InteractiveShell.clear_instance()
+    got = (_unquote(args.workspace), _unquote(args.rehearse), args.workflow)
+    assert got == (str(ws), "calculator", "default")
+
+
+def test_markdown_and_json_exports_say_which_turns_were_rehearsals(
+    store: SessionStore, tmp_path: Path
+) -> None:
+    session = rehearsed_session(store, tmp_path)
+    md = to_markdown(session)
+    assert "## Turn 1: workflow default — completed (rehearsal)" in md
+    assert "*Rehearsal `calculator`: the real CLIs ran against a scripted model" in md
+    assert "(scripted by the rehearsal, nothing spent)" in md.split("## Turn 2")[0]
+    assert "rehearsal" not in md.split("## Turn 2")[1]
+    path, _ = export_session(session, tmp_path / "s.json")
+    data = json.loads(path.read_text())
+    assert [t["rehearsal"] for t in data["turns"]] == ["calculator", None, None]
+    assert SessionStore().import_file(path).turns[0].rehearsal == "calculator"
+
+
+def test_a_failed_turn_is_not_the_parent_of_a_followup(store: SessionStore, tmp_path: Path) -> None:
+    session = with_turn(store.current, tmp_path)
+    turn = session.begin_turn("now break it", workflow="default", workspace=tmp_path)
+    session.record_step(turn, StepResult("codex", False, text="", session_id="bad-thread"))
+    session.finish_turn(turn, "failed", error="boom")
+    decision = decide_followup("now add tests", session, workspace=tmp_path)
+    assert decision.followup and decision.previous == 1
+    prompt = session.followup_task("now add tests", workspace=tmp_path)
+    assert "Previous request: Write a.py" in prompt and "now break it" not in prompt
+    assert session.resume_ids_for(tmp_path) == {"claude": "native-claude"}
+    only_failed = store.new("other")
+    turn = only_failed.begin_turn("Write a.py", workflow="default", workspace=tmp_path)
+    only_failed.finish_turn(turn, "failed", error="refused")
+    decision = decide_followup("now add tests", only_failed, workspace=tmp_path)
+    assert not decision.followup
+    assert decision.reason == "turn 1 failed, and no earlier turn here finished"
+    forced = decide_followup("x", only_failed, force=True, workspace=tmp_path)
+    assert not forced.followup and forced.reason.startswith("--followup, but turn 1 failed")
+
+
+def test_history_says_which_turns_were_rehearsed(store: SessionStore, tmp_path: Path) -> None:
+    from orchestrator_nb.config import load_settings
+    from orchestrator_nb.notebook.commands import Commands
+
+    rehearsed_session(store, tmp_path)
+    lines = str(Commands(store, load_settings)("history")).splitlines()
+    assert "$0.0100 (rehearsal, scripted)" in lines[2]
+    assert "rehearsal" not in lines[3] and "$0.0100" in lines[3]
+
+
+def test_a_turn_records_its_rehearsal_as_the_magic_would_take_it(tmp_path: Path) -> None:
+    from orchestrator_nb.rehearsal.scenario import load_scenario, parse_scenario
+    from orchestrator_nb.sessions import rehearsal_label
+
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("turns: [{say: hi}]\n")
+    assert rehearsal_label(None) is None
+    assert rehearsal_label("calculator") == "calculator"
+    assert rehearsal_label(mine) == str(mine)
+    assert rehearsal_label(load_scenario("calculator")) == "calculator"  # shipped: by name
+    assert rehearsal_label(load_scenario(str(mine))) == str(mine)  # a file: by its path
+    assert rehearsal_label(parse_scenario("turns: [{say: hi}]\n")) == "scenario"

@@ -248,3 +248,33 @@ def test_subscriber_reads_breaker_states_after_each_step() -> None:
     assert _value(m, "orchestrator_circuit_breaker_state", agent="claude") == 1
     assert _value(m, "orchestrator_circuit_breaker_state", agent="codex") == 2
     assert _value(m, "orchestrator_circuit_breaker_state", agent="odd") is None
+
+
+def test_metrics_read_as_a_table_per_agent_with_the_raw_series_behind_a_flag() -> None:
+    from orchestrator_nb.notebook.commands import metrics_view
+    from orchestrator_nb.observe.metrics import usage_summary
+
+    m = Metrics()
+    empty = str(metrics_view(usage_summary(m)))
+    assert "0 runs (0 not completed), 0 retries; no agent has run yet" in empty
+    m.tasks.labels("default", "completed").inc(2)
+    m.task_failures.labels("default", "failed").inc()
+    m.agent_calls.labels("claude").inc(3)
+    m.agent_calls.labels("codex").inc(2)
+    m.agent_errors.labels("codex", "timeout").inc()
+    m.tokens.labels("claude", "sonnet", "input").inc(12_000)
+    m.tokens.labels("claude", "sonnet", "output").inc(340)
+    m.tokens.labels("claude", "sonnet", "cached").inc(800)
+    m.cost.labels("claude", "sonnet").inc(0.0421)
+    m.tokens.labels("codex", "gpt-5.5", "input").inc(2400)
+    m.retries.labels("codex", "engine").inc()
+    table = metrics_view(usage_summary(m))
+    lines = str(table).splitlines()
+    assert lines[0].startswith("metrics of this kernel: 2 runs (1 not completed), 1 retry")
+    assert lines[0].endswith("every series: %orchestrate metrics --raw")
+    words = [" ".join(line.split()) for line in lines[1:]]
+    assert words[0] == "agent model calls tokens in / out cached cost errors"
+    assert words[1] == "claude sonnet 3 12,000 / 340 800 $0.0421 0"
+    assert words[2] == "codex gpt-5.5 2 2,400 / 0 0 not reported 1 timeout"
+    assert "orchestrator_" not in str(table)  # the series names are for --raw
+    assert "| claude | sonnet | 3 |" in table._repr_mimebundle_()["text/markdown"]

@@ -197,5 +197,25 @@ def test_calculator_review_loop_ends_with_an_empty_list() -> None:
     assert list(names.values()) == ["review", "approve", "approve (round 2)"]
     assert calc.turns[calc.select("codex", "implement", "any task")[0]].name == "implement"
     assert calc.turns[calc.select("claude", "refine", "Apply these")[0]].name == "apply"
-    approve = calc.turns[1].steps[0].say or ""
+    approve = next(t for t in calc.turns if t.name == "approve").steps[0].say or ""
     assert '{"suggestions": []}' in approve
+
+
+def test_calculator_answers_the_readmes_followup() -> None:
+    calc = load_scenario("calculator")
+    followup = (
+        "Context: this continues the previous request in this workspace.\n"
+        "Previous request: Write a small calculator module with tests.\n"
+        "What the agents answered:\n- refine (claude): Applied all three suggestions; ...\n"
+        "New request:\nnow add a pow function"
+    )
+
+    def name(agent: str, prompt: str) -> str | None:
+        return calc.turns[calc.select(agent, None, prompt)[0]].name
+
+    assert name("codex", followup) == "add pow"
+    assert name("gemini", f"Review round 1 of the work on this task: {followup}") == "review pow"
+    assert name("claude", f"Apply these review suggestions to: {followup}") == "export pow"
+    assert name("gemini", f"Review round 2 of the work on this task: {followup}") == "approve pow"
+    # The first turn is answered as before.
+    assert name("codex", "Write a small calculator module with tests.") == "implement"

@@ -173,7 +173,7 @@ async def test_a_followup_never_resumes_another_workspaces_session(tmp_path: Pat
     # Each workspace's saved session holds only its own turns.
     for folder, task in ((here, HELLO), (there, AGAIN)):
         (saved,) = (folder / ".orchestrator" / "sessions").glob("*.json")
-        assert [t["task"] for t in json.loads(saved.read_text())["turns"]] == [task]
+        assert [t.task for t in Session.load(saved).turns] == [task]
 
 
 @pytest.mark.parametrize(("first", "second"), [("claude", "codex"), ("codex", "claude")])
