@@ -82,6 +82,10 @@ if TYPE_CHECKING:
 
 
 def __getattr__(name: str) -> Any:
+    if name in _EXPORTS or name in ("agents", "errors", "dashboard", "secrets"):
+        from . import _preload
+
+        _preload.wait()  # the extension's background imports finish before ours start
     if name in _EXPORTS:
         value = getattr(import_module(_EXPORTS[name], __name__), name)
         globals()[name] = value
@@ -89,6 +93,10 @@ def __getattr__(name: str) -> Any:
     if name in ("agents", "errors", "dashboard", "secrets"):
         return import_module(f".{name}", __name__)
     raise AttributeError(f"module 'orchestrator_nb' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
 
 
 def load_ipython_extension(ipython: Any) -> None:

@@ -34,12 +34,13 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from ._sync import run_sync
-from .display import usage_line
+from .display import fallback_line, usage_line
 from .errors import ConfigError, OrchestratorError
 from .events import RetryEvent
 from .fsio import write_text
 from .lifecycle import (
     AgentEventEmitted,
+    AgentFallback,
     BudgetWarning,
     GateDecided,
     LifecycleEvent,
@@ -129,6 +130,9 @@ class StepPrinter:
             who = "orchestrator retry" if event.event.source == "engine" else "retry"
             line = f"[{event.step_id}] {event.agent} {who} {event.event.attempt}: "
             line += event.event.reason
+        elif isinstance(event, AgentFallback):
+            line = f"{self._name(event.step_id, event.iteration)} "
+            line += fallback_line(event.from_agent, event.to_agent, event.kind)
         elif isinstance(event, GateDecided):
             line = f"[{event.step_id}] gate: {event.decision} by {event.by}"
         elif isinstance(event, BudgetWarning):

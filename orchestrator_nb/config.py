@@ -178,6 +178,24 @@ def _line_of(node: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
     return line
 
 
+_C_SAFE_LOADER: Any = getattr(yaml, "CSafeLoader", None)
+
+
+def _parse_fast(text: str) -> tuple[Any, yaml.Node | None]:
+    """Node tree and data in one pass of libyaml's parser (when PyYAML was built with it).
+
+    The pure-Python parser, run twice, was most of the first cell's configuration time; the
+    constructor and resolver are the same Python classes either way, so the data is the same.
+    """
+    loader = _C_SAFE_LOADER(text)
+    try:
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
+    finally:
+        loader.dispose()
+    return data, node
+
+
 def read_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
     """Load a YAML file safely, keeping its node tree for line numbers."""
     try:
@@ -188,6 +206,11 @@ def read_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
         ) from exc
     except OSError as exc:
         raise ConfigError(f"cannot read: {exc.strerror or exc}", path=str(path)) from exc
+    if _C_SAFE_LOADER is not None:
+        try:
+            return _parse_fast(text)
+        except yaml.YAMLError:
+            pass  # the pure-Python parser below words the error as it always has
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
@@ -328,18 +351,21 @@ def check_agents(
     the workflow, step, agent and the known agents, not when a run reaches the step."""
     from .workflow.models import AgentStep, iter_steps
 
-    # A step may also name a role where the settings define roles (each a list of agents).
-    names = set(settings.agents) | set(getattr(settings, "roles", None) or ())
+    # A workflow's roles are resolved into each step's agent and fallback when it is loaded
+    # (workflow/models.py), so every name here is an agent's.
+    names = set(settings.agents)
     for name, workflow in settings.workflows.items():
         for step in iter_steps(workflow.steps):
             if not isinstance(step, AgentStep):
                 continue
-            agents = step.agent if isinstance(step.agent, (list, tuple)) else [step.agent]
-            for agent in agents:
+            # The step's agent, then its role's others (a fallback found out mid-run otherwise).
+            for agent in [step.agent, *step.fallback]:
                 if agent in names:
                     continue
                 known = ", ".join(sorted(settings.agents)) or "none"
                 path, line, key = _where_step(layers or [], name, step.id)
+                if agent != step.agent:
+                    path, line, key = _where_role(layers or [], workflow, name, step)
                 raise ConfigError(
                     f"workflow {name!r}, step {step.id!r}: unknown agent {agent!r} "
                     f"(known: {known})",
@@ -364,6 +390,20 @@ def _where_step(
             loc = (*loc, "agent")
             return str(file), _line_of(node, loc), ".".join(str(p) for p in loc)
     return None, None, f"workflows.{workflow}"
+
+
+def _where_role(
+    layers: list[tuple[Path, Any, yaml.Node | None]], flow: Any, workflow: str, step: Any
+) -> tuple[str | None, int | None, str | None]:
+    """The file, line and key of the role list a step's fallback agents come from."""
+    loc: tuple[int | str, ...] = ("workflows", workflow)
+    if step.role in flow.roles:
+        loc = (*loc, "roles", step.role)
+    for file, data, node in reversed(layers):
+        flows = data.get("workflows") if isinstance(data, dict) else None
+        if isinstance(flows, dict) and isinstance(flows.get(workflow), dict):
+            return str(file), _line_of(node, loc), ".".join(str(p) for p in loc)
+    return None, None, ".".join(str(p) for p in loc)
 
 
 def _step_loc(

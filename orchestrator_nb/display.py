@@ -49,6 +49,12 @@ def number(value: float) -> str:
     return f"{int(value):,}"
 
 
+def plural(count: float, word: str, words: str | None = None) -> str:
+    """``1 turn``, ``2 turns``, ``9,600 files``: the count and the word it takes."""
+    n = int(count)
+    return f"{number(n)} {word if n == 1 else (words or word + 's')}"
+
+
 def cost(value: float | None) -> str:
     """``$0.0123``, or "not reported" when the CLI gave no cost."""
     return NOT_REPORTED if value is None else f"${value:.4f}"
@@ -225,6 +231,21 @@ def file_diff_html(
 def diff_html(diff: str, *, fold_lines: int = FOLD_LINES) -> str:
     """Every file of ``diff`` on its own, large ones folded with their +/- counts."""
     return "".join(file_diff_html(f, fold_lines=fold_lines) for f in split_files(diff))
+
+
+# -- agents that passed a step on -----------------------------------------------------------------
+
+_WHY = {"not_installed": "is not installed", "auth": "is not logged in"}
+
+
+def fallback_line(from_agent: str, to_agent: str, kind: str) -> str:
+    """``codex is not installed: claude took the step`` (the live cell and the summary)."""
+    return f"{from_agent} {_WHY.get(kind, f'failed ({kind})')}: {to_agent} took the step"
+
+
+def passed_over_text(agent: str, kind: str, reason: str) -> str:
+    """One agent of an exhausted role list: ``codex is not installed (reason)``."""
+    return f"{agent} {_WHY.get(kind, f'failed ({kind})')} ({reason})"
 
 
 # -- results -------------------------------------------------------------------------------------

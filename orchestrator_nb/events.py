@@ -172,6 +172,15 @@ class Attempt:
     message: str | None = None
 
 
+@dataclass(frozen=True)
+class PassedOver:
+    """An agent that could not take a step (the role's next agent took it), and why."""
+
+    agent: str
+    kind: str  # not_installed | auth
+    reason: str
+
+
 @dataclass
 class StepResult:
     """What one agent run produced, and whether it succeeded (decided from its events)."""
@@ -201,6 +210,8 @@ class StepResult:
     # The native session's running total after this step, for CLIs that report one (codex):
     # what a later resume subtracts so that a step's usage stays its own.
     session_usage: Usage | None = None
+    # The agents of the step's role that were tried first and could not run it, in order.
+    passed_over: list[PassedOver] = field(default_factory=list)
 
     @property
     def error_kind(self) -> AgentErrorKind | None:
@@ -239,6 +250,7 @@ class StepResult:
             "cached": self.cached,
             "skipped": self.skipped,
             "session_usage": None if self.session_usage is None else asdict(self.session_usage),
+            "passed_over": [asdict(p) for p in self.passed_over],
         }
         if events:
             data["events"] = [{"type": e.type, **asdict(e)} for e in self.events]
@@ -270,6 +282,7 @@ class StepResult:
             cached=bool(data.get("cached", False)),
             skipped=bool(data.get("skipped", False)),
             session_usage=Usage(**data["session_usage"]) if data.get("session_usage") else None,
+            passed_over=[PassedOver(**p) for p in data.get("passed_over", [])],
         )
 
     def _summary_line(self) -> str:
@@ -285,7 +298,15 @@ class StepResult:
         )
         if self.iteration:
             name += f" #{self.iteration}"
-        return f"{name}: {status}, {usage_line(self.usage)}"
+        line = f"{name}: {status}, {usage_line(self.usage)}"
+        if self.passed_over:  # which agent took the step, and why the ones before did not
+            from .display import fallback_line
+
+            takers = [p.agent for p in self.passed_over[1:]] + [self.agent]
+            pairs = zip(self.passed_over, takers, strict=True)
+            notes = (fallback_line(p.agent, t, p.kind) for p, t in pairs)
+            line += " — " + "; ".join(notes)
+        return line
 
     def __str__(self) -> str:
         lines = [self._summary_line()]
@@ -313,6 +334,7 @@ __all__ = [
     "Event",
     "FileChange",
     "FileChangeEvent",
+    "PassedOver",
     "PermissionEvent",
     "RawEvent",
     "RetryEvent",

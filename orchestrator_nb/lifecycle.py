@@ -69,6 +69,19 @@ class AgentEventEmitted:
 
 
 @dataclass(frozen=True)
+class AgentFallback:
+    """The step's agent could not run it (not installed, not logged in): the next one takes it."""
+
+    run_id: str
+    step_id: str
+    from_agent: str
+    to_agent: str
+    kind: str  # the error kind that passed the step on: not_installed | auth
+    reason: str  # the first agent's error message
+    iteration: int | None = None
+
+
+@dataclass(frozen=True)
 class GateRequested:
     run_id: str
     step_id: str
@@ -125,6 +138,7 @@ LifecycleEvent = (
     | StepStarted
     | StepFinished
     | AgentEventEmitted
+    | AgentFallback
     | GateRequested
     | GateDecided
     | BudgetWarning
@@ -171,6 +185,7 @@ class EventBus:
 
 __all__ = [
     "AgentEventEmitted",
+    "AgentFallback",
     "BudgetWarning",
     "EventBus",
     "FileWritten",

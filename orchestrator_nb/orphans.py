@@ -25,7 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from . import fsio
-from .proctree import kill_now, proc_start, tree_members
+
+# ``proctree`` (asyncio, ctypes) is imported by the functions that use it: the kernel's start
+# calls :func:`stop_leftovers`, which needs it only when a run folder exists.
 
 OWNER_FILE = "owner.json"
 AGENTS_FILE = "agents.jsonl"
@@ -53,6 +55,8 @@ class Leftover:
 
 
 def _owner(run_dir: Path, state: str) -> dict[str, Any]:
+    from .proctree import proc_start
+
     pid = os.getpid()
     return {
         "run_id": run_dir.name,
@@ -81,6 +85,8 @@ def track_run(state_root: Path, run_id: str) -> Iterator[None]:
 
 def record_agent(pid: int, token: str, program: str) -> None:
     """Called by the runner for each agent it starts (nothing outside a tracked run)."""
+    from .proctree import proc_start
+
     tracked = _current.get()
     if tracked is None:
         return
@@ -124,6 +130,8 @@ def _agents(run_dir: Path) -> list[dict[str, Any]]:
 def owner_alive(owner: dict[str, Any]) -> bool:
     """Whether the process that ran the run still runs (pid and start time), or may (another
     host: we cannot tell, so it counts as alive)."""
+    from .proctree import proc_start
+
     if owner.get("host") != socket.gethostname():
         return True
     pid = owner.get("pid")
@@ -148,8 +156,13 @@ def dead_runs(state_root: Path) -> list[Path]:
 def stop_leftovers(workspace: str | os.PathLike[str]) -> list[Leftover]:
     """Stop every process a dead run of ``workspace`` left, and mark its turns interrupted."""
     state_root = Path(workspace) / fsio.STATE_DIR_NAME
+    dead = dead_runs(state_root)
+    if not dead:
+        return []
+    from .proctree import kill_now, proc_start, tree_members
+
     out: list[Leftover] = []
-    for run_dir in dead_runs(state_root):
+    for run_dir in dead:
         owner = _read_json(run_dir / OWNER_FILE) or {}
         left = Leftover(str(owner.get("run_id") or run_dir.name))
         for agent in _agents(run_dir):

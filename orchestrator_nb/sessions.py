@@ -25,6 +25,7 @@ import os
 import re
 import secrets
 import threading
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -311,6 +312,7 @@ class Session(BaseModel):
     _clock: Clock = PrivateAttr(default_factory=lambda: _utc_now)
     _save_error: str | None = PrivateAttr(default=None)
     _files: dict[str, FileState] = PrivateAttr(default_factory=dict)
+    _listeners: list[Callable[[], Callable[[], object] | None]] = PrivateAttr(default_factory=list)
 
     @classmethod
     def create(cls, name: str, *, clock: Clock = _utc_now) -> Session:
@@ -456,6 +458,7 @@ class Session(BaseModel):
             if workspace is not None:
                 self.workspace = str(workspace)
             self._touch()
+        self._changed()
         return turn
 
     def record_step(self, turn: Turn, result: StepResult) -> StepRecord:
@@ -463,6 +466,7 @@ class Session(BaseModel):
             record = StepRecord.from_result(result, _stamp(self._clock))
             turn.steps.append(record)
             self._touch(turn.workspace, turn)
+        self._changed()
         return record
 
     def finish_turn(
@@ -474,11 +478,48 @@ class Session(BaseModel):
             turn.run_id = run_id or turn.run_id
             turn.finished_at = _stamp(self._clock)
             self._touch(turn.workspace, turn)
+        self._changed()
 
     def reset(self) -> None:
         with self._lock:
             self.turns.clear()
             self._touch()
+        self._changed()
+
+    def subscribe(self, callback: Callable[[], object]) -> Callable[[], None]:
+        """Call ``callback()`` after each change of the turns (from whichever thread made it,
+        outside the session's lock); returns what stops it. A bound method is held weakly, so
+        a panel that is gone does not stay alive, or get called, for the session's sake."""
+        ref: Callable[[], Callable[[], object] | None]
+        if hasattr(callback, "__self__") and hasattr(callback, "__func__"):
+            ref = weakref.WeakMethod(callback)
+        else:
+            ref = lambda: callback  # noqa: E731
+        with self._lock:
+            self._listeners.append(ref)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if ref in self._listeners:
+                    self._listeners.remove(ref)
+
+        return unsubscribe
+
+    def _changed(self) -> None:
+        with self._lock:
+            listeners = list(self._listeners)
+            self._listeners[:] = [ref for ref in listeners if ref() is not None]
+        for ref in listeners:
+            callback = ref()
+            if callback is not None:
+                try:
+                    callback()
+                except Exception:  # a view's bug must not break the run that recorded a step
+                    import logging
+
+                    logging.getLogger("orchestrator_nb").warning(
+                        "a session listener failed", exc_info=True
+                    )
 
     def _touch(self, workspace: str | None = None, turn: Turn | None = None) -> None:
         self.updated_at = _stamp(self._clock)

@@ -45,6 +45,7 @@ GUARDED_KEYS = (
     "prompt_via",
     "provider",
 )
+# Workflows' agent lists (``roles``, a step's ``fallback``) are guarded too: see _agent_lists.
 # Top-level keys that change what an agent is allowed to do (the ACP approval policy).
 GUARDED_TOP = ("approvals",)
 
@@ -135,6 +136,9 @@ def config_findings(data: Any, node: yaml.Node | None, file: str) -> list[Findin
             found.append(Finding(file, key, _line(node, key), "what agents may do unasked"))
     for name, path in _step_models(data):
         found.append(Finding(file, f"{name}.model", _line(node, *path), "a model for one step"))
+    for key, path, value in _agent_lists(data):
+        shown = json.dumps(value, default=str)[:60]
+        found.append(Finding(file, key, _line(node, *path), f"agents that take a step: {shown}"))
     agents = data.get("agents") if isinstance(data, dict) else None
     if not isinstance(agents, dict):
         return found
@@ -189,6 +193,33 @@ def _step_models(data: Any) -> list[tuple[str, tuple[str, ...]]]:
     return out
 
 
+def _agent_lists(data: Any) -> list[tuple[str, tuple[str, ...], Any]]:
+    """``(key, yaml path, agents)`` of every agent list a workflow sets: its ``roles`` and any
+    step's ``fallback``. Which agent takes a step is as guarded as the agents themselves."""
+    out: list[tuple[str, tuple[str, ...], Any]] = []
+
+    def walk(steps: Any, path: tuple[str, ...]) -> None:
+        for i, step in enumerate(steps if isinstance(steps, list) else []):
+            if not isinstance(step, dict):
+                continue
+            here = (*path, str(i))
+            if "fallback" in step:
+                out.append((".".join((*here, "fallback")), (*here, "fallback"), step["fallback"]))
+            for child in ("steps", "then", "else"):
+                walk(step.get(child), (*here, child))
+
+    flows = data.get("workflows") if isinstance(data, dict) else None
+    for name, flow in flows.items() if isinstance(flows, dict) else ():
+        if not isinstance(flow, dict):
+            continue
+        roles = flow.get("roles")
+        for role, agents in roles.items() if isinstance(roles, dict) else ():
+            path = ("workflows", str(name), "roles", str(role))
+            out.append((".".join(path), path, agents))
+        walk(flow.get("steps"), ("workflows", str(name), "steps"))
+    return out
+
+
 def _at(data: Any, path: tuple[str, ...]) -> Any:
     for key in path:
         data = data[int(key)] if isinstance(data, list) else data.get(key)
@@ -222,6 +253,9 @@ def assess(root: str | os.PathLike[str]) -> tuple[str, list[Finding]]:
             {k: data.get(k) for k in ("agents", *GUARDED_TOP)} if isinstance(data, dict) else {}
         )
         digest.update(json.dumps(guarded, sort_keys=True, default=str).encode())
+        lists = [(key, agents) for key, _path, agents in _agent_lists(data)]
+        if lists:  # only when there are any: trust recorded before roles existed still holds
+            digest.update(b"\0agent lists\0" + json.dumps(lists, default=str).encode())
         findings += config_findings(data, node, WORKSPACE_CONFIG)
     for rel, what, data in _cli_files(folder):
         digest.update(b"\0" + rel.encode() + b"\0" + data)

@@ -90,7 +90,7 @@ def test_session_turns_and_their_export_use_the_usage_line() -> None:
     turn = Turn(number=1, task="t", workflow="quick", started_at="x", steps=[record])
     line = "9,600 in / 120 out tokens, cost not reported"
     assert turn.summary().endswith(line)
-    assert line in _step_md(record)[0]
+    assert line in _step_md(turn, record)[0]
 
 
 def test_a_total_with_a_cost_says_which_agents_it_covers() -> None:

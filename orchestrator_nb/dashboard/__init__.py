@@ -20,7 +20,8 @@ from .panel import Dashboard
 
 
 def dashboard(**kwargs: Any) -> Dashboard:
-    """A new panel. Keywords are :class:`Dashboard`'s: ``workspace``, ``config``, ``session``
+    """A new panel. Keywords are :class:`Dashboard`'s: ``workspace`` (default: the session's,
+    where its last cell ran), ``config``, ``session``
     or ``store``, ``task``, ``workflow``, ``rehearsal``, ``max_iterations``, ``budget``,
     ``check_agents``, ``throttle_s``."""
     return Dashboard(**kwargs)

@@ -13,12 +13,13 @@ import html
 import os
 import re
 import secrets
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..display import FileDiff, counts_html, file_diff_html, split_files
+from ..display import FileDiff, counts_html, file_diff_html, plural, split_files
 from ..errors import WorkspaceError
 from ..events import FileChange
 from ..observe.redact import redact
@@ -27,6 +28,7 @@ from ..workspace import RevertResult, SafeWriter, Workspace
 from ..workspace.revert import RecordedChange, compose, revert_changes
 from ..workspace.store import load_contents
 from .dispatch import Dispatcher, batched, set_if_changed
+from .layout import WRAP, column, row
 
 _GREY = "#57606a"
 _RENAME_FROM = re.compile(r"^rename from (.+)$", re.MULTILINE)
@@ -58,7 +60,7 @@ def revert_paths(
     )
     git_cwd = ws.repo.toplevel if ws.repo else None
     result = revert_changes(
-        f"{len(wanted)} file(s) of run {run_id}",
+        f"{plural(len(wanted), 'file')} of run {run_id}",
         {p: net[p] for p in wanted},
         root=ws.root,
         store=ws.store,
@@ -80,6 +82,20 @@ class FileRow:
     kind: str
     diff: FileDiff | None
     state: str = "changed"  # changed | reverted | revert failed
+
+    def restores(self) -> list[str]:
+        """What its Revert will do, one line per file, in words."""
+        counts = ""
+        if self.diff is not None and (self.diff.added or self.diff.removed):
+            counts = f" (undoes {self.diff.added} added and {self.diff.removed} removed lines)"
+        if self.kind == "added":
+            return [f"delete {self.path}, which this run created"]
+        if self.kind == "deleted":
+            return [f"bring back {self.path}, which this run deleted"]
+        if self.kind == "renamed" and len(self.paths) == 2:
+            old, new = self.paths
+            return [f"rename {new} back to {old}{counts}"]
+        return [f"restore {self.path} as it was before this run{counts}"]
 
     @property
     def paths(self) -> list[str]:
@@ -104,12 +120,31 @@ class ChangesPanel:
         self.workspace: Path | None = None
         self.run_id: str | None = None
         self.selected: str | None = None
+        self.final = True  # False while the run still goes: rows show, Revert waits for the end
+        self.pending: str | None = None  # the file whose Revert awaits confirmation
         self.summary = html_widget(f'<span style="color:{_GREY}">no changes yet</span>')
-        self.list = widgets.VBox([])
-        self.diff_view = widgets.HTML("", layout=widgets.Layout(max_height="420px"))
+        self.list = column([])
+        self.diff_view = widgets.HTML(
+            "", layout=widgets.Layout(max_height="420px", width="auto", min_width="0")
+        )
         self.diff_view.layout.overflow = "auto"
+        self.confirm_html = html_widget("")
+        self.confirm_html.layout.flex, self.confirm_html.layout.min_width = "1 1 300px", "0"
+        self.confirm_button = widgets.Button(
+            description="Revert", icon="undo", button_style="danger", tooltip="do it"
+        )
+        self.cancel_button = widgets.Button(description="Cancel", tooltip="leave the file as it is")
+        for button in (self.confirm_button, self.cancel_button):
+            button.layout.width = "auto"
+        self.confirm_button.on_click(dispatcher.wrap("revert", self.confirm))
+        self.cancel_button.on_click(dispatcher.wrap("cancel revert", self.cancel))
+        self.confirm_box = row([self.confirm_html, self.confirm_button, self.cancel_button])
+        self.confirm_box.layout.display = "none"
         self._buttons: dict[str, tuple[Any, Any, Any]] = {}
-        self.box = widgets.VBox([self.summary, self.list, self.diff_view])
+        self._steps: tuple[list[FileChange], str] | None = None  # reported, not yet shown
+        self._steps_lock = threading.Lock()
+        self._steps_new = False
+        self.box = column([self.summary, self.list, self.confirm_box, self.diff_view])
 
     # -- what the panel calls -------------------------------------------------------------
 
@@ -117,44 +152,128 @@ class ChangesPanel:
         self.show([], "", None, None)
 
     def show(
-        self, changes: list[FileChange], diff: str, workspace: str | None, run_id: str | None
+        self,
+        changes: list[FileChange],
+        diff: str,
+        workspace: str | None,
+        run_id: str | None,
+        *,
+        final: bool = True,
     ) -> None:
-        """Rows for a finished run's changes; the first file's diff is shown."""
-        by_path = {f.path: f for f in split_files(diff)} if diff else {}
+        """Rows for a run's changes, the first file's diff shown. ``final=False``: the run
+        still goes (rows after each step); Revert waits for its end, when the files stay put."""
+        by_path: dict[str, FileDiff] = {}
+        for f in split_files(diff) if diff else []:
+            if f.path in by_path:  # changed by two steps: both hunks, in order
+                f = FileDiff(f.path, by_path[f.path].lines + f.lines)
+            by_path[f.path] = f
+        keep = self.selected
         self.rows = {c.path: FileRow(c.path, c.kind, by_path.get(c.path)) for c in changes}
         self.workspace = Path(workspace) if workspace else None
         self.run_id = run_id
+        self.final = final
+        self.cancel()
         self._buttons = {}
         children = []
-        for row in self.rows.values():
-            label = html_widget(self._label(row), layout=self._w.Layout(width="auto"))
+        for file in self.rows.values():
+            label = html_widget(self._label(file))
+            label.layout.flex, label.layout.min_width = "1 1 200px", "0"
             view = self._w.Button(
-                description="diff", tooltip=redact(f"show the diff of {row.path}")
+                description="diff", tooltip=redact(f"show the diff of {file.path}")
             )
-            view.layout.width = "64px"
+            view.layout.width = "auto"
             revert = self._w.Button(
                 description="Revert",
                 icon="undo",
                 button_style="warning",
-                tooltip=redact(f"put {row.path} back as it was before this run"),
+                disabled=not final,
+                tooltip=redact(
+                    f"put {file.path} back as it was before this run"
+                    if final
+                    else "Revert is available when the run ends"
+                ),
             )
-            revert.layout.width = "96px"
-            path = row.path
+            revert.layout.width = "auto"
+            path = file.path
             view.on_click(self._dispatch.wrap(f"diff {path}", functools.partial(self.select, path)))
             revert.on_click(
-                self._dispatch.wrap(f"revert {path}", functools.partial(self.revert, path))
+                self._dispatch.wrap(f"revert {path}", functools.partial(self.ask, path))
             )
             self._buttons[path] = (label, view, revert)
-            children.append(self._w.HBox([revert, view, label]))
+            children.append(row([revert, view, label]))
         n = len(self.rows)
-        summary = f"{n} file(s) changed" if n else "no files changed"
+        summary = f"{plural(n, 'file')} changed" if n else ""
+        summary = summary or ("no files changed yet" if not final else "no files changed")
+        if n and not final:
+            summary += " so far"
         with batched(self.summary, self.list):
             set_value(
                 self.summary,
                 f"<b>{summary}</b>" if n else f'<span style="color:{_GREY}">{summary}</span>',
             )
             self.list.children = tuple(children)
-        self.select(next(iter(self.rows), None))
+        self.select(keep if keep in self.rows else next(iter(self.rows), None))
+
+    # -- while the run goes: the changes of each finished step --------------------------
+
+    def step_finished(self, changes: list[FileChange], diff: str) -> None:
+        """Record a step's changes (any thread); :meth:`show_steps` shows them."""
+        with self._steps_lock:
+            before, shown = self._steps or ([], "")
+            self._steps = (merge_changes(before, changes), shown + diff)
+            self._steps_new = True
+
+    def show_steps(self) -> None:
+        with self._steps_lock:
+            if self._steps is None or not self._steps_new:
+                return
+            self._steps_new = False
+            changes, diff = self._steps
+        self.show(changes, diff, None, None, final=False)
+
+    def drop_steps(self) -> None:
+        with self._steps_lock:
+            self._steps, self._steps_new = None, False
+
+    # -- Revert, after a confirmation that lists what it will restore --------------------
+
+    def ask(self, path: str) -> list[str]:
+        """What a row's Revert button does: show what would be restored, with Revert/Cancel."""
+        file = self._row(path)
+        if not self.final:
+            raise WorkspaceError("the run is still going: Revert waits for its end")
+        lines = file.restores()
+        items = "".join(f"<li>{html.escape(line)}</li>" for line in lines)
+        with batched(self.confirm_html, self.confirm_box):
+            set_value(
+                self.confirm_html,
+                f'<div style="{WRAP}"><b>Revert {html.escape(path)}?</b> This will:'
+                f'<ul style="margin:2px 0">{items}</ul>'
+                f'<span style="color:{_GREY}">Other files stay as they are.</span></div>',
+            )
+            self.confirm_box.layout.display = "flex"
+        self.pending = path
+        return lines
+
+    def confirm(self) -> RevertResult | None:
+        """The confirmation's Revert button: undo the pending file's change."""
+        path = self.pending
+        if path is None:
+            return None
+        self.cancel()
+        return self.revert(path)
+
+    def cancel(self) -> None:
+        self.pending = None
+        with batched(self.confirm_html, self.confirm_box):
+            set_value(self.confirm_html, "")
+            self.confirm_box.layout.display = "none"
+
+    def _row(self, path: str) -> FileRow:
+        file = self.rows.get(path)
+        if file is None:
+            raise KeyError(f"{path!r} is not among the changed files: {list(self.rows)}")
+        return file
 
     def select(self, path: str | None) -> None:
         """Show ``path``'s diff in the diff view (None: empty it)."""
@@ -171,10 +290,10 @@ class ChangesPanel:
         set_if_changed(self.diff_view, value=body)
 
     def revert(self, path: str, *, force: bool = False) -> RevertResult:
-        """Undo this run's change to ``path`` (its Revert button)."""
-        row = self.rows.get(path)
-        if row is None:
-            raise KeyError(f"{path!r} is not among the changed files: {list(self.rows)}")
+        """Undo this run's change to ``path`` at once (what a confirmed Revert does)."""
+        row = self._row(path)
+        if not self.final:
+            raise WorkspaceError("the run is still going: Revert waits for its end")
         if self.workspace is None or self.run_id is None:
             raise WorkspaceError("this run recorded no workspace to revert in")
         if row.state == "reverted":
@@ -205,10 +324,25 @@ class ChangesPanel:
             counts = " " + counts_html(row.diff.added, row.diff.removed)
         state = "" if row.state == "changed" else f' <i style="color:{_GREY}">({row.state})</i>'
         kind, path = html.escape(row.kind), html.escape(row.path)
-        return f"<code>{kind}</code> <code>{path}</code>{counts}{state}"
+        return f'<span style="{WRAP}"><code>{kind}</code> <code>{path}</code>{counts}{state}</span>'
 
     def state(self) -> list[dict[str, Any]]:
         return [{"path": r.path, "kind": r.kind, "state": r.state} for r in self.rows.values()]
 
 
-__all__ = ["ChangesPanel", "FileRow", "revert_paths"]
+def merge_changes(before: list[FileChange], step: list[FileChange]) -> list[FileChange]:
+    """A run's changes so far, after one more step's: a file it added stays added, one it
+    added and then deleted is no change at all."""
+    merged = {c.path: c for c in before}
+    for change in step:
+        earlier = merged.get(change.path)
+        if earlier is not None and earlier.kind == "added":
+            if change.kind == "deleted":
+                del merged[change.path]
+                continue
+            change = FileChange(change.path, "added")
+        merged[change.path] = change
+    return list(merged.values())
+
+
+__all__ = ["ChangesPanel", "FileRow", "merge_changes", "revert_paths"]

@@ -21,8 +21,11 @@ from ..errors import ConfigError
 from ..observe.redact import redact
 from ..publish import html_widget, set_value
 from .dispatch import batched
+from .layout import clip, flexible, row
 
 NO_REHEARSAL = "none (real agents)"
+NO_LIMIT = "no limit"
+WORKFLOW_LABEL_CHARS = 44
 _OK, _BAD, _GREY = "#1a7f37", "#cf222e", "#8c959f"
 _VERSION = re.compile(r"\d+(?:\.\d+)+")
 
@@ -54,17 +57,25 @@ class AgentLights:
     """One light per configured agent; ``refresh()`` checks them (in a thread by default)."""
 
     def __init__(self, settings: Settings, on_error: Callable[[str, BaseException], None]) -> None:
-        import ipywidgets as widgets
 
         self.settings = settings
         self._on_error = on_error
-        self.lights: dict[str, Any] = {
+        self.lights: dict[str, Any] = {}
+        self.statuses: dict[str, AgentStatus] = {}
+        self.box = row([])
+        self.box.layout.flex = "1 1 0"
+        self.done = threading.Event()
+        self.use(settings)
+
+    def use(self, settings: Settings) -> None:
+        """Lights for these settings' agents (another workspace's), unchecked."""
+        self.settings = settings
+        self.statuses = {}
+        self.lights = {
             name: html_widget(light_html(name, None), tooltip=redact(f"{name}: checking…"))
             for name in settings.agents
         }
-        self.statuses: dict[str, AgentStatus] = {}
-        self.box = widgets.HBox(list(self.lights.values()))
-        self.done = threading.Event()
+        self.box.children = tuple(self.lights.values())
 
     def refresh(self, *, background: bool = True) -> None:
         self.done.clear()
@@ -91,7 +102,9 @@ class AgentLights:
         one = self.settings.model_copy(update={"agents": {name: self.settings.agents[name]}})
         for s in status(one):
             self.statuses[s.name] = s
-            light = self.lights[s.name]
+            light = self.lights.get(s.name)
+            if light is None:  # the panel moved to another workspace meanwhile
+                continue
             with batched(light):
                 set_value(light, light_html(s.name, s))
                 set_value(light, light_tooltip(s), "tooltip")
@@ -113,17 +126,11 @@ class Controls:
     ) -> None:
         import ipywidgets as widgets
 
-        full = widgets.Layout(width="100%")
         self.task = widgets.Textarea(
             value=task,
             placeholder="What should the agents do? e.g. Create hello.txt saying hi",
-            layout=widgets.Layout(width="100%", height="64px"),
+            layout=widgets.Layout(width="auto", min_width="0", height="64px"),
         )
-        flows = list(settings.workflows)
-        if workflow is not None and workflow not in flows:
-            raise ConfigError(
-                f"unknown workflow {workflow!r}", key="workflow", hint=f"known: {', '.join(flows)}"
-            )
         choices = [(s, s) for s in scenarios]
         if rehearsal and rehearsal not in scenarios:
             if not Path(rehearsal).expanduser().is_file():
@@ -133,35 +140,36 @@ class Controls:
                     hint=f"a YAML file, or one of: {', '.join(scenarios)}",
                 )
             choices.append((Path(rehearsal).name, rehearsal))  # the user's own scenario file
-        self.workflow = widgets.Dropdown(
-            options=[(f"{n} — {settings.workflows[n].description or ''}"[:70], n) for n in flows],
-            value=workflow if workflow is not None else ("default" if "default" in flows else None),
-            description="Workflow",
-            layout=widgets.Layout(width="420px"),
+        self.workflow = flexible(widgets.Dropdown(description="Workflow"), "300px", grow=2)
+        self.workflow.observe(lambda _change: self._workflow_tooltip(), "value")
+        self.use(settings, workflow)
+        self.rehearsal = flexible(
+            widgets.Dropdown(
+                options=[(NO_REHEARSAL, ""), *choices],
+                value=rehearsal or "",
+                description="Rehearsal",
+                tooltip="run the real CLIs against a scripted model server: no keys, no cost",
+            ),
+            "240px",
         )
-        self.rehearsal = widgets.Dropdown(
-            options=[(NO_REHEARSAL, ""), *choices],
-            value=rehearsal or "",
-            description="Rehearsal",
-            tooltip="run the real CLIs against a scripted model server: no keys, no cost",
-            layout=widgets.Layout(width="300px"),
+        self.max_iterations = flexible(
+            widgets.IntSlider(
+                value=max_iterations,
+                min=1,
+                max=10,
+                description="Max iter.",
+                tooltip="the most rounds a review loop may take",
+            ),
+            "240px",
         )
-        self.max_iterations = widgets.IntSlider(
-            value=max_iterations,
-            min=1,
-            max=10,
-            description="Max iter.",
-            tooltip="the most rounds a review loop may take",
-            layout=widgets.Layout(width="300px"),
-        )
-        self.budget = widgets.BoundedFloatText(
-            value=budget,
-            min=0.0,
-            max=10_000.0,
-            step=0.5,
-            description="Budget $",
-            tooltip="stop the run once it has cost this much (0: no limit)",
-            layout=widgets.Layout(width="200px"),
+        self.budget = flexible(
+            widgets.Text(
+                value=f"{budget:g}" if budget > 0 else "",
+                placeholder=NO_LIMIT,
+                description="Budget $",
+                tooltip="stop the run once it has cost this many dollars (empty: no limit)",
+            ),
+            "180px",
         )
         self.conversation = widgets.ToggleButton(
             value=False,
@@ -173,32 +181,93 @@ class Controls:
         self.stop = widgets.Button(
             description="Stop", icon="stop", button_style="danger", disabled=True
         )
-        self.status = widgets.HTML("idle")
-        self.followup = widgets.Text(
-            placeholder="A follow-up: it continues the last turn, e.g. now add a test",
-            layout=widgets.Layout(width="70%"),
+        for button in (self.conversation, self.run, self.stop):
+            button.layout.width, button.layout.min_width = "auto", "0"
+        self.status = flexible(widgets.HTML("idle"), "200px", grow=3)
+        self.followup = flexible(
+            widgets.Text(
+                placeholder="A follow-up: it continues the last turn, e.g. now add a test"
+            ),
+            "260px",
+            grow=3,
         )
         self.followup_button = widgets.Button(
             description="Follow up", icon="reply", tooltip="run the follow-up in this session"
         )
+        self.followup_button.layout.width = "auto"
         for w in (self.workflow, self.rehearsal, self.max_iterations, self.budget):
             w.style.description_width = "72px"
         self.box = widgets.VBox(
             [
                 self.task,
-                widgets.HBox([self.workflow, self.rehearsal], layout=full),
-                widgets.HBox([self.max_iterations, self.budget, self.conversation]),
-                widgets.HBox([self.run, self.stop, self.status]),
-                widgets.HBox([self.followup, self.followup_button], layout=full),
-            ]
+                row([self.workflow, self.rehearsal]),
+                row([self.max_iterations, self.budget, self.conversation]),
+                row([self.run, self.stop, self.status]),
+                row([self.followup, self.followup_button]),
+            ],
+            layout=widgets.Layout(width="auto", min_width="0"),
         )
 
+    def use(self, settings: Settings, workflow: str | None = None) -> None:
+        """Offer these settings' workflows (another workspace's); keep the choice if it is there."""
+        flows = list(settings.workflows)
+        if workflow is not None and workflow not in flows:
+            raise ConfigError(
+                f"unknown workflow {workflow!r}", key="workflow", hint=f"known: {', '.join(flows)}"
+            )
+        self._described = {n: workflow_title(n, settings.workflows[n].description) for n in flows}
+        keep = workflow if workflow is not None else self.workflow.value
+        if keep not in flows:
+            keep = "default" if "default" in flows else (flows[0] if flows else None)
+        with batched(self.workflow):
+            self.workflow.options = [
+                (clip(self._described[n], WORKFLOW_LABEL_CHARS), n) for n in flows
+            ]
+            self.workflow.value = keep
+        self._workflow_tooltip()
+
+    def _workflow_tooltip(self) -> None:
+        # The list shows shortened names; the whole name and description are a hover away.
+        set_value(self.workflow, self._described.get(self.workflow.value, ""), "tooltip")
+
     def overrides(self) -> dict[str, Any]:
-        """The engine overrides the inputs ask for (a budget of 0 means none)."""
+        """The engine overrides the inputs ask for (an empty budget means no limit)."""
         out: dict[str, Any] = {"max_iterations": int(self.max_iterations.value)}
-        if float(self.budget.value) > 0:
-            out["max_cost_usd"] = float(self.budget.value)
+        budget = budget_value(self.budget.value)
+        if budget is not None:
+            out["max_cost_usd"] = budget
         return out
 
 
-__all__ = ["NO_REHEARSAL", "AgentLights", "Controls", "light_html", "light_tooltip"]
+def workflow_title(name: str, description: str | None) -> str:
+    return f"{name} — {description}" if description else name
+
+
+def budget_value(text: str) -> float | None:
+    """The Budget box's dollars: None when empty (no limit); a ConfigError when not a number."""
+    raw = text.strip().lstrip("$").strip()
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(
+            f"the budget {text!r} is not a number of dollars",
+            key="budget",
+            hint="type e.g. 1.50, or leave it empty for no limit",
+        ) from None
+    if not value >= 0 or value == float("inf"):
+        raise ConfigError(f"the budget {text!r} must be a positive amount", key="budget")
+    return value or None
+
+
+__all__ = [
+    "NO_LIMIT",
+    "NO_REHEARSAL",
+    "AgentLights",
+    "Controls",
+    "budget_value",
+    "light_html",
+    "light_tooltip",
+    "workflow_title",
+]

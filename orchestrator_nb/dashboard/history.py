@@ -13,25 +13,21 @@ import importlib
 from pathlib import Path
 from typing import Any
 
-from ..display import cost, tokens_pair, usage_text
+from ..display import cost, number, plural, tokens_pair, usage_text
 from ..notebook.export import FORMATS, export_session
 from ..publish import html_widget, set_value
 from ..sessions import Session
 from .dispatch import Dispatcher, set_if_changed
+from .layout import clip, column, flexible, row, scroll_x
 
 _GREY = "#57606a"
 _CELL = "text-align:left;padding:2px 8px;border-bottom:1px solid #d0d7de"
 
 
-def _clip(text: str, n: int = 70) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= n else flat[: n - 1] + "…"
-
-
 def history_html(session: Session) -> str:
     turns = list(session.turns)
     mode = ", conversation mode" if session.conversation else ""
-    title = f"<b>session {html.escape(session.name)}</b>: {len(turns)} turn(s){mode}"
+    title = f"<b>session {html.escape(session.name)}</b>: {plural(len(turns), 'turn')}{mode}"
     if not turns:
         return f'<div>{title}</div><div style="color:{_GREY}">no runs yet</div>'
     head = "".join(
@@ -48,11 +44,11 @@ def history_html(session: Session) -> str:
             html.escape(t.outcome),
             tokens_pair(u.input_tokens, u.output_tokens),
             cost(u.cost_usd),
-            html.escape(mark + _clip(t.task)),
+            html.escape(mark + clip(t.task, 70)),
         )
         rows.append("<tr>" + "".join(f'<td style="{_CELL}">{c}</td>' for c in cells) + "</tr>")
     table = '<table style="border-collapse:collapse;font-size:90%">'
-    return f"<div>{title}</div>{table}<tr>{head}</tr>{''.join(rows)}</table>"
+    return f"<div>{title}</div>" + scroll_x(f"{table}<tr>{head}</tr>{''.join(rows)}</table>")
 
 
 def metrics_summary() -> dict[str, float] | None:
@@ -99,9 +95,10 @@ def metrics_html(totals: dict[str, float] | None) -> str:
             f'<span style="color:{_GREY}">metrics unavailable (no orchestrator_nb.observe)</span>'
         )
     parts = [
-        f"<b>{int(totals['runs'])}</b> run(s), {int(totals['runs_failed'])} not completed",
-        f"<b>{int(totals['agent_calls'])}</b> agent call(s), {int(totals['agent_errors'])} failed",
-        f"{int(totals['retries'])} retries",
+        f"<b>{plural(totals['runs'], 'run')}</b>, {number(totals['runs_failed'])} not completed",
+        f"<b>{plural(totals['agent_calls'], 'agent call')}</b>, "
+        f"{number(totals['agent_errors'])} failed",
+        plural(totals["retries"], "retry", "retries"),
         usage_text(totals["input_tokens"], totals["output_tokens"], totals["cost_usd"]),
     ]
     return (
@@ -121,31 +118,28 @@ class HistoryPanel:
         self.session = session
         self.workspace = workspace
         self.table = html_widget(history_html(session))
-        self.path = widgets.Text(
-            value=f"session-{session.name}.md",
-            description="Export to",
-            tooltip="a path; relative paths are inside the workspace",
-            layout=widgets.Layout(width="360px"),
+        self.path = flexible(
+            widgets.Text(
+                value=f"session-{session.name}.md",
+                description="Export to",
+                tooltip="a path; relative paths are inside the workspace",
+            ),
+            "260px",
+            grow=3,
         )
-        self.format = widgets.Dropdown(
-            options=list(FORMATS),
-            value="md",
-            description="as",
-            layout=widgets.Layout(width="140px"),
+        self.format = flexible(
+            widgets.Dropdown(options=list(FORMATS), value="md", description="as"), "110px"
         )
         self.format.style.description_width = "24px"
         self.export_button = widgets.Button(
             description="Export", icon="download", tooltip="write the session's turns to the file"
         )
+        self.export_button.layout.width = "auto"
         self.export_button.on_click(dispatcher.wrap("export", self.export))
-        self.note = widgets.HTML("")
+        self.note = flexible(widgets.HTML(""), "200px")
         self.metrics = html_widget(metrics_html(metrics_summary()))
-        self.box = widgets.VBox(
-            [
-                self.table,
-                widgets.HBox([self.path, self.format, self.export_button, self.note]),
-                self.metrics,
-            ]
+        self.box = column(
+            [self.table, row([self.path, self.format, self.export_button, self.note]), self.metrics]
         )
 
     def refresh(self) -> None:
@@ -161,9 +155,10 @@ class HistoryPanel:
         if not target.is_absolute():
             target = self.workspace / target
         path, fmt = export_session(self.session, target, self.format.value)
+        turns = plural(len(self.session.turns), "turn")
         set_value(
             self.note,
-            f'<span style="color:{_GREY}">exported {len(self.session.turns)} turn(s) as {fmt} '
+            f'<span style="color:{_GREY}">exported {turns} as {fmt} '
             f"to <code>{html.escape(str(path))}</code></span>",
         )
         return path

@@ -7,15 +7,18 @@ group. Lifecycle events only record state and poke a throttle; one render at mos
 from a button, an observer, a thread or a timer, goes through one :class:`Dispatcher` that
 shows what it raises in the panel.
 
+It opens on the session's workspace (where its last cell ran) unless told otherwise; the
+Workspace field moves it to another folder. While a run goes, the output tab follows the agent
+that is running, the changed files are listed after each step, and the session history
+follows every turn, the panel's own and those of ``%%orchestrate`` cells alike.
+
 Tests (and users) drive it from Python: ``run_clicked()``, ``stop_clicked()``,
-``revert_clicked(path)``, ``export_clicked()``, ``await wait()``, ``state()``.
+``revert_clicked(path)`` (at once; the Revert button asks first, see ``ask_revert``),
+``open_workspace(path)``, ``export_clicked()``, ``await wait()``, ``state()``.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import html
 import os
 import threading
 import time
@@ -26,10 +29,15 @@ from typing import Any
 from traitlets import Bool, HasTraits, Unicode
 
 from ..config import Settings
-from ..errors import ConfigError
-from ..lifecycle import BudgetWarning, LifecycleEvent, RunStarted
+from ..lifecycle import (
+    BudgetWarning,
+    LifecycleEvent,
+    RunStarted,
+    StepFinished,
+)
 from ..notebook.background import Run
 from ..notebook.live import LiveDisplay
+from ..observe.checks import existing_workspace
 from ..observe.redact import redact_obj
 from ..publish import html_widget, set_value
 from ..rehearsal import shipped_scenarios
@@ -40,9 +48,12 @@ from .changes import ChangesPanel
 from .controls import AgentLights, Controls
 from .dispatch import Dispatcher, Throttle, batched, set_if_changed, walk
 from .history import HistoryPanel, metrics_summary
+from .layout import flexible, row, scroll_x
 from .progress import AgentTabs, Progress, error_html, section_html, status_html
-from .runs import build_request, start_run
+from .runs import build_request, join, start_run, wait_for
+from .tabs import OutputTabs
 from .trust import TrustRow
+from .where import WorkspaceField
 
 Finished = Callable[[WorkflowResult], object]
 
@@ -63,7 +74,7 @@ class Dashboard(HasTraits):
     def __init__(
         self,
         *,
-        workspace: str | os.PathLike[str] = ".",
+        workspace: str | os.PathLike[str] | None = None,
         config: Settings | str | os.PathLike[str] | None = None,
         session: Session | None = None,
         store: SessionStore | None = None,
@@ -78,14 +89,15 @@ class Dashboard(HasTraits):
         super().__init__()
         import ipywidgets as widgets
 
-        root = Path(workspace).expanduser()
-        if not root.is_dir():
-            raise ConfigError(f"workspace {str(root)!r} is not an existing folder", key="workspace")
-        self.workspace = root.resolve()
+        self.session = session or (store or default_store()).current
+        if workspace is None:  # where the session's last cell ran, if that folder is still there
+            last = self.session.workspace
+            workspace = last if last and Path(last).is_dir() else "."
+        self.workspace = existing_workspace(workspace)
+        self._config = config
         self.trust_row = TrustRow(self.workspace, config, self._trusted)
         # The panel opens in an untrusted workspace too; its Run refuses what needs trust.
         self.settings = config if isinstance(config, Settings) else self.trust_row.settings()
-        self.session = session or (store or default_store()).current
         self._finished_callbacks: list[Finished] = []
         self._run: Run | None = None
         self._started = 0.0
@@ -95,7 +107,7 @@ class Dashboard(HasTraits):
         self._throttle = Throttle(self._dispatch.wrap("render", self._render), throttle_s)
         self.progress = Progress(self._throttle.poke)
         self.outputs = AgentTabs(self._throttle.poke)
-        self._out_widgets: dict[str, Any] = {}
+        self.output_tabs = OutputTabs(self.outputs)
         self._note_text = ""
 
         self.controls = Controls(
@@ -109,14 +121,16 @@ class Dashboard(HasTraits):
         )
         set_value(self.controls.conversation, self.session.conversation)
         self.lights = AgentLights(self.settings, self._dispatch.report)
-        self.error_html = widgets.HTML("")
-        self.dismiss = widgets.Button(description="dismiss", layout=widgets.Layout(width="80px"))
-        self.error_box = widgets.HBox([self.error_html, self.dismiss])
+        self.error_html = flexible(widgets.HTML(""), "300px")
+        self.dismiss = widgets.Button(description="dismiss", layout=widgets.Layout(width="auto"))
+        self.error_box = row([self.error_html, self.dismiss])
         self.error_box.layout.display = "none"
-        self.progress_html = html_widget(self.progress.table_html())
-        self.tabs = widgets.Tab([])
+        self.progress_html = html_widget(scroll_x(self.progress.table_html()))
+        self.tabs = self.output_tabs.tab
         self.changes = ChangesPanel(self._dispatch, self._note)
         self.history = HistoryPanel(self._dispatch, self.session, self.workspace)
+        # Turns recorded anywhere (a %%orchestrate cell too) show here; held weakly by the session.
+        self._unsubscribe = self.session.subscribe(self._throttle.poke)
         c = self.controls
         c.run.on_click(self._dispatch.wrap("run", self._start_task))
         c.stop.on_click(self._dispatch.wrap("stop", self._stop))
@@ -124,15 +138,14 @@ class Dashboard(HasTraits):
         c.conversation.observe(self._dispatch.wrap("conversation", self._conversation), "value")
         self.dismiss.on_click(self._dispatch.wrap("dismiss", self.dismiss_error))
         self.observe(self._dispatch.wrap("buttons", self._buttons), ["running"])
-        header = html_widget(
-            '<div style="font-family:sans-serif"><b>orchestrator-nb</b> · workspace '
-            f"<code>{html.escape(str(self.workspace))}</code></div>"
-        )
-        agents_row = widgets.HBox([widgets.HTML("<b>Agents</b>&nbsp;"), self.lights.box])
+        self.where = WorkspaceField(self.workspace, self._open, self._dispatch.wrap)
+        self.workspace_field = self.where.field
+        agents_row = row([widgets.HTML("<b>Agents</b>&nbsp;"), self.lights.box])
         self.trust_row.button.on_click(self._dispatch.wrap("trust", self.trust_row.trust))
         self.widget = widgets.VBox(
             [
-                header,
+                self.where.header,
+                self.where.box,
                 c.box,
                 agents_row,
                 self.trust_row.box,
@@ -146,8 +159,12 @@ class Dashboard(HasTraits):
                 _section("Session history"),
                 self.history.box,
             ],
-            layout=widgets.Layout(border="1px solid #d0d7de", padding="6px"),
+            # No width: a block fills its cell with the border and padding inside, where
+            # width 100% would add them on top and overflow.
+            layout=widgets.Layout(min_width="0", border="1px solid #d0d7de", padding="6px"),
         )
+        self.widget.add_class("orchestrator-dashboard")
+        self._check_agents = check_agents
         if check_agents:
             self.lights.refresh()
 
@@ -174,8 +191,21 @@ class Dashboard(HasTraits):
         return bool(self._dispatch.call("stop", self._stop))
 
     def revert_clicked(self, path: str) -> RevertResult | None:
-        """Undo the last run's change to ``path`` (its Revert button)."""
+        """Undo the last run's change to ``path`` at once (a call from code is its own
+        confirmation; the Revert button asks first, as :meth:`ask_revert` does)."""
         return self._dispatch.call(f"revert {path}", self.changes.revert, path)
+
+    def ask_revert(self, path: str) -> list[str] | None:
+        """What ``path``'s Revert button does: list what it would restore and ask to confirm."""
+        return self._dispatch.call(f"revert {path}", self.changes.ask, path)
+
+    def confirm_revert(self) -> RevertResult | None:
+        """The confirmation's Revert button."""
+        return self._dispatch.call("revert", self.changes.confirm)
+
+    def open_workspace(self, path: str | os.PathLike[str]) -> Path | None:
+        """Move the panel to another folder (as typing it in the Workspace field does)."""
+        return self._dispatch.call("workspace", self._open, path)
 
     def select_file(self, path: str) -> None:
         """Show ``path``'s diff (its diff button)."""
@@ -204,11 +234,7 @@ class Dashboard(HasTraits):
         run = self._run
         if run is None:
             return None
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not run.done():
-            if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"the run did not finish within {timeout}s")
-            await asyncio.sleep(0.05)
+        await wait_for(run, timeout)
         return self._settled(run)
 
     def join(self, timeout: float | None = None) -> WorkflowResult | None:
@@ -216,10 +242,7 @@ class Dashboard(HasTraits):
         run = self._run
         if run is None:
             return None
-        with contextlib.suppress(Exception):  # the error is shown in the panel
-            run.result(timeout)
-        if not run.done():
-            raise TimeoutError(f"the run did not finish within {timeout}s")
+        join(run, timeout)
         return self._settled(run)
 
     def _settled(self, run: Run) -> WorkflowResult | None:
@@ -239,6 +262,7 @@ class Dashboard(HasTraits):
         """What the panel shows, as plain data (redacted, as the widgets show it)."""
         shown: dict[str, Any] = redact_obj(
             {
+                "workspace": str(self.workspace),
                 "status": self.status,
                 "running": self.running,
                 "run_id": self.run_id,
@@ -248,6 +272,8 @@ class Dashboard(HasTraits):
                 "agents": list(self.outputs.agents()),
                 "changes": self.changes.state(),
                 "selected": self.changes.selected,
+                "revert_pending": self.changes.pending,
+                "output_tab": self.output_tabs.selected,
                 "history": [t.summary() for t in self.session.turns],
                 "metrics": metrics_summary(),
             }
@@ -299,7 +325,7 @@ class Dashboard(HasTraits):
             self._run = start_run(
                 request,
                 live,
-                subscribers=[self.progress, self._on_event],
+                subscribers=[self.progress, self.output_tabs, self._on_event],
                 finished=lambda result: self._dispatch.call("run end", self._finished, result),
                 failed=lambda exc: self._dispatch.call("run end", self._failed, exc),
                 tick=self._throttle.poke,
@@ -315,6 +341,9 @@ class Dashboard(HasTraits):
     def _on_event(self, event: LifecycleEvent) -> None:
         if isinstance(event, RunStarted):
             self.run_id = event.run_id
+        elif isinstance(event, StepFinished) and event.result.changes:
+            self.changes.step_finished(event.result.changes, event.result.diff)
+            self._throttle.poke()
         elif isinstance(event, BudgetWarning):
             self._note(f"budget {event.budget}: {event.used:g} of {event.limit:g} used")
 
@@ -329,6 +358,7 @@ class Dashboard(HasTraits):
         return False
 
     def _finished(self, result: WorkflowResult) -> None:
+        self.changes.drop_steps()  # the run's own list replaces what its steps reported
         self.result = result
         if not result.ok:
             self.progress.stop_running("stopped" if result.outcome == "cancelled" else "failed")
@@ -353,13 +383,9 @@ class Dashboard(HasTraits):
         self.outputs.reset()
         self.result = None
         self.run_id = ""
+        self.changes.drop_steps()
         with self._render_lock:  # nothing in here may poke: a render waits on this lock
-            old = list(self._out_widgets.values())
-            self._out_widgets = {}
-            with batched(self.tabs):
-                self.tabs.children = ()
-        for w in old:
-            w.close()
+            self.output_tabs.reset()
         self.changes.clear()
         self.dismiss_error()
         self._note("")
@@ -368,21 +394,12 @@ class Dashboard(HasTraits):
 
     def _render(self) -> None:
         with self._render_lock:
-            import ipywidgets as widgets
-
-            agents = self.outputs.agents()
-            new = [a for a in agents if a not in self._out_widgets]
-            for agent in new:
-                self._out_widgets[agent] = widgets.Output()
-            outs = [self._out_widgets[a] for a in agents]
-            with batched(self.progress_html, self.controls.status, self.tabs, *outs):
-                set_if_changed(self.progress_html, value=self.progress.table_html())
+            with batched(self.progress_html, self.controls.status):
+                set_if_changed(self.progress_html, value=scroll_x(self.progress.table_html()))
                 set_if_changed(self.controls.status, value=self._status_html())
-                for agent, out in zip(agents, outs, strict=True):
-                    set_if_changed(out, outputs=self.outputs.outputs(agent))
-                if new:
-                    self.tabs.children = tuple(outs)
-                    self.tabs.titles = tuple(agents)
+            self.output_tabs.render()
+            if self.running:
+                self.changes.show_steps()
             self.history.refresh()
 
     def _status_html(self) -> str:
@@ -406,6 +423,28 @@ class Dashboard(HasTraits):
             c.run.disabled = self.running
             c.followup_button.disabled = self.running
             c.stop.disabled = not self.running
+
+    def _open(self, path: str | os.PathLike[str]) -> Path:
+        if self.running:
+            raise RuntimeError("a run is in progress: Stop it, or wait for it to finish")
+        root = existing_workspace(path)
+        # Everything that can fail comes first: a bad orchestrator.yaml there leaves the panel
+        # where it was.
+        if isinstance(self._config, Settings):
+            settings = self._config
+        else:
+            settings = self.trust_row.settings(root)
+        self.controls.use(settings)
+        self.workspace, self.settings = root, settings
+        self.trust_row.move(root)
+        self.history.workspace = root
+        self.lights.use(settings)
+        if self._check_agents:
+            self.lights.refresh()
+        self._reset_view()
+        self.where.opened(root)
+        self._throttle.now()
+        return root
 
     def _conversation(self) -> None:
         self.session.conversation = bool(self.controls.conversation.value)

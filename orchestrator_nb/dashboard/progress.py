@@ -19,6 +19,7 @@ from ..display import cost, tokens_pair
 from ..events import Usage, UsageEvent
 from ..lifecycle import (
     AgentEventEmitted,
+    AgentFallback,
     GateDecided,
     GateRequested,
     LifecycleEvent,
@@ -93,12 +94,14 @@ class Progress:
         if isinstance(event, StepFinished):
             self._finish(event)
             return True
-        if not isinstance(event, (AgentEventEmitted, GateRequested, GateDecided)):
+        if not isinstance(event, (AgentEventEmitted, AgentFallback, GateRequested, GateDecided)):
             return False
         found = self._find(event.step_id)
         if found is None:
             return False
-        if isinstance(event, AgentEventEmitted):
+        if isinstance(event, AgentFallback):  # the role's next agent took the step
+            found.agent = event.to_agent
+        elif isinstance(event, AgentEventEmitted):
             if not isinstance(event.event, UsageEvent):
                 return False
             found.usage = event.event.usage
@@ -119,6 +122,7 @@ class Progress:
         if row is None:  # cached, resumed or skipped: it never started here
             row = StepRow(event.step_id, event.agent, "agent", event.iteration, self._clock())
             self._rows.append(row)
+        row.agent = event.agent or row.agent  # the agent that ran it, a fallback's too
         row.status = "ok" if result.ok else f"failed ({result.error_kind})"
         if result.error_kind == "cancelled":
             row.status = "cancelled"
@@ -203,6 +207,10 @@ class AgentTabs:
     def show(self, display_id: str, bundle: Bundle) -> None:
         agent = self._agent_of(display_id)
         with self._lock:
+            for other in [a for a, areas in self._areas.items() if a != agent]:
+                # The step passed to another agent (a role's fallback): its area moves along.
+                if self._areas[other].pop(display_id, None) is not None and not self._areas[other]:
+                    del self._areas[other]
             self._areas.setdefault(agent, {})[display_id] = bundle
         self._on_change()
 

@@ -12,6 +12,8 @@ continues the last turn in this workspace.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -96,4 +98,21 @@ def start_run(
     return launch(body, request.label)
 
 
-__all__ = ["build_request", "start_run"]
+async def wait_for(run: Run, timeout: float | None) -> None:
+    """Until ``run`` is done, without blocking the kernel's loop; TimeoutError past ``timeout``."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while not run.done():
+        if deadline is not None and time.monotonic() > deadline:
+            raise TimeoutError(f"the run did not finish within {timeout}s")
+        await asyncio.sleep(0.05)
+
+
+def join(run: Run, timeout: float | None) -> None:
+    """The blocking form of :func:`wait_for` (what the run raised is the panel's to show)."""
+    with contextlib.suppress(Exception):
+        run.result(timeout)
+    if not run.done():
+        raise TimeoutError(f"the run did not finish within {timeout}s")
+
+
+__all__ = ["build_request", "join", "start_run", "wait_for"]

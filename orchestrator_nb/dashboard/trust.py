@@ -10,6 +10,7 @@ from typing import Any
 from .. import trust_store
 from ..config import Settings, load_settings
 from ..publish import html_widget, set_value
+from .layout import WRAP, row
 
 
 class TrustRow:
@@ -22,22 +23,30 @@ class TrustRow:
         self.config = config
         self.on_trusted = on_trusted
         self.label = html_widget("")
+        self.label.layout.flex, self.label.layout.min_width = "1 1 300px", "0"
         self.button = widgets.Button(
             description="Trust",
             tooltip="record that you trust what this workspace configures",
-            layout=widgets.Layout(width="80px"),
+            layout=widgets.Layout(width="auto"),
         )
-        self.box = widgets.HBox([self.label, self.button])
+        self.box = row([self.label, self.button])
         self.refresh()
 
-    def settings(self) -> Settings:
+    def settings(self, workspace: Path | None = None) -> Settings:
         """The settings a listing may use: an untrusted workspace's agents are left out."""
-        return load_settings(self.config, cwd=self.workspace, untrusted="ignore")
+        return load_settings(self.config, cwd=workspace or self.workspace, untrusted="ignore")
+
+    def move(self, workspace: Path) -> trust_store.TrustReport:
+        """Show another folder's trust state (the panel moved there)."""
+        self.workspace = workspace
+        return self.refresh()
 
     def refresh(self) -> trust_store.TrustReport:
         report = trust_store.report(self.workspace)
         colour = "#1a7f37" if report.trusted else "#9a6700"
-        asks = "".join(f"<li><code>{html.escape(str(f))}</code></li>" for f in report.findings)
+        asks = "".join(
+            f'<li style="{WRAP}"><code>{html.escape(str(f))}</code></li>' for f in report.findings
+        )
         listing = f"<ul style='margin:2px 0'>{asks}</ul>" if asks else ""
         label = (
             f'<div style="font-family:sans-serif"><b>Trust</b>&nbsp;'

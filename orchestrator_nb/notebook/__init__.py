@@ -18,15 +18,21 @@ _LOADED: dict[int, Any] = {}
 
 
 def load_ipython_extension(ipython: Any) -> None:
-    """Register ``%orchestrate`` / ``%%orchestrate`` on ``ipython``."""
-    from ..publish import install
-    from .magics import OrchestratorMagics
+    """Register ``%orchestrate`` / ``%%orchestrate`` on ``ipython``.
 
-    magics = OrchestratorMagics(ipython)
-    ipython.register_magics(magics)
+    What is registered first is a stand-in with the magic's documentation: the first use builds
+    the real :class:`~.magics.OrchestratorMagics` (its session store, and with it the models)
+    and puts it in the stand-in's place, so loading the extension costs next to nothing. What a
+    run needs is imported on a background thread meanwhile (:mod:`orchestrator_nb._preload`).
+    """
+    from .. import _preload
+    from ..publish import install
+    from .deferred import DeferredMagics
+
+    ipython.register_magics(DeferredMagics(ipython, _LOADED))
     install(ipython)
-    _LOADED[id(ipython)] = magics
     _stop_leftovers()
+    _preload.start()  # the run machinery, imported while the first cell is being written
 
 
 def _stop_leftovers() -> None:

@@ -13,16 +13,19 @@ import shlex
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from IPython.core.error import UsageError
 
-from ..config import Settings
 from ..display import cost, number, tokens_pair
 from ..errors import OrchestratorError
 from ..publish import say
-from ..sessions import SessionStore
-from .export import FORMATS, export_session, to_markdown
+
+# The line magic's module is imported when the extension loads: sessions and exports (pydantic)
+# are imported by the subcommands that use them.
+if TYPE_CHECKING:
+    from ..config import Settings
+    from ..sessions import SessionStore
 
 _METRICS_SERVER: Any = None  # the kernel's /metrics endpoint, if one was started
 
@@ -328,6 +331,8 @@ class Commands:
         say(f"current session: {session.name!r} ({_turns(len(session.turns))})")
 
     def _session_show(self, rest: list[str]) -> Text:
+        from .export import to_markdown
+
         session = self.store.get(rest[0]) if rest else self.store.current
         lines = [str(session)]
         for turn in session.turns:
@@ -349,6 +354,8 @@ class Commands:
         say(f"conversation mode {rest[0]} for session {session.name!r}")
 
     def _session_export(self, rest: list[str]) -> None:
+        from .export import FORMATS, export_session
+
         parser = _Parser(prog="%orchestrate session export", add_help=False)
         parser.add_argument("--format", choices=FORMATS)
         parser.add_argument("path")

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..display import usage_line
+from ..display import fallback_line, usage_line
 from ..events import (
     RetryEvent,
     TextEvent,
@@ -30,6 +30,7 @@ from ..events import (
 )
 from ..lifecycle import (
     AgentEventEmitted,
+    AgentFallback,
     BudgetWarning,
     GateDecided,
     GateRequested,
@@ -246,6 +247,14 @@ class LiveDisplay:
                     self._changed(step)
             elif isinstance(event, StepFinished):
                 self._finish(event)
+            elif isinstance(event, AgentFallback):
+                step = self._running.get(event.step_id)
+                if step is not None:  # the area names the agent that took the step, and why
+                    step.agent = event.to_agent
+                    step.warnings.append(
+                        fallback_line(event.from_agent, event.to_agent, event.kind)
+                    )
+                    self._changed(step)
             elif isinstance(event, GateRequested):
                 why = f" ({self._gate_note})" if self._gate_note else ""
                 self.note(f"gate {event.step_id}: {_clip(event.message, 200)}{why}")

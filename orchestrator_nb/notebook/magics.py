@@ -12,22 +12,22 @@ import shlex
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from IPython.core import magic_arguments as _magic_arguments
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 
-from ..config import Settings, load_settings
 from ..errors import OrchestratorError
 from ..publish import say
-from ..runs import RunOptions, RunRequest
-from ..sessions import SessionStore, decide_followup, default_store
-from ..workflow.models import Budget
-from ..workflow.templates import render_notebook_vars, unknown_notebook_vars
 from .commands import SUBCOMMANDS, Commands
-from .gates import frontend_is_interactive
-from .runner import CellRun, RunSpec
+
+# Registering the magic imports none of the run machinery (configuration models, sessions, the
+# engine, widgets): each method imports what it needs, so `%load_ext` stays cheap.
+if TYPE_CHECKING:
+    from ..config import Settings
+    from ..sessions import SessionStore
+    from .runner import RunSpec
 
 OPTIONS = (
     "-w/--workflow, -a/--agent, --workspace, -s/--session, --followup, --new, --rehearse, "
@@ -208,6 +208,8 @@ class OrchestratorMagics(Magics):
     """The ``orchestrate`` line and cell magic."""
 
     def __init__(self, shell: Any = None, *, store: SessionStore | None = None) -> None:
+        from ..sessions import default_store
+
         super().__init__(shell)
         self.store = store if store is not None else default_store()
         cleanup = getattr(shell, "input_transformers_cleanup", None)
@@ -243,6 +245,8 @@ class OrchestratorMagics(Magics):
         return path.resolve()
 
     def _settings(self, workspace: Path, *, listing: bool = False) -> Settings:
+        from ..config import load_settings
+
         try:
             # A listing shows what it can without obeying an untrusted workspace's agents.
             return load_settings(cwd=workspace, untrusted="ignore" if listing else "refuse")
@@ -283,6 +287,10 @@ class OrchestratorMagics(Magics):
         return self._cell(args, cell)
 
     def _cell(self, args: Any, cell: str) -> Any:
+        from ..workflow.templates import render_notebook_vars, unknown_notebook_vars
+        from .gates import frontend_is_interactive
+        from .runner import CellRun
+
         args.workspace, args.rehearse = _unquote(args.workspace), _unquote(args.rehearse)
         if not cell.strip():
             raise UsageError(
@@ -352,6 +360,11 @@ class OrchestratorMagics(Magics):
     def _spec(
         self, args: Any, body: str, workspace: Path, settings: Settings, workflow: str
     ) -> RunSpec:
+        from ..runs import RunOptions, RunRequest
+        from ..sessions import decide_followup
+        from ..workflow.models import Budget
+        from .runner import RunSpec
+
         session = self.store.get_or_create(args.session) if args.session else self.store.current
         force = True if args.followup else False if args.new else None
         decision = decide_followup(body, session, force=force, workspace=workspace)

@@ -16,6 +16,7 @@ from typing import Any
 from ..events import PermissionEvent
 from ..lifecycle import (
     AgentEventEmitted,
+    AgentFallback,
     FileWritten,
     GateDecided,
     LifecycleEvent,
@@ -36,7 +37,7 @@ def record_config_change(
 
 
 class AuditSubscriber:
-    """Appends runs, finished steps, file writes, reverts and gate decisions to the trail."""
+    """Appends runs, finished steps, agent fallbacks, file writes, reverts and gate decisions."""
 
     def __init__(
         self,
@@ -177,6 +178,16 @@ class AuditSubscriber:
                 "decision": e.decision,
                 "by": e.by,
                 "reason": e.reason,
+            }
+        if isinstance(event, AgentFallback):
+            return "agent_fallback", {
+                "run_id": event.run_id,
+                "step_id": event.step_id,
+                "iteration": event.iteration,
+                "from_agent": event.from_agent,
+                "to_agent": event.to_agent,
+                "kind": event.kind,
+                "reason": event.reason,
             }
         if isinstance(event, GateDecided):
             return "gate_decided", {

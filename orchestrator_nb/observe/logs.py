@@ -34,6 +34,7 @@ from ..errors import ConfigError
 from ..events import RetryEvent, ToolCallEvent, WarningEvent
 from ..lifecycle import (
     AgentEventEmitted,
+    AgentFallback,
     BudgetWarning,
     FileWritten,
     GateDecided,
@@ -367,6 +368,11 @@ class LogSubscriber:
             self.log.info("agent_warning", message=ev.message)
         elif isinstance(ev, ToolCallEvent):
             self.log.debug("tool_call", tool=ev.name)
+
+    def _on_AgentFallback(self, e: AgentFallback) -> None:
+        self.log.info(
+            "agent_fallback", step=e.step_id, agent=e.from_agent, to=e.to_agent, kind=e.kind
+        )
 
     def _on_GateRequested(self, e: GateRequested) -> None:
         self.log.info("gate_requested", step=e.step_id, message=e.message)

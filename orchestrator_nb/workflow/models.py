@@ -2,6 +2,12 @@
 
 Loaded from ``config/workflows.yaml`` (shipped) and the user's ``orchestrator.yaml`` under
 ``workflows:``; every field has a description, unknown keys are errors with file and line.
+
+Roles: a workflow may map each role to an ordered list of agents (``roles: {implementer:
+[codex, claude, gemini]}``); a step that names a role and no agent runs the first, and the
+next takes the step when one is not installed or not logged in (the engine's fallback). The
+list is filled into each such step (``agent`` and ``fallback``) when the workflow is loaded,
+so everything downstream reads one agent per step.
 """
 
 from __future__ import annotations
@@ -11,6 +17,37 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
 _ID = r"^[A-Za-z][A-Za-z0-9_-]{0,63}$"
+
+
+_CHILD_STEPS = ("steps", "then", "else")  # where a step holds steps of its own
+
+
+def _fill_roles(steps: Any, roles: dict[str, list[str]]) -> Any:
+    """Give every step that names a role and no agent the role's agents (raw YAML data)."""
+    if not isinstance(steps, list):
+        return steps
+    out = []
+    for step in steps:
+        if isinstance(step, dict):
+            step = dict(step)
+            role = step.get("role")
+            if step.get("kind", "agent") == "agent" and "agent" not in step:
+                if role is None:
+                    raise ValueError(f"step {step.get('id')!r} names neither an agent nor a role")
+                if role not in roles:
+                    known = ", ".join(roles) or "none"
+                    raise ValueError(
+                        f"step {step.get('id')!r}: role {role!r} has no agents "
+                        f"(this workflow's roles: {known}); give the step an agent or add the role"
+                    )
+                first, *rest = roles[role]
+                step["agent"] = first
+                step.setdefault("fallback", rest)
+            for child in _CHILD_STEPS:
+                if child in step:
+                    step[child] = _fill_roles(step[child], roles)
+        out.append(step)
+    return out
 
 
 class _Step(BaseModel):
@@ -24,7 +61,14 @@ class AgentStep(_Step):
     """Run one agent on a rendered prompt."""
 
     kind: Literal["agent"] = Field(default="agent", description="Step kind.")
-    agent: str = Field(description="Agent name from the agents configuration.")
+    agent: str = Field(
+        description="Agent name from the agents configuration (or the first of the role's list)."
+    )
+    fallback: list[str] = Field(
+        default_factory=list,
+        description="Agents that take the step, in order, when the one before is not installed "
+        "or not logged in; filled from the workflow's `roles`.",
+    )
     prompt: str = Field(
         default="{{ task }}", description="Jinja2 template (sandboxed) for the agent's prompt."
     )
@@ -161,16 +205,38 @@ class Workflow(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     description: str = Field(default="", description="One line shown by `workflows`.")
+    roles: dict[str, Annotated[list[str], Field(min_length=1)]] = Field(
+        default_factory=dict,
+        description="Role → agents in order: a step with that role and no agent runs the first; "
+        "the next takes the step when one is not installed or not logged in.",
+    )
     steps: list[Step] = Field(min_length=1, description="The steps, in order.")
     budget: Budget = Field(default_factory=Budget, description="Per-run budgets.")
     gate_policy: Literal["approve", "reject", "fail"] = Field(
         default="approve", description="Default gate decision when nobody can answer."
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _role_agents(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        roles = data.get("roles", {})
+        if not isinstance(roles, dict):
+            return data
+        for role, agents in roles.items():
+            if not isinstance(agents, list) or not agents:
+                return data  # the field's own validation names the problem
+            if len(set(map(str, agents))) != len(agents):
+                raise ValueError(f"role {role!r} names an agent twice: {agents}")
+        return {**data, "steps": _fill_roles(data.get("steps"), roles)}
+
     @model_validator(mode="after")
     def _unique_ids(self) -> Workflow:
         seen: set[str] = set()
         for step in iter_steps(self.steps):
+            if isinstance(step, AgentStep) and step.agent in step.fallback:
+                raise ValueError(f"step {step.id!r} names {step.agent!r} as its own fallback")
             if step.id in seen:
                 raise ValueError(f"step id {step.id!r} is used twice")
             seen.add(step.id)

@@ -108,7 +108,10 @@ async def _one(
             if breaker.state == "half_open":
                 breaker.record(False)
         else:
-            breaker.record(result.ok)
+            # Not logged in is no outage: it fails at once, the same way every time, and a
+            # role's next agent takes the step. Counted, it would open the circuit after a few
+            # runs of a shared engine (a batch) and stop them all instead of passing them on.
+            breaker.record(result.ok or result.error_kind == "auth")
     return result
 
 

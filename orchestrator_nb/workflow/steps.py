@@ -19,9 +19,10 @@ from ..agents.registry import DriverRegistry
 from ..api import prepare_agent
 from ..config import Settings
 from ..errors import AgentError, CircuitOpen, RunTimeout
-from ..events import StepResult
+from ..events import PassedOver, StepResult
 from ..lifecycle import (
     AgentEventEmitted,
+    AgentFallback,
     BudgetWarning,
     GateDecided,
     GateRequested,
@@ -41,6 +42,9 @@ from .templates import StepView, TemplateError, evaluate, render
 if TYPE_CHECKING:
     pass
 _PICK = re.compile(r"^\s*PICK:\s*([A-Za-z][A-Za-z0-9_-]*)", re.MULTILINE)
+# Failures that say "this agent cannot run here", not "this task went wrong": the role's next
+# agent takes the step. A rate limit, a timeout or a failed task stays the step's own.
+FALLBACK_KINDS = frozenset({"not_installed", "auth"})
 
 
 class StepWalker:
@@ -160,6 +164,10 @@ class StepWalker:
                 if resume is not None and result.error_kind == "config":
                     # The CLI no longer has that session (another HOME, pruned): start afresh.
                     result = await self._attempts(ctx, step, fresh or prompt, cwd, key, None)
+                if step.fallback:
+                    # Another agent starts its own conversation: the follow-up's summary too.
+                    again = fresh or prompt
+                    result = await self._fallback(ctx, step, again, cwd, key, result, track)
                 if step.write_code_blocks and result.ok and track:
                     ctx.ws.write_code_blocks(result.text, key, on_unsafe="skip")
         except CircuitOpen as exc:
@@ -207,6 +215,53 @@ class StepWalker:
             cancel=ctx.cancel,
         )
 
+    async def _fallback(
+        self,
+        ctx: RunContext,
+        step: AgentStep,
+        prompt: str,
+        cwd: Path,
+        key: str,
+        result: StepResult,
+        track: bool,
+    ) -> StepResult:
+        """Pass the step down the role's agents while each is not installed or not logged in."""
+        passed: list[PassedOver] = []
+        hints: list[str] = []
+        for agent in step.fallback:
+            kind = result.error_kind
+            if kind not in FALLBACK_KINDS or ctx.cancel.is_set() or result.error is None:
+                break
+            reason, hint = result.error.message, result.error.hint
+            hints += [hint] if hint else []
+            passed.append(PassedOver(result.agent, str(kind), reason))
+            ctx.bus.emit(
+                AgentFallback(
+                    ctx.run_id, step.id, result.agent, agent, str(kind), reason, ctx.iteration
+                )
+            )
+            # A step's own model names a model of its first agent; the others use their own.
+            other = step.model_copy(update={"agent": agent, "fallback": [], "model": None})
+            resume = ctx.resume_ids.pop(agent, None) if track else None
+            result = await self._attempts(ctx, other, prompt, cwd, key, resume)
+        if not passed:
+            return result
+        last = result.error
+        if last is not None and last.kind in FALLBACK_KINDS:  # nobody in the list could take it
+            from ..display import passed_over_text
+
+            every = [*passed, PassedOver(result.agent, last.kind, last.message)]
+            reasons = "; ".join(passed_over_text(p.agent, p.kind, p.reason) for p in every)
+            hints += [last.hint] if last.hint else []
+            result.error = AgentError.for_kind(
+                last.kind,
+                f"no agent could take step {step.id}: {reasons}",
+                agent=result.agent,
+                hint="; ".join(["install or log in to one of them", *dict.fromkeys(hints)]),
+            )
+        result.passed_over = passed
+        return result
+
     @contextlib.contextmanager
     def _tracked(self, ctx: RunContext, key: str, track: bool) -> Iterator[Any]:
         if not track:
@@ -239,9 +294,9 @@ class StepWalker:
         ctx.views[step.id] = StepView.from_result(
             result, result.diff, suggestions=count_suggestions(result.text)
         )
-        ctx.bus.emit(
-            StepFinished(ctx.run_id, step.id, step.agent, result, ctx.iteration, result.cached)
-        )
+        # The agent that ran it: the role's fallback when the first could not.
+        agent = result.agent or step.agent
+        ctx.bus.emit(StepFinished(ctx.run_id, step.id, agent, result, ctx.iteration, result.cached))
         self._check_budget(ctx)
 
     async def _parallel(self, ctx: RunContext, step: ParallelStep, prefix: str, cwd: Path) -> None:

@@ -19,6 +19,17 @@ workflows:
       - id: write
         agent: fake
         prompt: "{{ task }}"
+  pair:
+    description: the fake agent writes one.txt, then its twin does the task
+    steps:
+      - {id: first, agent: fake, prompt: "write one.txt saying one"}
+      - {id: second, agent: twin, prompt: "{{ task }}"}
+  fallback:
+    description: an agent that is not installed, then the fake one
+    roles:
+      writer: [absent, fake]
+    steps:
+      - {id: write, role: writer, prompt: "{{ task }}"}
 """
 
 
@@ -32,11 +43,16 @@ def workspace(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def fake_workspace(tmp_path: Path) -> Path:
-    """A folder whose orchestrator.yaml adds a fake `command` agent and the `solo` workflow."""
+    """A folder whose orchestrator.yaml adds two fake `command` agents (fake, twin), one that is
+    not installed (absent), and the workflows solo, pair and fallback."""
     ws = tmp_path / "fake-ws"
     ws.mkdir()
     argv = json.dumps([sys.executable, str(FAKE_CLI), "{prompt}"])
-    agents = f"agents:\n  fake:\n    driver: command\n    argv: {argv}\n    retries: 0\n"
+    agents = "agents:\n" + "".join(
+        f"  {name}:\n    driver: command\n    argv: {argv}\n    retries: 0\n"
+        for name in ("fake", "twin")
+    )
+    agents += f"  absent:\n    driver: claude\n    path: {tmp_path / 'no' / 'claude'}\n"
     (ws / "orchestrator.yaml").write_text(agents + FAKE_CONFIG)
     trust(ws)  # its agent is this test's own program
     return ws

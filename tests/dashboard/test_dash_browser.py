@@ -3,7 +3,7 @@
 JupyterLab is bound to 127.0.0.1 with a token on a free port, in a temporary folder with its
 own Jupyter config, data and runtime folders; it is stopped (kernels first) in a ``finally``.
 Screenshots land in ``build/test-artifacts/``: ``dashboard-diff.png`` after the first run,
-``dashboard.png`` after the stopped one.
+``dashboard-narrow.png`` at about 1000 px wide, ``dashboard.png`` after the stopped one.
 """
 
 from __future__ import annotations
@@ -199,6 +199,19 @@ def test_dashboard_runs_shows_a_diff_and_stops_in_jupyterlab(tmp_path: Path) -> 
             expect(out.get_by_text("Done. I created hello.txt").first).to_be_visible()
             assert (ws / "hello.txt").read_text() == "hi\n"
             page.screenshot(path=str(ARTIFACTS / "dashboard-diff.png"), full_page=True)
+
+            # No horizontal scrollbar, with the diff and tables filled in, also at about 1000 px
+            # wide where the notebook leaves the panel some 750 px beside the file browser.
+            panel = out.locator(".orchestrator-dashboard").first
+            cell = out.filter(has=page.locator(".orchestrator-dashboard")).first
+            for width in (1400, 1000):
+                page.set_viewport_size({"width": width, "height": 1500})
+                page.wait_for_timeout(300)  # the layout settles after the resize
+                for box in (panel, cell):
+                    overflow = box.evaluate("el => el.scrollWidth - el.clientWidth")
+                    assert overflow <= 0, f"the dashboard overflows by {overflow}px at {width}px"
+            page.screenshot(path=str(ARTIFACTS / "dashboard-narrow.png"), full_page=True)
+            page.set_viewport_size({"width": 1400, "height": 1500})
 
             # A second run that hangs, stopped from the page.
             rehearsal = out.locator(".widget-dropdown").filter(has_text="Rehearsal")

@@ -11,8 +11,10 @@ from dash_helpers import agent_processes, require, require_clis
 
 from orchestrator_nb import trust
 from orchestrator_nb.dashboard import Dashboard, dashboard, revert_paths
-from orchestrator_nb.dashboard.dispatch import Dispatcher, Throttle
+from orchestrator_nb.dashboard.changes import merge_changes
+from orchestrator_nb.dashboard.dispatch import Dispatcher, Throttle, walk
 from orchestrator_nb.errors import ConfigError, RevertConflict, WorkspaceError
+from orchestrator_nb.events import FileChange
 from orchestrator_nb.lifecycle import StepStarted
 from orchestrator_nb.rehearsal import shipped_scenarios
 from orchestrator_nb.sessions import SessionStore
@@ -40,6 +42,7 @@ def test_every_control_is_there(fake_workspace: Path) -> None:
         "max_iterations": 4,
         "max_cost_usd": 1.5,
     }
+    assert c.budget.value == "1.5" and c.budget.placeholder == "no limit"
     assert not c.conversation.value and c.followup.value == ""
     assert not c.run.disabled and c.stop.disabled
     assert set(d.lights.lights) == set(d.settings.agents)
@@ -91,8 +94,18 @@ async def test_a_run_of_a_fake_agent_updates_every_part(fake_workspace: Path) ->
     diff_a.click()
     assert d.changes.selected == "a.txt" and "+hello" in d.changes.diff_view.value
     revert_b = d.changes.list.children[1].children[0]
-    revert_b.click()  # the per-file Revert: b.txt goes, a.txt stays
+    revert_b.click()  # the per-file Revert asks first, saying what it will restore
+    assert (fake_workspace / "b.txt").exists() and d.state()["revert_pending"] == "b.txt"
+    assert d.changes.confirm_box.layout.display == "flex"
+    assert "Revert b.txt?" in d.changes.confirm_html.value
+    assert "delete b.txt, which this run created" in d.changes.confirm_html.value
+    d.changes.cancel_button.click()
+    assert d.changes.confirm_box.layout.display == "none" and d.state()["revert_pending"] is None
+    assert (fake_workspace / "b.txt").exists()
+    revert_b.click()
+    d.changes.confirm_button.click()  # confirmed: b.txt goes, a.txt stays
     assert not (fake_workspace / "b.txt").exists() and (fake_workspace / "a.txt").exists()
+    assert d.changes.confirm_box.layout.display == "none"
     assert [c["state"] for c in d.changes.state()] == ["changed", "reverted"]
     assert revert_b.disabled and not revert_a.disabled and d.error == ""
     d.select_file("nope.txt")
@@ -325,7 +338,7 @@ def test_bad_arguments_name_what_is_known(fake_workspace: Path, tmp_path: Path) 
     assert "solo" in str(caught.value)
     with pytest.raises(ConfigError, match="unknown rehearsal scenario 'nope'"):
         _fake_with(fake_workspace, rehearsal="nope")
-    with pytest.raises(ConfigError, match="not an existing folder"):
+    with pytest.raises(WorkspaceError, match="not an existing folder"):
         _fake_with(tmp_path / "missing")
     own = tmp_path / "mine.yaml"
     own.write_text("name: mine\ndefault:\n  say: hi\n")
@@ -336,3 +349,174 @@ def test_bad_arguments_name_what_is_known(fake_workspace: Path, tmp_path: Path) 
 
 def _fake_with(ws: Path, **kwargs: object) -> Dashboard:
     return dashboard(workspace=ws, store=SessionStore(), check_agents=False, **kwargs)
+
+
+# -- the panel in its cell, and what it follows --------------------------------------------
+
+
+def test_it_opens_on_the_sessions_workspace_and_moves_with_its_field(
+    fake_workspace: Path, tmp_path: Path
+) -> None:
+    store = SessionStore()
+    store.current.begin_turn("an earlier cell", workflow="solo", workspace=fake_workspace)
+    d = dashboard(store=store, check_agents=False)  # no workspace given: the session's
+    assert d.workspace == fake_workspace.resolve() and "solo" in d.settings.workflows
+    assert d.workspace_field.value == str(fake_workspace.resolve())
+    assert d.state()["workspace"] == str(fake_workspace.resolve())
+
+    other = tmp_path / "other"
+    other.mkdir()
+    d.workspace_field.value = str(other)  # typed, then Enter
+    assert d.workspace == other.resolve() and d.error == ""
+    assert "solo" not in d.settings.workflows and d.controls.workflow.value == "default"
+    assert d.history.workspace == other.resolve() and d.trust_row.workspace == other.resolve()
+    d.workspace_field.value = str(tmp_path / "nowhere")
+    assert "not an existing folder" in d.error
+    assert d.workspace == other.resolve() and d.workspace_field.value == str(other.resolve())
+    assert d.open_workspace(fake_workspace) == fake_workspace.resolve()
+    assert "solo" in d.settings.workflows
+
+
+def test_workflow_names_are_shortened_with_the_whole_name_a_hover_away(
+    fake_workspace: Path,
+) -> None:
+    d = _fake(fake_workspace)
+    labels = dict((v, label) for label, v in d.controls.workflow.options)
+    long = [n for n, wf in d.settings.workflows.items() if len(f"{n} — {wf.description}") > 44]
+    assert long, "the shipped descriptions are long enough to be shortened"
+    for name in long:
+        assert len(labels[name]) <= 44 and labels[name].endswith("…")
+    d.controls.workflow.value = "thorough"
+    assert d.controls.workflow.tooltip.startswith("thorough — codex implements")
+    assert d.controls.workflow.tooltip.endswith("gemini verifies")
+
+
+async def test_an_empty_budget_means_no_limit_and_a_bad_one_is_named(fake_workspace: Path) -> None:
+    d = _fake(fake_workspace, task="write e.txt saying x")
+    assert d.controls.budget.value == "" and d.controls.budget.placeholder == "no limit"
+    assert "max_cost_usd" not in d.controls.overrides()
+    d.controls.budget.value = "lots"
+    assert d.run_clicked() is None and "the budget 'lots' is not a number" in d.error
+    d.controls.budget.value = "$2.50"
+    assert d.controls.overrides()["max_cost_usd"] == 2.5
+
+
+def test_no_row_is_wider_than_a_default_jupyterlab_cell(fake_workspace: Path) -> None:
+    import ipywidgets as widgets
+
+    d = _fake(fake_workspace)
+    d.session.begin_turn("a task " * 40, workflow="solo", workspace=fake_workspace)
+    d.progress(StepStarted("r", "a_step_with_a_long_name" * 3, "fake", "agent"))
+    d.changes.show(
+        [FileChange("a/very/long/path/" * 8 + "file.txt", "added")], "", None, None, final=False
+    )
+    d.resync()
+    for w in walk(d.widget):
+        width = w.layout.width or ""
+        assert not width.endswith("px") or int(width[:-2]) <= 200, (w, width)
+        if isinstance(w, widgets.HBox):  # every row wraps instead of widening the panel
+            assert w.layout.flex_flow == "row wrap", w
+    # The class the browser test measures (scrollWidth <= clientWidth) by.
+    assert "orchestrator-dashboard" in d.widget._dom_classes
+    for html_value in (d.progress_html.value, d.history.table.value):
+        assert "overflow-x:auto" in html_value  # tables scroll inside their own box
+
+
+async def test_the_output_tab_follows_the_running_agent(fake_workspace: Path) -> None:
+    d = _fake(fake_workspace, task="write two.txt saying two", throttle_s=0.0)
+    d.controls.workflow.value = "pair"
+    d.run_clicked()
+    assert (await d.wait(30)) is not None and d.status == "completed", d.state()
+    assert d.tabs.titles == ("fake", "twin") and d.state()["output_tab"] == "twin"
+    d.tabs.selected_index = 0  # the user looks back: nothing moves it while nothing runs
+    d.resync()
+    assert d.state()["output_tab"] == "fake"
+
+
+async def test_a_fallback_shows_in_the_tab_of_the_agent_that_took_the_step(
+    fake_workspace: Path,
+) -> None:
+    d = _fake(fake_workspace, task="write f.txt saying fell", throttle_s=0.0)
+    d.controls.workflow.value = "fallback"
+    d.run_clicked()
+    result = await d.wait(30)
+    assert result is not None and result.ok, d.state()
+    assert d.tabs.titles == ("fake",) and d.state()["output_tab"] == "fake"
+    assert "absent is not installed: fake took the step" in d.agent_text("fake")
+    assert [(s["step"], s["agent"], s["status"]) for s in d.state()["steps"]] == [
+        ("write", "fake", "ok")
+    ]
+
+
+async def test_changed_files_are_listed_after_each_step(
+    fake_workspace: Path, tmp_path: Path
+) -> None:
+    go = tmp_path / "go"
+    d = _fake(fake_workspace, task=f"wait for {go}", throttle_s=0.0)
+    d.controls.workflow.value = "pair"  # one.txt by the first step; the second waits for `go`
+    d.run_clicked()
+    deadline = time.monotonic() + 30
+    # Rendered from the run's thread: wait for the last thing a render sets, the diff.
+    while "+one" not in d.changes.diff_view.value and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert d.running, "the second step must still be waiting"
+    assert d.changes.state() == [{"path": "one.txt", "kind": "added", "state": "changed"}]
+    assert "1 file changed so far" in d.changes.summary.value
+    assert "+one" in d.changes.diff_view.value
+    revert = d.changes.list.children[0].children[0]
+    assert revert.disabled and "when the run ends" in revert.tooltip
+    assert d.ask_revert("one.txt") is None and "Revert waits for its end" in d.error
+    go.write_text("")
+    assert (await d.wait(30)) is not None and d.status == "completed"
+    assert d.changes.state() == [{"path": "one.txt", "kind": "added", "state": "changed"}]
+    assert "1 file changed</b>" in d.changes.summary.value
+    assert not d.changes.list.children[0].children[0].disabled
+
+
+async def test_history_follows_turns_that_other_cells_run(fake_workspace: Path) -> None:
+    from orchestrator_nb.workflow import arun
+
+    d = _fake(fake_workspace, throttle_s=0.0)
+    assert "no runs yet" in d.history.table.value
+    # What a %%orchestrate cell does: a run recorded in the same session, not by the panel.
+    result = await arun(
+        "write h.txt saying cell", "solo", workspace=fake_workspace, session=d.session
+    )
+    assert result.ok
+    assert "write h.txt saying cell" in d.history.table.value
+    assert "1 turn" in d.history.table.value
+
+
+def test_the_session_signals_changes_and_holds_a_views_callback_weakly() -> None:
+    import gc
+
+    calls: list[str] = []
+
+    class View:
+        def changed(self) -> None:
+            calls.append("view")
+
+    session = SessionStore().current
+    view = View()
+    session.subscribe(view.changed)
+    stop = session.subscribe(lambda: calls.append("fn"))
+    turn = session.begin_turn("t")
+    assert calls == ["view", "fn"]
+    del view
+    gc.collect()
+    session.finish_turn(turn, "completed")  # the view is gone: only the function is called
+    assert calls == ["view", "fn", "fn"]
+    stop()
+    session.reset()
+    assert calls == ["view", "fn", "fn"]
+
+
+def test_merge_changes_keeps_what_the_run_did_to_each_file() -> None:
+    added = [FileChange("a", "added"), FileChange("m", "modified")]
+    step = [FileChange("a", "modified"), FileChange("m", "deleted"), FileChange("n", "added")]
+    assert merge_changes(added, step) == [
+        FileChange("a", "added"),
+        FileChange("m", "deleted"),
+        FileChange("n", "added"),
+    ]
+    assert merge_changes([FileChange("t", "added")], [FileChange("t", "deleted")]) == []

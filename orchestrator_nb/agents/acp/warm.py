@@ -19,8 +19,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from .client import AcpProcess
+# Every run enters :func:`warm_agents`; only a run with an ACP agent needs the client (and the
+# ACP SDK under it), so it is imported for annotations only.
+if TYPE_CHECKING:
+    from .client import AcpProcess
 
 WarmKey = tuple[str, str, tuple[str, ...]]  # agent, workspace, argv
 
