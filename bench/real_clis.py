@@ -63,7 +63,6 @@ class Pair:
         self.r = r
         self.ws = root / f"ws-{agent}"
         self.ws.mkdir()
-        self.logs = root / f"logs-{agent}"
         cfg = settings.agents[agent]
         driver = registry.create(agent, cfg)
         executable, self.version = locate(agent, driver, cfg)
@@ -119,7 +118,6 @@ class Pair:
             rehearsal=self.r,
             step=STEP,
             registry=self.registry,
-            log_dir=self.logs,
         )
         elapsed = time.perf_counter() - start
         if not result.ok:

@@ -31,7 +31,10 @@ SUITE: dict[str, tuple[str, list[str], list[str]]] = {
     "step_overhead": ("step_overhead.py", [], ["--repeats", "6", "--short-repeats", "4"]),
     "fanout": ("fanout.py", [], ["--repeats", "2", "--sequence-repeats", "1"]),
     "streaming": ("streaming.py", [], ["--repeats", "1", "--events", "40000"]),
-    "workspace": ("workspace_snapshot.py", [], ["--repeats", "5"]),
+    "workspace": ("workspace_snapshot.py", ["--files", "50000"], ["--repeats", "5"]),
+    "big_repo": ("big_repo.py", [], ["--repeats", "2", "--files", "10000"]),
+    "end_to_end": ("end_to_end.py", [], ["--repeats", "1"]),
+    "batch_scale": ("batch_scale.py", [], ["--sizes", "100x10"]),
     "sessions": ("sessions.py", [], ["--repeats", "3"]),
     "startup": ("startup.py", ["--repeats", "8"], ["--repeats", "3"]),
     "cancel": ("cancel.py", ["--repeats", "3"], ["--repeats", "1"]),
@@ -90,7 +93,7 @@ def run_one(name: str, quick: bool) -> tuple[list[Row], dict[str, Any], float, s
 
 
 def targets_table(rows: list[Row]) -> str:
-    lines = ["| target (issue 10) | measured | result |", "|---|---|---|"]
+    lines = ["| target (issues 10, 22) | measured | result |", "|---|---|---|"]
     for r in rows:
         if r["target"] is None:
             continue
@@ -153,7 +156,7 @@ def readme_section(rows: list[Row], host: dict[str, Any]) -> str:
         "",
         "`make bench` measures what orchestration costs, each figure against a baseline run "
         "side by side with it (fake agent CLIs replaying real transcripts, and the real CLIs "
-        "under rehearsal); it takes about five minutes and writes `build/bench/results.md` "
+        "under rehearsal); it takes about twenty minutes and writes `build/bench/results.md` "
         "and `results.json`. Benchmarks are not tests: nothing in `make test` checks a time.",
         "",
         machine_line(host),

@@ -144,7 +144,6 @@ async def measure(repeats: int, short_repeats: int, work_s: float) -> list[Row]:
         registry = default_registry()
         driver = registry.create("fake", settings.agents["fake"])
         argv = driver.build_argv(AgentRequest(PROMPT, ws, str(exe)))
-        logs = root / "logs"
 
         async def bare() -> float:
             env = base_env(driver.env(AgentRequest(PROMPT, ws, str(exe))))
@@ -172,7 +171,6 @@ async def measure(repeats: int, short_repeats: int, work_s: float) -> list[Row]:
                 workspace=ws,
                 config=settings,
                 registry=reg,  # type: ignore[arg-type]
-                log_dir=logs,
             )
             elapsed = time.perf_counter() - start
             assert result.ok, result.error
@@ -191,6 +189,7 @@ async def measure(repeats: int, short_repeats: int, work_s: float) -> list[Row]:
                 workspace=where,
                 config=config,  # type: ignore[arg-type]
                 engine=shared,
+                trust=True,  # the "plain" workspace's own orchestrator.yaml names the agent
             )
             elapsed = time.perf_counter() - start
             assert result.ok, result.error

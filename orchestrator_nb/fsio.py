@@ -272,11 +272,21 @@ def append_text(
         text = _redacted_text(text)
     data = text.encode("utf-8", "surrogateescape")
     with open_fd(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, anchor=anchor) as fd:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        if fsync:
-            os.fsync(fd)
+        append_fd(fd, [data], fsync=fsync)
+
+
+def append_fd(fd: int, chunks: list[bytes], *, fsync: bool) -> None:
+    """Append several records to an ``O_APPEND`` descriptor in one ``write`` and one fsync.
+
+    Grouping is how an append-only trail stays durable without an fsync per record: the caller
+    collects what one step produced and hands it over at once; the records land whole and in
+    order, and a crash loses at most the group not yet handed over.
+    """
+    view = memoryview(b"".join(chunks))
+    while view:
+        view = view[os.write(fd, view) :]
+    if fsync:
+        os.fsync(fd)
 
 
 def append_json_line(

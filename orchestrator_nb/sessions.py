@@ -339,6 +339,12 @@ class Session(BaseModel):
             if t.outcome != "running"
         ]
 
+    def close_agents(self) -> None:
+        """Stop the ACP agents this session keeps warm between cells (see agents/acp/warm.py)."""
+        from .agents.acp.warm import close_session_agents
+
+        close_session_agents(self.id)
+
     def history_in(self, workspace: str | os.PathLike[str]) -> list[dict[str, Any]]:
         """:attr:`history`, of the turns run in ``workspace`` only."""
         mine = {t.number for t in self.turns_in(workspace)}

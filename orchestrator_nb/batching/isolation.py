@@ -10,6 +10,7 @@ short finds its leftovers there and starts again from scratch.
 
 from __future__ import annotations
 
+import os
 import shutil
 import threading
 import time
@@ -101,13 +102,17 @@ class Isolator:
         assert self.repo is not None
         branch = self.branch(task_id)
         top = self.repo.toplevel
-        add = ["worktree", "add", "--quiet", "-b", branch, str(root), "HEAD"]
+        # -B: a branch left by an interrupted attempt is reset to HEAD (no `branch -D` first).
+        # --no-checkout: only the registration needs the lock; the checkout, the slow part,
+        # runs beside the other tasks' (each worktree has its own index).
+        add = ["worktree", "add", "--quiet", "--no-checkout", "-B", branch, str(root), "HEAD"]
         for attempt in range(1, ADD_ATTEMPTS + 1):
             with self._git_lock:
-                self._remove_worktree(root)
-                run_git(["branch", "-D", "--quiet", branch], top, check=False)
+                if os.path.lexists(root) or attempt > 1:
+                    self._remove_worktree(root)
                 done = run_git(add, top, check=False)
             if done.returncode == 0:
+                run_git(["reset", "--hard", "--quiet"], root)
                 break
             if attempt == ADD_ATTEMPTS:
                 raise git_error(
@@ -124,28 +129,30 @@ class Isolator:
         """Commit the task's changes on its branch and remove the worktree; True if committed."""
         if place.branch is None:
             return False
-        with self._git_lock:
-            try:
-                run_git(["add", "--all", "--", "."], place.path)
-                staged = run_git(["diff", "--cached", "--quiet"], place.path, check=False)
-                committed = staged.returncode == 1
-                if committed:
-                    # The agents' work, not the user's: a fixed identity, and no hooks or signing
-                    # that could block or prompt in an unattended batch.
-                    run_git(
-                        [
-                            "-c",
-                            "commit.gpgsign=false",
-                            "commit",
-                            "-q",
-                            "--no-verify",
-                            "-m",
-                            message,
-                        ],
-                        place.path,
-                        env=IDENTITY_ENV,
-                    )
-            finally:
+        # The commit needs no lock: the task's own index and branch, and git's object store
+        # takes concurrent writers. Only removing the worktree touches what tasks share.
+        try:
+            run_git(["add", "--all", "--", "."], place.path)
+            staged = run_git(["diff", "--cached", "--quiet"], place.path, check=False)
+            committed = staged.returncode == 1
+            if committed:
+                # The agents' work, not the user's: a fixed identity, and no hooks or signing
+                # that could block or prompt in an unattended batch.
+                run_git(
+                    [
+                        "-c",
+                        "commit.gpgsign=false",
+                        "commit",
+                        "-q",
+                        "--no-verify",
+                        "-m",
+                        message,
+                    ],
+                    place.path,
+                    env=IDENTITY_ENV,
+                )
+        finally:
+            with self._git_lock:
                 self._remove_worktree(place.root)
         return committed
 
@@ -161,14 +168,13 @@ class Isolator:
 
     def _remove_worktree(self, root: Path) -> None:
         assert self.repo is not None
-        top = self.repo.toplevel
-        if root.exists():
-            done = run_git(
-                ["worktree", "remove", "--force", "--force", str(root)], top, check=False
-            )
-            if done.returncode != 0:
-                shutil.rmtree(root, ignore_errors=True)
-        run_git(["worktree", "prune"], top, check=False)
+        # The folder is ours (under this batch's folder, made by prepare): deleting it (never
+        # following a link) and pruning git's record of it is one git call instead of two.
+        if root.is_symlink():
+            root.unlink()
+        elif root.exists():
+            shutil.rmtree(root, ignore_errors=True)
+        run_git(["worktree", "prune"], self.repo.toplevel, check=False)
 
     def _skip_state(self, folder: str, names: list[str]) -> list[str]:
         return [".orchestrator"] if Path(folder) == self.workspace else []

@@ -44,6 +44,9 @@ class LocalExecutor:
         assert isolator is not None, "start() comes first"
         shared = Engine(batch.settings, bus=EventBus())
         gate = asyncio.Semaphore(batch.max_concurrency)
+        # Worktrees are made ahead of a free seat, so a seat waits on no checkout; at most
+        # this many tasks are prepared or running at once.
+        ahead = asyncio.Semaphore(2 * batch.max_concurrency)
 
         async def one(spec: BatchTask, reh: RehearsalEndpoint | None) -> None:
             # An engine per task: a bus of its own, the batch's policy state.
@@ -55,8 +58,18 @@ class LocalExecutor:
                 breakers=shared.breakers,
                 rates=shared.rates,
             )
-            async with gate:
-                row, done = await _run_task(spec, batch, isolator, engine, reh)
+            async with ahead:
+                ready = await _prepare(spec, batch, isolator)
+                try:
+                    await gate.acquire()
+                except asyncio.CancelledError:  # stopped before its turn: nothing to keep
+                    if ready[0] is not None:
+                        isolator.discard(ready[0])
+                    raise
+                try:
+                    row, done = await _run_task(spec, batch, isolator, engine, reh, ready)
+                finally:
+                    gate.release()
             batch.record(spec, row, done)
 
         with rehearsal_scope(batch.rehearsal) as reh:
@@ -70,21 +83,36 @@ class LocalExecutor:
                 await asyncio.gather(*jobs, return_exceptions=True)
 
 
+async def _prepare(
+    spec: BatchTask, batch: Batch, isolator: Isolator
+) -> tuple[Place | None, Exception | None, float]:
+    """The task's worktree or copy, made before it has a seat; a failure is reported by the run."""
+    start = time.monotonic()
+    try:
+        place = await asyncio.to_thread(isolator.prepare, spec.id)
+    except Exception as exc:  # reported as the task's failure, in its turn
+        return None, exc, time.monotonic() - start
+    return place, None, time.monotonic() - start
+
+
 async def _run_task(
     spec: BatchTask,
     batch: Batch,
     isolator: Isolator,
     engine: Engine,
     rehearsal: RehearsalEndpoint | None,
+    ready: tuple[Place | None, Exception | None, float],
 ) -> tuple[BatchRow, WorkflowResult]:
-    started = time.monotonic()
-    place: Place | None = None
+    place, failure, prepared_s = ready
+    started = time.monotonic() - prepared_s  # the task's time includes making its worktree
     tracker = batch.tracker
     if tracker is not None:
         tracker.started(spec.id)
         engine.bus.subscribe(lambda event: tracker.on_lifecycle(spec.id, event))
     try:
-        place = await asyncio.to_thread(isolator.prepare, spec.id)
+        if failure is not None:
+            raise failure
+        assert place is not None
         result = await run_task_workflow(
             spec,
             batch.workflow,

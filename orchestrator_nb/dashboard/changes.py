@@ -124,9 +124,8 @@ class ChangesPanel:
         self.pending: str | None = None  # the file whose Revert awaits confirmation
         self.summary = html_widget(f'<span style="color:{_GREY}">no changes yet</span>')
         self.list = column([])
-        self.diff_view = widgets.HTML(
-            "", layout=widgets.Layout(max_height="420px", width="auto", min_width="0")
-        )
+        layout = widgets.Layout(max_height="420px", width="auto", min_width="0")
+        self.diff_view = widgets.HTML("", layout=layout)
         self.diff_view.layout.overflow = "auto"
         self.confirm_html = html_widget("")
         self.confirm_html.layout.flex, self.confirm_html.layout.min_width = "1 1 300px", "0"

@@ -223,7 +223,7 @@ class Controls:
             self.workflow.options = [
                 (clip(self._described[n], WORKFLOW_LABEL_CHARS), n) for n in flows
             ]
-            self.workflow.value = keep
+            set_value(self.workflow, keep)
         self._workflow_tooltip()
 
     def _workflow_tooltip(self) -> None:

@@ -44,6 +44,7 @@ from ..rehearsal import shipped_scenarios
 from ..sessions import Session, SessionStore, default_store
 from ..workflow.result import WorkflowResult
 from ..workspace import RevertResult
+from .approvals import ApprovalsArea
 from .changes import ChangesPanel
 from .controls import AgentLights, Controls
 from .dispatch import Dispatcher, Throttle, batched, set_if_changed, walk
@@ -129,6 +130,7 @@ class Dashboard(HasTraits):
         self.tabs = self.output_tabs.tab
         self.changes = ChangesPanel(self._dispatch, self._note)
         self.history = HistoryPanel(self._dispatch, self.session, self.workspace)
+        self.approvals = ApprovalsArea()  # ACP permission questions (dashboard/approvals.py)
         # Turns recorded anywhere (a %%orchestrate cell too) show here; held weakly by the session.
         self._unsubscribe = self.session.subscribe(self._throttle.poke)
         c = self.controls
@@ -152,6 +154,7 @@ class Dashboard(HasTraits):
                 self.error_box,
                 _section("Progress"),
                 self.progress_html,
+                self.approvals.box,
                 _section("Output per agent"),
                 self.tabs,
                 _section("Changed files"),
@@ -319,6 +322,7 @@ class Dashboard(HasTraits):
         self._reset_view()
         live = LiveDisplay(self.outputs)
         self.outputs.display = live
+        request = self.approvals.attach(request, note=self._note)
         self._started = time.monotonic()
         self.status, self.running = "running", True
         try:

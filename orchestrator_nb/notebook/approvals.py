@@ -12,11 +12,24 @@ from __future__ import annotations
 
 import asyncio
 import html
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
-from ..agents.acp.permissions import PermissionRequest
+from ..agents.acp.permissions import Ask, PermissionRequest
 from ..publish import html_widget, set_value
+from .gates import frontend_is_interactive
+
+BATCH_REASON = "batch execution: no one can click here, so the approvals policy decides"
+BUSY_REASON = (
+    "the kernel is busy with this cell and cannot receive clicks, so the approvals policy "
+    "decides; run with --background to answer agents' permission requests with buttons"
+)
+
+# Questions still waiting for an answer, oldest first (:func:`pending`).
+_PENDING: list[PermissionPanel] = []
+_PENDING_LOCK = threading.Lock()
 
 ANSWERS = {
     "allow_once": "allowed once",
@@ -33,12 +46,19 @@ class PermissionPanel:
 
         self.request = request
         self.answer: str | None = None
+        self.shown_at: float | None = None  # time.monotonic() when the question was shown
         self._decide = decide
         what = request.command or "\n".join(request.paths) or request.title
+        diff = (
+            f'<pre style="white-space:pre-wrap;margin:2px 0;max-height:20em;overflow:auto">'
+            f"{html.escape(request.diff)}</pre>"
+            if request.diff
+            else ""
+        )
         self.message = html_widget(
             f"<b>{html.escape(request.agent)}</b> wants to use "
             f"<b>{html.escape(request.title)}</b> ({html.escape(request.kind)}):"
-            f'<pre style="white-space:pre-wrap;margin:2px 0">{html.escape(what)}</pre>'
+            f'<pre style="white-space:pre-wrap;margin:2px 0">{html.escape(what)}</pre>{diff}'
         )
         self.buttons = {
             "allow_once": widgets.Button(description="Allow once", button_style="success"),
@@ -61,6 +81,7 @@ class PermissionPanel:
         self._finish("reject")
 
     def expire(self, why: str) -> None:
+        _forget(self)
         if self.answer is None:
             self._disable(why)
 
@@ -68,6 +89,7 @@ class PermissionPanel:
         if self.answer is not None:
             return
         self.answer = answer
+        _forget(self)
         self._disable(f"{ANSWERS[answer]} by you")
         self._decide(answer)
 
@@ -77,11 +99,30 @@ class PermissionPanel:
         set_value(self.status, f"<i>{html.escape(label)}</i>")
 
 
-class WidgetApprover:
-    """``approvals=`` for a notebook: shows each request and returns the clicked answer."""
+def _forget(panel: PermissionPanel) -> None:
+    with _PENDING_LOCK:
+        if panel in _PENDING:
+            _PENDING.remove(panel)
 
-    def __init__(self, add_widget: Callable[[Any], None]) -> None:
+
+def pending() -> list[PermissionPanel]:
+    """The questions still waiting, oldest first: ``pending()[0].allow_once()`` answers one
+    from code, as its button does."""
+    with _PENDING_LOCK:
+        return list(_PENDING)
+
+
+class WidgetApprover:
+    """``approvals=`` for a notebook: shows each request and returns the clicked answer.
+
+    ``note`` (the live display's notes line) also says which agent is waiting for you.
+    """
+
+    def __init__(
+        self, add_widget: Callable[[Any], None], note: Callable[[str], None] | None = None
+    ) -> None:
         self._add = add_widget
+        self._note = note
         self.panels: list[PermissionPanel] = []
 
     async def __call__(self, request: PermissionRequest) -> str:
@@ -98,11 +139,45 @@ class WidgetApprover:
         panel = PermissionPanel(request, decide)
         self.panels.append(panel)
         self._add(panel.widget)
+        panel.shown_at = time.monotonic()
+        with _PENDING_LOCK:
+            _PENDING.append(panel)
+        if self._note is not None:
+            self._note(f"{request.agent}: {request.title} ({request.target}) is waiting for you")
         try:
-            return await answer
+            value = await answer
         finally:
             # Cancelled by the approvals timeout (the policy decides) or by a stop.
             panel.expire("no answer in time: the approvals policy decided")
+        if self._note is not None:
+            self._note(f"{request.agent}: {request.title}: {ANSWERS.get(value, value)} by you")
+        return value
 
 
-__all__ = ["PermissionPanel", "WidgetApprover"]
+def approvals_setup(
+    shell: Any,
+    *,
+    background: bool,
+    add_widget: Callable[[Any], None] | None = None,
+    note: Callable[[str], None] | None = None,
+) -> tuple[Ask | None, str | None]:
+    """The ``approvals=`` callable for a cell's run, or None and why the policy decides.
+
+    As for gates: buttons only where a click can reach the kernel (an interactive frontend,
+    a background run); elsewhere the ``approvals:`` policy answers, recorded ``by: policy``.
+    """
+    if not frontend_is_interactive(shell):
+        return None, BATCH_REASON
+    if not background or add_widget is None:
+        return None, BUSY_REASON
+    return WidgetApprover(add_widget, note), None
+
+
+__all__ = [
+    "BATCH_REASON",
+    "BUSY_REASON",
+    "PermissionPanel",
+    "WidgetApprover",
+    "approvals_setup",
+    "pending",
+]

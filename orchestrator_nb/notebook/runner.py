@@ -22,6 +22,7 @@ from ..sessions import Session, Turn
 from ..workflow.engine import GateHandler
 from ..workflow.result import WorkflowResult
 from ..workspace.lock import Isolation
+from .approvals import approvals_setup
 from .background import BATCH_NOTE, Run, WidgetSink, await_at_cell_end, launch
 from .gates import WidgetGate, gate_setup
 from .live import CellSink, DisplaySink, LiveDisplay
@@ -114,6 +115,7 @@ class CellRun:
         add = sink.add_widget if isinstance(sink, WidgetSink) else None
         gate, reason = gate_setup(self.shell, background=True, add_widget=add)
         live = self._live(sink, reason)
+        self._ask_in_cell(add, live)
         subscribers = self._subscribers(live)
 
         async def body(cancel: asyncio.Event) -> WorkflowResult:
@@ -135,6 +137,16 @@ class CellRun:
         return run
 
     # -- shared parts ---------------------------------------------------------------------
+
+    def _ask_in_cell(self, add: Any, live: LiveDisplay | None) -> None:
+        """ACP permission requests become questions in this cell (see notebook/approvals.py),
+        unless the caller passed its own ``approvals=``."""
+        if self.spec.request.approvals is not None:
+            return
+        note = live.note if live is not None else None
+        ask, _why = approvals_setup(self.shell, background=True, add_widget=add, note=note)
+        if ask is not None:
+            self.spec = replace(self.spec, request=replace(self.spec.request, approvals=ask))
 
     def _show(self, obj: Any) -> None:
         show(obj)

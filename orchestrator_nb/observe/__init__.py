@@ -86,11 +86,16 @@ def install(
     breakers: BreakerStates | None = None,
 ) -> Callable[[], None]:
     """Subscribe :func:`default_subscribers` to ``bus``; returns the function that removes them."""
-    offs = [bus.subscribe(s) for s in default_subscribers(workspace_state_dir, breakers=breakers)]
+    subscribers = default_subscribers(workspace_state_dir, breakers=breakers)
+    offs = [bus.subscribe(s) for s in subscribers]
 
     def uninstall() -> None:
         for off in offs:
             off()
+        for s in subscribers:  # a run that ended without RunFinished: its audit records too
+            flush = getattr(s, "flush", None)
+            if flush is not None:
+                flush()
 
     return uninstall
 

@@ -19,7 +19,8 @@ at the end of each run (:mod:`.receipts`) and handed to someone else are the rem
 
 Appends are serialized across threads and processes by an OS lock
 (:class:`orchestrator_nb.fsio.FileLock`), written in one ``write`` on an ``O_APPEND`` descriptor
-and fsynced; data is redacted before it is written.
+and fsynced (a group of records, :meth:`AuditTrail.append_many`, in one write and one fsync);
+data is redacted before it is written.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import hmac
 import json
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -188,38 +189,49 @@ class AuditTrail:
 
     def append(self, kind: str, data: dict[str, Any] | None = None) -> dict[str, Any]:
         """Append one record (redacted) and return it as written (with ``hash``)."""
+        return self.append_many([(kind, data)])[0]
+
+    def append_many(
+        self, entries: Sequence[tuple[str, dict[str, Any] | None]]
+    ) -> list[dict[str, Any]]:
+        """Append records in order: one lock, one write, one fsync; return them as written.
+
+        The heads are rewritten once, for the last record: a group costs what one record did.
+        """
+        if not entries:
+            return []
         key = audit_keys.audit_key(config=self._config)
         assert key is not None
-        clean = self._redactor.redact_obj(data or {})
+        written: list[dict[str, Any]] = []
         with fsio.FileLock(self.lock_path):
             with fsio.open_fd(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, mode=0o600) as fd:
                 seq, prev, torn = self._tail(fd, key)
-                record: dict[str, Any] = {
-                    "seq": seq,
-                    "ts": datetime.now(timezone.utc).isoformat(timespec="microseconds"),
-                    "kind": self._redactor.redact(kind),
-                    "data": clean,
-                    "prev": prev,
-                }
-                body = canonical(record)
-                digest = body_hash(body)
-                line = b'{"body":' + body + b',"hash":"' + digest.encode() + b'","mac":"'
-                line += _mac(key, body).encode() + b'"}\n'
-                if torn:
-                    line = b"\n" + line
-                # One write on an O_APPEND descriptor under the lock: the line lands whole.
-                view = memoryview(line)
-                while view:
-                    view = view[os.write(fd, view) :]
-                os.fsync(fd)
-            fsio.write_bytes(self.head_path, _head_bytes(key, seq, digest, "workspace"))
+                lines: list[bytes] = [b"\n"] if torn else []
+                for kind, data in entries:
+                    record: dict[str, Any] = {
+                        "seq": seq,
+                        "ts": datetime.now(timezone.utc).isoformat(timespec="microseconds"),
+                        "kind": self._redactor.redact(kind),
+                        "data": self._redactor.redact_obj(data or {}),
+                        "prev": prev,
+                    }
+                    body = canonical(record)
+                    digest = body_hash(body)
+                    line = b'{"body":' + body + b',"hash":"' + digest.encode() + b'","mac":"'
+                    lines.append(line + _mac(key, body).encode() + b'"}\n')
+                    written.append({**record, "hash": digest})
+                    seq, prev = seq + 1, digest
+                # One write on an O_APPEND descriptor under the lock: the lines land whole.
+                fsio.append_fd(fd, lines, fsync=True)
+            last = written[-1]
+            fsio.write_bytes(self.head_path, _head_bytes(key, last["seq"], prev, "workspace"))
             fsio.write_bytes(
                 self.outside_head_path,
-                _head_bytes(key, seq, digest, "outside"),
+                _head_bytes(key, last["seq"], prev, "outside"),
                 anchor=self._config_dir().parent,
                 mode=0o600,
             )
-        return {**record, "hash": digest}
+        return written
 
     def records(self) -> list[dict[str, Any]]:
         """Every readable record, in file order (no verification)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -50,18 +51,39 @@ class AuditSubscriber:
         self.config_dir = config_dir
         self.trail = trail or AuditTrail(self.state_dir / AUDIT_FILE, config_dir=config_dir)
         self._runs: dict[str, dict[str, Any]] = {}  # what each run's receipt will say
+        self._pending: list[tuple[str, dict[str, Any]]] = []  # records awaiting their step's end
+        self._lock = threading.Lock()
 
     def config_changed(self, source: str, keys: list[str], **details: Any) -> None:
         """Record a configuration change (the notebook layer and ``%orchestrate`` call this)."""
-        self.trail.append("config_changed", {"source": source, "keys": keys, **details})
+        with self._lock:
+            pending, self._pending = self._pending, []
+            self.trail.append_many(
+                [*pending, ("config_changed", {"source": source, "keys": keys, **details})]
+            )
 
     def __call__(self, event: LifecycleEvent) -> None:
         self._collect(event)
         entry = self._entry(event)
-        if entry is not None:
-            record = self.trail.append(*entry)
-            if isinstance(event, RunFinished):
-                self._receipt(event, record)
+        if entry is None:
+            return
+        with self._lock:
+            self._pending.append(entry)
+            if _waits_for_step_end(event, self._runs):
+                return
+            # Durable per step, not per record: what a step produced (its file writes and
+            # permission decisions, and the run's start before the first step) goes to the
+            # trail with the step's end, in one write and one fsync.
+            pending, self._pending = self._pending, []
+            records = self.trail.append_many(pending)
+        if isinstance(event, RunFinished):
+            self._receipt(event, records[-1])
+
+    def flush(self) -> None:
+        """Write the records still waiting for their step's end (a run that stopped mid-step)."""
+        with self._lock:
+            pending, self._pending = self._pending, []
+            self.trail.append_many(pending)
 
     def _collect(self, event: LifecycleEvent) -> None:
         if isinstance(event, RunStarted):
@@ -197,6 +219,20 @@ class AuditSubscriber:
                 "by": event.by,
             }
         return None
+
+
+def _waits_for_step_end(event: LifecycleEvent, runs: dict[str, dict[str, Any]]) -> bool:
+    """Whether the record can wait for the end of its step (or run) to be written.
+
+    Only inside a run this subscriber saw start, which always ends with ``RunFinished``; the
+    end of a step, of a run, a gate decision (a person's) and anything outside a run are
+    written at once.
+    """
+    if isinstance(event, RunStarted):
+        return True
+    if isinstance(event, FileWritten | AgentEventEmitted):
+        return event.run_id in runs
+    return False
 
 
 __all__ = ["AuditSubscriber", "record_config_change"]

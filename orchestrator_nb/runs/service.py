@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..agents.acp.warm import session_agents
 from ..agents.registry import DriverRegistry
 from ..config import AgentConfig, Settings, agent_config
 from ..errors import ConfigError
@@ -152,9 +153,12 @@ class RunService:
             everyone.append(SessionRecorder(session, turn))
         unsubscribe = [engine.bus.subscribe(s) for s in everyone]
         try:
-            async with open_rehearsal(
-                request.rehearsal, workspace=request.workspace, session=session
-            ) as running:
+            async with (
+                open_rehearsal(
+                    request.rehearsal, workspace=request.workspace, session=session
+                ) as running,
+                session_agents(session.id if session is not None else None),
+            ):
                 result = await engine.run(
                     request.task,
                     request.name,

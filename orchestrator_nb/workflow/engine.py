@@ -181,8 +181,9 @@ class Engine(StepWalker):
         try:
             # ACP agents stay warm for the run: one process and session per agent, all stopped
             # when the run ends, however it ends.
-            async with warm_agents():
+            async with warm_agents(rehearsal.url if rehearsal is not None else None) as pool:
                 ctx.rehearsal = rehearsal
+                self._prestart(ctx, pool, rehearsal)
                 await self._steps(ctx, ctx.workflow.steps, "", ws.root)
         except Stop as stop:
             outcome, error = stop.outcome, stop.error

@@ -15,9 +15,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..agents.acp.prestart import first_steps, prestart
 from ..agents.registry import DriverRegistry
 from ..api import prepare_agent
-from ..config import Settings
+from ..config import Settings, agent_config
 from ..errors import AgentError, CircuitOpen, RunTimeout
 from ..events import PassedOver, StepResult
 from ..lifecycle import (
@@ -40,7 +41,8 @@ from .suggestions import count_suggestions
 from .templates import StepView, TemplateError, evaluate, render
 
 if TYPE_CHECKING:
-    pass
+    from ..rehearsal.endpoint import RehearsalEndpoint
+
 _PICK = re.compile(r"^\s*PICK:\s*([A-Za-z][A-Za-z0-9_-]*)", re.MULTILINE)
 # Failures that say "this agent cannot run here", not "this task went wrong": the role's next
 # agent takes the step. A rate limit, a timeout or a failed task stays the step's own.
@@ -181,6 +183,30 @@ class StepWalker:
             cache.put(cache_key, redact_obj(result.to_dict()))
         return result
 
+    def _prestart(self, ctx: RunContext, pool: Any, rehearsal: RehearsalEndpoint | None) -> None:
+        """Start the run's ACP agents now, in the background (see agents/acp/prestart.py)."""
+        settings = ctx.settings or self.settings
+        log = ctx.journal.dir / "agents" / "prestart"
+
+        async def prepare(agent: str, step: str) -> Any:
+            if agent_config(settings, agent).driver != "acp":
+                return None
+            run = await prepare_agent(
+                agent,
+                "",
+                workspace=ctx.ws.root,
+                settings=settings,
+                rehearsal=rehearsal,
+                step=step,
+                registry=self.registry,
+                log_root=log,
+                approvals=ctx.approvals,
+                state_root=ctx.journal.dir.parents[2],
+            )
+            return None if isinstance(run, StepResult) else run
+
+        prestart(pool, prepare, first_steps(ctx.workflow.steps, set(ctx.resume_ids)), log)
+
     async def _attempts(
         self, ctx: RunContext, step: AgentStep, prompt: str, cwd: Path, key: str, resume: Any
     ) -> StepResult:
@@ -307,13 +333,20 @@ class StepWalker:
             raise Stop("failed", f"step {step.id}: worktree isolation needs a git workspace")
         ctx.bus.emit(StepStarted(ctx.run_id, step.id, None, "parallel", ctx.iteration))
         gate = asyncio.Semaphore(step.max_concurrency or len(step.steps))
+        trees: dict[str, Path] = {}
+        if isolation == "worktree":
+            # Every child starts from the same state: one base commit, checkouts side by side,
+            # all made before the first child starts.
+            keys = [f"{prefix}{c.id}" for c in step.steps]
+            trees = await asyncio.to_thread(ctx.ws.worktrees.create_many, keys)
 
         async def child(c: AgentStep) -> StepResult:
             async with gate:
                 if isolation == "worktree":
-                    where = await asyncio.to_thread(ctx.ws.worktrees.create, f"{prefix}{c.id}")
+                    where = trees[f"{prefix}{c.id}"]
                     result = await self._agent(ctx, c, prefix, where, track=False)
-                    patch = ctx.ws.worktrees.diff(f"{prefix}{c.id}")
+                    # Off the loop: one child's diff must not hold up its running siblings.
+                    patch = await asyncio.to_thread(ctx.ws.worktrees.diff, f"{prefix}{c.id}")
                     result.changes = list(patch.files)
                     result.diff = patch.text
                     ctx.views[c.id] = StepView.from_result(
@@ -375,7 +408,7 @@ class StepWalker:
         for child_id in child_ids:
             key = f"{prefix}{child_id}"
             with ctx.ws.step(f"{key}.merge") as tracker:
-                applied = ctx.ws.worktrees.apply(key)
+                applied = ctx.ws.worktrees.apply(key, as_diffed=True)  # what the step reported
             if applied.ok:
                 ctx.notes.append(f"{step.id}: applied {child_id} ({len(tracker.changes)} file(s))")
             else:

@@ -36,6 +36,18 @@ def safe_id(value: str) -> str:
     return f"{cleaned}-{digest}"
 
 
+# State folders found untracked, by the identity of the index they were checked against.
+_UNTRACKED_SEEN: dict[str, tuple[int, int, int, int, int]] = {}
+
+
+def _index_identity(repo: RepoInfo) -> tuple[int, int, int, int, int] | None:
+    try:
+        st = os.stat(repo.git_dir / "index")
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
 class StateDir:
     """``<workspace>/.orchestrator``: created on first use, never committed."""
 
@@ -84,9 +96,17 @@ class StateDir:
 
     def _refuse_tracked(self) -> None:
         assert self.repo is not None
+        # What git tracks is the index: while the index file is the same one (same inode, size,
+        # change and modification times: git replaces it by rename on every change), the answer
+        # found for it stands, and a run saves its `git ls-files`.
+        index = _index_identity(self.repo)
+        if index is not None and _UNTRACKED_SEEN.get(str(self.path)) == index:
+            return
         tracked = run_git(
             ["ls-files", "-z", "--", STATE_DIR_NAME], self.workspace, check=False
         ).stdout
+        if not tracked and index is not None:
+            _UNTRACKED_SEEN[str(self.path)] = index
         if tracked:
             raise WorkspaceError(
                 f"{self.path} is tracked by git: this repository ships its own state folder",

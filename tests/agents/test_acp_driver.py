@@ -273,3 +273,87 @@ async def test_a_workflow_keeps_one_warm_session_per_agent_and_ends_it(
         ("first", "allow_once", "policy"),
         ("second", "allow_once", "policy"),
     ]
+
+
+async def test_parallel_steps_of_one_agent_leave_no_process(
+    workspace: Path, acp_exe: Path, starts: Path
+) -> None:
+    """Two steps of one agent at once cannot share a session: the second gets a process of
+    its own, and that one ends with its step, like the warm one with the run."""
+    cfg = load_settings(
+        cwd=workspace,
+        agents={"fake": {"driver": "acp", "argv": [str(acp_exe)], "retries": 0}},
+        workflows={
+            "both": {
+                "steps": [
+                    {
+                        "id": "both",
+                        "kind": "parallel",
+                        "isolation": "shared",
+                        "merge": "none",
+                        "steps": [
+                            {"id": "a", "agent": "fake", "prompt": "remember"},
+                            {"id": "b", "agent": "fake", "prompt": "remember"},
+                        ],
+                    }
+                ]
+            }
+        },
+    )
+    result = await arun("at once", "both", workspace=workspace, config=cfg)
+    assert result.ok, [s.error for s in result.steps]
+    started = pids(starts)
+    assert len(started) == 2
+    assert not any(group_members(pid) for pid in started)
+
+
+async def test_a_later_agent_is_started_while_the_first_step_runs(
+    workspace: Path, acp_exe: Path, starts: Path
+) -> None:
+    """Both agents start at the run's beginning: the second is up before the first step ends,
+    its step prompts the session opened then, and both processes end with the run."""
+    agent = {"driver": "acp", "argv": [str(acp_exe)], "retries": 0}
+    cfg = load_settings(
+        cwd=workspace,
+        agents={"one": agent, "two": agent},
+        workflows={
+            "pair": {
+                "steps": [
+                    # The first step ends once both processes are up (or after 30 s).
+                    {"id": "first", "agent": "one", "prompt": "await-starts 2"},
+                    {"id": "second", "agent": "two", "prompt": "remember"},
+                ]
+            }
+        },
+    )
+    result = await arun("two agents", "pair", workspace=workspace, config=cfg)
+    assert result.ok, [s.error for s in result.steps]
+    started = pids(starts)
+    first, second = result.steps
+    assert "saw 2 starts" in first.text and len(started) == 2
+    assert "prompt number 1" in second.text and second.session_id != first.session_id
+    assert not any(group_members(pid) for pid in started)
+
+
+async def test_an_agent_that_cannot_start_early_fails_in_its_step(
+    workspace: Path, acp_exe: Path, starts: Path
+) -> None:
+    cfg = load_settings(
+        cwd=workspace,
+        agents={
+            "one": {"driver": "acp", "argv": [str(acp_exe)], "retries": 0},
+            "gone": {"driver": "acp", "argv": [str(workspace / "no-such-agent")], "retries": 0},
+        },
+        workflows={
+            "pair": {
+                "steps": [
+                    {"id": "first", "agent": "one", "prompt": "remember"},
+                    {"id": "second", "agent": "gone", "prompt": "remember"},
+                ]
+            }
+        },
+    )
+    result = await arun("two agents", "pair", workspace=workspace, config=cfg)
+    first, second = result.steps
+    assert first.ok and second.error is not None and second.error.kind == "not_installed"
+    assert not any(group_members(pid) for pid in pids(starts))

@@ -9,17 +9,21 @@ The prompt says what to do, one instruction per line:
 * ``fail-429``         - answer the prompt with a JSON-RPC error saying HTTP 429
 * ``crash``            - exit with code 3 in the middle of the turn
 * ``remember``         - say how many prompts this session has had (warm sessions keep count)
+* ``await-starts N``   - wait (30 s at most) until ``FAKE_ACP_STARTS`` lists N processes
 
 Each turn costs $0.25; ``usage_update`` reports the session's running total, as ACP says.
-``FAKE_ACP_STARTS`` names a file that gets one line per process start. ``FAKE_ACP_MODE=silent``
+``FAKE_ACP_STARTS`` names a file that gets one line per process start, ``FAKE_ACP_LOADS`` one
+line per ``session/load``. ``FAKE_ACP_MODE=silent``
 makes the process never answer ``initialize``; ``FAKE_ACP_MODE=not-acp`` prints text and exits.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +79,10 @@ class FakeAgent:
         return NewSessionResponse(session_id=sid)
 
     async def load_session(self, cwd: str, session_id: str, **kwargs: Any) -> None:
+        loads = os.environ.get("FAKE_ACP_LOADS")
+        if loads:  # a session/load replays a conversation: tests count them
+            with open(loads, "a", encoding="utf-8") as out:
+                out.write(f"{session_id}\n")
         self.cwd[session_id] = cwd
         self.prompts.setdefault(session_id, 0)
 
@@ -87,6 +95,10 @@ class FakeAgent:
         )
 
     async def ask(self, sid: str, call: ToolCallUpdate) -> str | None:
+        stamp = os.environ.get("FAKE_ACP_ASK_STAMP")
+        if stamp:  # bench/acp_warm.py: when the request left the agent (CLOCK_MONOTONIC)
+            with open(stamp, "a", encoding="utf-8") as out:
+                out.write(f"{time.monotonic()}\n")
         answer = await self.client.request_permission(
             session_id=sid, tool_call=call, options=OPTIONS
         )
@@ -110,6 +122,9 @@ class FakeAgent:
                 await self._run(sid, line.strip()[4:])
             elif verb == "remember":
                 await self.say(sid, f"prompt number {self.prompts[sid]} in {sid}")
+            elif verb == "await-starts" and len(words) == 2:
+                seen = await _await_starts(int(words[1]))
+                await self.say(sid, f"saw {seen} starts")
             elif verb in ("hang", "ignore-cancel"):
                 await self.say(sid, "working on it")
                 if verb == "ignore-cancel":
@@ -181,6 +196,20 @@ class FakeAgent:
             session_id=sid, update=update_tool_call(call_id, status=status)
         )
         await self.say(sid, f"{'ran' if allowed else 'was refused'}: {command}")
+
+
+async def _await_starts(wanted: int, seconds: float = 30.0) -> int:
+    """Wait (at most ``seconds``) until FAKE_ACP_STARTS has ``wanted`` lines; how many it has."""
+    path = os.environ.get("FAKE_ACP_STARTS", "")
+    deadline = time.monotonic() + seconds
+    seen = 0
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), open(path, encoding="utf-8") as lines:
+            seen = len(lines.read().split())
+        if seen >= wanted:
+            break
+        await asyncio.sleep(0.05)
+    return seen
 
 
 def main() -> None:

@@ -68,3 +68,140 @@ async def test_no_click_lets_the_policy_decide_and_says_so(setup: tuple[Path, An
     [decision] = result.permissions
     assert (decision.decision, decision.by) == ("reject", "timeout")
     assert "policy decided" in approver.panels[0].status.value
+
+
+def test_setup_offers_buttons_only_where_a_click_can_arrive(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from types import SimpleNamespace
+
+    from orchestrator_nb.notebook.approvals import BATCH_REASON, BUSY_REASON, approvals_setup
+
+    monkeypatch.delenv("ORCHESTRATOR_NB_INTERACTIVE", raising=False)
+    lab = SimpleNamespace(kernel=SimpleNamespace(_allow_stdin=True))
+    nbclient = SimpleNamespace(kernel=SimpleNamespace(_allow_stdin=False))
+    assert approvals_setup(nbclient, background=True, add_widget=print) == (None, BATCH_REASON)
+    assert approvals_setup(lab, background=False, add_widget=print) == (None, BUSY_REASON)
+    ask, why = approvals_setup(lab, background=True, add_widget=print)
+    assert isinstance(ask, WidgetApprover) and why is None
+
+
+async def test_the_question_shows_the_diff_and_who_waits(setup: tuple[Path, Any]) -> None:
+    from orchestrator_nb.notebook.approvals import pending
+
+    ws, cfg = setup
+    notes: list[str] = []
+    approver = WidgetApprover(lambda w: None, notes.append)
+
+    async def answer_when_shown() -> None:
+        while not pending():
+            await asyncio.sleep(0.01)
+        question = pending()[0]
+        assert "+hi" in question.message.value  # the diff of the edit it asks for
+        question.reject()
+
+    clicker = asyncio.ensure_future(answer_when_shown())
+    result = await arun_agent(
+        "fake", "write out.txt hi", workspace=ws, config=cfg, approvals=approver
+    )
+    await clicker
+    assert not (ws / "out.txt").exists() and not pending()
+    assert [d.decision for d in result.permissions] == ["reject"]
+    assert "waiting for you" in notes[0] and "out.txt" in notes[0]
+    assert notes[1:] == ["fake: Write out.txt: rejected by you"]
+
+
+KERNEL_YAML = """
+agents:
+  fake:
+    driver: acp
+    argv: {argv}
+    retries: 0
+    timeout: 60
+approvals:
+  timeout: 120
+workflows:
+  one:
+    steps:
+      - id: write
+        agent: fake
+        prompt: "{{{{ task }}}}"
+"""
+
+
+@pytest.mark.kernel
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize(("button", "written"), [("allow_once", True), ("reject", False)])
+def test_a_background_cell_asks_and_the_click_decides(
+    tmp_path: Path, button: str, written: bool
+) -> None:
+    """A real kernel: a background ``start`` shows the question in its cell; a click on the
+    question's button (made by kernel code in the next cell, as the comm would) decides."""
+    import json
+
+    import nbformat  # noqa: F401  (the kernel tests' dependency)
+    from nbclient import NotebookClient
+    from nbformat import v4
+
+    from orchestrator_nb import trust
+
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    argv = json.dumps([sys.executable, str(FAKE)])
+    (ws / "orchestrator.yaml").write_text(KERNEL_YAML.format(argv=argv))
+    trust(ws)
+    cells = [
+        "import os\nos.environ['ORCHESTRATOR_NB_INTERACTIVE'] = '1'\n"
+        "from orchestrator_nb.notebook.background import start\n"
+        f"run = start('write out.txt hi', 'one', workspace={str(ws)!r})",
+        "import time\nfrom orchestrator_nb.notebook.approvals import pending\n"
+        "deadline = time.monotonic() + 60\n"
+        "while not pending() and time.monotonic() < deadline:\n    time.sleep(0.02)\n"
+        "q = pending()[0]\n"
+        "print('ASKED', q.request.agent, q.request.kind, q.status.value)\n"
+        f"q.buttons[{button!r}].click()\n"
+        "result = run.result(timeout=60)\n"
+        "print('DONE', result.outcome, [p.decision + '/' + p.by for p in "
+        "result.steps[0].permissions])",
+    ]
+    nb = v4.new_notebook(cells=[v4.new_code_cell(s) for s in cells])
+    NotebookClient(
+        nb, timeout=180, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    ).execute()
+    out = "".join(o.get("text", "") for o in nb.cells[1].outputs if o.output_type == "stream")
+    assert "ASKED fake edit" in out and "waiting for you" in out
+    assert f"[{button!r}/'user']".replace("'", "") in out.replace("'", "")
+    assert (ws / "out.txt").exists() is written
+    # The cell kept the question, answered: its widget is in the run's output box.
+    assert any(o.output_type == "display_data" for o in nb.cells[0].outputs)
+
+
+def test_a_dashboard_run_asks_in_the_dashboard(tmp_path: Path) -> None:
+    """The same question appears in the dashboard's area for a run started there."""
+    import json
+    import time
+
+    from orchestrator_nb import trust
+    from orchestrator_nb.dashboard.panel import Dashboard
+
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "orchestrator.yaml").write_text(
+        KERNEL_YAML.format(argv=json.dumps([sys.executable, str(FAKE)]))
+    )
+    trust(ws)
+    dash = Dashboard(workspace=ws, task="write out.txt hi", workflow="one", check_agents=False)
+    run = dash.run_clicked()
+    assert run is not None
+    deadline = time.monotonic() + 60
+    while not dash.approvals.box.children and time.monotonic() < deadline:
+        time.sleep(0.02)
+    approver = dash.approvals.approver
+    assert approver is not None
+    [panel] = approver.panels
+    assert dash.approvals.box.children == (panel.widget,)
+    assert "waiting for you" in dash._status_html()  # the status line says who waits
+    panel.buttons["allow_always"].click()
+    result = run.result(timeout=60)
+    assert (ws / "out.txt").read_text() == "hi\n"
+    assert [(p.decision, p.by) for p in result.steps[0].permissions] == [("allow_always", "user")]

@@ -279,3 +279,42 @@ def test_config_changes_from_outside_a_run(tmp_path: Path) -> None:
         "limits.max_concurrency"
     ]
     assert verify(tmp_path / "audit.jsonl").records == 1
+
+
+def test_a_group_is_chained_records_written_with_one_fsync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trail = AuditTrail(tmp_path / "audit.jsonl")
+    trail.append("first", {})
+    synced: list[int] = []
+    real_fsync = __import__("os").fsync
+    monkeypatch.setattr("os.fsync", lambda fd: (synced.append(fd), real_fsync(fd))[1])
+    written = trail.append_many([("a", {"i": 1}), ("b", {"i": 2}), ("c", None)])
+    # The trail once, then each head file and its folder (atomic write): 5, as for one record.
+    assert len(synced) == 5
+    records = trail.records()
+    assert [r["kind"] for r in records] == ["first", "a", "b", "c"]
+    assert [r["seq"] for r in records] == [0, 1, 2, 3]
+    assert [r["hash"] for r in written] == [r["hash"] for r in records[1:]]
+    assert records[2]["prev"] == records[1]["hash"]
+    assert verify(trail.path).ok
+
+
+def test_a_steps_records_wait_for_its_end_and_a_stopped_run_still_writes_them(
+    tmp_path: Path,
+) -> None:
+    sub = AuditSubscriber(tmp_path)
+    path = tmp_path / "audit.jsonl"
+    sub(RunStarted("r1", "flow", "the task", str(tmp_path)))
+    sub(FileWritten("r1", "s1", "x.py", backup="b"))
+    assert AuditTrail(path).records() == []  # grouped with the step's end, not one fsync each
+    sub(StepFinished("r1", "s1", "a", StepResult("a", True)))
+    kinds = [r["kind"] for r in AuditTrail(path).records()]
+    assert kinds == ["run_started", "file_written", "step_finished"]
+    sub(FileWritten("r1", "s2", "y.py", backup="b"))
+    sub.flush()  # what uninstall does for a run that ended without RunFinished
+    assert [r["kind"] for r in AuditTrail(path).records()][-1] == "file_written"
+    # Outside a run the subscriber saw start, nothing waits.
+    sub(FileWritten("other", "s1", "z.py", backup="b"))
+    assert AuditTrail(path).records()[-1]["data"]["run_id"] == "other"
+    assert verify(path).ok

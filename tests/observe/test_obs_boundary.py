@@ -67,6 +67,10 @@ LISTED: dict[str, tuple[set[str], str]] = {
         {"open(", "os.write", "stream write"},
         "log lines: the structlog chain redacts every event last, before any sink",
     ),
+    "session_file.py": (
+        {"raw fsio write"},
+        "the session log: each record is redacted value by value (_line) before it is joined",
+    ),
     "workflow/cache.py": (
         {"raw fsio write"},
         "the step cache: the engine redacts results on put; the HMAC covers the exact text",

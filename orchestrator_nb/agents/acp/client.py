@@ -77,6 +77,12 @@ class _Client:
         )
 
 
+# How long close() lets an adapter exit on EOF before signalling its group. Short: the run
+# waits for this at its end, and an adapter that ignores EOF (codex-acp) still stops on
+# SIGINT; measured in bench/acp_warm.py, where 0.5 s was a tenth of the warm run.
+EOF_WAIT_S = 0.1
+
+
 class AcpProcess:
     """Start with :meth:`start`; :meth:`prompt` any number of times; :meth:`close` once."""
 
@@ -98,6 +104,7 @@ class AcpProcess:
         self.session_id: str | None = None
         self.load_session = False
         self.session_cost = 0.0  # the session's running cost as last reported (usage_update)
+        self.prestarted = False  # started ahead of its first step (prestart.py)
         self.on_message: Callable[[str, dict[str, Any]], None] | None = None
         self.on_permission: Any = None
         self.last_message = time.monotonic()
@@ -239,7 +246,7 @@ class AcpProcess:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.conn.close(), 2.0)
         with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(asyncio.shield(proc.wait()), 0.5)
+            await asyncio.wait_for(asyncio.shield(proc.wait()), EOF_WAIT_S)
         await stop_group(proc.pid, grace or Grace(0.5, 1.0))
         if group_members(proc.pid):  # pragma: no cover - stop_group ends with SIGKILL
             await stop_group(proc.pid, Grace(0.1, 0.1))

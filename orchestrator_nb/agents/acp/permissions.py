@@ -19,6 +19,7 @@ the policy decides (recorded ``by: timeout``).
 from __future__ import annotations
 
 import asyncio
+import difflib
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
@@ -96,6 +97,7 @@ class PermissionRequest:
     paths: list[str]
     workspace: Path
     options: list[str] = field(default_factory=list)  # the option kinds the agent offers
+    diff: str = ""  # unified diff of the edits the tool call carries, if any
     step: str | None = None  # the workflow step the agent runs, for whoever is asked
 
     @property
@@ -155,9 +157,13 @@ def request_from_acp(
         value = raw.get(key)
         if isinstance(value, str) and value not in paths:
             paths.append(value)
+    diffs: list[str] = []
     for item in tool_call.get("content") or []:
-        if isinstance(item, dict) and item.get("type") == "diff" and item.get("path") not in paths:
+        if not isinstance(item, dict) or item.get("type") != "diff":
+            continue
+        if item.get("path") not in paths:
             paths.append(str(item.get("path")))
+        diffs.append(_unified(item))
     kind = str(tool_call.get("kind") or ("execute" if command else "other"))
     return PermissionRequest(
         agent=agent,
@@ -168,7 +174,22 @@ def request_from_acp(
         paths=paths,
         workspace=workspace,
         options=[str(o.get("kind")) for o in options],
+        diff="".join(diffs),
     )
+
+
+def _unified(item: dict[str, Any]) -> str:
+    """An ACP diff content item (path, oldText or null for a new file, newText) as text."""
+    path = str(item.get("path"))
+    old = item.get("oldText")
+    new = item.get("newText")
+    lines = difflib.unified_diff(
+        str(old or "").splitlines(keepends=True),
+        str(new or "").splitlines(keepends=True),
+        fromfile="/dev/null" if old is None else path,
+        tofile=path,
+    )
+    return "".join(line if line.endswith("\n") else line + "\n" for line in lines)
 
 
 class PermissionHandler:

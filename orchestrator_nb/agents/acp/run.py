@@ -86,8 +86,18 @@ async def acp_attempt(
         return pick_option(decision, options)
 
     pool = current_pool()
+    counter = pool  # counts process starts for the run, whoever keeps the process
     key: WarmKey = (name, str(workspace), tuple(argv))
+    if pool is not None:
+        await pool.started(key)  # its agent may be starting ahead of this step
+    if pool is not None and key in pool.busy:
+        # Another step of this agent holds the warm session now (a parallel step): this one
+        # gets a process of its own, outside the pool, stopped at the step's end.
+        pool = None
     proc = pool.take(key) if pool is not None else None
+    first = pool.first_use(key) if pool is not None else True
+    if proc is not None and proc.prestarted:
+        proc.prestarted = first = False  # started for this run: its session is new already
     if proc is not None:
         parser.base_cost = parser.session_cost = proc.session_cost
     started = time.monotonic()
@@ -122,8 +132,8 @@ async def acp_attempt(
             proc.on_message = lambda d, m: emit(parser.message(d, m))
             try:
                 stopped = await _bounded(proc.start(), config, cancel)
-                if pool is not None:
-                    pool.count_start(name)
+                if counter is not None:
+                    counter.count_start(name)
                 if stopped is None:
                     stopped = await _bounded(proc.open_session(request.resume), config, cancel)
             except (FileNotFoundError, PermissionError) as exc:
@@ -149,6 +159,16 @@ async def acp_attempt(
         else:
             proc.set_log_dir(log_dir)
             proc.on_message = lambda d, m: emit(parser.message(d, m))
+            if first and request.resume != proc.session_id:
+                # Kept from an earlier run of the session: a new task gets a new session on
+                # the live process; a follow-up (resuming the session it holds) just prompts.
+                try:
+                    stopped = await _bounded(proc.open_session(request.resume), config, cancel)
+                except (ConnectionError, RequestError, ValueError) as exc:
+                    raise _NotAcp(str(exc) or type(exc).__name__) from None
+                if stopped is not None:
+                    await _discard(pool, key, proc)
+                    return result(AgentError.for_kind("cancelled", "stopped on request", **context))
             parser.session_id = proc.session_id
             emit([SessionEvent(proc.session_id, None)])
         proc.on_permission = on_permission

@@ -9,17 +9,30 @@ share a session: the second gets a process of its own for that step.
 
 Under rehearsal the warm process keeps the environment of the step that started it, so the
 server records its later steps' requests under that first step.
+
+Across cells: a session's runs in a kernel (blocking cells, which share one loop, see
+``_sync.kernel_loop``) use one pool kept for the session (:func:`session_agents`). Its
+processes stay warm between runs: a follow-up, whose step resumes the ACP session the process
+still holds, is one more ``session/prompt`` (no ``session/load``, no replay); a new task opens a
+new session (``session/new``) on the same process. They end with :func:`close_session_agents`
+(``Session.close_agents()``), at interpreter exit, or when a run under a different rehearsal
+server starts (they point at the old one).
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+
+from ..._sync import on_kernel_loop
+from ...proctree import kill_now
 
 # Every run enters :func:`warm_agents`; only a run with an ACP agent needs the client (and the
 # ACP SDK under it), so it is imported for annotations only.
@@ -34,11 +47,31 @@ class WarmPool:
     processes: dict[WarmKey, AcpProcess] = field(default_factory=dict)
     busy: set[WarmKey] = field(default_factory=set)
     starts: dict[str, int] = field(default_factory=dict)  # agent -> processes started
+    persistent: bool = False  # a session's pool: outlives its runs
+    active: bool = False  # a run is using this (session's) pool
+    tag: str | None = None  # the rehearsal server its processes were started for
+    claimed: set[WarmKey] = field(default_factory=set)  # keys the current run has used
+    starting: dict[WarmKey, asyncio.Future[AcpProcess | None]] = field(default_factory=dict)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)  # prestarts (prestart.py)
+
+    async def started(self, key: WarmKey) -> None:
+        """Wait for a prestart of ``key`` under way, if any (the step then takes it)."""
+        pending = self.starting.get(key)
+        if pending is not None:
+            await asyncio.wait({pending})
+
+    def first_use(self, key: WarmKey) -> bool:
+        """True the first time the current run takes ``key`` (a kept process: a new turn)."""
+        if key in self.claimed:
+            return False
+        self.claimed.add(key)
+        return True
 
     def take(self, key: WarmKey) -> AcpProcess | None:
-        """The live process for ``key`` (marked busy), or None if none or it is busy."""
-        if key in self.busy:
-            return None
+        """The live process for ``key`` (marked busy), or None if there is none yet.
+
+        A caller finding ``key`` busy does not take: its process is its own (see acp_attempt).
+        """
         proc = self.processes.get(key)
         if proc is not None and not proc.alive:
             self.processes.pop(key, None)
@@ -60,9 +93,21 @@ class WarmPool:
         self.starts[agent] = self.starts.get(agent, 0) + 1
 
     async def close(self) -> None:
+        tasks, self.tasks = self.tasks, []
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         procs = list(self.processes.values())
         self.processes.clear()
         await asyncio.gather(*(p.close() for p in procs), return_exceptions=True)
+
+    def kill(self) -> None:
+        """Stop every process now, from any thread (their loop may be busy or gone)."""
+        procs = list(self.processes.values())
+        self.processes.clear()
+        for proc in procs:
+            if proc.proc is not None and proc.proc.returncode is None:
+                kill_now(proc.proc.pid, None)
 
 
 _POOL: ContextVar[WarmPool | None] = ContextVar("orchestrator_nb_acp_warm", default=None)
@@ -72,9 +117,74 @@ def current_pool() -> WarmPool | None:
     return _POOL.get()
 
 
+_SESSION: ContextVar[str | None] = ContextVar("orchestrator_nb_acp_session", default=None)
+_SESSIONS: dict[str, WarmPool] = {}
+_SESSIONS_LOCK = threading.Lock()
+
+
 @asynccontextmanager
-async def warm_agents() -> AsyncIterator[WarmPool]:
-    """Keep ACP agents warm inside the block; every process is stopped when it ends."""
+async def session_agents(session_id: str | None) -> AsyncIterator[None]:
+    """Runs inside use the session's warm pool (when they run on the kernel's loop)."""
+    token = _SESSION.set(session_id)
+    try:
+        yield
+    finally:
+        _SESSION.reset(token)
+
+
+def close_session_agents(session_id: str) -> None:
+    """End the session's warm agents (from any thread); nothing is left running."""
+    with _SESSIONS_LOCK:
+        pool = _SESSIONS.pop(session_id, None)
+    if pool is not None:
+        pool.kill()
+
+
+@atexit.register
+def _close_all() -> None:
+    with _SESSIONS_LOCK:
+        pools = list(_SESSIONS.values())
+        _SESSIONS.clear()
+    for pool in pools:
+        pool.kill()
+
+
+def _session_pool(tag: str | None) -> tuple[WarmPool | None, list[AcpProcess]]:
+    """The session's pool for this run (None: a pool of the run's own), and the processes
+    to stop first (started for another rehearsal server, so of no use to this run)."""
+    session_id = _SESSION.get()
+    if session_id is None or not on_kernel_loop():
+        return None, []
+    with _SESSIONS_LOCK:
+        pool = _SESSIONS.setdefault(session_id, WarmPool(persistent=True))
+    if pool.active:  # another run of the session is using it: this one keeps its own
+        return None, []
+    pool.active = True
+    stale: list[AcpProcess] = []
+    if pool.tag != tag:
+        stale = list(pool.processes.values())
+        pool.processes.clear()
+        pool.tag = tag
+    pool.claimed.clear()
+    return pool, stale
+
+
+@asynccontextmanager
+async def warm_agents(tag: str | None = None) -> AsyncIterator[WarmPool]:
+    """Keep ACP agents warm inside the block; every process is stopped when it ends, unless
+    the block runs for a session in a kernel (its pool outlives the run, see the module)."""
+    kept, stale = _session_pool(tag)
+    await asyncio.gather(*(p.close() for p in stale), return_exceptions=True)
+    if kept is not None:
+        token = _POOL.set(kept)
+        try:
+            yield kept
+        finally:
+            with contextlib.suppress(ValueError):
+                _POOL.reset(token)
+            kept.busy.clear()
+            kept.active = False
+        return
     pool = WarmPool()
     token = _POOL.set(pool)
     try:
@@ -91,4 +201,10 @@ async def warm_agents() -> AsyncIterator[WarmPool]:
                 continue
 
 
-__all__ = ["WarmPool", "current_pool", "warm_agents"]
+__all__ = [
+    "WarmPool",
+    "close_session_agents",
+    "current_pool",
+    "session_agents",
+    "warm_agents",
+]
