@@ -310,7 +310,7 @@ async def prepare_agent(
     if driver.prompt_via == "acp":
         from .agents.acp.permissions import handler_for
 
-        run.permissions = handler_for(approvals, settings.approvals)
+        run.permissions = handler_for(approvals, settings.approvals, step=step)
     return run
 
 

@@ -196,6 +196,27 @@ def cmd_exec(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
+def cmd_resume(args: argparse.Namespace) -> int:
+    from .runs import RunRequest, RunService
+
+    _quiet_logs()
+    if args.rehearse:
+        _say(f"rehearsal with scenario {args.rehearse!r}: a scripted model server, no tokens")
+    request = RunRequest.for_resume(
+        args.run_id,
+        workspace=args.workspace,
+        config=args.config,
+        rehearsal=args.rehearse,
+        trust=True if args.trust else None,
+    )
+    result = run_sync(lambda: RunService().execute(request, subscribers=[StepPrinter()]))
+    if args.json:
+        say(json.dumps(result.to_dict(), indent=2))
+    else:
+        say(str(replace(result, diff="")))
+    return 0 if result.ok else 1
+
+
 # -- batch ------------------------------------------------------------------------------
 
 
@@ -443,6 +464,18 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--dry-run", action="store_true", help="show the plan, run nothing")
     ex.add_argument("--json", action="store_true", help="print the result as JSON")
     ex.set_defaults(handler=cmd_exec)
+
+    re_ = sub.add_parser(
+        "resume", parents=[config], help="continue a run that was stopped, from its journal"
+    )
+    re_.add_argument("run_id", metavar="RUN_ID", help="the run (a folder of .orchestrator/runs/)")
+    re_.add_argument("--workspace", default=".", metavar="DIR", help="the run's folder")
+    re_.add_argument("--rehearse", metavar="SCENARIO",
+                     help="run the real CLIs against a scripted model server")  # fmt: skip
+    re_.add_argument("--trust", action="store_true",
+                     help="trust the workspace's configuration for this run")  # fmt: skip
+    re_.add_argument("--json", action="store_true", help="print the result as JSON")
+    re_.set_defaults(handler=cmd_resume)
 
     ba = sub.add_parser("batch", parents=[config], help="run a workflow on many tasks")
     ba.add_argument(

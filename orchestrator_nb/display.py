@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from .events import StepResult, Usage
     from .workflow.result import WorkflowResult
 
@@ -86,9 +88,34 @@ def usage_text(
     return f"{number(input_tokens)} in / {number(output_tokens)} out tokens, {spent}"
 
 
-def usage_line(usage: Usage, *, scripted: bool = False) -> str:
-    """The usage line of a step, a run, a turn or a batch (``scripted`` under rehearsal)."""
-    return usage_text(usage.input_tokens, usage.output_tokens, usage.cost_usd, scripted=scripted)
+def usage_line(
+    usage: Usage, agents: Iterable[tuple[str, Usage]] | None = None, *, scripted: bool = False
+) -> str:
+    """The usage line of a step, a run, a turn or a batch (``scripted`` under rehearsal).
+
+    ``agents``: the (agent, usage) parts a total was summed from. Where the total shows a
+    dollar figure, the line says which agents it covers and which of them reported no cost, so
+    the figure is never read as the whole bill: ``..., $0.0123 (claude, codex; gemini not
+    reported)``. With no cost at all, "cost not reported" already says it for every agent.
+    """
+    line = usage_text(usage.input_tokens, usage.output_tokens, usage.cost_usd, scripted=scripted)
+    priced = agents is not None and usage.cost_usd is not None
+    covered = coverage(agents) if agents is not None and priced else ""
+    return f"{line} ({covered})" if covered else line
+
+
+def coverage(agents: Iterable[tuple[str, Usage]]) -> str:
+    """``claude, codex; gemini not reported``: the agents whose cost a total includes, then
+    those that gave none (their tokens are in the total, their cost cannot be). First-seen
+    order; empty when there is no agent."""
+    names: dict[str, bool] = {}  # agent -> reported a cost at least once
+    for name, usage in agents:
+        names[name] = names.get(name, False) or usage.cost_usd is not None
+    reported = [n for n, has_cost in names.items() if has_cost]
+    unreported = [n for n, has_cost in names.items() if not has_cost]
+    if reported and unreported:
+        return f"{', '.join(reported)}; {', '.join(unreported)} {NOT_REPORTED}"
+    return ", ".join(reported or unreported)  # all alike: the cost part already says which
 
 
 def duration(seconds: float) -> str:

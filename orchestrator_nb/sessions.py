@@ -220,14 +220,20 @@ class Turn(BaseModel):
     def summary(self) -> str:
         from .display import usage_line
 
+        parts = [(s.agent, s.usage.to_usage()) for s in self.steps if not s.cached]
         n = len(self.steps)
         line = (
             f"turn {self.number}: {self.what}, {self.outcome}, {n} step{'' if n == 1 else 's'}, "
-            f"{usage_line(self.usage)}"
+            f"{usage_line(self.usage, parts)}"
         )
         if self.rehearsal:
             line += f" (rehearsal {self.rehearsal}: scripted, nothing spent)"
         return line
+
+
+def with_context(context: str, message: str) -> str:
+    """``message`` as a follow-up's new request after ``context`` (itself when there is none)."""
+    return f"{context}\n\nNew request:\n{message}" if context else message
 
 
 @dataclass(frozen=True)
@@ -401,9 +407,20 @@ class Session(BaseModel):
 
         With ``workspace``, the previous turn is the last one in that workspace.
         """
+        context = self.followup_context(max_chars=max_chars, workspace=workspace)
+        return with_context(context, message)
+
+    def followup_context(
+        self, *, max_chars: int = 600, workspace: str | os.PathLike[str] | None = None
+    ) -> str:
+        """The summary of the previous turn a follow-up replays (empty when there is none).
+
+        Only an agent that does not continue its own native conversation needs it: one that
+        resumes already has the earlier turn, and would read (and be billed for) it twice.
+        """
         last = self.parent_turn(workspace)
         if last is None:
-            return message
+            return ""
         lines = [
             "Context: this continues the previous request in this workspace.",
             f"Previous request: {last.task.strip()}",
@@ -417,7 +434,6 @@ class Session(BaseModel):
                 lines.append(f"- {step.label}: {clipped}")
         paths = last.changed_paths
         lines.append(f"Files changed: {', '.join(paths)}" if paths else "Files changed: none")
-        lines += ["", "New request:", message]
         return "\n".join(lines)
 
     # -- recording --------------------------------------------------------------------------
@@ -780,4 +796,5 @@ __all__ = [
     "decide_followup",
     "default_store",
     "rehearsal_label",
+    "with_context",
 ]

@@ -100,7 +100,7 @@ def test_a_rehearsed_run_says_so_and_its_cost_is_scripted_in_every_form() -> Non
     )
     assert run.summary() == (
         "workflow quick (rehearsal): completed in 12.3s — 1 step, 0 files changed, "
-        "9,600 in / 120 out tokens, $0.0123 scripted"
+        "9,600 in / 120 out tokens, $0.0123 scripted (codex)"
     )
     bundle = run._repr_mimebundle_()
     for form in bundle.values():
@@ -160,3 +160,23 @@ def test_session_turns_and_their_export_use_the_usage_line() -> None:
     line = "9,600 in / 120 out tokens, cost not reported"
     assert turn.summary().endswith(line)
     assert line in _step_md(turn, record)[0]
+
+
+def test_a_total_with_a_cost_says_which_agents_it_covers() -> None:
+    claude = StepResult("claude", True, usage=Usage(100, 10, 0, 0.0123))
+    codex = StepResult("codex", True, usage=Usage(9600, 120, 0, 0.0))
+    gemini = StepResult("gemini", True, usage=Usage(3620, 285, 0, None))
+    run = WorkflowResult("r", "default", "task", "completed", steps=[claude, codex, gemini])
+    assert run.summary().endswith(
+        "13,320 in / 415 out tokens, $0.0123 (claude, codex; gemini not reported)"
+    )
+    assert "(claude, codex; gemini not reported)" in run._repr_mimebundle_()["text/html"]
+    # Every agent priced: the total names them all; none priced: "cost not reported" says it.
+    priced = WorkflowResult("r", "default", "task", "completed", steps=[claude, codex, claude])
+    assert priced.summary().endswith("$0.0246 (claude, codex)")
+    unpriced = WorkflowResult("r", "default", "task", "completed", steps=[gemini])
+    assert unpriced.summary().endswith("tokens, cost not reported")
+    # A session turn (history, exports) says the same of its steps.
+    records = [StepRecord.from_result(s, "2026-01-01T00:00:00") for s in (claude, gemini)]
+    turn = Turn(number=1, task="t", workflow="default", started_at="x", steps=records)
+    assert turn.summary().endswith("$0.0123 (claude; gemini not reported)")

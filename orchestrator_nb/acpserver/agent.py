@@ -53,6 +53,7 @@ from ..runs import RunRequest, RunService
 from ..sessions import SESSIONS_DIR, Session, Turn, decide_followup
 from .commands import PromptError, commands, parse, prompt_text
 from .gates import gate_handler
+from .permissions import approver
 from .stream import Progress
 
 log = logging.getLogger("orchestrator_nb.acp")
@@ -253,6 +254,14 @@ class OrchestratorAgent:
                     session=session,
                     decision=decision,
                     rehearsal=rehearsal,
+                    # The inner ACP agents' permission requests go to this client as well.
+                    approvals=approver(
+                        self.conn.request_permission,
+                        session_id,
+                        cancel,
+                        progress,
+                        settings.approvals,
+                    ),
                 )
                 result = await RunService().execute(
                     run_request,

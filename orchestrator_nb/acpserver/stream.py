@@ -26,6 +26,7 @@ from acp import (
 )
 from acp.schema import Cost, PlanEntry, ToolCallLocation, UsageUpdate
 
+from ..display import plural
 from ..events import TextEvent, ToolCallEvent, ToolResultEvent, Usage
 from ..lifecycle import (
     AgentEventEmitted,
@@ -199,7 +200,7 @@ class Progress:
         if r.diff:
             round_ = f" #{event.iteration}" if event.iteration else ""
             where = f"{event.step_id}{round_}"
-            out += _edit(f"{where}/changes", f"{r.agent} changed {{}} file(s) in {where}", r.diff)
+            out += _edit(f"{where}/changes", f"{r.agent} changed {{}} in {where}", r.diff)
         if not event.cached:
             self._usage = self._usage + r.usage
         out.append(self.usage_update())
@@ -208,7 +209,7 @@ class Progress:
     def run_changes(self, workflow: str, diff: str) -> None:
         """The run's net change, once at its end (best-of-n applies a pick only then)."""
         if diff:
-            for update in _edit("run/changes", f"workflow {workflow} changed {{}} file(s)", diff):
+            for update in _edit("run/changes", f"workflow {workflow} changed {{}}", diff):
                 self._put(update)
 
     def usage_update(self) -> UsageUpdate:
@@ -253,7 +254,7 @@ class Progress:
 
 def _edit(call_id: str, title: str, diff: str) -> list[Any]:
     """A finished edit with one ``diff`` per file: started, then completed (clients draw the
-    diffs of a completed edit). ``{}`` in the title becomes the number of files."""
+    diffs of a completed edit). ``{}`` in the title becomes the number of files ("2 files")."""
     files = split(redact(diff))
     content: list[Any] = [
         tool_content(text_block(f"{f.path}: {f.note}"))
@@ -265,7 +266,7 @@ def _edit(call_id: str, title: str, diff: str) -> list[Any]:
     return [
         start_tool_call(
             call_id,
-            title.replace("{}", str(len(files)), 1),
+            title.replace("{}", plural(len(files), "file"), 1),
             kind="edit",
             status="in_progress",
             content=content,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -102,6 +102,9 @@ class RunRequest:
     dry_run: bool = False
     variables: Mapping[str, Any] = field(default_factory=dict)
     approvals: Any = None  # ACP permission requests: a policy or an async callable
+    # Continue this run from its journal (its finished steps are not run again); built by
+    # :meth:`for_resume`, never with a session (a resumed run is not a new turn).
+    resume_run: str | None = None
 
     @property
     def followup(self) -> bool:
@@ -123,6 +126,14 @@ class RunRequest:
             return self.session.followup_task(self.task, workspace=self.workspace)
         return self.task
 
+    @property
+    def followup_context(self) -> str:
+        """The previous turn's summary, for the agents of a follow-up that do not resume their
+        own conversation (the engine gives it only to those); empty for a new task."""
+        if self.followup and self.session is not None:
+            return self.session.followup_context(workspace=self.workspace)
+        return ""
+
     def resume_points(self) -> dict[str, ResumePoint]:
         """Native sessions to resume: only a follow-up's, only of this workspace."""
         points = dict(self.resume or {})
@@ -130,6 +141,37 @@ class RunRequest:
             for agent, point in self.session.resume_points(self.workspace).items():
                 points.setdefault(agent, point)
         return points
+
+    @classmethod
+    def for_resume(
+        cls,
+        run_id: str,
+        *,
+        workspace: str | os.PathLike[str] = ".",
+        config: Settings | str | os.PathLike[str] | None = None,
+        **fields: Any,
+    ) -> RunRequest:
+        """The request that continues run ``run_id``: task, workflow or agent, budgets and
+        timeout come from its journal, so the resumed run is the run that was asked for."""
+        from ..workflow.journal import RunJournal
+        from ..workspace.state import StateDir
+
+        check_name("run", run_id)  # it becomes a folder name: nothing may climb out
+        root = existing_workspace(workspace)
+        journal = RunJournal(StateDir(root).root / "runs", run_id)
+        meta, task = journal.meta(), journal.task()
+        overrides = dict(meta.get("overrides") or {})
+        request = cls.build(
+            task,
+            workflow=None if meta.get("agent") else meta["workflow"],
+            agent=meta.get("agent"),
+            step=meta.get("step"),
+            workspace=root,
+            config=config,
+            options=RunOptions.from_overrides({**overrides, "timeout": meta.get("timeout")}),
+            **fields,
+        )
+        return replace(request, resume_run=run_id)
 
     @classmethod
     def build(

@@ -22,7 +22,6 @@ from ..sessions import Session
 from ..workspace import RevertResult, Workspace
 from ..workspace.lock import Isolation
 from .engine import Engine, GateDecision, GateHandler
-from .journal import RunJournal
 from .result import Outcome, PlannedStep, WorkflowResult
 
 if TYPE_CHECKING:
@@ -99,44 +98,15 @@ async def aresume(
     subscribers: list[Subscriber] | None = None,
     trust: bool | None = None,
 ) -> WorkflowResult:
-    """Continue run ``run_id``: finished steps are taken from its journal, not run again."""
-    from ..runs.service import one_step, open_rehearsal, settings_for
+    """Continue run ``run_id``: finished steps are taken from its journal, not run again.
 
-    check_name("run", run_id)  # it becomes a folder name: nothing may climb out
-    root = existing_workspace(workspace)
-    journal = RunJournal(root / ".orchestrator" / "runs", run_id)
-    meta, task = journal.meta(), journal.task()
-    overrides = dict(meta.get("overrides") or {})
-    request = RunRequest.build(
-        task,
-        workflow=None if meta.get("agent") else meta["workflow"],
-        agent=meta.get("agent"),
-        step=meta.get("step"),
-        workspace=root,
-        config=config,
-        trust=trust,
-        options=RunOptions.from_overrides({**overrides, "timeout": meta.get("timeout")}),
+    The journal gives the request (task, workflow or agent, budgets, timeout); it runs through
+    the one :class:`RunService` like any other run: trust, the workspace lock, the rehearsal,
+    logs, audit and metrics apply the same."""
+    request = RunRequest.for_resume(
+        run_id, workspace=workspace, config=config, trust=trust, rehearsal=rehearsal
     )
-    settings = settings_for(request)
-    engine = Engine(settings)
-    unsubscribe = [engine.bus.subscribe(s) for s in subscribers or []]
-    try:
-        async with open_rehearsal(rehearsal, workspace=root, session=None) as running:
-            return await engine.run(
-                task,
-                meta["workflow"],
-                workspace=root,
-                rehearsal=running,
-                run_id=run_id,
-                resume=True,
-                gate=gate,
-                overrides=overrides,
-                definition=one_step(request) if request.agent else None,
-                timeout=request.options.timeout,
-            )
-    finally:
-        for off in unsubscribe:
-            off()
+    return await RunService().execute(request, subscribers=list(subscribers or []), gate=gate)
 
 
 def revert(

@@ -1,140 +1,50 @@
-"""The engine: walks a workflow's steps, applies the policies, emits lifecycle events.
+"""The engine: runs a workflow (its start and end, the wall and budget watch, the dry-run plan).
 
-Agent steps run through the policy stack of :mod:`.stack` (retry around breaker, concurrency
-slot, rate limiter and one attempt of :func:`orchestrator_nb.api.attempt_agent`); the workspace
-snapshots each step
-for its diff; parallel children get their own git worktrees. Every finished step is journaled
-before the next starts, which is what makes :meth:`Engine.run` with ``resume=True`` possible.
+The steps themselves are walked by :class:`.steps.StepWalker` (agent steps through the policy
+stack of :mod:`.stack`: retry around breaker, concurrency slot, rate limiter and one attempt of
+:func:`orchestrator_nb.api.attempt_agent`), with the run state of :mod:`.context`. The workspace
+snapshots each step for its diff; parallel children get their own git worktrees. Every finished
+step is journaled before the next starts, which is what makes :meth:`Engine.run` with
+``resume=True`` possible.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import hashlib
-import json
-import re
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..agents.acp.prestart import first_steps, prestart
 from ..agents.acp.warm import warm_agents
 from ..agents.registry import DriverRegistry, default_registry
-from ..api import prepare_agent
-from ..config import Settings, agent_config
-from ..display import plural
+from ..config import Settings
 from ..errors import (
-    AgentError,
-    BudgetExceeded,
-    CircuitOpen,
     OrchestratorError,
     RunError,
-    RunTimeout,
 )
-from ..events import PassedOver, StepResult
 from ..lifecycle import (
-    AgentEventEmitted,
-    AgentFallback,
-    BudgetWarning,
     EventBus,
-    GateDecided,
-    GateRequested,
     RunFinished,
     RunStarted,
-    StepFinished,
-    StepStarted,
     WorkspaceWaiting,
 )
-from ..observe.redact import redact_obj
 from ..workspace import Workspace
-from ..workspace.lock import Isolation, Seat, run_seat
+from ..workspace.lock import Isolation, run_seat
 from .cache import StepCache
+from .context import GateDecision, GateHandler, RunContext, Stop, resume_point
 from .journal import RunJournal
-from .models import AgentStep, BranchStep, GateStep, LoopStep, ParallelStep, Step, Workflow
+from .models import AgentStep, BranchStep, LoopStep, ParallelStep, Step, Workflow
 from .policies import Breakers, BudgetTracker, ConcurrencyLimits, RateLimiters
 from .result import Outcome, PlannedStep, WorkflowResult
-from .stack import run_attempts
-from .suggestions import count_suggestions
-from .templates import StepView, TemplateError, evaluate, render
+from .steps import StepWalker
+from .templates import TemplateError, render
 
-# What a gate handler returns: "approve", "reject", ("edit", new_task), or None (use the policy).
-GateDecision = str | tuple[str, str] | None
-GateHandler = Callable[[GateStep, str], Awaitable[GateDecision]]
 if TYPE_CHECKING:
     from ..rehearsal.endpoint import RehearsalEndpoint
 
-_PICK = re.compile(r"^\s*PICK:\s*([A-Za-z][A-Za-z0-9_-]*)", re.MULTILINE)
-# Failures that say "this agent cannot run here", not "this task went wrong": the role's next
-# agent takes the step. A rate limit, a timeout or a failed task stays the step's own.
-FALLBACK_KINDS = frozenset({"not_installed", "auth"})
 
-
-class _Stop(Exception):
-    """Ends the walk with an outcome other than completed."""
-
-    def __init__(self, outcome: Outcome, error: RunError | str) -> None:
-        if isinstance(error, str):
-            error = RunError.for_kind(outcome, error)
-        super().__init__(error.message)
-        self.outcome = outcome
-        self.error = error
-
-
-def _resume_point(value: Any) -> Any:
-    """A ResumePoint from a bare native session id too (older callers pass strings)."""
-    from ..sessions import ResumePoint
-
-    return value if isinstance(value, ResumePoint) else ResumePoint(str(value))
-
-
-@dataclass
-class _Ctx:
-    run_id: str
-    task: str
-    name: str
-    workflow: Workflow
-    ws: Workspace
-    bus: EventBus
-    journal: RunJournal
-    done: dict[str, StepResult]
-    rehearsal: RehearsalEndpoint | None
-    gate: GateHandler | None
-    cancel: asyncio.Event
-    budget: BudgetTracker
-    variables: dict[str, Any]
-    history: list[dict[str, Any]]
-    results: list[StepResult] = field(default_factory=list)
-    views: dict[str, StepView] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-    # pick_by step id → (the parallel group, its key prefix), applied once that step answered
-    pending_picks: dict[str, tuple[ParallelStep, str]] = field(default_factory=dict)
-    settings: Settings | None = None
-    budget_stop: BudgetExceeded | None = None
-    timeout: float | None = None
-    timeout_stop: RunTimeout | None = None
-    circuit: CircuitOpen | None = None
-    iteration: int | None = None
-    # agent → the native session a follow-up resumes (with its usage so far), used by that
-    # agent's first step
-    resume_ids: dict[str, Any] = field(default_factory=dict)
-    seat: Seat | None = None  # the workspace lock, or the run's own worktree
-    approvals: Any = None  # what answers ACP agents' permission requests (None: settings)
-
-    def template_context(self) -> dict[str, Any]:
-        return {
-            "task": self.task,
-            "steps": dict(self.views),
-            "iteration": self.iteration or 1,
-            "history": self.history,
-            "vars": self.variables,
-            **self.variables,
-        }
-
-
-class Engine:
+class Engine(StepWalker):
     """Runs workflows; policy state (breakers, rate limits, cache) lives as long as the engine."""
 
     def __init__(
@@ -181,12 +91,15 @@ class Engine:
         meta: dict[str, Any] | None = None,
         isolation: Isolation = "shared",
         approvals: Any = None,
+        context: str = "",
     ) -> WorkflowResult:
         """Run ``workflow`` (or ``definition``, journaled under that name) on ``task``.
 
         Callers go through :class:`orchestrator_nb.runs.RunService`, which starts the
         rehearsal (``rehearsal`` here is a running one or None) and decides what to resume.
-        ``timeout``: the run's wall-clock limit (outcome ``timeout``).
+        ``timeout``: the run's wall-clock limit (outcome ``timeout``). ``context``: a
+        follow-up's summary of the previous turn, put before the task for the agents that do
+        not resume their own native conversation (one that resumes has the turn already).
         """
         wf = self._workflow(workflow, overrides or {}, definition)
         if not resume:
@@ -195,13 +108,16 @@ class Engine:
         ws = Workspace(workspace, run_id=run_id)
         journal = RunJournal(ws.state.root / "runs", ws.run_id)
         done = journal.finished() if resume else {}
-        if not resume:
+        if resume:
+            context = context or str(journal.meta().get("context") or "")
+        else:
             journal.start(
                 {"task": task, "workflow": workflow, "overrides": overrides or {}}
+                | ({"context": context} if context else {})
                 | {k: v for k, v in (meta or {}).items() if v is not None}
                 | ({"timeout": timeout} if timeout is not None else {})
             )
-        ctx = _Ctx(
+        ctx = RunContext(
             run_id=ws.run_id,
             task=task,
             name=workflow,
@@ -216,10 +132,11 @@ class Engine:
             budget=BudgetTracker(wf.budget),
             variables=dict(variables or {}),
             history=list(history or []),
-            resume_ids={a: _resume_point(p) for a, p in (resume_ids or {}).items()},
+            resume_ids={a: resume_point(p) for a, p in (resume_ids or {}).items()},
             settings=settings or self.settings,
             timeout=timeout,
             approvals=approvals,
+            context=context,
         )
         started = time.monotonic()
         leftovers = ws.state.worktrees
@@ -250,7 +167,7 @@ class Engine:
             forward()
 
     async def _walk(
-        self, ctx: _Ctx, rehearsal: RehearsalEndpoint | None, started: float
+        self, ctx: RunContext, rehearsal: RehearsalEndpoint | None, started: float
     ) -> WorkflowResult:
         ws = ctx.ws
         ctx.bus.emit(
@@ -268,7 +185,7 @@ class Engine:
                 ctx.rehearsal = rehearsal
                 self._prestart(ctx, pool, rehearsal)
                 await self._steps(ctx, ctx.workflow.steps, "", ws.root)
-        except _Stop as stop:
+        except Stop as stop:
             outcome, error = stop.outcome, stop.error
         except asyncio.CancelledError:
             self._finish(ctx, "cancelled", RunError.for_kind("cancelled", "interrupted"), started)
@@ -293,7 +210,7 @@ class Engine:
         return self._finish(ctx, outcome, error, started)
 
     def _finish(
-        self, ctx: _Ctx, outcome: Outcome, error: RunError | None, started: float
+        self, ctx: RunContext, outcome: Outcome, error: RunError | None, started: float
     ) -> WorkflowResult:
         changes = ctx.seat.changes(outcome) if ctx.seat else ctx.ws.run_changes()
         result = WorkflowResult(
@@ -338,410 +255,10 @@ class Engine:
             ) from None
         return apply_overrides(wf, overrides)
 
-    async def _watch_wall(self, ctx: _Ctx) -> None:
+    async def _watch_wall(self, ctx: RunContext) -> None:
         while True:
             await asyncio.sleep(0.2)
             self._check_budget(ctx)
-
-    def _check_budget(self, ctx: _Ctx) -> None:
-        for budget, used, limit in ctx.budget.warnings():
-            ctx.bus.emit(BudgetWarning(ctx.run_id, budget, used, limit))
-        if (
-            ctx.timeout is not None
-            and ctx.timeout_stop is None
-            and ctx.budget.elapsed_s > ctx.timeout
-        ):
-            ctx.timeout_stop = RunTimeout(
-                f"the run did not finish within its timeout of {ctx.timeout:g}s; "
-                "its agents were stopped",
-                hint="pass a longer --timeout (magic, console) or timeout= (Python), "
-                "or split the task",
-            )
-            ctx.cancel.set()
-        exceeded = ctx.budget.check()
-        if exceeded is not None and ctx.budget_stop is None:
-            ctx.budget_stop = exceeded
-            ctx.cancel.set()  # reaches every running agent's process group
-
-    # -- the walk -------------------------------------------------------------------------
-
-    async def _steps(self, ctx: _Ctx, steps: list[Step], prefix: str, cwd: Path) -> None:
-        for step in steps:
-            if ctx.timeout_stop is not None:
-                raise _Stop("timeout", ctx.timeout_stop)
-            if ctx.budget_stop is not None:
-                raise _Stop("budget_exceeded", ctx.budget_stop)
-            if ctx.cancel.is_set():
-                raise _Stop("cancelled", "stopped on request")
-            if isinstance(step, AgentStep):
-                result = await self._agent(ctx, step, prefix, cwd, track=True)
-                if not result.ok and not step.optional:
-                    raise _Stop("failed", f"step {step.id} failed: {result.error}")
-                if step.id in ctx.pending_picks:
-                    group, group_prefix = ctx.pending_picks.pop(step.id)
-                    self._apply_pick(ctx, group, group_prefix, result.text)
-            elif isinstance(step, ParallelStep):
-                await self._parallel(ctx, step, prefix, cwd)
-            elif isinstance(step, LoopStep):
-                await self._loop(ctx, step, prefix, cwd)
-            elif isinstance(step, BranchStep):
-                chosen = self._eval(ctx, step.when, step.id, "when")
-                ctx.notes.append(f"branch {step.id}: {'then' if chosen else 'else'}")
-                await self._steps(ctx, step.then if chosen else step.otherwise, prefix, cwd)
-            else:
-                await self._gate(ctx, step, prefix)
-
-    def _eval(self, ctx: _Ctx, expression: str, step_id: str, what: str) -> bool:
-        try:
-            return evaluate(expression, ctx.template_context(), step_id=step_id, what=what)
-        except TemplateError as exc:
-            raise _Stop("failed", f"{what} of step {step_id}: {exc}") from exc
-
-    async def _agent(
-        self, ctx: _Ctx, step: AgentStep, prefix: str, cwd: Path, *, track: bool
-    ) -> StepResult:
-        key = f"{prefix}{step.id}"
-        if key in ctx.done:  # resumed: this step finished before the crash
-            result = replace(ctx.done[key], step_id=step.id, iteration=ctx.iteration)
-            self._record(ctx, step, result, journal=False)
-            return result
-        try:
-            prompt = render(step.prompt, ctx.template_context(), step_id=step.id)
-        except TemplateError as exc:
-            raise _Stop("failed", str(exc)) from exc
-        ctx.bus.emit(StepStarted(ctx.run_id, step.id, step.agent, "agent", ctx.iteration, prompt))
-        result = await self._call(ctx, step, prompt, cwd, track, key)
-        result.step_id, result.iteration = step.id, ctx.iteration
-        self._record(ctx, step, result, journal=True, key=key)
-        return result
-
-    async def _call(
-        self, ctx: _Ctx, step: AgentStep, prompt: str, cwd: Path, track: bool, key: str
-    ) -> StepResult:
-        # Worktree children run elsewhere, and the CLIs keep sessions per working folder.
-        resume = ctx.resume_ids.pop(step.agent, None) if track else None
-        use_cache = step.cache and resume is None
-        cache, cache_key = self._cache_lookup(ctx, step, prompt) if use_cache else (None, None)
-        if cache is not None and cache_key is not None:
-            hit = cache.get(cache_key)
-            if hit is not None:
-                return replace(StepResult.from_dict(hit), cached=True)
-        try:
-            with self._tracked(ctx, key, track) as tracker:
-                result = await self._attempts(ctx, step, prompt, cwd, key, resume)
-                if resume is not None and result.error_kind == "config":
-                    # The CLI no longer has that session (another HOME, pruned): start afresh.
-                    result = await self._attempts(ctx, step, prompt, cwd, key, None)
-                if step.fallback:
-                    result = await self._fallback(ctx, step, prompt, cwd, key, result, track)
-                if step.write_code_blocks and result.ok and track:
-                    ctx.ws.write_code_blocks(result.text, key, on_unsafe="skip")
-        except CircuitOpen as exc:
-            ctx.circuit = exc
-            error = AgentError.for_kind("failed", exc.message, agent=step.agent, hint=exc.hint)
-            return StepResult(step.agent, False, error=error)
-        if tracker is not None and tracker.changes is not None:
-            result.changes = tracker.changes.file_changes()
-            result.diff = tracker.changes.diff
-        if cache is not None and cache_key is not None and result.ok:
-            cache.put(cache_key, redact_obj(result.to_dict()))
-        return result
-
-    def _prestart(self, ctx: _Ctx, pool: Any, rehearsal: RehearsalEndpoint | None) -> None:
-        """Start the run's ACP agents now, in the background (see agents/acp/prestart.py)."""
-        settings = ctx.settings or self.settings
-        log = ctx.journal.dir / "agents" / "prestart"
-
-        async def prepare(agent: str, step: str) -> Any:
-            if agent_config(settings, agent).driver != "acp":
-                return None
-            run = await prepare_agent(
-                agent,
-                "",
-                workspace=ctx.ws.root,
-                settings=settings,
-                rehearsal=rehearsal,
-                step=step,
-                registry=self.registry,
-                log_root=log,
-                approvals=ctx.approvals,
-                state_root=ctx.journal.dir.parents[2],
-            )
-            return None if isinstance(run, StepResult) else run
-
-        prestart(pool, prepare, first_steps(ctx.workflow.steps, set(ctx.resume_ids)), log)
-
-    async def _attempts(
-        self, ctx: _Ctx, step: AgentStep, prompt: str, cwd: Path, key: str, resume: Any
-    ) -> StepResult:
-        prepared = await prepare_agent(
-            step.agent,
-            prompt,
-            workspace=cwd,
-            settings=ctx.settings or self.settings,
-            rehearsal=ctx.rehearsal,
-            step=step.id,
-            registry=self.registry,
-            log_root=ctx.journal.dir / "agents" / key.replace("/", "."),
-            resume=resume.session_id if resume is not None else None,
-            previous_usage=resume.usage if resume is not None else None,
-            timeout=step.timeout,
-            model=step.model,
-            approvals=ctx.approvals,
-            state_root=ctx.journal.dir.parents[2],  # the workspace whose state holds the logs
-        )
-        if isinstance(prepared, StepResult):  # not installed: nothing to attempt
-            return prepared
-        if step.retries is not None:
-            prepared.config = prepared.config.model_copy(update={"retries": step.retries})
-        return await run_attempts(
-            prepared,
-            breakers=self.breakers,
-            limits=self.limits,
-            rates=self.rates,
-            on_event=lambda ev: ctx.bus.emit(
-                AgentEventEmitted(ctx.run_id, step.id, step.agent, ev)
-            ),
-            cancel=ctx.cancel,
-        )
-
-    async def _fallback(
-        self,
-        ctx: _Ctx,
-        step: AgentStep,
-        prompt: str,
-        cwd: Path,
-        key: str,
-        result: StepResult,
-        track: bool,
-    ) -> StepResult:
-        """Pass the step down the role's agents while each is not installed or not logged in."""
-        passed: list[PassedOver] = []
-        hints: list[str] = []
-        for agent in step.fallback:
-            kind = result.error_kind
-            if kind not in FALLBACK_KINDS or ctx.cancel.is_set() or result.error is None:
-                break
-            reason, hint = result.error.message, result.error.hint
-            hints += [hint] if hint else []
-            passed.append(PassedOver(result.agent, str(kind), reason))
-            ctx.bus.emit(
-                AgentFallback(
-                    ctx.run_id, step.id, result.agent, agent, str(kind), reason, ctx.iteration
-                )
-            )
-            # A step's own model names a model of its first agent; the others use their own.
-            other = step.model_copy(update={"agent": agent, "fallback": [], "model": None})
-            resume = ctx.resume_ids.pop(agent, None) if track else None
-            result = await self._attempts(ctx, other, prompt, cwd, key, resume)
-        if not passed:
-            return result
-        last = result.error
-        if last is not None and last.kind in FALLBACK_KINDS:  # nobody in the list could take it
-            from ..display import passed_over_text
-
-            every = [*passed, PassedOver(result.agent, last.kind, last.message)]
-            reasons = "; ".join(passed_over_text(p.agent, p.kind, p.reason) for p in every)
-            hints += [last.hint] if last.hint else []
-            result.error = AgentError.for_kind(
-                last.kind,
-                f"no agent could take step {step.id}: {reasons}",
-                agent=result.agent,
-                hint="; ".join(["install or log in to one of them", *dict.fromkeys(hints)]),
-            )
-        result.passed_over = passed
-        return result
-
-    @contextlib.contextmanager
-    def _tracked(self, ctx: _Ctx, key: str, track: bool) -> Iterator[Any]:
-        if not track:
-            yield None
-            return
-        with ctx.ws.step(key) as tracker:
-            yield tracker
-
-    def _cache_lookup(
-        self, ctx: _Ctx, step: AgentStep, prompt: str
-    ) -> tuple[StepCache | None, str | None]:
-        root = ctx.ws.state.root / "cache"
-        cache = self._caches.setdefault(root, StepCache(root, self.settings.limits.cache_ttl_s))
-        snap = ctx.ws.snapshot()
-        content = {p: getattr(s, "oid", None) for p, s in sorted(snap.files.items())}
-        ws_hash = hashlib.sha256(json.dumps([snap.head, content]).encode()).hexdigest()
-        agent_cfg = self.settings.agents.get(step.agent)
-        model = step.model or (agent_cfg.model if agent_cfg else None)
-        cli = agent_cfg.path if agent_cfg and agent_cfg.path else step.agent
-        return cache, cache.key_for(step.agent, cli, model, prompt, ws_hash)
-
-    def _record(
-        self, ctx: _Ctx, step: AgentStep, result: StepResult, *, journal: bool, key: str = ""
-    ) -> None:
-        if journal:
-            ctx.journal.record(key, result)
-        if not result.cached:
-            ctx.budget.add(result.usage)
-        ctx.results.append(result)
-        ctx.views[step.id] = StepView.from_result(
-            result, result.diff, suggestions=count_suggestions(result.text)
-        )
-        # The agent that ran it: the role's fallback when the first could not.
-        agent = result.agent or step.agent
-        ctx.bus.emit(StepFinished(ctx.run_id, step.id, agent, result, ctx.iteration, result.cached))
-        self._check_budget(ctx)
-
-    async def _parallel(self, ctx: _Ctx, step: ParallelStep, prefix: str, cwd: Path) -> None:
-        isolation = step.isolation
-        if isolation == "auto":
-            isolation = "worktree" if ctx.ws.is_git else "shared"
-        if isolation == "worktree" and not ctx.ws.is_git:
-            raise _Stop("failed", f"step {step.id}: worktree isolation needs a git workspace")
-        ctx.bus.emit(StepStarted(ctx.run_id, step.id, None, "parallel", ctx.iteration))
-        gate = asyncio.Semaphore(step.max_concurrency or len(step.steps))
-        trees: dict[str, Path] = {}
-        if isolation == "worktree":
-            # Every child starts from the same state: one base commit, checkouts side by side,
-            # all made before the first child starts.
-            keys = [f"{prefix}{c.id}" for c in step.steps]
-            trees = await asyncio.to_thread(ctx.ws.worktrees.create_many, keys)
-
-        async def child(c: AgentStep) -> StepResult:
-            async with gate:
-                if isolation == "worktree":
-                    where = trees[f"{prefix}{c.id}"]
-                    result = await self._agent(ctx, c, prefix, where, track=False)
-                    # Off the loop: one child's diff must not hold up its running siblings.
-                    patch = await asyncio.to_thread(ctx.ws.worktrees.diff, f"{prefix}{c.id}")
-                    result.changes = list(patch.files)
-                    result.diff = patch.text
-                    ctx.views[c.id] = StepView.from_result(
-                        result, result.diff, suggestions=count_suggestions(result.text)
-                    )
-                    return result
-                return await self._agent(ctx, c, prefix, cwd, track=False)
-
-        first = len(ctx.results)
-        if isolation == "shared":
-            with ctx.ws.step(f"{prefix}{step.id}"):
-                results = await _all_or_none([child(c) for c in step.steps])
-        else:
-            results = await _all_or_none([child(c) for c in step.steps])
-        # Children were recorded as they finished (the live view follows them); the result
-        # lists them as the workflow declares them, so the same run always reads the same.
-        order = {c.id: i for i, c in enumerate(step.steps)}
-        ctx.results[first:] = sorted(
-            ctx.results[first:], key=lambda r: order.get(r.step_id or "", 0)
-        )
-        failed = [
-            r for r, c in zip(results, step.steps, strict=True) if not r.ok and not c.optional
-        ]
-        if failed and not any(r.ok for r in results):
-            raise _Stop("failed", f"step {step.id}: every branch failed ({failed[0].error})")
-        if isolation == "worktree":
-            self._merge(ctx, step, prefix, results)
-
-    def _merge(self, ctx: _Ctx, step: ParallelStep, prefix: str, results: list[StepResult]) -> None:
-        if step.merge == "none":
-            kept = plural(len(results), "branch", "branches")
-            ctx.notes.append(f"{step.id}: changes of {kept} kept aside")
-            return
-        if step.merge == "pick":
-            if step.pick_by:
-                ctx.pending_picks[step.pick_by] = (step, prefix)
-                return
-            winner = next((c.id for c, r in zip(step.steps, results, strict=True) if r.ok), None)
-            self._apply_children(ctx, step, prefix, [winner] if winner else [])
-            return
-        self._apply_children(
-            ctx, step, prefix, [c.id for c, r in zip(step.steps, results, strict=True) if r.ok]
-        )
-
-    def _apply_pick(self, ctx: _Ctx, group: ParallelStep, prefix: str, judge_text: str) -> None:
-        ids = [c.id for c in group.steps]
-        picks = [m for m in _PICK.findall(judge_text) if m in ids]
-        if not picks:
-            ctx.notes.append(f"{group.id}: no valid `PICK: <id>` line (one of {ids}); none applied")
-            return
-        self._apply_children(ctx, group, prefix, [picks[-1]])
-
-    def _apply_children(
-        self, ctx: _Ctx, step: ParallelStep, prefix: str, child_ids: list[str]
-    ) -> None:
-        for child_id in child_ids:
-            key = f"{prefix}{child_id}"
-            with ctx.ws.step(f"{key}.merge") as tracker:
-                applied = ctx.ws.worktrees.apply(key, as_diffed=True)  # what the step reported
-            if applied.ok:
-                files = plural(len(tracker.changes), "file")
-                ctx.notes.append(f"{step.id}: applied {child_id} ({files})")
-            else:
-                shown = ", ".join(applied.conflicts) or "see the patch"
-                ctx.notes.append(f"{step.id}: {child_id} NOT applied, conflicts in {shown}")
-
-    async def _loop(self, ctx: _Ctx, step: LoopStep, prefix: str, cwd: Path) -> None:
-        outer = ctx.iteration
-        try:
-            for i in range(1, step.max_iterations + 1):
-                ctx.iteration = i
-                inner = f"{prefix}{step.id}/{i}/"
-                for child in step.steps:
-                    await self._steps(ctx, [child], inner, cwd)
-                    if self._threshold_reached(ctx, step, child.id, i):
-                        return
-                if step.until and self._eval(ctx, step.until, step.id, "until"):
-                    ctx.notes.append(
-                        f"{step.id}: done after {plural(i, 'round')}: its stop condition "
-                        f"({step.until}) was met"
-                    )
-                    return
-            ctx.notes.append(
-                f"{step.id}: stopped after {plural(step.max_iterations, 'round')}, the most it "
-                f"may run (max_iterations={step.max_iterations})"
-            )
-        finally:
-            ctx.iteration = outer
-
-    def _threshold_reached(self, ctx: _Ctx, step: LoopStep, child_id: str, i: int) -> bool:
-        if step.min_suggestions_threshold is None or child_id != step.review_step:
-            return False
-        view = ctx.views.get(child_id)
-        count = view.suggestions if view is not None and view.suggestions is not None else 0
-        if count < step.min_suggestions_threshold:
-            ctx.notes.append(
-                f"{step.id}: done after {plural(i, 'round')}: the review in round {i} made "
-                f"{plural(count, 'suggestion')}, fewer than {step.min_suggestions_threshold}"
-            )
-            return True
-        return False
-
-    async def _gate(self, ctx: _Ctx, step: GateStep, prefix: str) -> None:
-        key = f"{prefix}{step.id}"
-        if key in ctx.done:
-            decision, by = ctx.done[key].text.split(" by ", 1)
-        else:
-            try:
-                message = render(
-                    step.message, ctx.template_context(), step_id=step.id, what="message"
-                )
-            except TemplateError as exc:
-                raise _Stop("failed", str(exc)) from exc
-            ctx.bus.emit(GateRequested(ctx.run_id, step.id, message))
-            answer = await ctx.gate(step, message) if ctx.gate is not None else None
-            by = "user" if answer is not None else "policy"
-            if answer is None:
-                answer = step.policy or ctx.workflow.gate_policy
-            if isinstance(answer, tuple):
-                decision, ctx.task = answer[0], answer[1]
-            else:
-                decision = answer
-            record = StepResult("gate", decision != "reject", text=f"{decision} by {by}")
-            record.step_id = step.id
-            ctx.journal.record(key, record)
-        ctx.bus.emit(GateDecided(ctx.run_id, step.id, decision, by))
-        ctx.notes.append(f"gate {step.id}: {decision} by {by}")
-        if decision == "reject":
-            raise _Stop("cancelled", f"rejected at gate {step.id} by {by}")
-        if decision == "fail":
-            raise _Stop("failed", f"gate {step.id}: no one could decide and its policy is fail")
 
     # -- dry run --------------------------------------------------------------------------
 
@@ -792,23 +309,6 @@ class Engine:
         return out
 
 
-async def _all_or_none(coros: list[Awaitable[StepResult]]) -> list[StepResult]:
-    """Run children at once; if this is cancelled, wait until every child has cleaned up.
-
-    A bare ``gather`` returns as soon as the first child is cancelled, while the others are
-    still stopping their agents' process groups: the loop could close on them and leave
-    agent processes running.
-    """
-    tasks = [asyncio.ensure_future(c) for c in coros]
-    try:
-        return list(await asyncio.gather(*tasks))
-    except BaseException:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
-
-
 def apply_overrides(wf: Workflow, overrides: dict[str, Any]) -> Workflow:
     """Per-run overrides: ``max_iterations`` (every loop), budget fields, ``gate_policy``."""
     from ..errors import ConfigError
@@ -841,3 +341,6 @@ def apply_overrides(wf: Workflow, overrides: dict[str, Any]) -> Workflow:
         return Workflow.model_validate(data)
     except Exception as exc:
         raise ConfigError(f"bad override: {exc}", key="overrides") from None
+
+
+__all__ = ["Engine", "GateDecision", "GateHandler", "apply_overrides"]

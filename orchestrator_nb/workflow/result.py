@@ -155,7 +155,7 @@ class WorkflowResult:
         return (
             f"workflow {self.workflow}{mark}: {self.outcome}{timed} — "
             f"{plural(len(self.steps), 'step')}, {plural(len(self.changes), 'file')} changed, "
-            f"{usage_line(self.usage, scripted=self.rehearsal)}"
+            f"{usage_line(self.usage, self._agent_usage(), scripted=self.rehearsal)}"
         )
 
     def step_line(self, step: StepResult) -> str:
@@ -164,6 +164,10 @@ class WorkflowResult:
 
         line = step._summary_line(scripted=self.rehearsal)
         return f"{line}, {duration(step.duration_s)}" if not step.cached else line
+
+    def _agent_usage(self) -> list[tuple[str, Usage]]:
+        """The (agent, usage) parts of :attr:`usage`, for the line that says whom it covers."""
+        return [(s.agent, s.usage) for s in self.steps if not s.cached]
 
     def __str__(self) -> str:
         return redact(self._text())

@@ -191,7 +191,7 @@ def test_the_chat_persona_runs_a_rehearsed_workflow_and_shows_steps_and_diffs(
                 has_text="claude changed"
             )
             expect(refined.first).to_contain_text("ZeroDivisionError")
-            expect(edit.first).to_contain_text("codex changed 2 file(s) in implement")
+            expect(edit.first).to_contain_text("codex changed 2 files in implement")
             edit.first.locator("summary").first.click()  # open it for the screenshot
             expect(diffs.first).to_be_visible()
             edit.first.scroll_into_view_if_needed()

@@ -145,7 +145,7 @@ async def test_default_workflow_streams_plan_chunks_tool_calls_usage_then_stops(
     assert kinds.index("tool_call") < kinds.index("usage")
     # The run's net change, then the summary closes the turn, after every step's updates.
     net = next(s for s in starts if s.tool_call_id == "run/changes")
-    assert net.title == "workflow default changed 2 file(s)"
+    assert net.title == "workflow default changed 2 files"
     assert {c.path for c in net.content} == {"calc.py", "test_calc.py"}
     assert kinds[-3:] == ["tool_call", "tool_call_update", "chunk"]
 
@@ -237,6 +237,45 @@ async def test_a_gate_is_a_permission_request_and_the_answer_decides(
     assert ("[write · codex]" in rec.text()) is written
     notes = reply.field_meta["orchestrator_nb"]
     assert notes["outcome"] == ("completed" if written else "cancelled")
+
+
+ACP_INNER = """\
+workflows:
+  inner:
+    description: gemini, through its ACP adapter, asks before it writes
+    steps:
+      - id: write
+        agent: gemini-acp
+        prompt: "{{ task }}"
+"""
+
+
+@pytest.mark.parametrize(("answer", "written"), [("allow_once", True), ("reject", False)])
+async def test_an_inner_agents_permission_request_reaches_the_client_and_its_answer_decides(
+    repo: Path, answer: str, written: bool
+) -> None:
+    (repo / "orchestrator.yaml").write_text(ACP_INNER)
+    rec = Recorder(answers=[answer] * 5)
+    async with connect("--rehearse", "write-file", cwd=repo, recorder=rec) as (conn, _proc):
+        session = await conn.new_session(cwd=str(repo), mcp_servers=[])
+        reply = await ask(conn, session.session_id, "/inner Create hello.txt")
+    assert rec.permissions, "the inner agent's request never reached the client"
+    call, options = rec.permissions[0]
+    assert call.title.startswith("gemini-acp · write: "), call.title
+    assert call.kind == "edit" and "hello.txt" in call.title
+    assert {o.option_id: o.kind for o in options} == {
+        "allow_once": "allow_once",
+        "allow_always": "allow_always",
+        "reject": "reject_once",
+    }
+    assert (repo / "hello.txt").exists() is written, (reply.stop_reason, rec.text())
+    trail = (repo / ".orchestrator" / "audit.jsonl").read_text().splitlines()
+    audit = [json.loads(line) for line in trail]
+    decided = [e for e in audit if "permission_decided" in json.dumps(e)]
+    assert decided, "the decision is not in the audit trail"
+    first = json.dumps(decided[0])
+    assert f'"decision": "{answer}"' in first and '"by": "user"' in first
+    assert '"step_id": "write"' in first and '"agent": "gemini-acp"' in first
 
 
 async def test_cancel_while_a_gate_waits_for_its_answer_stops_the_run(repo: Path) -> None:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
+from typing import Any
+
 import pytest
 from acp import text_block
 from acp.schema import ResourceContentBlock
@@ -123,3 +127,59 @@ async def test_tool_call_ids_carry_the_round_and_calls_without_ids_pair_up() -> 
         ("tool_call", "review #2/n4", "in_progress"),
         ("tool_call_update", "review #2/n4", "failed"),
     ]
+
+
+async def test_inner_permission_answers_always_for_this_run_cancel_and_timeout(
+    tmp_path: Path,
+) -> None:
+    """The forwarding approver: "always" holds for the rest of the run (the client is not asked
+    again for the same tool and target), a cancel while asking rejects, and a client that does
+    not answer in time leaves the decision to the approvals policy."""
+    from acp.schema import AllowedOutcome, RequestPermissionResponse
+
+    from orchestrator_nb.acpserver.permissions import approver
+    from orchestrator_nb.agents.acp.permissions import (
+        ApprovalPolicy,
+        PermissionHandler,
+        PermissionRequest,
+    )
+
+    asked: list[str] = []
+    answers = ["allow_always", "reject"]
+    hold = asyncio.Event()
+
+    async def client(session_id: str, tool_call: Any, options: list[Any]) -> Any:
+        asked.append(tool_call.title)
+        if not answers:
+            await hold.wait()  # a person who walked away
+        choice = AllowedOutcome(option_id=answers.pop(0), outcome="selected")
+        return RequestPermissionResponse(outcome=choice)
+
+    async def send(update: Any) -> None:
+        return None
+
+    def edit(path: str) -> PermissionRequest:
+        return PermissionRequest("gemini-acp", "t1", f"Write {path}", "edit", "", [path], tmp_path)
+
+    progress = Progress(send, [], token_budget=None)
+    cancel = asyncio.Event()
+    policy = ApprovalPolicy(rules=[], default="reject", timeout=0.5)
+    ask = approver(client, "s", cancel, progress, policy)
+    handler = PermissionHandler(policy, ask=ask, step="write")
+    assert await handler.decide(edit("a.py")) == ("allow_always", "user", "")
+    # Another step's handler of the same run: "always" is the run's, not the call's.
+    later = PermissionHandler(policy, ask=ask, step="refine")
+    assert (await later.decide(edit("a.py")))[0] == "allow_once"
+    assert await later.decide(edit("b.py")) == ("reject", "user", "")
+    assert asked == [
+        "gemini-acp · write: Write a.py (a.py)",
+        "gemini-acp · refine: Write b.py (b.py)",
+    ]
+    decision, by, _reason = await later.decide(edit("c.py"))  # nobody answers
+    assert (decision, by) == ("reject", "timeout")
+    asking = asyncio.ensure_future(ask(edit("d.py")))
+    while len(asked) < 4:
+        await asyncio.sleep(0.01)
+    cancel.set()
+    assert await asyncio.wait_for(asking, 10) == "reject"
+    await progress.close()

@@ -251,3 +251,33 @@ def test_exec_with_the_real_claude_under_rehearsal(tmp_path: Path) -> None:
     assert "rehearsal with scenario 'write-file'" in done.stderr
     assert "[write] claude ok in" in done.stderr and " scripted)" in done.stderr
     assert (ws / "hello.txt").read_text() == "hi\n"
+
+
+def test_resume_continues_an_interrupted_run_without_redoing_its_finished_steps(
+    sc: Scripted,
+) -> None:
+    two = {"w2": {"steps": [{"id": "s1", "agent": "a", "prompt": "FIRST"},
+                            {"id": "s2", "agent": "a", "prompt": "SLOW"}]}}  # fmt: skip
+    config = str(
+        sc.setup([{"match": "FIRST", "say": "first"}, {"match": "SLOW", "sleep": 60}], two)
+    )
+    argv = [*CLI, "exec", "t", "-w", "w2", "--workspace", str(sc.ws), "--config", config]
+    proc = subprocess.Popen(argv, env=sc.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)  # fmt: skip
+    deadline = time.monotonic() + 60
+    while len(sc.prompts()) < 2:
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    (run_id,) = [p.name for p in (sc.ws / ".orchestrator" / "runs").iterdir()]
+    sc.rules.write_text(json.dumps([{"match": "FIRST", "say": "first"}, {"match": "SLOW"}]))
+    done = cli("resume", run_id, "--workspace", str(sc.ws), "--config", config, env=sc.env())
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("workflow w2: completed in "), done.stdout
+    assert " — 2 steps, " in done.stdout.splitlines()[0], done.stdout
+    assert sc.prompts() == ["FIRST", "SLOW", "SLOW"]  # s1 came from the journal
+    assert "[s2] a ok in" in done.stderr and "[s1] a started" not in done.stderr
+    line = one_error(cli("resume", "../x", "--workspace", str(sc.ws), "--config", config), 2)
+    assert "run" in line

@@ -176,6 +176,43 @@ async def test_a_followup_never_resumes_another_workspaces_session(tmp_path: Pat
         assert [t.task for t in Session.load(saved).turns] == [task]
 
 
+@pytest.mark.parametrize(("first", "second"), [("claude", "codex"), ("codex", "claude")])
+async def test_a_followup_replays_the_summary_only_to_an_agent_that_does_not_resume(
+    first: str, second: str, ws: Path, tmp_path: Path
+) -> None:
+    """The agent that continues its own conversation is not sent the earlier turn again as
+    text (it would read it, and be billed for it, twice); the agent new to this workspace
+    starts afresh and gets the summary instead."""
+    need(first, second)
+    config = tmp_path / "pair.yaml"
+    config.write_text(
+        textwrap.dedent(f"""\
+            workflows:
+              solo:
+                steps:
+                  - {{id: work, agent: {first}}}
+              pair:
+                steps:
+                  - {{id: work, agent: {first}}}
+                  - {{id: check, agent: {second}}}
+            """)
+    )
+    session = Session.create("context")
+    with rehearsal("write-file") as r:
+        one = await arun(HELLO, "solo", workspace=ws, config=config, rehearsal=r, session=session)
+        n = len(r.requests)
+        two = await arun(
+            AGAIN, "pair", workspace=ws, config=config, rehearsal=r, session=session, followup=True
+        )
+        kept, fresh = first_turn(r, n, first), first_turn(r, n, second)
+    assert one.ok and two.ok, (one.error, two.error)
+    assert resumed(kept), f"{first}: the follow-up did not resume its conversation"
+    assert kept.prompt.strip() == AGAIN, f"{first} got the earlier turn replayed: {kept.prompt!r}"
+    assert not resumed(fresh)
+    assert fresh.prompt.startswith("Context: this continues the previous request")
+    assert f"Previous request: {HELLO}" in fresh.prompt and fresh.prompt.rstrip().endswith(AGAIN)
+
+
 @pytest.mark.parametrize("agent", AGENTS)
 def test_run_agent_is_a_journaled_one_step_run(agent: str, ws: Path) -> None:
     need(agent)

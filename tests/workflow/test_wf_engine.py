@@ -340,6 +340,47 @@ async def test_resume_skips_finished_steps(h: Harness) -> None:
     assert [s.step_id for s in result.steps] == ["s1", "s2"]
 
 
+async def test_a_resumed_run_goes_through_the_front_door(h: Harness) -> None:
+    """Resume is a request like any other: the journal gives its task, workflow and timeout,
+    and the run service executes it, so it is logged like a fresh run."""
+    from orchestrator_nb.lifecycle import RunFinished, RunStarted
+    from orchestrator_nb.runs import RunRequest, RunService
+
+    settings = h.settings(
+        [{"match": "FIRST", "say": "first done"}, {"match": "SECOND", "say": "x", "sleep": 30}],
+        "flow: {steps: [{id: s1, agent: a, prompt: FIRST}, {id: s2, agent: b, prompt: SECOND}]}",
+    )
+    task = asyncio.ensure_future(
+        arun("the task", "flow", workspace=h.ws, config=settings, timeout=600)
+    )
+    deadline = time.monotonic() + 60
+    while len(h.prompts()) < 2:
+        assert time.monotonic() < deadline, "the second step never started"
+        await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    run_id = next((h.ws / ".orchestrator" / "runs").iterdir()).name
+    request = RunRequest.for_resume(run_id, workspace=h.ws, config=settings)
+    assert (request.task, request.workflow, request.resume_run) == ("the task", "flow", run_id)
+    assert request.options.timeout == 600
+    rules = json.loads(h.rules.read_text())
+    rules[1]["sleep"] = 0
+    h.rules.write_text(json.dumps(rules))
+    logs = h.ws / ".orchestrator" / "logs"
+    before = sum(f.read_text().count(run_id) for f in logs.rglob("*") if f.is_file())
+    seen: list[LifecycleEvent] = []
+    result = await RunService().execute(request, subscribers=[seen.append])
+    assert result.ok and result.run_id == run_id
+    assert h.prompts() == ["FIRST", "SECOND", "SECOND"]
+    assert [type(e) for e in seen if isinstance(e, (RunStarted, RunFinished))] == [
+        RunStarted,
+        RunFinished,
+    ]
+    after = sum(f.read_text().count(run_id) for f in logs.rglob("*") if f.is_file())
+    assert after > before  # the resumed run is in the structured log
+
+
 async def test_cached_step_is_not_called_twice(h: Harness) -> None:
     settings = h.settings(
         [{"match": "", "say": "answer {n}"}],

@@ -22,7 +22,7 @@ import asyncio
 import difflib
 import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -98,6 +98,7 @@ class PermissionRequest:
     workspace: Path
     options: list[str] = field(default_factory=list)  # the option kinds the agent offers
     diff: str = ""  # unified diff of the edits the tool call carries, if any
+    step: str | None = None  # the workflow step the agent runs, for whoever is asked
 
     @property
     def target(self) -> str:
@@ -194,13 +195,18 @@ def _unified(item: dict[str, Any]) -> str:
 class PermissionHandler:
     """Answers one run's permission requests; remembers "always for this run" answers."""
 
-    def __init__(self, policy: ApprovalPolicy, ask: Ask | None = None) -> None:
+    def __init__(
+        self, policy: ApprovalPolicy, ask: Ask | None = None, *, step: str | None = None
+    ) -> None:
         self.policy = policy
         self.ask = ask
+        self.step = step
         self._always: set[tuple[str, str]] = set()
 
     async def decide(self, request: PermissionRequest) -> tuple[Decision, str, str]:
         """(decision, by, reason)."""
+        if request.step is None and self.step is not None:
+            request = replace(request, step=self.step)
         key = (request.kind, request.target)
         if key in self._always:
             return "allow_once", "always", "allowed for this run"
@@ -248,21 +254,24 @@ __all__ = [
 ]
 
 
-def handler_for(approvals: Any, default: ApprovalPolicy) -> PermissionHandler:
-    """The handler for ``approvals=``: a policy, its dict form, an async callable, or None."""
+def handler_for(
+    approvals: Any, default: ApprovalPolicy, *, step: str | None = None
+) -> PermissionHandler:
+    """The handler for ``approvals=``: a policy, its dict form, an async callable, or None.
+    ``step``: the workflow step the agent runs (a callable's requests carry it)."""
     from ...errors import ConfigError
 
     if approvals is None:
-        return PermissionHandler(default)
+        return PermissionHandler(default, step=step)
     if isinstance(approvals, ApprovalPolicy):
-        return PermissionHandler(approvals)
+        return PermissionHandler(approvals, step=step)
     if isinstance(approvals, dict):
         try:
-            return PermissionHandler(ApprovalPolicy.model_validate(approvals))
+            return PermissionHandler(ApprovalPolicy.model_validate(approvals), step=step)
         except ValueError as exc:
             raise ConfigError(f"bad approvals policy: {exc}", key="approvals") from None
     if callable(approvals):
-        return PermissionHandler(default, ask=approvals)
+        return PermissionHandler(default, ask=approvals, step=step)
     raise ConfigError(
         f"approvals must be a policy, a dict or an async callable, not {type(approvals).__name__}",
         key="approvals",
