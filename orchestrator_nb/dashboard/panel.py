@@ -110,6 +110,7 @@ class Dashboard(HasTraits):
         self.outputs = AgentTabs(self._throttle.poke)
         self.output_tabs = OutputTabs(self.outputs)
         self._note_text = ""
+        self._rehearsal: str | None = None
 
         self.controls = Controls(
             self.settings,
@@ -324,6 +325,7 @@ class Dashboard(HasTraits):
         self.outputs.display = live
         request = self.approvals.attach(request, note=self._note)
         self._started = time.monotonic()
+        self._rehearsal = self.controls.rehearsal.value or None
         self.status, self.running = "running", True
         try:
             self._run = start_run(
@@ -409,7 +411,9 @@ class Dashboard(HasTraits):
     def _status_html(self) -> str:
         elapsed = time.monotonic() - self._started if self.running else None
         summary = self.result.summary() if self.result is not None else None
-        return status_html(self.status, elapsed, summary, self._note_text)
+        # While it runs, a rehearsal says so (the summary says it once the run is over).
+        rehearsal = self._rehearsal if self.running else None
+        return status_html(self.status, elapsed, summary, self._note_text, rehearsal=rehearsal)
 
     def _note(self, text: str) -> None:
         self._note_text = text

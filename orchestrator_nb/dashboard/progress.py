@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..display import cost, tokens_pair
+from ..display import REHEARSAL_MARK, cost, tokens_pair
 from ..events import Usage, UsageEvent
 from ..lifecycle import (
     AgentEventEmitted,
@@ -236,10 +236,20 @@ class AgentTabs:
             return "\n\n".join(b.get("text/plain", "") for b in self._areas.get(agent, {}).values())
 
 
-def status_html(status: str, elapsed: float | None, summary: str | None, note: str) -> str:
-    """The line beside Run and Stop: the status, then the elapsed time or the run's summary."""
+def status_html(
+    status: str,
+    elapsed: float | None,
+    summary: str | None,
+    note: str,
+    *,
+    rehearsal: str | None = None,
+) -> str:
+    """The line beside Run and Stop: the status, then the elapsed time or the run's summary;
+    ``rehearsal``: the scenario a running run answers from (nothing real is called)."""
     colour = {"completed": _OK, "running": _RUN, "stopping": _RUN, "idle": _GREY}.get(status, _BAD)
     parts = [f'<b style="color:{colour}">{html.escape(status)}</b>']
+    if rehearsal:
+        parts[0] += f" ({REHEARSAL_MARK}: {html.escape(rehearsal)}, nothing real is called)"
     if elapsed is not None:
         parts.append(f"{elapsed:.1f}s")
     elif summary is not None:

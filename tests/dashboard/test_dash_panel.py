@@ -303,6 +303,7 @@ async def test_stop_cancels_a_hanging_run_within_two_seconds(workspace: Path) ->
     assert agent_processes(workspace), "the agent never started"
     await asyncio.sleep(0.5)
     assert d.running and d.progress.rows()[0]["status"] == "running"
+    assert "running</b> (rehearsal: hang, nothing real is called)" in d._status_html()
 
     clicked = time.monotonic()
     d.controls.stop.click()
@@ -310,6 +311,7 @@ async def test_stop_cancels_a_hanging_run_within_two_seconds(workspace: Path) ->
     assert time.monotonic() - clicked < 10.0
     assert result is not None and result.outcome == "cancelled"
     assert d.status == "cancelled" and not d.running and d.controls.stop.disabled
+    assert "workflow quick (rehearsal): cancelled" in d._status_html()
     assert d.progress.rows()[0]["status"] == "cancelled"
     assert agent_processes(workspace) == []
     assert d.session.turns[-1].outcome == "cancelled"
