@@ -29,6 +29,29 @@ OPTIONS = [
 Ask = Callable[..., Awaitable[Any]]  # the client's request_permission
 
 
+async def ask_unless_cancelled(
+    ask: Ask,
+    session_id: str,
+    call: ToolCallUpdate,
+    options: list[PermissionOption],
+    cancel: asyncio.Event,
+) -> Any | None:
+    """The client's answer (its ``outcome``) to one question, or None when the run is
+    cancelled first: the question is then withdrawn, also when our caller is cancelled (a
+    handler's timeout). A client that fails to ask raises, and the caller's policy decides."""
+    asking = asyncio.ensure_future(ask(session_id=session_id, tool_call=call, options=options))
+    stopping = asyncio.ensure_future(cancel.wait())
+    try:
+        await asyncio.wait({asking, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+        if not asking.done():
+            asking.cancel()
+    if not asking.done() or asking.cancelled():
+        return None
+    return asking.result().outcome
+
+
 def gate_handler(
     ask: Ask, session_id: str, cancel: asyncio.Event, progress: Progress
 ) -> Callable[[GateStep, str], Awaitable[str | None]]:
@@ -45,20 +68,13 @@ def gate_handler(
             status="pending",
             content=[tool_content(text_block(text))],
         )
-        asking = asyncio.ensure_future(ask(session_id=session_id, tool_call=call, options=OPTIONS))
-        stopping = asyncio.ensure_future(cancel.wait())
         try:
-            await asyncio.wait({asking, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stopping.cancel()
-        if not asking.done():
-            asking.cancel()
-            return REJECT  # cancelled while asking: nobody approved
-        try:
-            outcome = asking.result().outcome
+            outcome = await ask_unless_cancelled(ask, session_id, call, OPTIONS, cancel)
         except Exception as exc:
             log.warning("permission request for gate %s failed: %s", step.id, exc)
             return None  # nobody could answer: the gate's policy decides
+        if outcome is None:
+            return REJECT  # cancelled while asking: nobody approved
         if isinstance(outcome, AllowedOutcome) and outcome.option_id == APPROVE:
             return APPROVE
         return REJECT

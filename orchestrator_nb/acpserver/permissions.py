@@ -16,13 +16,14 @@ import asyncio
 import itertools
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, get_args
+from typing import get_args
 
 from acp import text_block, tool_content
 from acp.schema import AllowedOutcome, PermissionOption, ToolCallUpdate, ToolKind
 
 from ..agents.acp.permissions import ApprovalPolicy, Decision, PermissionRequest, decide_by_policy
 from ..observe.redact import redact
+from .gates import Ask, ask_unless_cancelled
 from .stream import Progress
 
 log = logging.getLogger("orchestrator_nb.acp")
@@ -35,7 +36,6 @@ OPTIONS = [
     PermissionOption(option_id=REJECT, name="Reject", kind="reject_once"),
 ]
 _KINDS = frozenset(get_args(ToolKind))
-Ask = Callable[..., Awaitable[Any]]  # the client's request_permission
 
 
 def label(request: PermissionRequest) -> str:
@@ -70,22 +70,13 @@ def approver(
             status="pending",
             content=[tool_content(text_block(redact(request.target or request.title)))],
         )
-        asking = asyncio.ensure_future(ask(session_id=session_id, tool_call=call, options=OPTIONS))
-        stopping = asyncio.ensure_future(cancel.wait())
         try:
-            await asyncio.wait({asking, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            # Also when the handler's timeout cancels us: the client's question is withdrawn.
-            stopping.cancel()
-            if not asking.done():
-                asking.cancel()
-        if not asking.done() or asking.cancelled():
-            return REJECT  # cancelled while asking: nobody allowed it
-        try:
-            outcome = asking.result().outcome
+            outcome = await ask_unless_cancelled(ask, session_id, call, OPTIONS, cancel)
         except Exception as exc:
             log.warning("permission request of %s failed: %s", request.agent, exc)
             return decide_by_policy(policy, request)[0]  # nobody could answer: the policy
+        if outcome is None:
+            return REJECT  # cancelled while asking: nobody allowed it
         if not isinstance(outcome, AllowedOutcome) or outcome.option_id == REJECT:
             return REJECT
         if outcome.option_id == ALLOW_ALWAYS:
