@@ -111,7 +111,7 @@ class Metrics:
         )
         self.cost = Counter(
             "orchestrator_cost_usd_total",
-            "Cost in USD where the CLI reports it.",
+            "Cost in USD where the CLI reports it (a rehearsal's scripted cost is not counted).",
             ["agent", "model"],
             registry=r,
         )
@@ -215,6 +215,7 @@ class MetricsSubscriber:
         self.metrics = metrics or get_metrics()
         self.breakers = breakers
         self._session_of: dict[str, str] = {}
+        self._rehearsed: set[str] = set()  # runs whose cost is a script's, not money spent
         self._lock = threading.Lock()
 
     def __call__(self, event: LifecycleEvent) -> None:
@@ -223,6 +224,8 @@ class MetricsSubscriber:
             key = event.session or event.run_id
             with self._lock:
                 self._session_of[event.run_id] = key
+                if event.rehearsal:
+                    self._rehearsed.add(event.run_id)
             m.session_started(key)
         elif isinstance(event, RunFinished):
             m.tasks.labels(event.workflow, event.outcome).inc()
@@ -231,6 +234,7 @@ class MetricsSubscriber:
                 m.task_failures.labels(event.workflow, event.outcome).inc()
             with self._lock:
                 ended = self._session_of.pop(event.run_id, None)
+                self._rehearsed.discard(event.run_id)
             if ended is not None:
                 m.session_ended(ended)
         elif isinstance(event, StepFinished):
@@ -271,7 +275,9 @@ class MetricsSubscriber:
         ):
             if count > 0:
                 m.tokens.labels(agent, model, kind).inc(count)
-        if usage.cost_usd:
+        with self._lock:
+            scripted = event.run_id in self._rehearsed
+        if usage.cost_usd and not scripted:
             m.cost.labels(agent, model).inc(max(usage.cost_usd, 0.0))
         # The engine's retries are counted from their RetryEvent, announced before each wait.
 

@@ -127,6 +127,20 @@ def test_subscriber_counts_a_run() -> None:
     assert _value(m, "orchestrator_rate_limit_wait_seconds_total", agent="claude") == 4.0
 
 
+def test_a_rehearsals_scripted_cost_is_not_counted_as_money_spent() -> None:
+    m = Metrics()
+    sub = MetricsSubscriber(m)
+    sub(RunStarted("rehearsed", "flow", "task", "/ws", rehearsal=True))
+    sub(StepFinished("rehearsed", "impl", "claude", _ok_step()))
+    sub(RunFinished("rehearsed", "flow", "completed", True, Usage(), 1.0))
+    tokens = {"agent": "claude", "model": "sonnet"}
+    assert _value(m, "orchestrator_tokens_total", kind="input", **tokens) == 100
+    assert not _value(m, "orchestrator_cost_usd_total", **tokens)
+    sub(RunStarted("real", "flow", "task", "/ws"))
+    sub(StepFinished("real", "impl", "claude", _ok_step()))
+    assert _value(m, "orchestrator_cost_usd_total", **tokens) == pytest.approx(0.01)
+
+
 def test_breaker_state_and_direct_calls() -> None:
     m = Metrics()
     m.set_breaker_state("gemini", "open")
