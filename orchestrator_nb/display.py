@@ -140,8 +140,10 @@ def pre(text: str, *, colour: str | None = None) -> str:
 _TOOL_KEYS = ("file_path", "path", "command", "cmd", "pattern", "url", "query")
 
 
-def tool_detail(value: Any, *, limit: int = 100) -> str:
-    """A tool call's main argument on one line: its path, command or query, else its JSON."""
+def tool_detail(value: Any, *, limit: int = 100, within: str | None = None) -> str:
+    """A tool call's main argument on one line: its path, command or query, else its JSON;
+    paths inside the folder ``within`` (the run's workspace) are shown relative to it, before
+    the cut, so the line reads the same wherever the workspace lies."""
     text = ""
     if isinstance(value, dict):
         text = next((str(value[k]) for k in _TOOL_KEYS if isinstance(value.get(k), str)), "")
@@ -158,6 +160,8 @@ def tool_detail(value: Any, *, limit: int = 100) -> str:
     from .observe.redact import redact
 
     # Redacted before the cut: a cut through a secret leaves a piece no pattern matches.
+    if within:
+        text = text.replace(within.rstrip("/") + "/", "")
     text = redact(" ".join(text.split()))
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
@@ -343,7 +347,7 @@ def step_html(step: StepResult) -> str:
     return "".join(parts)
 
 
-def _tools_html(step: StepResult) -> str:
+def _tools_html(step: StepResult, workspace: str | None = None) -> str:
     """The step's tool calls, folded: ✓/✗ and the tool's main argument (a path, a command)."""
     from .events import ToolCallEvent, ToolResultEvent
 
@@ -354,7 +358,8 @@ def _tools_html(step: StepResult) -> str:
     marks = {True: "✓", False: "✗", None: "·"}
     items = "".join(
         f'<li>{marks[outcome.get(c.id) if c.id else None]} <code style="{MONO}">'
-        f"{html.escape(c.name)}</code> {html.escape(tool_detail(c.input, limit=100))}</li>"
+        f"{html.escape(c.name)}</code> "
+        f"{html.escape(tool_detail(c.input, limit=100, within=workspace))}</li>"
         for c in calls
     )
     return (
@@ -385,7 +390,7 @@ def result_html(result: WorkflowResult) -> str:
         body = [markdown_html(redact(step.text)) if step.text else ""]
         if step.error is not None:
             body.append(pre(redact(str(step.error)), colour=BAD))
-        body.append(_tools_html(step))
+        body.append(_tools_html(step, result.workspace))
         if not any(body):
             body = [f'<i style="color:{GREY}">no text</i>']
         final = i == last and step.ok and bool(step.text)

@@ -32,6 +32,17 @@ def cli(
     )
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def interruptible(argv: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
+    """The command as a user starts it in a terminal, where Ctrl-C reaches it: a test run
+    started in the background (as CI may) has SIGINT ignored, and a child inherits that."""
+    return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, preexec_fn=_default_sigint)  # fmt: skip
+
+
 def one_error(done: subprocess.CompletedProcess[str], code: int) -> str:
     """The single stderr line of a failed command (no usage block, no traceback)."""
     assert done.returncode == code, done.stderr
@@ -133,8 +144,7 @@ def test_ctrl_c_stops_the_agents_and_exits_130(sc: Scripted, command: str) -> No
     tasks.write_text("SLOW\n")
     what = "SLOW" if command == "exec" else str(tasks)
     argv = [*CLI, command, what, "-w", "w", "--workspace", str(sc.ws), "--config", config]
-    proc = subprocess.Popen(argv, env=sc.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)  # fmt: skip
+    proc = interruptible(argv, sc.env())
     deadline = time.monotonic() + 60
     while not sc.prompts():
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
@@ -262,8 +272,7 @@ def test_resume_continues_an_interrupted_run_without_redoing_its_finished_steps(
         sc.setup([{"match": "FIRST", "say": "first"}, {"match": "SLOW", "sleep": 60}], two)
     )
     argv = [*CLI, "exec", "t", "-w", "w2", "--workspace", str(sc.ws), "--config", config]
-    proc = subprocess.Popen(argv, env=sc.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)  # fmt: skip
+    proc = interruptible(argv, sc.env())
     deadline = time.monotonic() + 60
     while len(sc.prompts()) < 2:
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
