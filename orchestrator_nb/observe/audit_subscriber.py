@@ -7,6 +7,7 @@ records (:mod:`.audit`); when a run finishes, its signed receipt is written besi
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import threading
@@ -135,6 +136,9 @@ class AuditSubscriber:
         receipts.write(self.state_dir, event.run_id, signed)
 
     def _entry(self, event: LifecycleEvent) -> tuple[str, dict[str, Any]] | None:
+        recorded_whole = _WHOLE.get(type(event))
+        if recorded_whole is not None:
+            return recorded_whole, dataclasses.asdict(event)
         if isinstance(event, RunStarted):
             return "run_started", {
                 "run_id": event.run_id,
@@ -175,19 +179,6 @@ class AuditSubscriber:
                 # The program only: the rest of argv holds the prompt, which can be 100k chars.
                 "program": r.argv[0] if r.argv else None,
             }
-        if isinstance(event, FileWritten):
-            return "file_written", {
-                "run_id": event.run_id,
-                "step_id": event.step_id,
-                "path": event.path,
-                "backup": event.backup,
-            }
-        if isinstance(event, Reverted):
-            return "reverted", {
-                "run_id": event.run_id,
-                "step_id": event.step_id,
-                "paths": event.paths,
-            }
         if isinstance(event, AgentEventEmitted) and isinstance(event.event, PermissionEvent):
             e = event.event
             return "permission_decided", {
@@ -201,24 +192,16 @@ class AuditSubscriber:
                 "by": e.by,
                 "reason": e.reason,
             }
-        if isinstance(event, AgentFallback):
-            return "agent_fallback", {
-                "run_id": event.run_id,
-                "step_id": event.step_id,
-                "iteration": event.iteration,
-                "from_agent": event.from_agent,
-                "to_agent": event.to_agent,
-                "kind": event.kind,
-                "reason": event.reason,
-            }
-        if isinstance(event, GateDecided):
-            return "gate_decided", {
-                "run_id": event.run_id,
-                "step_id": event.step_id,
-                "decision": event.decision,
-                "by": event.by,
-            }
         return None
+
+
+# Events recorded with every field as it is, under this name (the record's hash sorts keys).
+_WHOLE: dict[type, str] = {
+    FileWritten: "file_written",
+    Reverted: "reverted",
+    AgentFallback: "agent_fallback",
+    GateDecided: "gate_decided",
+}
 
 
 def _waits_for_step_end(event: LifecycleEvent, runs: dict[str, dict[str, Any]]) -> bool:
