@@ -295,21 +295,35 @@ async def apaired(
     return base, subj
 
 
+# A fixed identity and locale: commits work on a machine without a git config, alike every run.
+GIT_ENV = {
+    **os.environ,
+    "GIT_AUTHOR_NAME": "bench",
+    "GIT_AUTHOR_EMAIL": "bench@localhost",
+    "GIT_COMMITTER_NAME": "bench",
+    "GIT_COMMITTER_EMAIL": "bench@localhost",
+    "LC_ALL": "C",
+}
+
+
+def git(root: Path, *args: str) -> None:
+    subprocess.run(["git", *args], cwd=root, check=True, capture_output=True, env=GIT_ENV)
+
+
+def git_commit_all(root: Path) -> None:
+    """``git init`` the folder and commit everything in it."""
+    git(root, "init", "-q")
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "init")
+
+
 def git_init(root: Path, files: int = 20) -> None:
     """A small committed project: ``files`` modules in two folders."""
-    env = {
-        **os.environ,
-        "GIT_AUTHOR_NAME": "bench",
-        "GIT_AUTHOR_EMAIL": "bench@localhost",
-        "GIT_COMMITTER_NAME": "bench",
-        "GIT_COMMITTER_EMAIL": "bench@localhost",
-    }
     for i in range(files):
         folder = root / ("src" if i % 2 else "tests")
         folder.mkdir(parents=True, exist_ok=True)
         (folder / f"mod{i:02d}.py").write_text("".join(f"x{j} = {j}\n" for j in range(30)))
-    for argv in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "init"]):
-        subprocess.run(argv, cwd=root, check=True, env=env)
+    git_commit_all(root)
 
 
 @contextlib.contextmanager

@@ -13,10 +13,8 @@ bench with ``--files 50000``.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,24 +23,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from _common import Row, paired, row, write_rows  # noqa: E402
+from _common import Row, git, git_commit_all, paired, row, write_rows  # noqa: E402
 
 from orchestrator_nb.workspace import Workspace  # noqa: E402
 
 NAME = "big repository"
 TARGET = 1.2
-GIT_ENV = {
-    **os.environ,
-    "GIT_AUTHOR_NAME": "bench",
-    "GIT_AUTHOR_EMAIL": "bench@localhost",
-    "GIT_COMMITTER_NAME": "bench",
-    "GIT_COMMITTER_EMAIL": "bench@localhost",
-    "LC_ALL": "C",
-}
-
-
-def git(root: Path, *args: str) -> None:
-    subprocess.run(["git", *args], cwd=root, check=True, capture_output=True, env=GIT_ENV)
 
 
 def build_repo(root: Path, files: int) -> None:
@@ -51,9 +37,7 @@ def build_repo(root: Path, files: int) -> None:
         if i % 100 == 0:
             folder.mkdir(parents=True)
         (folder / f"mod{i % 100:02d}.py").write_text(f"VALUE = {i}\n")
-    git(root, "init", "-q")
-    git(root, "add", "-A")
-    git(root, "commit", "-qm", "init")
+    git_commit_all(root)
     (root / "pkg000" / "mod00.py").write_text("VALUE = -1\n")  # one uncommitted change
     git(root, "status", "--porcelain")  # the index's stat data is fresh for both sides
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import statistics
 import subprocess
@@ -22,16 +21,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from orchestrator_nb.workspace import Workspace  # noqa: E402
+from _common import git_commit_all  # noqa: E402
 
-GIT_ENV = {
-    **os.environ,
-    "GIT_AUTHOR_NAME": "bench",
-    "GIT_AUTHOR_EMAIL": "bench@localhost",
-    "GIT_COMMITTER_NAME": "bench",
-    "GIT_COMMITTER_EMAIL": "bench@localhost",
-    "LC_ALL": "C",
-}
+from orchestrator_nb.workspace import Workspace  # noqa: E402
 
 
 def build_tree(root: Path, files: int) -> Path:
@@ -42,9 +34,7 @@ def build_tree(root: Path, files: int) -> Path:
             folder.mkdir(parents=True)
         body = "".join(f"line {j} of file {i}\n" for j in range(12))
         (folder / f"mod{i % per_dir:03d}.py").write_text(body)
-    subprocess.run(["git", "init", "-q"], cwd=root, check=True, env=GIT_ENV)
-    subprocess.run(["git", "add", "-A"], cwd=root, check=True, env=GIT_ENV)
-    subprocess.run(["git", "commit", "-qm", "tree"], cwd=root, check=True, env=GIT_ENV)
+    git_commit_all(root)
     return root / "pkg050" / "mod050.py"
 
 
