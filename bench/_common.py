@@ -306,6 +306,33 @@ GIT_ENV = {
 }
 
 
+def run_bare(
+    argv: Sequence[str],
+    *,
+    cwd: str | Path,
+    env: dict[str, str],
+    stdin: bytes | None,
+    timeout: float,
+    name: str | None = None,
+) -> None:
+    """A CLI invocation as a bare script makes it (the baseline of the real-CLI rows): the same
+    argv, environment and stdin, its own session, output captured; a failure raises."""
+    done = subprocess.run(
+        list(argv),
+        cwd=cwd,
+        env=env,
+        input=stdin,
+        stdin=None if stdin is not None else subprocess.DEVNULL,
+        capture_output=True,
+        start_new_session=True,
+        check=False,
+        timeout=timeout,
+    )
+    if done.returncode != 0:
+        tail = done.stderr.decode("utf-8", "replace")[-2000:]
+        raise RuntimeError(f"{name or argv[0]} exited {done.returncode}:\n{tail}")
+
+
 def git(root: Path, *args: str) -> None:
     subprocess.run(["git", *args], cwd=root, check=True, capture_output=True, env=GIT_ENV)
 

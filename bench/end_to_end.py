@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,7 +27,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from _common import Row, apaired, row, write_rows  # noqa: E402
+from _common import Row, apaired, row, run_bare, write_rows  # noqa: E402
 
 from orchestrator_nb import api as api_module  # noqa: E402
 from orchestrator_nb.rehearsal import rehearsal  # noqa: E402
@@ -76,20 +75,13 @@ def swap(value: str, old: str, new: str) -> str:
 def replay(calls: list[Call], old_ws: str, new_ws: Path) -> None:
     new = str(new_ws)
     for call in calls:
-        done = subprocess.run(
+        run_bare(
             [swap(a, old_ws, new) for a in call.argv],
             cwd=swap(call.cwd, old_ws, new),
             env={k: swap(v, old_ws, new) for k, v in call.env.items()},
-            input=call.stdin,
-            stdin=None if call.stdin is not None else subprocess.DEVNULL,
-            capture_output=True,
-            start_new_session=True,
-            check=False,
+            stdin=call.stdin,
             timeout=600,
         )
-        if done.returncode != 0:
-            tail = done.stderr.decode("utf-8", "replace")[-2000:]
-            raise RuntimeError(f"{call.argv[0]} exited {done.returncode}:\n{tail}")
 
 
 def fresh(root: Path, counter: list[int]) -> Path:

@@ -17,7 +17,6 @@ import asyncio
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from _common import Row, apaired, row, write_rows  # noqa: E402
+from _common import Row, apaired, row, run_bare, write_rows  # noqa: E402
 
 from orchestrator_nb.agents.base import AgentRequest  # noqa: E402
 from orchestrator_nb.agents.registry import DriverRegistry, default_registry  # noqa: E402
@@ -88,22 +87,16 @@ class Pair:
     async def bare(self) -> float:
         reset(self.ws)
         start = time.perf_counter()
-        done = await asyncio.to_thread(
-            subprocess.run,
+        await asyncio.to_thread(
+            run_bare,
             self.argv,
             cwd=self.ws,
             env=self.env,
-            input=self.stdin,
-            stdin=None if self.stdin is not None else subprocess.DEVNULL,
-            capture_output=True,
-            start_new_session=True,
-            check=False,
+            stdin=self.stdin,
             timeout=300,
+            name=self.agent,
         )
         elapsed = time.perf_counter() - start
-        if done.returncode != 0:
-            tail = done.stderr.decode("utf-8", "replace")[-2000:]
-            raise RuntimeError(f"{self.agent} exited {done.returncode}:\n{tail}")
         self._done()
         return elapsed
 
