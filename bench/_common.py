@@ -124,15 +124,21 @@ def row(
     note: str = "",
     higher_is_better: bool = False,
     show_ratio: bool = True,
+    max_ratio: float | None = None,
 ) -> Row:
     """One line of the table: both sides' statistics, their difference and ratio.
 
     ``unit`` "s" values are shown in ms or s; "events/s", "msg/s", "MB" and "x" as they are.
+    ``max_ratio``: the target as a ratio of the medians; the row passes when the ratio it
+    shows is at most that (``target`` defaults to "≤ N×").
     """
     base = summary([baseline] if isinstance(baseline, (int, float)) else baseline)
     subj = summary([subject] if isinstance(subject, (int, float)) else subject)
     diff = subj["median"] - base["median"]
     ratio = subj["median"] / base["median"] if base["median"] and show_ratio else None
+    if max_ratio is not None:
+        target = target or f"≤ {max_ratio:g}×"
+        passed = ratio is not None and ratio <= max_ratio
     return {
         "bench": bench,
         "measure": measure,

@@ -118,8 +118,6 @@ async def measure(repeats: int) -> list[Row]:
             lambda: one("default-acp", cfg, root, warm),
             repeats,
         )
-    ratio = _median(subj) / _median(base)
-    step_ratio = _median(warm) / _median(cold)
     asks = await question_latency(max(repeats, 10))
     return [
         row(
@@ -130,7 +128,7 @@ async def measure(repeats: int) -> list[Row]:
             subject_label="warm ACP agents",
             subject=subj,
             target=f"≤ {TARGET:g}× the per-step CLIs",
-            passed=ratio <= TARGET,
+            max_ratio=TARGET,
             note="rehearsal, 127.0.0.1; the ACP agents all start at the run's beginning",
         ),
         row(
@@ -141,7 +139,7 @@ async def measure(repeats: int) -> list[Row]:
             subject_label="warm ACP step",
             subject=warm,
             target=f"≤ {TARGET:g}× the fresh CLI step",
-            passed=step_ratio <= TARGET,
+            max_ratio=TARGET,
             note="rehearsal, 127.0.0.1",
         ),
         row(

@@ -132,9 +132,7 @@ async def measure(repeats: int) -> tuple[list[Row], dict[str, Any]]:
 
         run: Callable[[], Awaitable[float]] = orchestrated
         base, subj = await apaired(bare, run, repeats, warmup=0)
-    import statistics
 
-    ratio = statistics.median(subj) / statistics.median(base)
     names = ", ".join(info["invocations"])
     rows = [
         row(
@@ -145,7 +143,7 @@ async def measure(repeats: int) -> tuple[list[Row], dict[str, Any]]:
             subject_label="arun (engine)",
             subject=subj,
             target=f"≤ {TARGET:g}×",
-            passed=ratio <= TARGET,
+            max_ratio=TARGET,
             note="real CLIs from .agents/, scripted model on 127.0.0.1",
         )
     ]
