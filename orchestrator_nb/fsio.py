@@ -242,6 +242,22 @@ def open_fd(
     mode: int = 0o644,
 ) -> Iterator[int]:
     """A raw descriptor of a state file opened with ``O_NOFOLLOW`` (folders created for writes)."""
+    fd = open_nofollow(path, flags, anchor=anchor, mode=mode)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def open_nofollow(
+    path: str | os.PathLike[str],
+    flags: int,
+    *,
+    anchor: str | os.PathLike[str] | None = None,
+    mode: int = 0o644,
+) -> int:
+    """:func:`open_fd` for a descriptor the caller keeps (a stream written while a process
+    runs); the caller closes it."""
     a, parts = split_anchor(path, anchor)
     create = bool(flags & os.O_CREAT)
     with open_dirs(a, parts[:-1], create=create) as dfd:
@@ -253,10 +269,7 @@ def open_fd(
             if exc.errno == errno.ELOOP:
                 raise StatePathError(path, "a symlink where the project keeps its state") from exc
             raise
-    try:
-        yield fd
-    finally:
-        os.close(fd)
+    return fd
 
 
 def append_text(

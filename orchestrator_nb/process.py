@@ -32,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import codecs
 import contextlib
-import errno
 import logging
 import os
 import subprocess
@@ -42,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal
 
+from . import fsio
 from .observe.redact import StreamRedactor, redact
 from .procio import PipeReader, PipeWriter, exit_future
 from .proctree import (
@@ -190,21 +190,9 @@ async def _uninterruptible(awaitable: Awaitable[object]) -> None:
 def _open_log(log_dir: Path | None, name: str) -> _RedactedLog | None:
     if log_dir is None:
         return None
-    log_dir.mkdir(parents=True, exist_ok=True)
-    # The folder is a verified state folder; the leaf is opened without following a link a
-    # process could have planted there since, so a raw log never lands outside our state.
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
-    try:
-        fd = os.open(log_dir / name, flags, 0o600)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            from .fsio import StatePathError
-
-            raise StatePathError(
-                log_dir / name, "a symlink where the project keeps its state"
-            ) from exc
-        raise
-    return _RedactedLog(os.fdopen(fd, "wb"))
+    # Folders and file opened without following a link a process could have planted there.
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+    return _RedactedLog(os.fdopen(fsio.open_nofollow(log_dir / name, flags, mode=0o600), "wb"))
 
 
 async def run_process(

@@ -13,16 +13,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..config import Settings
-from ..errors import (
-    BudgetExceeded,
-    CircuitOpen,
-    RunError,
-    RunTimeout,
-)
+from ..errors import BudgetExceeded, CircuitOpen, RunError, RunTimeout
 from ..events import StepResult
-from ..lifecycle import (
-    EventBus,
-)
+from ..lifecycle import EventBus
 from ..workspace import Workspace
 from ..workspace.lock import Seat
 from .journal import RunJournal
@@ -37,8 +30,6 @@ if TYPE_CHECKING:
 # What a gate handler returns: "approve", "reject", ("edit", new_task), or None (use the policy).
 GateDecision = str | tuple[str, str] | None
 GateHandler = Callable[[GateStep, str], Awaitable[GateDecision]]
-if TYPE_CHECKING:
-    from ..rehearsal.endpoint import RehearsalEndpoint
 
 
 class Stop(Exception):

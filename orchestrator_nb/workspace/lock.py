@@ -139,7 +139,8 @@ class Seat:
         await self.lock.acquire(self.main.run_id, on_wait=self.on_wait)
         try:
             with self.main.step(ISOLATED_STEP) as tracker:
-                applied = await asyncio.to_thread(self.main.worktrees.apply, "run")
+                # The run is over, its worktree cannot change: apply the patch just taken.
+                applied = await asyncio.to_thread(self.main.worktrees.apply, "run", as_diffed=True)
         finally:
             self.lock.release()
         if applied.ok:
