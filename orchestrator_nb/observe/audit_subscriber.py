@@ -58,10 +58,7 @@ class AuditSubscriber:
     def config_changed(self, source: str, keys: list[str], **details: Any) -> None:
         """Record a configuration change (the notebook layer and ``%orchestrate`` call this)."""
         with self._lock:
-            pending, self._pending = self._pending, []
-            self.trail.append_many(
-                [*pending, ("config_changed", {"source": source, "keys": keys, **details})]
-            )
+            self._write_pending(("config_changed", {"source": source, "keys": keys, **details}))
 
     def __call__(self, event: LifecycleEvent) -> None:
         self._collect(event)
@@ -75,16 +72,19 @@ class AuditSubscriber:
             # Durable per step, not per record: what a step produced (its file writes and
             # permission decisions, and the run's start before the first step) goes to the
             # trail with the step's end, in one write and one fsync.
-            pending, self._pending = self._pending, []
-            records = self.trail.append_many(pending)
+            records = self._write_pending()
         if isinstance(event, RunFinished):
             self._receipt(event, records[-1])
 
     def flush(self) -> None:
         """Write the records still waiting for their step's end (a run that stopped mid-step)."""
         with self._lock:
-            pending, self._pending = self._pending, []
-            self.trail.append_many(pending)
+            self._write_pending()
+
+    def _write_pending(self, *more: tuple[str, dict[str, Any]]) -> list[dict[str, Any]]:
+        """The held records and ``more`` in one write and one fsync (call with the lock held)."""
+        pending, self._pending = [*self._pending, *more], []
+        return self.trail.append_many(pending)
 
     def _collect(self, event: LifecycleEvent) -> None:
         if isinstance(event, RunStarted):
