@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from .agents.acp.permissions import ApprovalPolicy
 from .errors import ConfigError
-from .workflow.models import Limits, Workflow
+from .workflow.models import CHILD_STEPS, Limits, Workflow
 
 USER_CONFIG_NAME = "orchestrator.yaml"
 
@@ -416,7 +416,7 @@ def _step_loc(
             continue
         if step.get("id") == step_id:
             return (*prefix, i)
-        for child in ("steps", "then", "else"):
+        for child in CHILD_STEPS:
             found = _step_loc(step.get(child), step_id, (*prefix, i, child))
             if found is not None:
                 return found

@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
@@ -170,53 +171,52 @@ def _digest(file: Path) -> bytes:
     return h.digest()
 
 
-def _step_models(data: Any) -> list[tuple[str, tuple[str, ...]]]:
-    """``(key, yaml path)`` of every workflow step that sets its own ``model`` (nested too)."""
-    out: list[tuple[str, tuple[str, ...]]] = []
+def _flows(data: Any) -> Iterator[tuple[str, dict[str, Any]]]:
+    """``(name, workflow)`` of the raw (unvalidated) config's workflows."""
+    flows = data.get("workflows") if isinstance(data, dict) else None
+    for name, flow in flows.items() if isinstance(flows, dict) else ():
+        if isinstance(flow, dict):
+            yield str(name), flow
 
-    def walk(steps: Any, path: tuple[str, ...]) -> None:
-        if not isinstance(steps, list):
-            return
-        for i, step in enumerate(steps):
+
+def _raw_steps(name: str, flow: dict[str, Any]) -> Iterator[tuple[tuple[str, ...], dict[str, Any]]]:
+    """``(yaml path, step)`` of every step of one raw workflow, nested ones too."""
+    from .workflow.models import CHILD_STEPS
+
+    def walk(steps: Any, path: tuple[str, ...]) -> Iterator[tuple[tuple[str, ...], Any]]:
+        for i, step in enumerate(steps if isinstance(steps, list) else []):
             if not isinstance(step, dict):
                 continue
             here = (*path, str(i))
-            if "model" in step:
-                out.append((".".join(here), (*here, "model")))
-            for child in ("steps", "then", "else"):
-                walk(step.get(child), (*here, child))
+            yield here, step
+            for child in CHILD_STEPS:
+                yield from walk(step.get(child), (*here, child))
 
-    flows = data.get("workflows") if isinstance(data, dict) else None
-    for name, flow in (flows or {}).items() if isinstance(flows, dict) else ():
-        if isinstance(flow, dict):
-            walk(flow.get("steps"), ("workflows", str(name), "steps"))
-    return out
+    yield from walk(flow.get("steps"), ("workflows", name, "steps"))
+
+
+def _step_models(data: Any) -> list[tuple[str, tuple[str, ...]]]:
+    """``(key, yaml path)`` of every workflow step that sets its own ``model`` (nested too)."""
+    return [
+        (".".join(path), (*path, "model"))
+        for name, flow in _flows(data)
+        for path, step in _raw_steps(name, flow)
+        if "model" in step
+    ]
 
 
 def _agent_lists(data: Any) -> list[tuple[str, tuple[str, ...], Any]]:
     """``(key, yaml path, agents)`` of every agent list a workflow sets: its ``roles`` and any
     step's ``fallback``. Which agent takes a step is as guarded as the agents themselves."""
     out: list[tuple[str, tuple[str, ...], Any]] = []
-
-    def walk(steps: Any, path: tuple[str, ...]) -> None:
-        for i, step in enumerate(steps if isinstance(steps, list) else []):
-            if not isinstance(step, dict):
-                continue
-            here = (*path, str(i))
-            if "fallback" in step:
-                out.append((".".join((*here, "fallback")), (*here, "fallback"), step["fallback"]))
-            for child in ("steps", "then", "else"):
-                walk(step.get(child), (*here, child))
-
-    flows = data.get("workflows") if isinstance(data, dict) else None
-    for name, flow in flows.items() if isinstance(flows, dict) else ():
-        if not isinstance(flow, dict):
-            continue
+    for name, flow in _flows(data):
         roles = flow.get("roles")
         for role, agents in roles.items() if isinstance(roles, dict) else ():
-            path = ("workflows", str(name), "roles", str(role))
-            out.append((".".join(path), path, agents))
-        walk(flow.get("steps"), ("workflows", str(name), "steps"))
+            at: tuple[str, ...] = ("workflows", name, "roles", str(role))
+            out.append((".".join(at), at, agents))
+        for path, step in _raw_steps(name, flow):
+            if "fallback" in step:
+                out.append((".".join((*path, "fallback")), (*path, "fallback"), step["fallback"]))
     return out
 
 

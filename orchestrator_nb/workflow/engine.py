@@ -34,7 +34,7 @@ from ..workspace.lock import Isolation, run_seat
 from .cache import StepCache
 from .context import GateDecision, GateHandler, RunContext, Stop, resume_point
 from .journal import RunJournal
-from .models import AgentStep, BranchStep, LoopStep, ParallelStep, Step, Workflow
+from .models import CHILD_STEPS, AgentStep, BranchStep, LoopStep, ParallelStep, Step, Workflow
 from .policies import Breakers, BudgetTracker, ConcurrencyLimits, RateLimiters
 from .result import Outcome, PlannedStep, WorkflowResult
 from .steps import StepWalker
@@ -332,7 +332,7 @@ def apply_overrides(wf: Workflow, overrides: dict[str, Any]) -> Workflow:
             for s in steps:
                 if s.get("kind") == "loop":
                     s["max_iterations"] = overrides["max_iterations"]
-                for child in ("steps", "then", "else"):
+                for child in CHILD_STEPS:
                     if isinstance(s.get(child), list):
                         bump(s[child])
 

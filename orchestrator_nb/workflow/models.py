@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_val
 _ID = r"^[A-Za-z][A-Za-z0-9_-]{0,63}$"
 
 
-_CHILD_STEPS = ("steps", "then", "else")  # where a step holds steps of its own
+CHILD_STEPS = ("steps", "then", "else")  # where a step holds steps of its own
 
 
 def _fill_roles(steps: Any, roles: dict[str, list[str]]) -> Any:
@@ -43,7 +43,7 @@ def _fill_roles(steps: Any, roles: dict[str, list[str]]) -> Any:
                 first, *rest = roles[role]
                 step["agent"] = first
                 step.setdefault("fallback", rest)
-            for child in _CHILD_STEPS:
+            for child in CHILD_STEPS:
                 if child in step:
                     step[child] = _fill_roles(step[child], roles)
         out.append(step)
