@@ -169,12 +169,11 @@ def _quiet_logs() -> None:
 
 
 def cmd_exec(args: argparse.Namespace) -> int:
-    from .runs import RunOptions, RunRequest, RunService
+    from .runs import RunOptions, RunRequest
 
     _quiet_logs()
     task = sys.stdin.read() if args.task == "-" else args.task
-    if args.rehearse:
-        _say(f"rehearsal with scenario {args.rehearse!r}: a scripted model server, no tokens")
+    _say_rehearsal(args)
     request = RunRequest.build(
         task,
         workflow=args.workflow,
@@ -188,20 +187,14 @@ def cmd_exec(args: argparse.Namespace) -> int:
         dry_run=args.dry_run,
         trust=True if args.trust else None,
     )
-    result = run_sync(lambda: RunService().execute(request, subscribers=[StepPrinter()]))
-    if args.json:
-        say(json.dumps(result.to_dict(), indent=2))
-    else:
-        say(str(replace(result, diff="")))  # the diff stays in the workspace; --json has it
-    return 0 if result.ok else 1
+    return _execute(request, args)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from .runs import RunRequest, RunService
+    from .runs import RunRequest
 
     _quiet_logs()
-    if args.rehearse:
-        _say(f"rehearsal with scenario {args.rehearse!r}: a scripted model server, no tokens")
+    _say_rehearsal(args)
     request = RunRequest.for_resume(
         args.run_id,
         workspace=args.workspace,
@@ -209,6 +202,19 @@ def cmd_resume(args: argparse.Namespace) -> int:
         rehearsal=args.rehearse,
         trust=True if args.trust else None,
     )
+    return _execute(request, args)
+
+
+def _say_rehearsal(args: argparse.Namespace) -> None:
+    if args.rehearse:
+        _say(f"rehearsal with scenario {args.rehearse!r}: a scripted model server, no tokens")
+
+
+def _execute(request: Any, args: argparse.Namespace) -> int:
+    """Run ``request`` with a line per step on stderr; the result on stdout (``--json``: all of
+    it; else its text without the diff, which stays in the workspace)."""
+    from .runs import RunService
+
     result = run_sync(lambda: RunService().execute(request, subscribers=[StepPrinter()]))
     if args.json:
         say(json.dumps(result.to_dict(), indent=2))
