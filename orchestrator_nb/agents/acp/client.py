@@ -105,7 +105,6 @@ class AcpProcess:
         self.session_id: str | None = None
         self.load_session = False
         self.session_cost = 0.0  # the session's running cost as last reported (usage_update)
-        self.prestarted = False  # started ahead of its first step (prestart.py)
         self.on_message: Callable[[str, dict[str, Any]], None] | None = None
         self.on_permission: Any = None
         self.last_message = time.monotonic()

@@ -34,21 +34,20 @@ async def _start_one(pool: WarmPool, prepare: Prepare, agent: str, step: str, lo
     if key in pool.processes or key in pool.busy or key in pool.starting:
         return
     proc = AcpProcess(argv, cwd=run.request.workspace, env=run.env, log_dir=log / agent)
-    done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-    pool.starting[key] = done
+    done = pool.starting[key] = asyncio.Event()
     try:
         await asyncio.wait_for(proc.start(), run.config.timeout)
         await asyncio.wait_for(proc.open_session(None), run.config.timeout)
     except BaseException:
         await proc.close()
-        done.set_result(None)
         raise
+    else:
+        pool.count_start(agent)
+        pool.keep(key, proc)
+        pool.claimed.add(key)  # its session is this run's already: the step opens none
     finally:
         pool.starting.pop(key, None)
-    pool.count_start(agent)
-    pool.keep(key, proc)
-    proc.prestarted = True
-    done.set_result(proc)
+        done.set()
 
 
 def first_steps(steps: list[Any], skip: set[str]) -> list[tuple[str, str]]:

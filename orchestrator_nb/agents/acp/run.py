@@ -97,8 +97,6 @@ async def acp_attempt(
         pool = None
     proc = pool.take(key) if pool is not None else None
     first = pool.first_use(key) if pool is not None else True
-    if proc is not None and proc.prestarted:
-        proc.prestarted = first = False  # started for this run: its session is new already
     if proc is not None:
         parser.base_cost = parser.session_cost = proc.session_cost
     started = time.monotonic()

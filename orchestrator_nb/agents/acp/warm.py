@@ -51,14 +51,14 @@ class WarmPool:
     active: bool = False  # a run is using this (session's) pool
     tag: str | None = None  # the rehearsal server its processes were started for
     claimed: set[WarmKey] = field(default_factory=set)  # keys the current run has used
-    starting: dict[WarmKey, asyncio.Future[AcpProcess | None]] = field(default_factory=dict)
+    starting: dict[WarmKey, asyncio.Event] = field(default_factory=dict)  # prestarts under way
     tasks: list[asyncio.Task[None]] = field(default_factory=list)  # prestarts (prestart.py)
 
     async def started(self, key: WarmKey) -> None:
         """Wait for a prestart of ``key`` under way, if any (the step then takes it)."""
         pending = self.starting.get(key)
         if pending is not None:
-            await asyncio.wait({pending})
+            await pending.wait()
 
     def first_use(self, key: WarmKey) -> bool:
         """True the first time the current run takes ``key`` (a kept process: a new turn)."""
@@ -183,6 +183,7 @@ async def warm_agents(tag: str | None = None) -> AsyncIterator[WarmPool]:
             with contextlib.suppress(ValueError):
                 _POOL.reset(token)
             kept.busy.clear()
+            kept.tasks = [t for t in kept.tasks if not t.done()]  # a kept pool lives on
             kept.active = False
         return
     pool = WarmPool()
