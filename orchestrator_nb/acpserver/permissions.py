@@ -52,15 +52,11 @@ def approver(
     progress: Progress,
     policy: ApprovalPolicy,
 ) -> Callable[[PermissionRequest], Awaitable[Decision]]:
-    """The ``approvals=`` callable of one prompt's run (one object per run: "always" lasts as
-    long as the run)."""
+    """The ``approvals=`` callable of one prompt's run. "Always for this run" is remembered by
+    the run's permission handler, which asks this callable only what it has not allowed."""
     numbers = itertools.count(1)
-    always: set[tuple[str, str]] = set()
 
     async def decide(request: PermissionRequest) -> Decision:
-        key = (request.kind, request.target)
-        if key in always:
-            return ALLOW_ONCE
         await progress.drain()  # the client sees what led to the question first
         text = label(request)
         call = ToolCallUpdate(
@@ -80,7 +76,6 @@ def approver(
         if not isinstance(outcome, AllowedOutcome) or outcome.option_id == REJECT:
             return REJECT
         if outcome.option_id == ALLOW_ALWAYS:
-            always.add(key)
             return ALLOW_ALWAYS
         return ALLOW_ONCE if outcome.option_id == ALLOW_ONCE else REJECT
 

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..agents.acp.permissions import handler_for
 from ..agents.acp.warm import warm_agents
 from ..agents.registry import DriverRegistry, default_registry
 from ..config import Settings
@@ -135,7 +136,8 @@ class Engine(StepWalker):
             resume_ids={a: resume_point(p) for a, p in (resume_ids or {}).items()},
             settings=settings or self.settings,
             timeout=timeout,
-            approvals=approvals,
+            # One handler per run: an "always for this run" answer holds in every step.
+            approvals=handler_for(approvals, (settings or self.settings).approvals),
             context=context,
         )
         started = time.monotonic()

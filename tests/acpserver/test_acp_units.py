@@ -168,7 +168,7 @@ async def test_inner_permission_answers_always_for_this_run_cancel_and_timeout(
     handler = PermissionHandler(policy, ask=ask, step="write")
     assert await handler.decide(edit("a.py")) == ("allow_always", "user", "")
     # Another step's handler of the same run: "always" is the run's, not the call's.
-    later = PermissionHandler(policy, ask=ask, step="refine")
+    later = handler.for_step("refine")
     assert (await later.decide(edit("a.py")))[0] == "allow_once"
     assert await later.decide(edit("b.py")) == ("reject", "user", "")
     assert asked == [

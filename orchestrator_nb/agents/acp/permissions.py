@@ -203,6 +203,12 @@ class PermissionHandler:
         self.step = step
         self._always: set[tuple[str, str]] = set()
 
+    def for_step(self, step: str | None) -> PermissionHandler:
+        """This run's handler as one step asks it: the same answers, "always" included."""
+        handler = PermissionHandler(self.policy, self.ask, step=step)
+        handler._always = self._always
+        return handler
+
     async def decide(self, request: PermissionRequest) -> tuple[Decision, str, str]:
         """(decision, by, reason)."""
         if request.step is None and self.step is not None:
@@ -261,6 +267,8 @@ def handler_for(
     ``step``: the workflow step the agent runs (a callable's requests carry it)."""
     from ...errors import ConfigError
 
+    if isinstance(approvals, PermissionHandler):
+        return approvals.for_step(step)  # the run's own: "always for this run" spans its steps
     if approvals is None:
         return PermissionHandler(default, step=step)
     if isinstance(approvals, ApprovalPolicy):
