@@ -140,6 +140,13 @@ def pre(text: str, *, colour: str | None = None) -> str:
 _TOOL_KEYS = ("file_path", "path", "command", "cmd", "pattern", "url", "query")
 
 
+def one_line(text: str, limit: int) -> str:
+    """``text`` on one line (runs of whitespace as one space), at most ``limit`` characters, an
+    ellipsis where it was cut. Redact before calling it: a cut can split a secret."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1].rstrip() + "…"
+
+
 def tool_detail(value: Any, *, limit: int = 100, within: str | None = None) -> str:
     """A tool call's main argument on one line: its path, command or query, else its JSON;
     paths inside the folder ``within`` (the run's workspace) are shown relative to it, before
@@ -162,8 +169,7 @@ def tool_detail(value: Any, *, limit: int = 100, within: str | None = None) -> s
     # Redacted before the cut: a cut through a secret leaves a piece no pattern matches.
     if within:
         text = text.replace(within.rstrip("/") + "/", "")
-    text = redact(" ".join(text.split()))
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return one_line(redact(" ".join(text.split())), limit)
 
 
 def markdown_html(text: str) -> str:

@@ -17,11 +17,12 @@ from typing import Any
 
 from ..agents.status import AgentStatus, status
 from ..config import Settings
+from ..display import one_line
 from ..errors import ConfigError
 from ..observe.redact import redact
 from ..publish import html_widget, set_value
 from .dispatch import batched
-from .layout import clip, flexible, row
+from .layout import flexible, row
 
 NO_REHEARSAL = "none (real agents)"
 NO_LIMIT = "no limit"
@@ -221,7 +222,7 @@ class Controls:
             keep = "default" if "default" in flows else (flows[0] if flows else None)
         with batched(self.workflow):
             self.workflow.options = [
-                (clip(self._described[n], WORKFLOW_LABEL_CHARS), n) for n in flows
+                (one_line(self._described[n], WORKFLOW_LABEL_CHARS), n) for n in flows
             ]
             set_value(self.workflow, keep)
         self._workflow_tooltip()

@@ -13,12 +13,12 @@ import importlib
 from pathlib import Path
 from typing import Any
 
-from ..display import cost, number, plural, tokens_pair, usage_text
+from ..display import cost, number, one_line, plural, tokens_pair, usage_text
 from ..notebook.export import FORMATS, export_session
 from ..publish import html_widget, set_value
 from ..sessions import Session
 from .dispatch import Dispatcher, set_if_changed
-from .layout import clip, column, flexible, row, scroll_x
+from .layout import column, flexible, row, scroll_x
 
 _GREY = "#57606a"
 _CELL = "text-align:left;padding:2px 8px;border-bottom:1px solid #d0d7de"
@@ -44,7 +44,7 @@ def history_html(session: Session) -> str:
             html.escape(t.outcome),
             tokens_pair(u.input_tokens, u.output_tokens),
             cost(u.cost_usd),
-            html.escape(mark + clip(t.task, 70)),
+            html.escape(mark + one_line(t.task, 70)),
         )
         rows.append("<tr>" + "".join(f'<td style="{_CELL}">{c}</td>' for c in cells) + "</tr>")
     table = '<table style="border-collapse:collapse;font-size:90%">'

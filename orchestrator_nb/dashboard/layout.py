@@ -47,10 +47,4 @@ def scroll_x(html: str) -> str:
     return f'<div style="max-width:100%;overflow-x:auto">{html}</div>'
 
 
-def clip(text: str, n: int) -> str:
-    """One line of at most ``n`` characters, with an ellipsis when it was longer."""
-    flat = " ".join(text.split())
-    return flat if len(flat) <= n else flat[: n - 1].rstrip() + "…"
-
-
-__all__ = ["WRAP", "clip", "column", "flexible", "row", "scroll_x"]
+__all__ = ["WRAP", "column", "flexible", "row", "scroll_x"]

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..display import REHEARSAL_MARK, cost, tokens_pair
+from ..display import REHEARSAL_MARK, cost, duration, tokens_pair
 from ..events import Usage, UsageEvent
 from ..lifecycle import (
     AgentEventEmitted,
@@ -169,7 +169,7 @@ class Progress:
                 html.escape(step),
                 html.escape(r["agent"] or "-"),
                 f'<span style="color:{colour}">{html.escape(status)}</span>',
-                f"{r['elapsed_s']:.1f}s",
+                duration(r["elapsed_s"]),
                 tokens_pair(r["input_tokens"], r["output_tokens"]),
                 cost(r["cost_usd"]),
             )
@@ -251,7 +251,7 @@ def status_html(
     if rehearsal:
         parts[0] += f" ({REHEARSAL_MARK}: {html.escape(rehearsal)}, nothing real is called)"
     if elapsed is not None:
-        parts.append(f"{elapsed:.1f}s")
+        parts.append(duration(elapsed))
     elif summary is not None:
         parts.append(html.escape(summary))
     if note:

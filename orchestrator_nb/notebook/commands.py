@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from IPython.core.error import UsageError
 
-from ..display import cost, number, tokens_pair
+from ..display import cost, number, one_line, tokens_pair
 from ..errors import OrchestratorError
 from ..publish import say
 
@@ -126,11 +126,6 @@ def _turns(n: int) -> str:
     return f"{n} turn" if n == 1 else f"{n} turns"
 
 
-def _clip(text: str, n: int = 60) -> str:
-    first = " ".join(text.split())
-    return first if len(first) <= n else first[: n - 1] + "…"
-
-
 def _find_dashboard() -> Callable[..., Any] | None:
     """``orchestrator_nb.dashboard.dashboard`` where that module exists."""
     try:
@@ -205,7 +200,7 @@ class Commands:
 
     def do_workflows(self, rest: list[str]) -> Table:
         flows = self.settings().workflows
-        rows = [(n, str(len(w.steps)), _clip(w.description or "", 80)) for n, w in flows.items()]
+        rows = [(n, str(len(w.steps)), one_line(w.description or "", 80)) for n, w in flows.items()]
         return Table(("workflow", "steps", "description"), rows)
 
     def do_show(self, rest: list[str]) -> Text:
@@ -232,7 +227,7 @@ class Commands:
             tokens = tokens_pair(u.input_tokens, u.output_tokens)
             mark = "↪ " if t.followup else ""
             spent = cost(u.cost_usd) + (" (rehearsal, scripted)" if t.rehearsal else "")
-            row = (t.what, t.outcome, tokens, spent, mark + _clip(t.task))
+            row = (t.what, t.outcome, tokens, spent, mark + one_line(t.task, 60))
             rows.append((str(t.number), *row))
         title = f"session {session.name!r}: {_turns(len(rows))}"
         return Table(("#", "ran", "outcome", "tokens in/out", "cost", "task"), rows, title)
@@ -336,7 +331,7 @@ class Commands:
         session = self.store.get(rest[0]) if rest else self.store.current
         lines = [str(session)]
         for turn in session.turns:
-            lines.append(f"  turn {turn.number} task: {_clip(turn.task, 100)}")
+            lines.append(f"  turn {turn.number} task: {one_line(turn.task, 100)}")
         return Text("\n".join(lines), to_markdown(session))
 
     def _session_reset(self, rest: list[str]) -> None:

@@ -30,7 +30,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..display import REHEARSAL_MARK, fallback_line, plural, tool_detail, usage_line
+from ..display import (
+    REHEARSAL_MARK,
+    duration,
+    fallback_line,
+    one_line,
+    plural,
+    tool_detail,
+    usage_line,
+)
 from ..events import (
     PermissionAsked,
     PermissionEvent,
@@ -102,11 +110,6 @@ class _Step:
         return f"{self.step_id}{again}{who}"
 
 
-def _clip(text: str, limit: int) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 def _usage_line(usage: Usage | None, scripted: bool) -> str:
     if usage is None or (usage.total_tokens == 0 and usage.cost_usd is None):
         return ""
@@ -140,7 +143,7 @@ def render_step(step: _Step, now: float) -> Bundle:
         head.append(REHEARSAL_MARK)
     head.append(step.status)
     if not step.final:
-        head += [waiting_for(step, now), f"{now - step.started:.1f}s"]
+        head += [waiting_for(step, now), duration(now - step.started)]
     usage = _usage_line(step.usage, step.rehearsal)
     if usage:
         head.append(usage)
@@ -152,7 +155,7 @@ def render_step(step: _Step, now: float) -> Bundle:
     if step.tools:
         marks = {True: "✓", False: "✗", None: "…"}
         items = [
-            f"- {marks[t.ok]} `{t.name.replace('`', '')}` {_clip(t.detail, 100)}".rstrip()
+            f"- {marks[t.ok]} `{t.name.replace('`', '')}` {one_line(t.detail, 100)}".rstrip()
             for t in step.tools
         ]
         calls = plural(len(step.tools), "tool call")
@@ -235,7 +238,7 @@ class LiveDisplay:
                     self._changed(step)
             elif isinstance(event, GateRequested):
                 why = f" ({self._gate_note})" if self._gate_note else f" ({APPROVAL})"
-                self.note(f"gate {event.step_id}: {_clip(event.message, 200)}{why}")
+                self.note(f"gate {event.step_id}: {one_line(event.message, 200)}{why}")
             elif isinstance(event, GateDecided):
                 self.note(f"gate {event.step_id}: {event.decision} by {event.by}")
             elif isinstance(event, BudgetWarning):
@@ -263,13 +266,13 @@ class LiveDisplay:
         if isinstance(event, RetryEvent):
             step.phase = STARTING  # after the wait, the next attempt starts the CLI again
         elif isinstance(event, PermissionAsked):
-            step.phase = f"{APPROVAL} ({_clip(event.tool, 40)})"
+            step.phase = f"{APPROVAL} ({one_line(event.tool, 40)})"
         elif isinstance(event, PermissionEvent):
             step.phase = THINKING  # answered: the agent goes on
         else:
             step.retry = None  # the CLI speaks again: any retry is over
             if isinstance(event, (ToolCallEvent, ToolResultEvent)) and pending:
-                step.phase = f"running a tool ({_clip(pending[-1].name, 40)})"
+                step.phase = f"running a tool ({one_line(pending[-1].name, 40)})"
             elif isinstance(event, (TextEvent, ToolResultEvent)) or step.phase == STARTING:
                 step.phase = THINKING
         return changed or waiting_for(step, self._clock()) != before
@@ -301,11 +304,11 @@ class LiveDisplay:
         elif isinstance(event, RetryEvent):
             who = "orchestrator retry" if event.source == "engine" else "retry"
             wait = f" in {event.delay_s:.1f}s" if event.delay_s else ""
-            step.warnings.append(f"{who} {event.attempt}{wait}: {_clip(event.reason, 120)}")
+            step.warnings.append(f"{who} {event.attempt}{wait}: {one_line(event.reason, 120)}")
             if event.delay_s:
                 step.retry = (self._clock(), event.delay_s, event.reason)
         elif isinstance(event, WarningEvent):
-            step.warnings.append(_clip(event.message, 200))
+            step.warnings.append(one_line(event.message, 200))
         else:
             return False
         return True
@@ -325,7 +328,7 @@ class LiveDisplay:
         if result.text and not "".join(step.messages).strip():
             step.messages = [result.text]
         if result.error is not None:
-            step.warnings.append(_clip(result.error.message, 300))
+            step.warnings.append(one_line(result.error.message, 300))
         if step.timer is not None:
             step.timer()
             step.timer = None
