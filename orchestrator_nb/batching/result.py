@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from ..display import cost, number, usage_text
+from ..display import REHEARSAL_MARK, cost, number, usage_text
 from ..events import FileChange, StepResult
 from ..fsio import write_json, write_text
 from ..workflow.result import WorkflowResult
@@ -154,10 +154,17 @@ class BatchResult:
             "seconds": sum(r.seconds for r in self.rows),
         }
 
+    @property
+    def rehearsal(self) -> bool:
+        """True when the tasks ran under rehearsal (their cost is a script's, not money spent)."""
+        return any(result.rehearsal for result in self.results.values())
+
     def summary(self) -> str:
         t = self._totals()
-        spent = usage_text(t["input_tokens"], t["output_tokens"], t["cost_usd"])
-        return f"batch {self.batch_id}: {t['completed']}/{t['tasks']} completed — {spent}"
+        scripted = self.rehearsal
+        spent = usage_text(t["input_tokens"], t["output_tokens"], t["cost_usd"], scripted=scripted)
+        mark = f" ({REHEARSAL_MARK})" if scripted else ""
+        return f"batch {self.batch_id}{mark}: {t['completed']}/{t['tasks']} completed — {spent}"
 
     def __str__(self) -> str:
         table = [HEADERS, *(row.cells() for row in self.rows)]

@@ -127,6 +127,7 @@ def test_copies_outside_git_and_the_summary(sc: Scripted) -> None:
 
     text = str(result)
     assert "task    outcome    tokens in" in text and "2/3 completed" in text
+    assert not result.rehearsal and "rehearsal" not in text  # real agents: real figures
     bundle = result._repr_mimebundle_()
     assert bundle["text/plain"] == text
     assert "<table" in bundle["text/html"] and "<style" not in bundle["text/html"]
@@ -320,6 +321,10 @@ def test_real_clis_under_one_rehearsal_each_task_on_its_branch(sg: Scripted) -> 
         assert row.input_tokens > 0 and row.output_tokens > 0
     assert result.row("claude-1").cost_usd is not None  # claude reports its cost
     assert not (sg.ws / "hello.txt").exists()
+    # A rehearsed batch says so, and its cost is a script's, never read as money spent.
+    summary = result.summary()
+    assert summary.startswith(f"batch {result.batch_id} (rehearsal): 3/3 completed"), summary
+    assert summary.endswith(" scripted"), summary
 
 
 def _cli(name: str) -> bool:
