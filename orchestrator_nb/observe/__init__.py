@@ -1,7 +1,7 @@
 """Observability and safety: logs, metrics, the audit trail, redaction and input checks.
 
-The engine's lifecycle events feed three subscribers (logs, metrics, audit). Wire them for a run
-with :func:`install`::
+The engine's lifecycle events feed three subscribers (logs, metrics, audit). Every run is wired
+by :func:`orchestrator_nb.runs.scope.open_run` with :func:`install`::
 
     uninstall = observe.install(engine.bus, workspace.state.root, breakers=engine.breakers)
     try:

@@ -159,7 +159,8 @@ class RunRequest:
         check_name("run", run_id)  # it becomes a folder name: nothing may climb out
         root = existing_workspace(workspace)
         journal = RunJournal(StateDir(root).root / "runs", run_id)
-        meta, task = journal.meta(), journal.task()
+        meta = journal.meta()
+        task = journal.task(meta)
         overrides = dict(meta.get("overrides") or {})
         request = cls.build(
             task,

@@ -3,7 +3,8 @@
 The service owns what used to be repeated at each edge: loading the settings (with the
 request's trust), starting and stopping a rehearsal, opening and closing the session turn,
 acting on the follow-up decision (which native sessions to resume, which turns the templates
-see) and calling the engine, which journals, audits, logs and counts every run. ``-a AGENT``
+see), and opening the run itself (its journal, its observed bus for the logs, metrics and audit
+trail, its workspace seat: :mod:`.scope`) around the engine, which walks the steps. ``-a AGENT``
 and ``run_agent`` are one-step workflows through the same engine.
 """
 
@@ -29,6 +30,7 @@ from ..workflow.engine import Engine, GateHandler
 from ..workflow.models import AgentStep, Workflow
 from ..workflow.result import WorkflowResult
 from .request import RunRequest
+from .scope import open_run
 
 _HOME_ROOT: Path | None = None
 
@@ -151,33 +153,40 @@ class RunService:
                 rehearsal=request.rehearsal,
             )
             everyone.append(SessionRecorder(session, turn))
+        resume = request.resume_run is not None
+        wf = engine.workflow_for(
+            request.task, request.name, overrides, definition=definition, check=not resume
+        )
         unsubscribe = [engine.bus.subscribe(s) for s in everyone]
         try:
             async with (
+                open_run(
+                    request.workspace,
+                    run_id=request.resume_run,
+                    resume=resume,
+                    start=_journal_start(request, overrides),
+                    forward_to=engine.bus,
+                    breakers=engine.breakers,
+                    cancel=cancel or asyncio.Event(),
+                    isolation=request.options.isolation,
+                ) as scope,
                 open_rehearsal(
                     request.rehearsal, workspace=request.workspace, session=session
                 ) as running,
                 session_agents(session.id if session is not None else None),
             ):
                 result = await engine.run(
-                    request.task,
-                    request.name,
-                    workspace=request.workspace,
+                    scope,
+                    wf,
+                    task=request.task,
+                    name=request.name,
                     rehearsal=running,
-                    run_id=request.resume_run,
-                    resume=request.resume_run is not None,
                     gate=gate,
-                    cancel=cancel,
                     variables=dict(request.variables),
                     history=_history(request),
-                    overrides=overrides,
                     resume_ids=request.resume_points(),
-                    context=request.followup_context,
-                    definition=definition,
                     timeout=request.options.timeout,
                     settings=settings,
-                    meta={"agent": request.agent, "step": request.step},
-                    isolation=request.options.isolation,
                     approvals=request.approvals,
                 )
         except BaseException as exc:
@@ -196,6 +205,17 @@ class RunService:
             error = result.error.message if result.error is not None else None
             session.finish_turn(turn, result.outcome, error=error, run_id=result.run_id)
         return result
+
+
+def _journal_start(request: RunRequest, overrides: dict[str, Any]) -> dict[str, Any]:
+    """What the journal records of a new run: enough to resume it."""
+    meta: dict[str, Any] = {"task": request.task, "workflow": request.name, "overrides": overrides}
+    if request.followup_context:
+        meta["context"] = request.followup_context
+    meta |= {k: v for k, v in {"agent": request.agent, "step": request.step}.items() if v}
+    if request.options.timeout is not None:
+        meta["timeout"] = request.options.timeout
+    return meta
 
 
 def _history(request: RunRequest) -> list[dict[str, Any]]:

@@ -82,7 +82,7 @@ class RunContext:
     resume_ids: dict[str, Any] = field(default_factory=dict)
     seat: Seat | None = None  # the workspace lock, or the run's own worktree
     approvals: Any = None  # what answers ACP agents' permission requests (None: settings)
-    context: str = ""  # a follow-up's summary of the previous turn (see Engine.run)
+    context: str = ""  # a follow-up's summary of the previous turn (see RunScope)
 
     def template_context(self) -> dict[str, Any]:
         return {

@@ -1,11 +1,12 @@
-"""The engine: runs a workflow (its start and end, the wall and budget watch, the dry-run plan).
+"""The engine: walks a workflow inside an open run (its start and end, the wall and budget
+watch, the dry-run plan); the run itself (workspace, journal, observability, seat) is opened
+by the run service, see :mod:`orchestrator_nb.runs.scope`.
 
 The steps themselves are walked by :class:`.steps.StepWalker` (agent steps through the policy
 stack of :mod:`.stack`: retry around breaker, concurrency slot, rate limiter and one attempt of
 :func:`orchestrator_nb.api.attempt_agent`), with the run state of :mod:`.context`. The workspace
 snapshots each step for its diff; parallel children get their own git worktrees. Every finished
-step is journaled before the next starts, which is what makes :meth:`Engine.run` with
-``resume=True`` possible.
+step is journaled before the next starts, which is what makes a resume possible.
 """
 
 from __future__ import annotations
@@ -24,17 +25,9 @@ from ..errors import (
     OrchestratorError,
     RunError,
 )
-from ..lifecycle import (
-    EventBus,
-    RunFinished,
-    RunStarted,
-    WorkspaceWaiting,
-)
-from ..workspace import Workspace
-from ..workspace.lock import Isolation, run_seat
+from ..lifecycle import EventBus, RunFinished, RunStarted
 from .cache import StepCache
 from .context import GateDecision, GateHandler, RunContext, Stop, resume_point
-from .journal import RunJournal
 from .models import CHILD_STEPS, AgentStep, BranchStep, LoopStep, ParallelStep, Step, Workflow
 from .policies import Breakers, BudgetTracker, ConcurrencyLimits, RateLimiters
 from .result import Outcome, PlannedStep, WorkflowResult
@@ -43,6 +36,7 @@ from .templates import TemplateError, render
 
 if TYPE_CHECKING:
     from ..rehearsal.endpoint import RehearsalEndpoint
+    from ..runs.scope import RunScope
 
 
 class Engine(StepWalker):
@@ -71,65 +65,60 @@ class Engine(StepWalker):
 
     # -- entry ----------------------------------------------------------------------------
 
-    async def run(
+    def workflow_for(
         self,
         task: str,
         workflow: str,
+        overrides: dict[str, Any] | None = None,
         *,
-        workspace: Path,
+        definition: Workflow | None = None,
+        check: bool = True,
+    ) -> Workflow:
+        """The workflow a run walks (``definition``, journaled as ``workflow``, or the named
+        one) with its overrides; with ``check`` a template past a size, loop or time bound is
+        refused here, before the run opens and any agent starts."""
+        wf = self._workflow(workflow, overrides or {}, definition)
+        if check:
+            self.plan(task, workflow, overrides, definition=definition)
+        return wf
+
+    async def run(
+        self,
+        scope: RunScope,
+        wf: Workflow,
+        *,
+        task: str,
+        name: str,
         rehearsal: RehearsalEndpoint | None = None,
-        run_id: str | None = None,
-        resume: bool = False,
         gate: GateHandler | None = None,
-        cancel: asyncio.Event | None = None,
         variables: dict[str, Any] | None = None,
         history: list[dict[str, Any]] | None = None,
-        overrides: dict[str, Any] | None = None,
         resume_ids: Mapping[str, Any] | None = None,
-        definition: Workflow | None = None,
         timeout: float | None = None,
         settings: Settings | None = None,
-        meta: dict[str, Any] | None = None,
-        isolation: Isolation = "shared",
         approvals: Any = None,
-        context: str = "",
     ) -> WorkflowResult:
-        """Run ``workflow`` (or ``definition``, journaled under that name) on ``task``.
+        """Walk ``wf`` on ``task`` inside an open run (:func:`orchestrator_nb.runs.scope.open_run`).
 
-        Callers go through :class:`orchestrator_nb.runs.RunService`, which starts the
-        rehearsal (``rehearsal`` here is a running one or None) and decides what to resume.
-        ``timeout``: the run's wall-clock limit (outcome ``timeout``). ``context``: a
-        follow-up's summary of the previous turn, put before the task for the agents that do
-        not resume their own native conversation (one that resumes has the turn already).
+        Callers go through :class:`orchestrator_nb.runs.RunService`, which opens the run (its
+        workspace, journal, observed bus and seat), starts the rehearsal (``rehearsal`` here is
+        a running one or None) and decides what to resume. ``timeout``: the run's wall-clock
+        limit (outcome ``timeout``). ``scope.context``: a follow-up's summary of the previous
+        turn, put before the task for the agents that do not resume their own native
+        conversation (one that resumes has the turn already).
         """
-        wf = self._workflow(workflow, overrides or {}, definition)
-        if not resume:
-            # A template past a size, loop or time bound is refused before any agent runs.
-            self.plan(task, workflow, overrides, definition=definition)
-        ws = Workspace(workspace, run_id=run_id)
-        journal = RunJournal(ws.state.root / "runs", ws.run_id)
-        done = journal.finished() if resume else {}
-        if resume:
-            context = context or str(journal.meta().get("context") or "")
-        else:
-            journal.start(
-                {"task": task, "workflow": workflow, "overrides": overrides or {}}
-                | ({"context": context} if context else {})
-                | {k: v for k, v in (meta or {}).items() if v is not None}
-                | ({"timeout": timeout} if timeout is not None else {})
-            )
         ctx = RunContext(
-            run_id=ws.run_id,
+            run_id=scope.run_id,
             task=task,
-            name=workflow,
+            name=name,
             workflow=wf,
-            ws=ws,
-            bus=EventBus(),
-            journal=journal,
-            done=done,
+            ws=scope.seat.ws,
+            bus=scope.bus,
+            journal=scope.journal,
+            done=scope.done,
             rehearsal=None,
             gate=gate,
-            cancel=cancel or asyncio.Event(),
+            cancel=scope.cancel,
             budget=BudgetTracker(wf.budget),
             variables=dict(variables or {}),
             history=list(history or []),
@@ -138,35 +127,11 @@ class Engine(StepWalker):
             timeout=timeout,
             # One handler per run: an "always for this run" answer holds in every step.
             approvals=handler_for(approvals, (settings or self.settings).approvals),
-            context=context,
+            context=scope.context,
+            seat=scope.seat,
+            notes=scope.notes,
         )
-        started = time.monotonic()
-        leftovers = ws.state.worktrees
-        if ws.is_git and leftovers.is_dir() and any(leftovers.iterdir()):
-            ws.worktrees.cleanup_stale()  # a crashed run's worktrees (each leaves a folder)
-        # Logs, metrics and the audit trail follow every run, in the workspace's state folder.
-        from ..observe import install
-
-        # Each run has its own bus: concurrent runs on one engine must not write each other's
-        # events into their logs and audit trails. It forwards to the engine's bus, which is
-        # what callers subscribe to.
-        forward = ctx.bus.subscribe(self.bus.emit)
-        uninstall = install(ctx.bus, ws.state.root, breakers=self.breakers)
-
-        def waiting(holder: str) -> None:
-            ctx.bus.emit(WorkspaceWaiting(ctx.run_id, holder, str(ws.root)))
-
-        try:
-            # One run writes in a workspace at a time (or works in its own worktree); leftovers
-            # of a dead run are stopped first. See workspace/lock.py.
-            async with run_seat(
-                ws, on_wait=waiting, cancel=ctx.cancel, isolation=isolation, notes=ctx.notes
-            ) as seat:
-                ctx.seat, ctx.ws = seat, seat.ws
-                return await self._walk(ctx, rehearsal, started)
-        finally:
-            uninstall()
-            forward()
+        return await self._walk(ctx, rehearsal, scope.started)
 
     async def _walk(
         self, ctx: RunContext, rehearsal: RehearsalEndpoint | None, started: float

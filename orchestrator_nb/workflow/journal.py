@@ -44,9 +44,10 @@ class RunJournal:
                 meta["task_redacted"] = True
         write_json(self.dir / "run.json", meta)
 
-    def task(self) -> str:
-        """The task as it was given, with its secrets taken from the environment again."""
-        meta = self.meta()
+    def task(self, meta: dict[str, Any] | None = None) -> str:
+        """The task as it was given, with its secrets taken from the environment again
+        (``meta``: the journal's, when the caller has read it already)."""
+        meta = meta if meta is not None else self.meta()
         if meta.get("task_redacted"):
             raise WorkspaceError(
                 f"run {self.run_id} cannot resume: its task held a secret that does not come from "

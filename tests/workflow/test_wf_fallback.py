@@ -24,6 +24,7 @@ from orchestrator_nb.errors import ConfigError
 from orchestrator_nb.lifecycle import AgentFallback, LifecycleEvent, StepFinished
 from orchestrator_nb.notebook.live import LiveDisplay
 from orchestrator_nb.observe.audit import AUDIT_FILE, AuditTrail
+from orchestrator_nb.runs import RunRequest, RunService
 from orchestrator_nb.workflow import Engine, arun
 from orchestrator_nb.workflow.engine import apply_overrides
 from orchestrator_nb.workflow.models import Workflow
@@ -179,7 +180,8 @@ async def test_a_shared_engine_keeps_passing_steps_on_past_the_breakers_threshol
     engine = Engine(settings)  # a batch's tasks share one engine, and its breakers
     runs = settings.limits.breaker_threshold + 2
     for n in range(runs):
-        result = await engine.run(f"task {n}", "flow", workspace=agents.ws)
+        request = RunRequest.build(f"task {n}", workflow="flow", workspace=agents.ws)
+        result = await RunService(engine=engine).execute(request)
         assert result.ok, (n, result.error)
         assert result.steps[0].agent == "good"
     assert engine.breakers.get("noauth").state == "closed"
