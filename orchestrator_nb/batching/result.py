@@ -11,8 +11,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from ..display import REHEARSAL_MARK, cost, number, usage_text
-from ..events import FileChange, StepResult
+from ..display import REHEARSAL_MARK, cost, number, usage_line
+from ..events import FileChange, StepResult, Usage
 from ..fsio import write_json, write_text
 from ..workflow.result import WorkflowResult
 
@@ -36,6 +36,8 @@ class BatchRow:
     where: str = ""  # its branch (git) or its folder relative to the workspace
     error: str | None = None
     resumed: bool = False  # taken from the journal of an earlier run of the batch
+    # agent -> whether it reported a cost: whom the batch total covers (kept in the journal)
+    agents: dict[str, bool] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -162,7 +164,14 @@ class BatchResult:
     def summary(self) -> str:
         t = self._totals()
         scripted = self.rehearsal
-        spent = usage_text(t["input_tokens"], t["output_tokens"], t["cost_usd"], scripted=scripted)
+        total = Usage(t["input_tokens"], t["output_tokens"], cost_usd=t["cost_usd"])
+        # Whom the cost covers, as a run's total says it: an agent with no cost is named.
+        parts = [
+            (agent, Usage(cost_usd=0.0 if reported else None))
+            for row in self.rows
+            for agent, reported in row.agents.items()
+        ]
+        spent = usage_line(total, parts, scripted=scripted)
         mark = f" ({REHEARSAL_MARK})" if scripted else ""
         return f"batch {self.batch_id}{mark}: {t['completed']}/{t['tasks']} completed — {spent}"
 

@@ -2,7 +2,7 @@
 
 History is the kernel's :class:`~orchestrator_nb.sessions.Session` (shared with the
 ``%%orchestrate`` magic), exported by :func:`~orchestrator_nb.notebook.export.export_session`.
-The metrics are the process-wide ones of :mod:`orchestrator_nb.observe`, which the engine feeds
+The metrics are the process-wide ones of :mod:`orchestrator_nb.observe`, which every run feeds
 for every run (the panel's and the magic's alike).
 """
 
@@ -13,7 +13,8 @@ import importlib
 from pathlib import Path
 from typing import Any
 
-from ..display import cost, number, one_line, plural, tokens_pair, usage_text
+from ..display import cost, number, one_line, plural, tokens_pair, usage_line
+from ..events import Usage
 from ..notebook.export import FORMATS, export_session
 from ..publish import html_widget, set_value
 from ..sessions import Session
@@ -51,55 +52,49 @@ def history_html(session: Session) -> str:
     return f"<div>{title}</div>" + scroll_x(f"{table}<tr>{head}</tr>{''.join(rows)}</table>")
 
 
-def metrics_summary() -> dict[str, float] | None:
-    """Totals over the process-wide metrics, or None when observability is not installed."""
+def metrics_summary() -> dict[str, Any] | None:
+    """Totals over the process-wide metrics (those of ``%orchestrate metrics``, added up over
+    its agents), or None when observability is not installed. ``agents``: each agent and
+    whether it reported a cost, so the line can say whom the cost covers."""
     try:
         metrics_mod: Any = importlib.import_module("orchestrator_nb.observe.metrics")
     except ImportError:
         return None
-    totals: dict[str, float] = {
-        "runs": 0.0,
-        "runs_failed": 0.0,
-        "agent_calls": 0.0,
-        "agent_errors": 0.0,
-        "input_tokens": 0.0,
-        "output_tokens": 0.0,
-        "cost_usd": 0.0,
-        "retries": 0.0,
+    summary = metrics_mod.usage_summary()
+    costs = [a.cost_usd for a in summary.agents if a.cost_usd is not None]
+    return {
+        "runs": summary.runs,
+        "runs_failed": summary.runs_not_completed,
+        "agent_calls": sum(a.calls for a in summary.agents),
+        "agent_errors": sum(a.error_count for a in summary.agents),
+        "input_tokens": sum(a.input_tokens for a in summary.agents),
+        "output_tokens": sum(a.output_tokens for a in summary.agents),
+        "cost_usd": sum(costs) if costs else None,
+        "retries": summary.retries,
+        "agents": {a.agent: a.cost_usd is not None for a in summary.agents},
     }
-    for family in metrics_mod.get_metrics().registry.collect():
-        for s in family.samples:
-            name, labels = s.name, s.labels
-            if name == "orchestrator_tasks_total":
-                totals["runs"] += s.value
-            elif name == "orchestrator_task_failures_total":
-                totals["runs_failed"] += s.value
-            elif name == "orchestrator_agent_calls_total":
-                totals["agent_calls"] += s.value
-            elif name == "orchestrator_agent_errors_total":
-                totals["agent_errors"] += s.value
-            elif name == "orchestrator_tokens_total" and labels.get("kind") == "input":
-                totals["input_tokens"] += s.value
-            elif name == "orchestrator_tokens_total" and labels.get("kind") == "output":
-                totals["output_tokens"] += s.value
-            elif name == "orchestrator_cost_usd_total":
-                totals["cost_usd"] += s.value
-            elif name == "orchestrator_retries_total":
-                totals["retries"] += s.value
-    return totals
 
 
-def metrics_html(totals: dict[str, float] | None) -> str:
+def metrics_html(totals: dict[str, Any] | None) -> str:
     if totals is None:
         return (
             f'<span style="color:{_GREY}">metrics unavailable (no orchestrator_nb.observe)</span>'
         )
+    total = Usage(
+        int(totals["input_tokens"]), int(totals["output_tokens"]), cost_usd=totals["cost_usd"]
+    )
+    # A rehearsal's scripted cost is never counted here, so an agent only rehearsed is one
+    # whose cost is "not reported": the line names whom a dollar figure covers.
+    covers = [
+        (agent, Usage(cost_usd=0.0 if reported else None))
+        for agent, reported in totals.get("agents", {}).items()
+    ]
     parts = [
         f"<b>{plural(totals['runs'], 'run')}</b>, {number(totals['runs_failed'])} not completed",
         f"<b>{plural(totals['agent_calls'], 'agent call')}</b>, "
         f"{number(totals['agent_errors'])} failed",
         plural(totals["retries"], "retry", "retries"),
-        usage_text(totals["input_tokens"], totals["output_tokens"], totals["cost_usd"]),
+        html.escape(usage_line(total, covers)),
     ]
     return (
         '<div style="font-size:90%">metrics (this kernel): '

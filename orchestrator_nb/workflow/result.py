@@ -155,7 +155,7 @@ class WorkflowResult:
         return (
             f"workflow {self.workflow}{mark}: {self.outcome}{timed} — "
             f"{plural(len(self.steps), 'step')}, {plural(len(self.changes), 'file')} changed, "
-            f"{usage_line(self.usage, self._agent_usage(), scripted=self.rehearsal)}"
+            f"{usage_line(self.usage, self.agent_usage(), scripted=self.rehearsal)}"
         )
 
     def step_line(self, step: StepResult) -> str:
@@ -165,7 +165,7 @@ class WorkflowResult:
         line = step._summary_line(scripted=self.rehearsal)
         return f"{line}, {duration(step.duration_s)}" if not step.cached else line
 
-    def _agent_usage(self) -> list[tuple[str, Usage]]:
+    def agent_usage(self) -> list[tuple[str, Usage]]:
         """The (agent, usage) parts of :attr:`usage`, for the line that says whom it covers."""
         return [(s.agent, s.usage) for s in self.steps if not s.cached]
 

@@ -272,6 +272,9 @@ async def test_real_run_diff_revert_and_export(workspace: Path) -> None:
     assert state["changes"] == [{"path": "hello.txt", "kind": "added", "state": "changed"}]
     assert "hello.txt" in d.changes.diff_view.value and "+hi" in d.changes.diff_view.value
     assert state["metrics"] is not None and state["metrics"]["runs"] >= 1
+    # codex reports no cost: the kernel's metrics line says so rather than showing $0.
+    assert state["metrics"]["agents"]["codex"] is False
+    assert "not reported" in d.history.metrics.value
 
     reverted = d.revert_clicked("hello.txt")
     assert reverted is not None and reverted.deleted == ["hello.txt"]
@@ -522,3 +525,15 @@ def test_merge_changes_keeps_what_the_run_did_to_each_file() -> None:
         FileChange("n", "added"),
     ]
     assert merge_changes([FileChange("t", "added")], [FileChange("t", "deleted")]) == []
+
+
+def test_the_kernel_metrics_line_names_whom_its_cost_covers() -> None:
+    from orchestrator_nb.dashboard.history import metrics_html
+
+    totals = {"runs": 2, "runs_failed": 0, "agent_calls": 3, "agent_errors": 0, "retries": 1,
+              "input_tokens": 9600, "output_tokens": 120, "cost_usd": 0.25,
+              "agents": {"claude": True, "codex": False}}  # fmt: skip
+    line = metrics_html(totals)
+    assert "2 runs" in line and "1 retry" in line
+    assert "9,600 in / 120 out tokens, $0.2500 (claude; codex not reported)" in line
+    assert "cost not reported" in metrics_html(totals | {"cost_usd": None})
