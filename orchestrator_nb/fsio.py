@@ -288,6 +288,16 @@ def append_text(
         append_fd(fd, [data], fsync=fsync)
 
 
+def sync_folder(
+    path: str | os.PathLike[str], *, anchor: str | os.PathLike[str] | None = None
+) -> None:
+    """Make the entry of a file just created in its folder durable (fsync of the folder)."""
+    a, parts = split_anchor(path, anchor)
+    with open_dirs(a, parts[:-1], create=False) as dfd:
+        if dfd is not None:
+            os.fsync(dfd)
+
+
 def append_fd(fd: int, chunks: list[bytes], *, fsync: bool) -> None:
     """Append several records to an ``O_APPEND`` descriptor in one ``write`` and one fsync.
 
@@ -402,6 +412,7 @@ __all__ = [
     "read_bytes",
     "read_text",
     "split_anchor",
+    "sync_folder",
     "write_bytes",
     "write_json",
     "write_text",

@@ -3,20 +3,19 @@
 The first line describes the batch (its id, workspace, isolation); each later line is one
 finished task, appended and fsynced before the next task is reported done. A batch killed at
 any moment therefore loses only the tasks that were running; a torn last line is ignored.
-An exclusive ``flock`` on the file keeps two processes from running the same batch at once.
+A lock beside it (``journal.jsonl.lock``, the one :class:`~orchestrator_nb.fsio.FileLock`)
+keeps two processes from running the same batch at once; a crash releases it.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import os
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from ..errors import ConfigError, WorkspaceError
-from ..observe.redact import redact_obj
+from ..fsio import FileLock, append_json_line, append_text, read_text, sync_folder
 
 VERSION = 1
 
@@ -28,37 +27,37 @@ class BatchJournal:
         self.path = path
         self.header: dict[str, Any] | None = None
         self.finished: dict[str, dict[str, Any]] = {}
-        self._file: IO[str] | None = None
+        # The journal may be anywhere the user says: its folder is the anchor of every access.
+        self._folder = path.parent
+        self._lock = FileLock(path.with_name(path.name + ".lock"), anchor=self._folder)
 
     def open(self) -> BatchJournal:
         """Lock the journal and read what an earlier run of the batch recorded."""
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 (held open)
+            taken = self._lock.acquire(blocking=False, info=f"batch process {os.getpid()}")
         except OSError as exc:
             raise WorkspaceError(
                 f"cannot open the batch journal {self.path}: {exc.strerror or exc}",
                 hint="pass journal= a path in a writable folder",
             ) from exc
-        try:
-            fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self.close()
+        if not taken:
             raise WorkspaceError(
-                f"the batch journal {self.path} is in use by another running batch",
+                f"the batch journal {self.path} is in use by another running batch "
+                f"({self._lock.holder_info() or 'another process'})",
                 hint="wait for that batch to finish, or pass another journal",
-            ) from None
+            )
         try:
-            self._file.seek(0)
-            text = self._file.read()
+            try:
+                text = read_text(self.path, anchor=self._folder)
+            except FileNotFoundError:
+                text = ""
             self._read(text)
+            if text and not text.endswith("\n"):
+                # End a torn line, or the next record would be glued to it and lost as well.
+                append_text(self.path, "\n", anchor=self._folder, fsync=True, redact=False)
         except BaseException:
             self.close()
             raise
-        if text and not text.endswith("\n"):
-            # End a torn line, or the next record would be glued to it and lost as well.
-            self._file.write("\n")
-            self._file.flush()
         return self
 
     def _read(self, text: str) -> None:
@@ -86,13 +85,7 @@ class BatchJournal:
         if self.header is None:
             self.header = {"kind": "batch", "version": VERSION, **header}
             self._append(self.header)
-            # The journal's own directory entry must survive a crash too.
-            with contextlib.suppress(OSError):
-                fd = os.open(self.path.parent, os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
+            sync_folder(self.path, anchor=self._folder)  # the journal's own entry, too
 
     def record(self, entry: dict[str, Any]) -> None:
         """Append one finished task, durably."""
@@ -101,23 +94,16 @@ class BatchJournal:
         self.finished[record["id"]] = record
 
     def _append(self, record: dict[str, Any]) -> None:
-        if self._file is None:
+        if not self._lock.held:
             raise WorkspaceError("the batch journal is not open", hint="call open() first")
         # Redacted value by value: tasks come back from the tasks file on resume, not from here.
-        self._file.write(json.dumps(redact_obj(record), default=str) + "\n")
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        append_json_line(self.path, record, anchor=self._folder, fsync=True)
 
     def close(self) -> None:
-        if self._file is not None:
-            self._file.close()  # also releases the flock
-            self._file = None
+        self._lock.release()
 
     def __enter__(self) -> BatchJournal:
         return self.open()
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-__all__ = ["BatchJournal"]

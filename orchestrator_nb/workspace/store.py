@@ -11,7 +11,6 @@ import errno
 import hashlib
 import json
 import os
-import secrets
 import stat
 import time
 from collections.abc import Iterable, Mapping
@@ -19,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..fsio import write_bytes
 from ._git import cat_blobs
 
 MODE_FILE = 0o100644
@@ -100,16 +100,10 @@ class ObjectStore:
         oid = oid or blob_id(data, self.algo)
         if self.has(oid):
             return oid
-        target = self.path_for(oid)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.parent / f".tmp-{secrets.token_hex(8)}"
         # No fsync: an object lost in a crash is detected on read (its id no longer matches) and
         # then counts as missing; syncing every snapshot would double the cost of a step.
-        # O_EXCL | O_NOFOLLOW: the temporary name is ours alone, never a planted link.
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
-        with os.fdopen(os.open(tmp, flags, 0o644), "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, target)
+        # Anchored at the store (checked when the workspace opened it): one folder below it.
+        write_bytes(self.path_for(oid), data, anchor=self.root, fsync=False)
         self._known.add(oid)
         return oid
 
@@ -228,14 +222,10 @@ class StatCache:
         small = self._unsaved * 100 < len(self._entries)
         if not force and small and time.monotonic() - self._saved_at < SAVE_EVERY_S:
             return
-        self.file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.file.with_name(f".{self.file.name}.{os.getpid()}.tmp")
-        tmp.write_text(
-            json.dumps({"v": 1, "entries": self._entries}, separators=(",", ":")),
-            "utf-8",
-            "surrogateescape",
-        )
-        os.replace(tmp, self.file)
+        data = json.dumps({"v": 1, "entries": self._entries}, separators=(",", ":"))
+        # A cache: no fsync (a torn or lost one is rebuilt by hashing), and no redaction (it
+        # holds paths and hashes, and must read back as written).
+        write_bytes(self.file, data.encode("utf-8", "surrogateescape"), fsync=False)
         self._unsaved = 0
         self._saved_at = time.monotonic()
 

@@ -21,7 +21,7 @@ import orchestrator_nb
 from orchestrator_nb.agents.registry import agents_bin_dirs
 from orchestrator_nb.batching import BatchProgress, BatchRow, abatch, batch, load_tasks
 from orchestrator_nb.batching.progress import LineLog, TerminalBar, Tracker, _View, choose_display
-from orchestrator_nb.errors import ConfigError
+from orchestrator_nb.errors import ConfigError, WorkspaceError
 from orchestrator_nb.lifecycle import StepStarted
 
 ONE = {"match": "ONE", "write": {"one.txt": "1\n"}, "say": "wrote one"}
@@ -245,12 +245,16 @@ def test_a_killed_batch_resumes_without_rerunning_finished_tasks(sg: Scripted) -
         while not any("SLOW" in p for p in sg.prompts()):
             assert proc.poll() is None and time.monotonic() < deadline, "the batch never got there"
             time.sleep(0.05)
+        # The journal is that batch's while it runs: a second one is refused, naming it.
+        with pytest.raises(WorkspaceError, match=r"in use by another running batch \(batch pro"):
+            batch(tasks, "w", workspace=sg.ws, journal=journal, config=config, progress=False)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     for pid in processes_in(sg.ws / ".orchestrator"):  # the agent the kill orphaned
         os.kill(pid, signal.SIGKILL)
-    assert sum(1 for line in journal.read_text().splitlines() if '"kind": "task"' in line) == 2
+    records = [json.loads(line) for line in journal.read_text().splitlines()]
+    assert [r["kind"] for r in records] == ["batch", "task", "task"]
 
     sg.setup([ONE, TWO, {"match": "SLOW", "say": "fast now"}, {"match": "FOUR"}])
     result = batch(tasks, "w", workspace=sg.ws, journal=journal, config=config, progress=False)

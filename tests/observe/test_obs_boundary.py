@@ -33,7 +33,7 @@ PATTERNS = {
     "os.write": r"\bos\.write\(|\bos\.pwrite\(",
     "write_text": r"(?<!fsio)\.write_text\(|(?<!fsio)\.write_bytes\(",
     # fsio's unredacted writes: only for bytes that must stay exact (copies, keys, signed text).
-    "raw fsio write": r"\bfsio\.write_bytes\(|\bredact=False",
+    "raw fsio write": r"\bfsio\.write_bytes\(|(?<![\w.])write_bytes\(|\bredact=False",
     "os.replace": r"\bos\.replace\(|\bos\.rename\(",
     "stream write": r"sys\.(?:stdout|stderr)\.write\(",
 }
@@ -75,7 +75,11 @@ LISTED: dict[str, tuple[set[str], str]] = {
         {"raw fsio write"},
         "the step cache: the engine redacts results on put; the HMAC covers the exact text",
     ),
-    "batching/journal.py": ({"open("}, "the batch journal: task ids and outcomes, redacted"),
+    "batching/journal.py": (
+        {"open(", "raw fsio write"},
+        "the batch journal: records redacted value by value; raw only the newline ending a torn "
+        "one (open( is its own open())",
+    ),
     "batching/result.py": (
         {"open(", "write_text"},
         "BatchResult.save: the user's own export of results whose text is redacted",
@@ -85,8 +89,12 @@ LISTED: dict[str, tuple[set[str], str]] = {
         "the agent's own writes into the user's workspace: the user's files, never rewritten",
     ),
     "workspace/store.py": (
-        {"open(", "os.replace", "write_text"},
+        {"open(", "raw fsio write"},
         "the object store: exact copies of the user's files (and its index of hashes)",
+    ),
+    "workspace/lock.py": (
+        {"raw fsio write"},
+        "an isolated run's patch: changes to the user's own files, applied back byte-exact",
     ),
     "workspace/revert.py": ({"open(", "os.write"}, "the revert log: paths and hashes"),
     "workspace/state.py": (
@@ -149,4 +157,5 @@ def test_the_scan_sees_a_new_bypass(tmp_path: Path) -> None:
     }
     for name, code in samples.items():
         assert re.search(PATTERNS[name], code), name
+    assert re.search(PATTERNS["raw fsio write"], "write_bytes(path, data)")  # imported by name
     assert not re.search(PATTERNS["HTML("], 'widgets.HTML("idle")')
