@@ -20,7 +20,14 @@ from typing import Literal
 
 from ..errors import ConfigError, WorkspaceError
 from ..workspace import StateDir
-from ..workspace._git import IDENTITY_ENV, RepoInfo, discover, git_error, run_git
+from ..workspace._git import (
+    IDENTITY_ENV,
+    RepoInfo,
+    discover,
+    drop_worktrees,
+    git_error,
+    run_git,
+)
 
 Isolation = Literal["auto", "worktree", "copy"]
 ISOLATIONS: tuple[Isolation, ...] = ("auto", "worktree", "copy")
@@ -109,7 +116,7 @@ class Isolator:
         for attempt in range(1, ADD_ATTEMPTS + 1):
             with self._git_lock:
                 if os.path.lexists(root) or attempt > 1:
-                    self._remove_worktree(root)
+                    drop_worktrees(top, [root])
                 done = run_git(add, top, check=False)
             if done.returncode == 0:
                 run_git(["reset", "--hard", "--quiet"], root)
@@ -152,8 +159,9 @@ class Isolator:
                     env=IDENTITY_ENV,
                 )
         finally:
+            assert self.repo is not None
             with self._git_lock:
-                self._remove_worktree(place.root)
+                drop_worktrees(self.repo.toplevel, [place.root])
         return committed
 
     def discard(self, place: Place) -> None:
@@ -162,19 +170,8 @@ class Isolator:
             shutil.rmtree(place.root, ignore_errors=True)
             return
         assert self.repo is not None
-        with self._git_lock:
-            self._remove_worktree(place.root)
-            run_git(["branch", "-D", "--quiet", place.branch], self.repo.toplevel, check=False)
-
-    def _remove_worktree(self, root: Path) -> None:
-        assert self.repo is not None
-        # The folder is ours (under this batch's folder, made by prepare): deleting it (never
-        # following a link) and pruning git's record of it is one git call instead of two.
-        if root.is_symlink():
-            root.unlink()
-        elif root.exists():
-            shutil.rmtree(root, ignore_errors=True)
-        run_git(["worktree", "prune"], self.repo.toplevel, check=False)
+        with self._git_lock:  # the folder is ours: under this batch's, made by prepare
+            drop_worktrees(self.repo.toplevel, [place.root], [place.branch])
 
     def _skip_state(self, folder: str, names: list[str]) -> list[str]:
         return [".orchestrator"] if Path(folder) == self.workspace else []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -141,6 +142,23 @@ def discover(path: Path) -> RepoInfo | None:
         common_dir=Path(lines[4]),
         object_format=lines[5] or "sha1",
     )
+
+
+def drop_worktrees(top: Path, roots: Iterable[Path], branches: Sequence[str] = ()) -> None:
+    """Remove worktrees the project made: their folders (a link is removed itself, never
+    followed), then git's record of them in one prune, and ``branches`` in one ``branch -D``.
+
+    The caller vouches that each root is its own (made by it, inside its state folder): the
+    folder is deleted whatever git says, and two git calls serve any number of worktrees.
+    """
+    for root in roots:
+        if root.is_symlink():
+            root.unlink()
+        elif root.exists():
+            shutil.rmtree(root, ignore_errors=True)
+    run_git(["worktree", "prune"], top, check=False)
+    if branches:
+        run_git(["branch", "-D", "--quiet", *branches], top, check=False)
 
 
 def split_z(data: bytes) -> list[str]:

@@ -28,7 +28,7 @@ from .. import fsio
 from ..display import plural
 from ..errors import UnsafePathError, WorkspaceError
 from ..events import ChangeKind, FileChange
-from ._git import IDENTITY_ENV, RepoInfo, run_git, split_z
+from ._git import IDENTITY_ENV, RepoInfo, drop_worktrees, run_git, split_z
 from .diff import diff_block_html
 from .paths import check_relpath
 from .state import StateDir, safe_id
@@ -217,7 +217,7 @@ class WorktreeManager:
         except WorkspaceError:
             with self._lock:
                 self._worktrees.pop(key)
-                self._remove(root, None)
+                drop_worktrees(self.repo.toplevel, [root])  # the run's own folder: ours
                 self._write_owner()
             raise
         wt.path.mkdir(parents=True, exist_ok=True)
@@ -416,33 +416,11 @@ class WorktreeManager:
         base = os.path.realpath(self.state.worktrees)
         return os.path.realpath(root).startswith(base + os.sep)
 
-    def _remove(self, root: Path | None, branch: str | None) -> None:
-        top = self.repo.toplevel
-        if root is not None and root.exists():
-            proc = run_git(
-                ["worktree", "remove", "--force", "--force", str(root)], top, check=False
-            )
-            if proc.returncode != 0:
-                shutil.rmtree(root, ignore_errors=True)
-        run_git(["worktree", "prune"], top, check=False)
-        if branch:
-            run_git(["branch", "-D", "--quiet", branch], top, check=False)
-
     def _remove_many(self, gone: list[Worktree]) -> None:
-        """Remove this run's worktrees: their folders (ours), then one prune and one branch -D.
-
-        Two git calls for any number of worktrees instead of three each.
-        """
-        if not gone:
-            return
-        top = self.repo.toplevel
-        for wt in gone:
-            if wt.root.exists() and self._inside_ours(wt.root) and not wt.root.is_symlink():
-                shutil.rmtree(wt.root, ignore_errors=True)
-            elif wt.root.exists():
-                self._remove(wt.root, None)
-        run_git(["worktree", "prune"], top, check=False)
-        run_git(["branch", "-D", "--quiet", *(wt.branch for wt in gone)], top, check=False)
+        """Remove this run's worktrees (the folders that are ours) and their branches."""
+        if gone:
+            roots = [wt.root for wt in gone if self._inside_ours(wt.root)]
+            drop_worktrees(self.repo.toplevel, roots, [wt.branch for wt in gone])
 
     def cleanup_stale(self) -> list[str]:
         """Remove worktrees and branches of runs whose process is gone; returns the branches."""
@@ -468,6 +446,7 @@ class WorktreeManager:
                 runs.setdefault(parts[1], []).append(branch)
         run_dirs = self._own_run_dirs()
         removed: list[str] = []
+        roots: list[Path] = []
         for run_key in sorted(set(runs) | run_dirs):
             if run_key == self.run_key or self._run_alive(
                 run_key, runs.get(run_key, []), worktrees
@@ -476,12 +455,13 @@ class WorktreeManager:
             for branch in sorted(runs.get(run_key, [])):
                 root = worktrees.get(branch)
                 # Only a worktree inside our own folder is removed; git's list is not proof.
-                self._remove(root if root and self._inside_ours(root) else None, branch)
+                if root is not None and self._inside_ours(root):
+                    roots.append(root)
                 removed.append(branch)
             if run_key in run_dirs:
-                shutil.rmtree(self.state.worktrees / run_key, ignore_errors=True)
-        if removed:
-            run_git(["worktree", "prune"], top, check=False)  # the ones just removed
+                roots.append(self.state.worktrees / run_key)
+        if removed or roots:
+            drop_worktrees(top, roots, removed)  # one prune and one branch -D for them all
         return removed
 
     def _run_alive(self, run_key: str, branches: list[str], worktrees: dict[str, Path]) -> bool:
