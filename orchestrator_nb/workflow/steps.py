@@ -192,40 +192,52 @@ class StepWalker:
         async def prepare(agent: str, step: str) -> Any:
             if agent_config(settings, agent).driver != "acp":
                 return None
-            run = await prepare_agent(
-                agent,
-                "",
-                workspace=ctx.ws.root,
-                settings=settings,
-                rehearsal=rehearsal,
-                step=step,
-                registry=self.registry,
-                log_root=log,
-                approvals=ctx.approvals,
-                state_root=ctx.journal.dir.parents[2],
-            )
+            run = await self._prepare(ctx, agent, "", step, ctx.ws.root, log, rehearsal=rehearsal)
             return None if isinstance(run, StepResult) else run
 
         prestart(pool, prepare, first_steps(ctx.workflow.steps, set(ctx.resume_ids)), log)
 
-    async def _attempts(
-        self, ctx: RunContext, step: AgentStep, prompt: str, cwd: Path, key: str, resume: Any
-    ) -> StepResult:
-        prepared = await prepare_agent(
-            step.agent,
+    async def _prepare(
+        self,
+        ctx: RunContext,
+        agent: str,
+        prompt: str,
+        step: str,
+        cwd: Path,
+        log: Path,
+        rehearsal: RehearsalEndpoint | None = None,
+        **more: Any,
+    ) -> Any:
+        """An agent's invocation in this run (a prestart's or a step's), or the StepResult
+        that says why it cannot start; its logs under the run's journal."""
+        return await prepare_agent(
+            agent,
             prompt,
             workspace=cwd,
             settings=ctx.settings or self.settings,
-            rehearsal=ctx.rehearsal,
-            step=step.id,
+            rehearsal=rehearsal or ctx.rehearsal,
+            step=step,
             registry=self.registry,
-            log_root=ctx.journal.dir / "agents" / key.replace("/", "."),
+            log_root=log,
+            approvals=ctx.approvals,
+            state_root=ctx.journal.dir.parents[2],  # the workspace whose state holds the logs
+            **more,
+        )
+
+    async def _attempts(
+        self, ctx: RunContext, step: AgentStep, prompt: str, cwd: Path, key: str, resume: Any
+    ) -> StepResult:
+        prepared = await self._prepare(
+            ctx,
+            step.agent,
+            prompt,
+            step.id,
+            cwd,
+            ctx.journal.dir / "agents" / key.replace("/", "."),
             resume=resume.session_id if resume is not None else None,
             previous_usage=resume.usage if resume is not None else None,
             timeout=step.timeout,
             model=step.model,
-            approvals=ctx.approvals,
-            state_root=ctx.journal.dir.parents[2],  # the workspace whose state holds the logs
         )
         if isinstance(prepared, StepResult):  # not installed: nothing to attempt
             return prepared
