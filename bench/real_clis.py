@@ -73,6 +73,7 @@ class Pair:
             max_turns=cfg.max_turns,
             permission_mode=cfg.permission_mode,
             extra_args=list(r.args(agent, STEP)) + list(cfg.extra_args),
+            rehearsal=True,  # as run_agent builds it under rehearsal (gemini: --skip-trust)
         )
         self.argv = driver.build_argv(request)
         runner_env = base_env({**driver.env(request), **cfg.env})

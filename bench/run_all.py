@@ -101,7 +101,8 @@ def targets_table(rows: list[Row]) -> str:
         if r["unit"] == "s":
             got = f"{r['subject']['median'] * 1000:.0f} ms" if subject["median"] < 1 else ""
             got = got or f"{subject['median']:.2f} s"
-            got += f", {fmt_diff(r)}, {r['ratio']:.2f}×"
+            got += f", {fmt_diff(r)}"
+            got += f", {r['ratio']:.2f}×" if r["ratio"] is not None else ""
         else:
             got = f"{subject['median']:.3g} {r['unit']}"
         verdict = "pass" if r["pass"] else "**miss**"
