@@ -27,7 +27,7 @@ import json
 import os
 import secrets
 import stat
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -164,28 +164,62 @@ def write_bytes(
     with open_dirs(a, parts[:-1], create=True) as dfd:
         assert dfd is not None
         name = parts[-1]
-        tmp = f".{name[:40]}.{secrets.token_hex(6)}.tmp"
-        fd = os.open(
-            tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | _CLOEXEC, mode, dir_fd=dfd
+        replace_in(
+            dfd,
+            name,
+            data,
+            mode=mode,
+            fsync=fsync,
+            check=lambda: _refuse_link(dfd, name, Path(path)),
         )
-        try:
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-                if fsync:
-                    os.fsync(fd)
-            finally:
-                os.close(fd)
-            _refuse_link(dfd, name, Path(path))
-            os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp, dir_fd=dfd)
-            raise
-        if fsync:
-            os.fsync(dfd)
     return Path(path)
+
+
+def replace_in(
+    dfd: int,
+    name: str,
+    data: bytes,
+    *,
+    mode: int = 0o644,
+    fsync: bool = True,
+    chmod: Callable[[int], int] | None = None,
+    check: Callable[[], None] | None = None,
+) -> os.stat_result:
+    """The one atomic replace: ``name`` in the open folder ``dfd`` becomes ``data``.
+
+    A temporary file of our own (``O_EXCL | O_NOFOLLOW``, never a planted link) is written,
+    fsynced, renamed over ``name``, and the folder fsynced, so a crash leaves the old file or
+    the new one. ``chmod`` maps the new file's mode before the rename (keeping a user file's
+    mode); ``check`` runs just before it (refusing a link that appeared). Returns the new
+    file's stat. :func:`write_bytes` uses it for state files, the workspace's safe writer for
+    the agents' writes into the user's files.
+    """
+    tmp = f".{name[:40]}.{secrets.token_hex(6)}.tmp"
+    fd = os.open(
+        tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | _CLOEXEC, mode, dir_fd=dfd
+    )
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            if chmod is not None:
+                os.fchmod(fd, chmod(stat.S_IMODE(os.fstat(fd).st_mode)))
+            if fsync:
+                os.fsync(fd)
+            final = os.fstat(fd)
+        finally:
+            os.close(fd)
+        if check is not None:
+            check()
+        os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp, dir_fd=dfd)
+        raise
+    if fsync:
+        os.fsync(dfd)
+    return final
 
 
 def _refuse_link(dfd: int, name: str, path: Path) -> None:
@@ -411,6 +445,7 @@ __all__ = [
     "open_fd",
     "read_bytes",
     "read_text",
+    "replace_in",
     "split_anchor",
     "sync_folder",
     "write_bytes",

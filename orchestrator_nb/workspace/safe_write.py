@@ -24,6 +24,7 @@ from pathlib import Path
 
 from ..errors import UnsafePathError, WorkspaceError
 from ..events import ChangeKind, FileChange
+from ..fsio import replace_in
 from .diff import Change, ChangeSet, make_change
 from .paths import ALLOWED, check_relpath, check_reserved
 from .store import MODE_LINK, FileState, ObjectStore, blob_id, git_mode
@@ -185,30 +186,16 @@ class SafeWriter:
     def _swap_in_file(
         self, dfd: int, name: str, data: bytes, old_mode: int | None, executable: bool | None
     ) -> FileState:
-        tmp = f".orch-{secrets.token_hex(8)}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666, dir_fd=dfd)
-        try:
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-                mode = old_mode if old_mode is not None else stat.S_IMODE(os.fstat(fd).st_mode)
-                if executable is True:
-                    mode |= (mode & 0o444) >> 2
-                elif executable is False:
-                    mode &= ~0o111
-                os.fchmod(fd, mode)
-                os.fsync(fd)
-                final_mode = git_mode(os.fstat(fd))
-            finally:
-                os.close(fd)
-            os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp, dir_fd=dfd)
-            raise
-        os.fsync(dfd)
-        return FileState(blob_id(data, self.algo), final_mode or 0o100644, len(data))
+        def chmod(new: int) -> int:
+            mode = old_mode if old_mode is not None else new  # a user file keeps its mode
+            if executable is True:
+                mode |= (mode & 0o444) >> 2
+            elif executable is False:
+                mode &= ~0o111
+            return mode
+
+        final = replace_in(dfd, name, data, mode=0o666, chmod=chmod)
+        return FileState(blob_id(data, self.algo), git_mode(final) or 0o100644, len(data))
 
     def _swap_in_link(self, dfd: int, name: str, target: bytes) -> FileState:
         tmp = f".orch-{secrets.token_hex(8)}.tmp"
