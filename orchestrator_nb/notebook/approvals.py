@@ -3,9 +3,10 @@
 :class:`WidgetApprover` is an ``approvals=`` callable: each request becomes a
 :class:`PermissionPanel` (the tool, its kind, the command or the files it wants, "waiting for
 you") added where the caller shows widgets, and the step waits for the click. As with gates
-(see :mod:`.gates`), a click reaches the kernel only while it is free — a background run in an
-interactive frontend; when nobody answers within ``approvals.timeout`` seconds the policy
-decides, and the panel says so.
+(see :mod:`.gates`), a click reaches the kernel in an interactive frontend: during a
+background run, and during a blocking cell where the kernel can handle the panel's clicks beside
+the busy cell (:mod:`.ui_pump`); when nobody answers within ``approvals.timeout`` seconds the
+policy decides, and the panel says so.
 """
 
 from __future__ import annotations
@@ -20,10 +21,11 @@ from typing import Any
 from ..agents.acp.permissions import Ask, PermissionRequest
 from ..publish import html_widget, set_value
 from .gates import frontend_is_interactive
+from .ui_pump import busy_cell_add
 
 BATCH_REASON = "batch execution: no one can click here, so the approvals policy decides"
 BUSY_REASON = (
-    "the kernel is busy with this cell and cannot receive clicks, so the approvals policy "
+    "this kernel cannot receive clicks while the cell runs, so the approvals policy "
     "decides; run with --background to answer agents' permission requests with buttons"
 )
 
@@ -163,12 +165,15 @@ def approvals_setup(
 ) -> tuple[Ask | None, str | None]:
     """The ``approvals=`` callable for a cell's run, or None and why the policy decides.
 
-    As for gates: buttons only where a click can reach the kernel (an interactive frontend,
-    a background run); elsewhere the ``approvals:`` policy answers, recorded ``by: policy``.
+    As for gates: buttons only where a click can reach the kernel (an interactive frontend:
+    a background run, or a blocking cell whose kernel routes the panel's clicks beside it);
+    elsewhere the ``approvals:`` policy answers, recorded ``by: policy``.
     """
     if not frontend_is_interactive(shell):
         return None, BATCH_REASON
-    if not background or add_widget is None:
+    if add_widget is not None and not background:
+        add_widget = busy_cell_add(shell, add_widget)
+    if add_widget is None:
         return None, BUSY_REASON
     return WidgetApprover(add_widget, note), None
 

@@ -1,9 +1,11 @@
 """Gates in a notebook: Approve / Reject buttons where a click can reach the kernel.
 
-A button click is a comm message the kernel handles on its main loop, so it arrives only while
-the kernel is free: in an interactive frontend during a background run. A blocking cell keeps
-the loop busy, and batch execution (nbclient, papermill) has no one to click; there the
-workflow's gate policy decides and the cell says so (:func:`gate_setup` returns the reason).
+A button click is a comm message the kernel handles on its main loop, so it arrives while the
+kernel is free (a background run) or, during a blocking cell, where the kernel can handle the
+panel's messages beside the busy cell (:mod:`.ui_pump`, ipykernel 7's subshells). Batch
+execution (nbclient, papermill) has no one to click, and an older kernel cannot deliver a click
+to a busy cell; there the workflow's gate policy decides and the cell says so
+(:func:`gate_setup` returns the reason).
 
 Whether the frontend is interactive is read from the current request (nbclient executes with
 ``allow_stdin=False``; JupyterLab, Notebook and VS Code allow stdin). The environment variable
@@ -22,11 +24,12 @@ from typing import Any
 from ..publish import html_widget, set_value
 from ..workflow.engine import GateDecision, GateHandler
 from ..workflow.models import GateStep
+from .ui_pump import busy_cell_add
 
 ENV_INTERACTIVE = "ORCHESTRATOR_NB_INTERACTIVE"
 BATCH_REASON = "batch execution: no one can click a button here, so the gate policy decides"
 BUSY_REASON = (
-    "the kernel is busy with this cell and cannot receive clicks, so the gate policy decides; "
+    "this kernel cannot receive clicks while the cell runs, so the gate policy decides; "
     "run with --background to decide with buttons"
 )
 
@@ -158,7 +161,9 @@ def gate_setup(
     """The gate handler for this run, or None and why the policy decides instead."""
     if not frontend_is_interactive(shell):
         return None, BATCH_REASON
-    if not background or add_widget is None:
+    if add_widget is not None and not background:
+        add_widget = busy_cell_add(shell, add_widget)
+    if add_widget is None:
         return None, BUSY_REASON
     return WidgetGate(add_widget, cancel), None
 

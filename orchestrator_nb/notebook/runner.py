@@ -85,8 +85,9 @@ class CellRun:
 
     def blocking(self) -> WorkflowResult | None:
         """Run now; an interrupt cancels it and leaves one line, not a traceback."""
-        gate, reason = gate_setup(self.shell, background=False)
         sink = CellSink(self.shell) if self.shell is not None else None
+        add = sink.add_widget if sink is not None else None
+        gate, reason = gate_setup(self.shell, background=False, add_widget=add)
         unattended = not self.interactive and bool(getattr(self.shell, "kernel", None))
         if sink is not None and unattended:
             # Unattended execution (nbclient, nbval, papermill) keeps no step areas, only the
@@ -94,6 +95,7 @@ class CellRun:
             # watches, and such clients cannot replay display updates anyway.
             sink.live = False
         live = self._live(sink, reason, steps=not unattended)
+        self._ask_in_cell(add, live, background=False)
         subscribers = self._subscribers(live)
         try:
             result = run_sync(lambda: self._execute(None, subscribers, gate))
@@ -117,7 +119,7 @@ class CellRun:
         add = sink.add_widget if isinstance(sink, WidgetSink) else None
         gate, reason = gate_setup(self.shell, background=True, add_widget=add)
         live = self._live(sink, reason)
-        self._ask_in_cell(add, live)
+        self._ask_in_cell(add, live, background=True)
         subscribers = self._subscribers(live)
 
         async def body(cancel: asyncio.Event) -> WorkflowResult:
@@ -140,13 +142,13 @@ class CellRun:
 
     # -- shared parts ---------------------------------------------------------------------
 
-    def _ask_in_cell(self, add: Any, live: LiveDisplay | None) -> None:
+    def _ask_in_cell(self, add: Any, live: LiveDisplay | None, *, background: bool) -> None:
         """ACP permission requests become questions in this cell (see notebook/approvals.py),
         unless the caller passed its own ``approvals=``."""
         if self.spec.request.approvals is not None:
             return
         note = live.note if live is not None else None
-        ask, _why = approvals_setup(self.shell, background=True, add_widget=add, note=note)
+        ask, _why = approvals_setup(self.shell, background=background, add_widget=add, note=note)
         if ask is not None:
             self.spec = replace(self.spec, request=replace(self.spec.request, approvals=ask))
 

@@ -62,6 +62,10 @@ class CellSink:
     def update(self, display_id: str, bundle: Bundle) -> None:
         self._publish(display_id, bundle, True)
 
+    def add_widget(self, widget: Any) -> None:
+        """Show a widget (a question, a gate) in this cell, below what it shows already."""
+        self.show(f"orchestrator-widget-{id(widget)}", widget._repr_mimebundle_())
+
 
 TIMER_THREAD = "orchestrator-nb-live"
 
