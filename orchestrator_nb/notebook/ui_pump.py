@@ -11,6 +11,10 @@ requests in particular) still queues for the main thread and runs after the cell
 The cell's run itself is on another thread (``_sync.kernel_loop``), and an interrupt still
 reaches the main thread that waits for it.
 
+A widget's comm is routed before the widget is shown (:func:`busy_cell_add`): a person can
+only click what is on screen, so no click reaches the main thread's queue first. The subshell
+is a kernel's ordinary one (``list_subshell_request`` lists it) and ends with the kernel.
+
 Where this cannot work (an older ipykernel, subshells switched off, a plain IPython) the
 router is None and the caller lets the policy decide, as before.
 """

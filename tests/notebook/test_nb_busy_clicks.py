@@ -217,3 +217,39 @@ def test_an_interrupt_stops_a_blocking_cell_that_waits_for_a_click(
     assert not (ws / "out.txt").exists()
     assert fe.stream(after) == "NEXT CELL False\n"
     assert all(m["parent_header"].get("msg_id") != after for m in fe.seen[:cell_end])
+
+
+def test_kernels_that_cannot_route_clicks_keep_the_policy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """ipykernel 6 (no shell-channel thread), a plain IPython shell, and a kernel whose
+    shell-channel thread never makes the subshell: the policy decides, and nothing hangs."""
+    from types import SimpleNamespace
+
+    from orchestrator_nb.notebook import approvals, gates, ui_pump
+
+    monkeypatch.delenv("ORCHESTRATOR_NB_INTERACTIVE", raising=False)
+    old = SimpleNamespace(kernel=SimpleNamespace(_allow_stdin=True, shell_channel_thread=None))
+    assert gates.gate_setup(old, background=False, add_widget=print) == (
+        None,
+        gates.BUSY_REASON,
+    )
+    assert approvals.approvals_setup(old, background=False, add_widget=print) == (
+        None,
+        approvals.BUSY_REASON,
+    )
+    monkeypatch.setenv("ORCHESTRATOR_NB_INTERACTIVE", "1")
+    assert ui_pump.busy_cell_add(SimpleNamespace(), print) is None  # IPython without a kernel
+
+    class Stuck:  # a shell-channel loop that never runs what it is given
+        def add_callback(self, fn: Any) -> None:
+            pass
+
+    thread = SimpleNamespace(io_loop=Stuck(), manager=SimpleNamespace(_create_subshell=str))
+    stuck = SimpleNamespace(kernel=SimpleNamespace(_allow_stdin=True, shell_channel_thread=thread))
+    monkeypatch.setattr(ui_pump, "CREATE_TIMEOUT", 0.2)
+    monkeypatch.setattr(ui_pump, "_SUBSHELL", {})
+    assert gates.gate_setup(stuck, background=False, add_widget=print) == (
+        None,
+        gates.BUSY_REASON,
+    )
