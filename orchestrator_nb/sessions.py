@@ -8,47 +8,55 @@ whole once, then one appended line per change (:mod:`orchestrator_nb.session_fil
 costs the same at turn 1,000 as at turn 1 and a kernel killed mid-run loses at most the step
 that was running.
 
-Follow-ups: :func:`decide_followup` applies the original tool's heuristic (action or request
-words on a short message) unless the user forced the choice; a follow-up gives the agents the
-previous task, a summary of what they answered and the changed files
+Follow-ups: :func:`~orchestrator_nb.followup.decide_followup` applies the original tool's
+heuristic (action or request words on a short message) unless the user forced the choice; a
+follow-up gives the agents the previous task, a summary of what they answered and the changed files
 (:meth:`Session.followup_task`), and the engine sees the turns as ``history``. Only a turn that
 got somewhere (:data:`CONTINUABLE`) can be continued: a failed or refused run never is.
 
-Sessions export to JSON (schema-versioned; :meth:`SessionStore.import_file` reads it back with
-validation), a Markdown transcript, and ``.ipynb`` (see :mod:`orchestrator_nb.notebook.export`).
+The records of a turn live in :mod:`.session_records`. Sessions export to JSON
+(schema-versioned; :meth:`SessionStore.import_file` reads it back with validation), a Markdown
+transcript, and ``.ipynb`` (see :mod:`orchestrator_nb.notebook.export`).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import secrets
 import threading
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from .config import validation_error
-from .errors import ConfigError, ErrorKind
-from .events import StepResult, Usage
+from .errors import ConfigError
+from .events import StepResult
+from .followup import (
+    ACTION_WORDS,
+    REQUEST_WORDS,
+    FollowupDecision,
+    decide_followup,
+    with_context,
+)
 from .observe.redact import redact_obj
 from .session_file import FileState, append_changes, is_log, parse_log, write_whole
+from .session_records import (
+    CONTINUABLE,
+    ChangeRecord,
+    ResumePoint,
+    StepRecord,
+    Turn,
+    UsageRecord,
+)
 
 SCHEMA_VERSION = 1
 KIND = "orchestrator-nb.session"
 SESSIONS_DIR = Path(".orchestrator") / "sessions"
-ACTION_WORDS = ("add", "also", "now", "then", "next", "improve", "fix", "change", "update")
-REQUEST_WORDS = ("can you", "please", "try", "would you")
-SHORT_MESSAGE_WORDS = 30
-_WORDS = re.compile(r"[a-z']+")
-# Outcomes a follow-up may continue; failed, refused, interrupted and running turns never.
-CONTINUABLE = frozenset({"completed", "budget_exceeded", "timeout", "cancelled"})
 Clock = Callable[[], datetime]
 
 
@@ -58,243 +66,6 @@ def _utc_now() -> datetime:
 
 def _stamp(clock: Clock) -> str:
     return clock().isoformat(timespec="seconds")
-
-
-class ChangeRecord(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    path: str
-    kind: Literal["added", "modified", "deleted", "renamed"] = "modified"
-
-
-class UsageRecord(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    input_tokens: int = Field(default=0, ge=0)
-    output_tokens: int = Field(default=0, ge=0)
-    cached_tokens: int = Field(default=0, ge=0)
-    cost_usd: float | None = None
-
-    def to_usage(self) -> Usage:
-        return Usage(self.input_tokens, self.output_tokens, self.cached_tokens, self.cost_usd)
-
-
-def _record(usage: Usage | None) -> UsageRecord | None:
-    if usage is None:
-        return None
-    return UsageRecord(
-        input_tokens=usage.input_tokens,
-        output_tokens=usage.output_tokens,
-        cached_tokens=usage.cached_tokens,
-        cost_usd=usage.cost_usd,
-    )
-
-
-@dataclass(frozen=True)
-class ResumePoint:
-    """A native session to continue, and what it had used so far (None: not reported).
-
-    ``usage`` is passed to the driver's parser so that a CLI reporting the thread's running
-    total (codex) still gives the resumed step's own usage.
-    """
-
-    session_id: str
-    usage: Usage | None = None
-
-
-class StepRecord(BaseModel):
-    """One finished step of a turn."""
-
-    model_config = ConfigDict(extra="forbid")
-    step_id: str | None = None
-    agent: str
-    ok: bool
-    text: str = ""
-    changes: list[ChangeRecord] = Field(default_factory=list)
-    diff: str = ""
-    usage: UsageRecord = Field(default_factory=UsageRecord)
-    native_session_id: str | None = Field(
-        default=None, description="The agent CLI's own session id, for --resume."
-    )
-    model: str | None = None
-    error_kind: ErrorKind | None = None
-    error: str | None = None
-    iteration: int | None = None
-    cached: bool = False
-    session_usage: UsageRecord | None = Field(
-        default=None,
-        description="The native session's running total after this step, where the CLI "
-        "reports one (codex); a resume subtracts it so usage stays the step's own.",
-    )
-    finished_at: str
-
-    @classmethod
-    def from_result(cls, result: StepResult, finished_at: str) -> StepRecord:
-        u = result.usage
-        return cls(
-            step_id=result.step_id,
-            agent=result.agent,
-            ok=result.ok,
-            text=result.text,
-            changes=[ChangeRecord(path=c.path, kind=c.kind) for c in result.changes],
-            diff=result.diff,
-            usage=UsageRecord(
-                input_tokens=u.input_tokens,
-                output_tokens=u.output_tokens,
-                cached_tokens=u.cached_tokens,
-                cost_usd=u.cost_usd,
-            ),
-            native_session_id=result.session_id,
-            model=result.model,
-            error_kind=result.error_kind,
-            error=result.error.message if result.error is not None else None,
-            iteration=result.iteration,
-            cached=result.cached,
-            session_usage=_record(result.session_usage),
-            finished_at=finished_at,
-        )
-
-    @property
-    def label(self) -> str:
-        name = (
-            f"{self.step_id} ({self.agent})"
-            if self.step_id not in (None, self.agent)
-            else self.agent
-        )
-        return f"{name} #{self.iteration}" if self.iteration else name
-
-
-class Turn(BaseModel):
-    """One cell's run: the task as written, what ran, and each step's result."""
-
-    model_config = ConfigDict(extra="forbid")
-    number: int = Field(ge=1)
-    task: str
-    workflow: str | None = None
-    agent: str | None = None
-    workspace: str | None = None
-    followup: bool = False
-    decision: str = ""
-    rehearsal: str | None = Field(
-        default=None,
-        description="The rehearsal scenario it ran under (its tokens and cost are scripted).",
-    )
-    run_id: str | None = None
-    # running | completed | failed | cancelled | budget_exceeded | interrupted (its process died)
-    outcome: str = "running"
-    error: str | None = None
-    started_at: str
-    finished_at: str | None = None
-    steps: list[StepRecord] = Field(default_factory=list)
-
-    @property
-    def what(self) -> str:
-        return f"agent {self.agent}" if self.agent else f"workflow {self.workflow}"
-
-    @property
-    def text(self) -> str:
-        """The final answer: the last successful step's text."""
-        return next((s.text for s in reversed(self.steps) if s.ok and s.text), "")
-
-    @property
-    def changed_paths(self) -> list[str]:
-        seen: dict[str, None] = {}
-        for step in self.steps:
-            for change in step.changes:
-                seen.setdefault(change.path, None)
-        return list(seen)
-
-    @property
-    def usage(self) -> Usage:
-        total = Usage()
-        for step in self.steps:
-            if not step.cached:
-                total = total + step.usage.to_usage()
-        return total
-
-    @property
-    def continuable(self) -> bool:
-        """Whether a follow-up may continue this turn: it finished and got somewhere."""
-        if self.outcome not in CONTINUABLE:
-            return False
-        return self.outcome == "completed" or any(s.ok for s in self.steps)
-
-    def summary(self) -> str:
-        from .display import usage_line
-
-        parts = [(s.agent, s.usage.to_usage()) for s in self.steps if not s.cached]
-        n = len(self.steps)
-        line = (
-            f"turn {self.number}: {self.what}, {self.outcome}, {n} step{'' if n == 1 else 's'}, "
-            f"{usage_line(self.usage, parts)}"
-        )
-        if self.rehearsal:
-            line += f" (rehearsal {self.rehearsal}: scripted, nothing spent)"
-        return line
-
-
-def with_context(context: str, message: str) -> str:
-    """``message`` as a follow-up's new request after ``context`` (itself when there is none)."""
-    return f"{context}\n\nNew request:\n{message}" if context else message
-
-
-@dataclass(frozen=True)
-class FollowupDecision:
-    """Whether a cell continues the session, why, and how to ask for the other way."""
-
-    followup: bool
-    reason: str
-    forced: bool = False
-    previous: int | None = None  # the turn it follows
-
-    def __str__(self) -> str:
-        if self.followup:
-            override = "" if self.forced else " — use --new to run it on its own"
-            return f"↪ follow-up of turn {self.previous} ({self.reason}){override}"
-        override = "" if self.forced or self.previous is None else " — use --followup to continue"
-        return f"● new task ({self.reason}){override}"
-
-
-def decide_followup(
-    message: str,
-    session: Session,
-    *,
-    force: bool | None = None,
-    workspace: str | os.PathLike[str] | None = None,
-) -> FollowupDecision:
-    """The original tool's heuristic, unless ``force`` (``--followup``/``--new``) decides.
-
-    With ``workspace``, only that workspace's turns count: a follow-up continues the last turn
-    in the same folder, never another folder's.
-    """
-    parent = session.parent_turn(workspace)
-    previous = parent.number if parent is not None else None
-    if previous is None:
-        mine = session.turns_in(workspace)
-        if mine:  # turns here, but none that a follow-up may continue
-            last = mine[-1]
-            why = f"turn {last.number} {last.outcome}, and no earlier turn here finished"
-        else:
-            where = " in this workspace" if workspace is not None and session.turns else ""
-            why = f"first turn{where}"
-        if force:
-            reason = f"--followup, but {why if mine else 'the session has no earlier turn'}"
-            if not mine and workspace is not None and session.turns:
-                reason += " in this workspace"
-        else:
-            reason = "--new" if force is False else why
-        return FollowupDecision(False, reason, forced=bool(force))
-    if force is not None:
-        return FollowupDecision(force, "--followup" if force else "--new", True, previous)
-    if session.conversation:
-        return FollowupDecision(True, "conversation mode is on", False, previous)
-    lowered = " ".join(message.lower().split())
-    words = _WORDS.findall(lowered)
-    if len(words) > SHORT_MESSAGE_WORDS:
-        return FollowupDecision(False, f"more than {SHORT_MESSAGE_WORDS} words", False, previous)
-    found = [w for w in ACTION_WORDS if w in words]
-    found += [p for p in REQUEST_WORDS if re.search(rf"\b{re.escape(p)}\b", lowered)]
-    if found:
-        return FollowupDecision(True, f"short message with {found[0]!r}", False, previous)
-    return FollowupDecision(False, "no follow-up words", False, previous)
 
 
 class Session(BaseModel):

@@ -271,7 +271,9 @@ def load_scenario(source: str | Path | Scenario) -> Scenario:
     if isinstance(source, Scenario):
         return source
     path = Path(source)
-    if not path.suffix and not path.exists():
+    # A bare name is a shipped scenario unless a file of that name exists: a folder named like
+    # one (a `calculator/` workspace the calculator scenario wrote) does not hide it.
+    if not path.suffix and not path.is_file():
         shipped = shipped_scenarios()
         if str(source) not in shipped:
             names = ", ".join(sorted(shipped)) or "none"

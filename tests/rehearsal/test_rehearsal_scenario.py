@@ -42,6 +42,14 @@ def test_load_by_name_path_and_object(tmp_path: Path) -> None:
     assert load_scenario(own).name == "mine"  # the file stem when the file names none
 
 
+def test_a_folder_named_like_a_shipped_scenario_does_not_hide_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "calculator").mkdir()  # e.g. the workspace a calculator rehearsal wrote into
+    monkeypatch.chdir(tmp_path)
+    assert load_scenario("calculator").source == str(shipped_scenarios()["calculator"])
+
+
 def test_unknown_name_lists_the_shipped_ones() -> None:
     with pytest.raises(ScenarioError) as info:
         load_scenario("no-such-scenario")
