@@ -72,10 +72,12 @@ node-into:
 	  cd "$(DIR)" && npm install --no-save $(NPM_QUIET) "node-$$platform@$(NODE_FROM_NPM)"; \
 	fi
 
-# The newest published CLIs, in a folder of their own, to check an upgrade before the pins move:
+# The newest published CLIs and ACP adapters, in a folder of their own, to check an upgrade
+# before the pins move:
 # `make agents-latest test-latest` runs every real-CLI test against them.
 LATEST := build/agents-latest
-LATEST_CLIS := @anthropic-ai/claude-code @openai/codex @google/gemini-cli @github/copilot
+LATEST_CLIS := @anthropic-ai/claude-code @openai/codex @google/gemini-cli @github/copilot \
+  @agentclientprotocol/claude-agent-acp @agentclientprotocol/codex-acp
 agents-latest:
 	@$(MAKE) --no-print-directory node-check
 	mkdir -p $(LATEST)
