@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 help:
 	@echo "make demo    run notebooks/01-quickstart.ipynb under rehearsal into build/demo/"
 	@echo "make test    lint, type-check and run the whole test suite (sets everything up first)"
-	@echo "make bench   run the benchmarks (~5 min); the table goes to build/bench/results.md"
+	@echo "make bench   run the benchmarks (~8 min); the table goes to build/bench/results.md"
 	@echo "make agents  install the pinned agent CLIs into .agents/ (and Node 22 from npm if needed)"
 	@echo "make agents-latest test-latest  run the real-CLI tests against the newest published CLIs"
 	@echo "make browser install Debian's chromium for the real-browser tests"
