@@ -17,12 +17,11 @@ import difflib
 import html
 import json
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
-
     from .events import StepResult, Usage
     from .workflow.result import WorkflowResult
 
@@ -89,14 +88,18 @@ def usage_text(
 
 
 def usage_line(
-    usage: Usage, agents: Iterable[tuple[str, Usage]] | None = None, *, scripted: bool = False
+    usage: Usage,
+    agents: Iterable[tuple[str, Usage]] | Mapping[str, bool] | None = None,
+    *,
+    scripted: bool = False,
 ) -> str:
     """The usage line of a step, a run, a turn or a batch (``scripted`` under rehearsal).
 
-    ``agents``: the (agent, usage) parts a total was summed from. Where the total shows a
-    dollar figure, the line says which agents it covers and which of them reported no cost, so
-    the figure is never read as the whole bill: ``..., $0.0123 (claude, codex; gemini not
-    reported)``. With no cost at all, "cost not reported" already says it for every agent.
+    ``agents``: the (agent, usage) parts a total was summed from, or :func:`cost_reported`'s
+    map of them. Where the total shows a dollar figure, the line says which agents it covers
+    and which of them reported no cost, so the figure is never read as the whole bill:
+    ``..., $0.0123 (claude, codex; gemini not reported)``. With no cost at all, "cost not
+    reported" already says it for every agent.
     """
     line = usage_text(usage.input_tokens, usage.output_tokens, usage.cost_usd, scripted=scripted)
     priced = agents is not None and usage.cost_usd is not None
@@ -104,13 +107,24 @@ def usage_line(
     return f"{line} ({covered})" if covered else line
 
 
-def coverage(agents: Iterable[tuple[str, Usage]]) -> str:
+def cost_reported(
+    agents: Iterable[tuple[str, Usage]] | Mapping[str, bool], into: dict[str, bool] | None = None
+) -> dict[str, bool]:
+    """Agent -> whether it reported a cost at least once, in first-seen order (``into``: a
+    map to add to, e.g. a batch's over its tasks)."""
+    names = into if into is not None else {}
+    pairs = agents.items() if isinstance(agents, Mapping) else agents
+    for name, part in pairs:
+        has_cost = part if isinstance(part, bool) else part.cost_usd is not None
+        names[name] = names.get(name, False) or has_cost
+    return names
+
+
+def coverage(agents: Iterable[tuple[str, Usage]] | Mapping[str, bool]) -> str:
     """``claude, codex; gemini not reported``: the agents whose cost a total includes, then
     those that gave none (their tokens are in the total, their cost cannot be). First-seen
     order; empty when there is no agent."""
-    names: dict[str, bool] = {}  # agent -> reported a cost at least once
-    for name, usage in agents:
-        names[name] = names.get(name, False) or usage.cost_usd is not None
+    names = cost_reported(agents)
     reported = [n for n, has_cost in names.items() if has_cost]
     unreported = [n for n, has_cost in names.items() if not has_cost]
     if reported and unreported:

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from ..display import REHEARSAL_MARK, cost, number, usage_line
+from ..display import REHEARSAL_MARK, cost, cost_reported, number, usage_line
 from ..events import FileChange, StepResult, Usage
 from ..fsio import write_json, write_text
 from ..workflow.result import WorkflowResult
@@ -166,12 +166,10 @@ class BatchResult:
         scripted = self.rehearsal
         total = Usage(t["input_tokens"], t["output_tokens"], cost_usd=t["cost_usd"])
         # Whom the cost covers, as a run's total says it: an agent with no cost is named.
-        parts = [
-            (agent, Usage(cost_usd=0.0 if reported else None))
-            for row in self.rows
-            for agent, reported in row.agents.items()
-        ]
-        spent = usage_line(total, parts, scripted=scripted)
+        covered: dict[str, bool] = {}
+        for row in self.rows:
+            cost_reported(row.agents, into=covered)
+        spent = usage_line(total, covered, scripted=scripted)
         mark = f" ({REHEARSAL_MARK})" if scripted else ""
         return f"batch {self.batch_id}{mark}: {t['completed']}/{t['tasks']} completed — {spent}"
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from ..display import cost_reported
 from ..errors import RunError
 from ..rehearsal.endpoint import RehearsalEndpoint
 from ..workflow.api import arun
@@ -51,9 +52,6 @@ def task_row(
     spec: BatchTask, workflow: str, result: WorkflowResult, seconds: float, where: str
 ) -> BatchRow:
     usage = result.usage
-    agents: dict[str, bool] = {}
-    for agent, part in result.agent_usage():
-        agents[agent] = agents.get(agent, False) or part.cost_usd is not None
     return BatchRow(
         id=spec.id,
         workflow=spec.workflow or workflow,
@@ -65,7 +63,7 @@ def task_row(
         seconds=round(seconds, 3),
         where=where,
         error=result.error.message if result.error is not None else None,
-        agents=agents,
+        agents=cost_reported(result.agent_usage()),
     )
 
 

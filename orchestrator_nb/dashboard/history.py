@@ -85,10 +85,7 @@ def metrics_html(totals: dict[str, Any] | None) -> str:
     )
     # A rehearsal's scripted cost is never counted here, so an agent only rehearsed is one
     # whose cost is "not reported": the line names whom a dollar figure covers.
-    covers = [
-        (agent, Usage(cost_usd=0.0 if reported else None))
-        for agent, reported in totals.get("agents", {}).items()
-    ]
+    covers: dict[str, bool] = totals.get("agents", {})
     parts = [
         f"<b>{plural(totals['runs'], 'run')}</b>, {number(totals['runs_failed'])} not completed",
         f"<b>{plural(totals['agent_calls'], 'agent call')}</b>, "

@@ -150,7 +150,7 @@ class Engine(StepWalker):
             # when the run ends, however it ends.
             async with warm_agents(rehearsal.url if rehearsal is not None else None) as pool:
                 ctx.rehearsal = rehearsal
-                self._prestart(ctx, pool, rehearsal)
+                self._prestart(ctx, pool)
                 await self._steps(ctx, ctx.workflow.steps, "", ws.root)
         except Stop as stop:
             outcome, error = stop.outcome, stop.error

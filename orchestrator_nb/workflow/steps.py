@@ -42,7 +42,7 @@ from .suggestions import count_suggestions
 from .templates import StepView, TemplateError, evaluate, render
 
 if TYPE_CHECKING:
-    from ..rehearsal.endpoint import RehearsalEndpoint
+    pass
 
 _PICK = re.compile(r"^\s*PICK:\s*([A-Za-z][A-Za-z0-9_-]*)", re.MULTILINE)
 # Failures that say "this agent cannot run here", not "this task went wrong": the role's next
@@ -184,7 +184,7 @@ class StepWalker:
             cache.put(cache_key, redact_obj(result.to_dict()))
         return result
 
-    def _prestart(self, ctx: RunContext, pool: Any, rehearsal: RehearsalEndpoint | None) -> None:
+    def _prestart(self, ctx: RunContext, pool: Any) -> None:
         """Start the run's ACP agents now, in the background (see agents/acp/prestart.py)."""
         settings = ctx.settings or self.settings
         log = ctx.journal.dir / "agents" / "prestart"
@@ -192,7 +192,7 @@ class StepWalker:
         async def prepare(agent: str, step: str) -> Any:
             if agent_config(settings, agent).driver != "acp":
                 return None
-            run = await self._prepare(ctx, agent, "", step, ctx.ws.root, log, rehearsal=rehearsal)
+            run = await self._prepare(ctx, agent, "", step, ctx.ws.root, log)
             return None if isinstance(run, StepResult) else run
 
         prestart(pool, prepare, first_steps(ctx.workflow.steps, set(ctx.resume_ids)), log)
@@ -205,7 +205,6 @@ class StepWalker:
         step: str,
         cwd: Path,
         log: Path,
-        rehearsal: RehearsalEndpoint | None = None,
         **more: Any,
     ) -> Any:
         """An agent's invocation in this run (a prestart's or a step's), or the StepResult
@@ -215,7 +214,7 @@ class StepWalker:
             prompt,
             workspace=cwd,
             settings=ctx.settings or self.settings,
-            rehearsal=rehearsal or ctx.rehearsal,
+            rehearsal=ctx.rehearsal,
             step=step,
             registry=self.registry,
             log_root=log,

@@ -9,12 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from acp_kernel_config import FAKE_ACP, acp_config
 
 from orchestrator_nb.api import arun_agent
 from orchestrator_nb.config import load_settings
 from orchestrator_nb.notebook.approvals import WidgetApprover
 
-FAKE = Path(__file__).resolve().parents[1] / "fakes" / "fake_acp_agent.py"
+FAKE = FAKE_ACP
 
 
 @pytest.fixture
@@ -111,24 +112,6 @@ async def test_the_question_shows_the_diff_and_who_waits(setup: tuple[Path, Any]
     assert notes[1:] == ["fake: Write out.txt: rejected by you"]
 
 
-KERNEL_YAML = """
-agents:
-  fake:
-    driver: acp
-    argv: {argv}
-    retries: 0
-    timeout: 60
-approvals:
-  timeout: 120
-workflows:
-  one:
-    steps:
-      - id: write
-        agent: fake
-        prompt: "{{{{ task }}}}"
-"""
-
-
 @pytest.mark.kernel
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize(("button", "written"), [("allow_once", True), ("reject", False)])
@@ -137,7 +120,6 @@ def test_a_background_cell_asks_and_the_click_decides(
 ) -> None:
     """A real kernel: a background ``start`` shows the question in its cell; a click on the
     question's button (made by kernel code in the next cell, as the comm would) decides."""
-    import json
 
     import nbformat  # noqa: F401  (the kernel tests' dependency)
     from nbclient import NotebookClient
@@ -147,8 +129,7 @@ def test_a_background_cell_asks_and_the_click_decides(
 
     ws = tmp_path / "ws"
     ws.mkdir()
-    argv = json.dumps([sys.executable, str(FAKE)])
-    (ws / "orchestrator.yaml").write_text(KERNEL_YAML.format(argv=argv))
+    (ws / "orchestrator.yaml").write_text(acp_config())
     trust(ws)
     cells = [
         "import os\nos.environ['ORCHESTRATOR_NB_INTERACTIVE'] = '1'\n"
@@ -178,7 +159,6 @@ def test_a_background_cell_asks_and_the_click_decides(
 
 def test_a_dashboard_run_asks_in_the_dashboard(tmp_path: Path) -> None:
     """The same question appears in the dashboard's area for a run started there."""
-    import json
     import time
 
     from orchestrator_nb import trust
@@ -186,9 +166,7 @@ def test_a_dashboard_run_asks_in_the_dashboard(tmp_path: Path) -> None:
 
     ws = tmp_path / "ws"
     ws.mkdir()
-    (ws / "orchestrator.yaml").write_text(
-        KERNEL_YAML.format(argv=json.dumps([sys.executable, str(FAKE)]))
-    )
+    (ws / "orchestrator.yaml").write_text(acp_config())
     trust(ws)
     dash = Dashboard(workspace=ws, task="write out.txt hi", workflow="one", check_agents=False)
     run = dash.run_clicked()

@@ -10,41 +10,13 @@ from __future__ import annotations
 
 import json
 import queue
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-FAKE = Path(__file__).resolve().parents[1] / "fakes" / "fake_acp_agent.py"
-
-YAML = """
-agents:
-  fake:
-    driver: acp
-    argv: {argv}
-    retries: 0
-    timeout: 60
-approvals:
-  timeout: 120
-workflows:
-  one:
-    steps:
-      - id: write
-        agent: fake
-        prompt: "{{{{ task }}}}"
-  gated:
-    steps:
-      - id: ok
-        kind: gate
-        message: write it?
-        policy: reject
-      - id: write
-        agent: fake
-        prompt: "{{{{ task }}}}"
-"""
+from acp_kernel_config import acp_config
 
 DEADLINE = 120.0
 Msg = dict[str, Any]
@@ -141,7 +113,7 @@ def frontend(tmp_path: Path) -> Iterator[tuple[Frontend, Path]]:
 
     ws = tmp_path / "ws"
     ws.mkdir()
-    (ws / "orchestrator.yaml").write_text(YAML.format(argv=json.dumps([sys.executable, str(FAKE)])))
+    (ws / "orchestrator.yaml").write_text(acp_config(gated=True))
     trust(ws)
     km, kc = start_new_kernel(kernel_name="python3", cwd=str(tmp_path))
     try:
