@@ -279,6 +279,9 @@ class ClaudeDriver(NpmCliDriver):
     extra_env: ClassVar[dict[str, str]] = {
         "DISABLE_AUTOUPDATER": "1",
         "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+        # Through the ACP adapter, Claude Code would ask the model for a predicted next prompt
+        # after every turn: a paid request whose answer nothing here shows.
+        "CLAUDE_CODE_ENABLE_PROMPT_SUGGESTION": "false",
     }
     parser_class = ClaudeParser
 

@@ -185,3 +185,60 @@ async def test_a_workflow_reuses_one_warm_process_per_agent(workspace: Path) -> 
         assert {q.step for q in turns if q.agent == "gemini"} == {"write"}
         assert {q.step for q in turns if q.agent == "codex"} == {"check"}
         assert processes_of(r) == []  # the run ended them
+
+
+def _command_lines(r: Rehearsal) -> dict[int, tuple[list[str], dict[str, str]]]:
+    """pid -> (argv, environment) of this rehearsal's live processes."""
+    found: dict[int, tuple[list[str], dict[str, str]]] = {}
+    for pid in processes_of(r):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        env = dict(item.decode(errors="replace").split("=", 1) for item in raw if b"=" in item)
+        found[pid] = ([a.decode(errors="replace") for a in argv if a], env)
+    return found
+
+
+async def test_an_acp_agent_runs_with_its_own_clis_environment(workspace: Path) -> None:
+    """gemini --acp runs in the process started for it (no launcher starting it again), and the
+    claude adapter runs Claude Code as the claude driver does: no update check, and no paid
+    predicted-next-prompt request after each turn, which nothing here would show."""
+    need("gemini-acp")
+    need("claude-acp")
+    cfg = load_settings(
+        cwd=workspace,
+        workflows={
+            "two": {
+                "steps": [
+                    {"id": "write", "agent": "gemini-acp", "prompt": "Create hello.txt"},
+                    {"id": "check", "agent": "claude-acp", "prompt": "Say it again"},
+                    {"id": "again", "agent": "gemini-acp", "prompt": "Say it again"},
+                ]
+            }
+        },
+    )
+    seen: dict[int, tuple[list[str], dict[str, str]]] = {}
+    with rehearsal("write-file") as r:
+        run = asyncio.ensure_future(
+            arun("two agents", "two", workspace=workspace, config=cfg, rehearsal=r)
+        )
+        while not run.done():  # the processes as they live, until the run ends them
+            seen.update(_command_lines(r))
+            await asyncio.sleep(0.02)
+        result = run.result()
+        assert result.ok, [s.error for s in result.steps]
+        prompts = [q.prompt for q in r.requests]
+    gemini = [env for argv, env in seen.values() if any(a.endswith("/gemini") for a in argv)]
+    assert gemini, "gemini was not seen running"
+    # The launcher would start the CLI again in a child (to raise its heap limit), passing
+    # this variable only to that child: where every gemini process has it, none relaunched.
+    # (Counting processes would also count a fork on its way to exec'ing a tool.)
+    assert all(env.get("GEMINI_CLI_NO_RELAUNCH") == "true" for env in gemini)
+    claude = [env for argv, env in seen.values() if any("claude" in a for a in argv[:2])]
+    assert claude, "the claude adapter was not seen running"
+    for env in claude:
+        assert env.get("DISABLE_AUTOUPDATER") == "1"
+        assert env.get("CLAUDE_CODE_ENABLE_PROMPT_SUGGESTION") == "false"
+    assert not any("SUGGESTION MODE" in p for p in prompts)

@@ -245,9 +245,14 @@ def test_environment() -> None:
         "NO_COLOR": "1",
         "DISABLE_AUTOUPDATER": "1",
         "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+        "CLAUDE_CODE_ENABLE_PROMPT_SUGGESTION": "false",
     }
     assert CodexDriver().env(req) == {"NO_COLOR": "1"}
-    assert GeminiDriver().env(req) == {"NO_COLOR": "1", "GEMINI_TELEMETRY_ENABLED": "false"}
+    assert GeminiDriver().env(req) == {
+        "NO_COLOR": "1",
+        "GEMINI_TELEMETRY_ENABLED": "false",
+        "GEMINI_CLI_NO_RELAUNCH": "true",
+    }
     copilot_env = CopilotDriver().env(req)
     assert copilot_env == {"NO_COLOR": "1", "COPILOT_AUTO_UPDATE": "false"}
     environment_help = help_section("copilot.txt", "copilot help environment")

@@ -51,7 +51,14 @@ class AcpDriver:
         return [*argv, *request.extra_args]
 
     def env(self, request: AgentRequest) -> dict[str, str]:
-        return {}
+        """The wrapped CLI's own environment (telemetry and self-update off, its Node first on
+        PATH): an adapter or an ``--acp`` mode runs the same CLI the plain driver runs."""
+        from ..builtin import BUILTIN_DRIVERS
+
+        if self.provider not in BUILTIN_DRIVERS:
+            return {}
+        own: dict[str, str] = BUILTIN_DRIVERS[self.provider]().env(request)
+        return own
 
     def provider_env(self, endpoint: RehearsalEndpoint, step: str | None) -> ProviderEnv:
         from .rehearse import acp_provider_env
