@@ -7,7 +7,9 @@ under rehearsal, in fresh workspaces, interleaved. Baseline: the workflow as shi
 CLI per step). Subject: the same workflow with each agent replaced by its ``-acp`` entry
 (codex-acp, gemini-acp, claude-acp): one warm process and session per agent for the run, all
 started together at its beginning (agents/acp/prestart.py).
-Target (issue 20): ≤ 0.6× the per-step CLIs' wall time. Also reported: the warm agent's own
+Target (issue 20): ≤ 0.6× the per-step CLIs' wall time, and ≤ 0.6× the same CLI invocations
+replayed one after another by a bare ``subprocess.run`` (bench/end_to_end.py's baseline, recorded
+from one per-step run): the steps run by hand. Also reported: the warm agent's own
 step (the second review, on a live gemini-acp session) against the same step as a fresh CLI,
 and the time from an agent's ``session/request_permission`` (stamped by the fake ACP agent as
 it sends it) to the question's widget added to the cell's box (target ≤ 100 ms; the browser's
@@ -28,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from _common import Row, apaired, row, write_rows  # noqa: E402
+from end_to_end import Recorder, replay  # noqa: E402
 
 from orchestrator_nb.config import Settings, load_settings  # noqa: E402
 from orchestrator_nb.rehearsal import rehearsal  # noqa: E402
@@ -64,6 +67,29 @@ async def one(workflow: str, cfg: Settings, tmp: Path, last: list[float]) -> flo
         raise RuntimeError(f"{workflow} did not complete: {result.outcome} {errors}")
     last.append(result.steps[-1].duration_s)  # the second review: warm on the ACP side
     return elapsed
+
+
+async def by_hand(cfg: Settings, tmp: Path, repeats: int) -> tuple[list[float], list[float]]:
+    """The per-step CLIs' own invocations (argv, environment, stdin, folder: recorded from one
+    run) replayed one after another by a bare ``subprocess.run``, against the warm ACP run."""
+    with rehearsal("calculator") as r:
+        first = Path(tempfile.mkdtemp(dir=tmp))
+        with Recorder() as rec:
+            result = await arun(TASK, "default", workspace=first, config=cfg, rehearsal=r)
+        if not result.ok:
+            raise RuntimeError(f"default did not complete: {result.outcome}")
+        recorded = str(first.resolve())
+
+        async def bare() -> float:
+            ws = Path(tempfile.mkdtemp(dir=tmp)).resolve()
+            start = time.perf_counter()
+            await asyncio.to_thread(replay, rec.calls, recorded, ws)
+            elapsed = time.perf_counter() - start
+            if not (ws / "calc.py").is_file():
+                raise RuntimeError(f"no calc.py in {ws}: the replayed CLIs did not do the work")
+            return elapsed
+
+        return await apaired(bare, lambda: one("default-acp", cfg, tmp, []), repeats)
 
 
 def _median(values: list[float]) -> float:
@@ -118,6 +144,7 @@ async def measure(repeats: int) -> list[Row]:
             lambda: one("default-acp", cfg, root, warm),
             repeats,
         )
+        hand, subj_hand = await by_hand(cfg, root, repeats)
     asks = await question_latency(max(repeats, 10))
     return [
         row(
@@ -130,6 +157,17 @@ async def measure(repeats: int) -> list[Row]:
             target=f"≤ {TARGET:g}× the per-step CLIs",
             max_ratio=TARGET,
             note="rehearsal, 127.0.0.1; the ACP agents all start at the run's beginning",
+        ),
+        row(
+            NAME,
+            "default workflow, calculator: against the same CLI calls run by hand in sequence",
+            baseline_label="the per-step CLIs' invocations in sequence, subprocess.run",
+            baseline=hand,
+            subject_label="warm ACP agents",
+            subject=subj_hand,
+            target=f"≤ {TARGET:g}× the bare CLI calls",
+            max_ratio=TARGET,
+            note="rehearsal, 127.0.0.1; the same argv, environment and stdin a run gives each CLI",
         ),
         row(
             NAME,

@@ -336,6 +336,44 @@ async def test_a_later_agent_is_started_while_the_first_step_runs(
     assert not any(group_members(pid) for pid in started)
 
 
+async def test_agents_start_no_more_at_once_than_there_are_cores(
+    workspace: Path, acp_exe: Path, starts: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Start-ups are CPU-bound: on one core the run's agents start one after another, in the
+    order the workflow needs them, each once the one before has opened its session."""
+    from orchestrator_nb.agents.acp import prestart
+
+    events = workspace.parent / "events"
+    monkeypatch.setenv("FAKE_ACP_EVENTS", str(events))
+    monkeypatch.setattr(prestart, "_cores", lambda: 1)
+    agents = {n: {"driver": "acp", "argv": [str(acp_exe), n], "retries": 0} for n in "abc"}
+    cfg = load_settings(
+        cwd=workspace,
+        agents=agents,
+        workflows={
+            "three": {
+                "steps": [
+                    {"id": "first", "agent": "a", "prompt": "await-starts 3"},
+                    {"id": "second", "agent": "b", "prompt": "remember"},
+                    {"id": "third", "agent": "c", "prompt": "remember"},
+                ]
+            }
+        },
+    )
+    result = await arun("three agents", "three", workspace=workspace, config=cfg)
+    assert result.ok, [s.error for s in result.steps]
+    assert "saw 3 starts" in result.steps[0].text  # all three were started during the first
+    assert events.read_text().split("\n")[:6] == [
+        "start a",
+        "session a",
+        "start b",
+        "session b",
+        "start c",
+        "session c",
+    ]
+    assert len(pids(starts)) == 3 and not any(group_members(pid) for pid in pids(starts))
+
+
 async def test_an_agent_that_cannot_start_early_fails_in_its_step(
     workspace: Path, acp_exe: Path, starts: Path
 ) -> None:

@@ -13,7 +13,9 @@ The prompt says what to do, one instruction per line:
 
 Each turn costs $0.25; ``usage_update`` reports the session's running total, as ACP says.
 ``FAKE_ACP_STARTS`` names a file that gets one line per process start, ``FAKE_ACP_LOADS`` one
-line per ``session/load``. ``FAKE_ACP_MODE=silent``
+line per ``session/load``. ``FAKE_ACP_EVENTS`` names a file that gets ``start NAME`` when the
+process starts and ``session NAME`` when it opens a session (NAME: the first argument, if any).
+``FAKE_ACP_MODE=silent``
 makes the process never answer ``initialize``; ``FAKE_ACP_OUTLIVE_EOF=1`` keeps it running after
 its stdin ends (as codex-acp does); ``FAKE_ACP_MODE=not-acp`` prints text and exits.
 """
@@ -28,7 +30,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-from acp import (
+
+def _note_event(what: str) -> None:
+    path = os.environ.get("FAKE_ACP_EVENTS")
+    if path:
+        with open(path, "a", encoding="utf-8") as out:
+            out.write(f"{what} {sys.argv[1] if len(sys.argv) > 1 else '-'}\n")
+
+
+if __name__ == "__main__":
+    _note_event("start")  # as the process starts, before the slow imports below
+
+from acp import (  # noqa: E402
     PROTOCOL_VERSION,
     RequestError,
     run_agent,
@@ -38,7 +51,7 @@ from acp import (
     update_agent_message,
     update_tool_call,
 )
-from acp.schema import (
+from acp.schema import (  # noqa: E402
     AgentCapabilities,
     InitializeResponse,
     NewSessionResponse,
@@ -74,6 +87,7 @@ class FakeAgent:
         )
 
     async def new_session(self, cwd: str, **kwargs: Any) -> NewSessionResponse:
+        _note_event("session")
         sid = f"fake-{os.getpid()}-{len(self.cwd) + 1}"
         self.cwd[sid] = cwd
         self.prompts[sid] = 0

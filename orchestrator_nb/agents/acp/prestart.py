@@ -1,4 +1,4 @@
-"""Start a run's ACP agents together at its beginning, so later steps find them warm.
+"""Start a run's ACP agents at its beginning, so later steps find them warm.
 
 Start-up is most of a first step (an adapter spawns its CLI underneath), and a workflow's
 agents start one after another when each waits for its first step. :func:`prestart` starts
@@ -7,12 +7,18 @@ the same process the step would have started) in the background while the first 
 a step whose agent is still starting waits for that start instead of starting another.
 Best effort: a prestart that fails leaves nothing behind, and the step starts the agent
 itself, with its usual errors. Agents that a follow-up resumes are left to their step.
+
+Starting a Node CLI is CPU-bound (most of a second each), so starting more of them than there
+are cores slows every one, the first step's agent too, which the whole run waits for. They
+start in the order the workflow first needs them, at most one per usable core at a time: on
+two cores the third agent starts once the first is up, while the first step runs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -23,31 +29,63 @@ from .warm import WarmKey, WarmPool
 Prepare = Callable[[str, str], Awaitable[Any]]
 
 
-async def _start_one(pool: WarmPool, prepare: Prepare, agent: str, step: str, log: Path) -> None:
-    run = await prepare(agent, step)
+def _cores() -> int:
+    """Cores this process may run on (its affinity, which a container or taskset narrows)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+async def _start_one(
+    pool: WarmPool, gate: asyncio.Semaphore, agent: str, run: Any, log: Path
+) -> None:
     if run is None or getattr(run.driver, "prompt_via", None) != "acp":
         return
     from .client import AcpProcess  # the ACP SDK, only for a run that has an ACP agent
 
     argv = run.driver.build_argv(run.request)
     key: WarmKey = (agent, str(run.request.workspace), tuple(argv))
-    if key in pool.processes or key in pool.busy or key in pool.starting:
-        return
-    proc = AcpProcess(argv, cwd=run.request.workspace, env=run.env, log_dir=log / agent)
-    done = pool.starting[key] = asyncio.Event()
+    async with gate:
+        if key in pool.starting:  # its step is starting it: that start holds this core
+            await pool.started(key)
+            return
+        # Checked once the turn comes: a step that needed the agent meanwhile started it.
+        if key in pool.processes or key in pool.busy:
+            return
+        proc = AcpProcess(argv, cwd=run.request.workspace, env=run.env, log_dir=log / agent)
+        done = pool.starting[key] = asyncio.Event()
+        try:
+            await asyncio.wait_for(proc.start(), run.config.timeout)
+            await asyncio.wait_for(proc.open_session(None), run.config.timeout)
+        except BaseException:
+            await proc.close()
+            raise
+        else:
+            pool.count_start(agent)
+            pool.keep(key, proc)
+            pool.claimed.add(key)  # its session is this run's already: the step opens none
+        finally:
+            pool.starting.pop(key, None)
+            done.set()
+
+
+async def _start_all(
+    pool: WarmPool, prepare: Prepare, firsts: list[tuple[str, str]], log: Path
+) -> None:
+    runs = await asyncio.gather(*(prepare(a, s) for a, s in firsts), return_exceptions=True)
+    gate = asyncio.Semaphore(_cores())  # taken in the order of the tasks: the order of need
+    starts = [
+        asyncio.ensure_future(_start_one(pool, gate, agent, run, log))
+        for (agent, _), run in zip(firsts, runs, strict=True)
+        if not isinstance(run, BaseException)  # the step reports it, when it starts the agent
+    ]
     try:
-        await asyncio.wait_for(proc.start(), run.config.timeout)
-        await asyncio.wait_for(proc.open_session(None), run.config.timeout)
-    except BaseException:
-        await proc.close()
-        raise
-    else:
-        pool.count_start(agent)
-        pool.keep(key, proc)
-        pool.claimed.add(key)  # its session is this run's already: the step opens none
+        await asyncio.gather(*starts, return_exceptions=True)
     finally:
-        pool.starting.pop(key, None)
-        done.set()
+        for task in starts:
+            task.cancel()
+        await asyncio.gather(*starts, return_exceptions=True)
 
 
 def first_steps(steps: list[Any], skip: set[str]) -> list[tuple[str, str]]:
@@ -62,11 +100,11 @@ def first_steps(steps: list[Any], skip: set[str]) -> list[tuple[str, str]]:
 
 
 def prestart(pool: WarmPool, prepare: Prepare, firsts: list[tuple[str, str]], log: Path) -> None:
-    """Start the agents of ``firsts`` ((agent, its first step id)) in the background."""
-    for agent, step in firsts:
-        task = asyncio.ensure_future(_start_one(pool, prepare, agent, step, log))
-        task.add_done_callback(_quiet)
-        pool.tasks.append(task)
+    """Start the agents of ``firsts`` ((agent, its first step id), in order of need) in the
+    background."""
+    task = asyncio.ensure_future(_start_all(pool, prepare, firsts, log))
+    task.add_done_callback(_quiet)
+    pool.tasks.append(task)
 
 
 def _quiet(task: asyncio.Task[None]) -> None:

@@ -129,6 +129,8 @@ async def acp_attempt(
         if proc is None:
             proc = AcpProcess(argv, cwd=workspace, env=env, log_dir=log_dir, grace=grace)
             proc.on_message = lambda d, m: emit(parser.message(d, m))
+            # A start under way, as a prestart's is: the prestarts wait for it (prestart.py).
+            starting = pool.starting.setdefault(key, asyncio.Event()) if pool else None
             try:
                 stopped = await _bounded(proc.start(), config, cancel)
                 if counter is not None:
@@ -147,6 +149,10 @@ async def acp_attempt(
                 return result(missing)
             except (ConnectionError, RequestError, ValueError) as exc:
                 raise _NotAcp(str(exc) or type(exc).__name__) from None
+            finally:
+                if pool is not None and starting is not None:
+                    pool.starting.pop(key, None)
+                    starting.set()
             if stopped == "cancelled":
                 await _discard(pool, key, proc)
                 return result(AgentError.for_kind("cancelled", "stopped on request", **context))
