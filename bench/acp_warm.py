@@ -6,7 +6,7 @@ gemini reviews, claude refines, until the review is satisfied) on the ``calculat
 under rehearsal, in fresh workspaces, interleaved. Baseline: the workflow as shipped (a fresh
 CLI per step). Subject: the same workflow with each agent replaced by its ``-acp`` entry
 (codex-acp, gemini-acp, claude-acp): one warm process and session per agent for the run, all
-started together at its beginning (agents/acp/prestart.py).
+started at its beginning, in the order of need, one per core at a time (agents/acp/prestart.py).
 Target (issue 20): ≤ 0.6× the per-step CLIs' wall time, and ≤ 0.6× the same CLI invocations
 replayed one after another by a bare ``subprocess.run`` (bench/end_to_end.py's baseline, recorded
 from one per-step run): the steps run by hand. Also reported: the warm agent's own
@@ -156,7 +156,7 @@ async def measure(repeats: int) -> list[Row]:
             subject=subj,
             target=f"≤ {TARGET:g}× the per-step CLIs",
             max_ratio=TARGET,
-            note="rehearsal, 127.0.0.1; the ACP agents all start at the run's beginning",
+            note="rehearsal, 127.0.0.1; the ACP agents start at the run's beginning, one per core",
         ),
         row(
             NAME,
