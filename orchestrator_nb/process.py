@@ -4,12 +4,13 @@ Why it is written this way (each point is a behaviour observed in the real CLIs)
 
 * argv only, never a shell; stdin is /dev/null or the prompt, written then closed (``codex exec``
   reads an open stdin to EOF and hangs; claude waits 3 s on it).
-* The child gets its own session, so the whole process group can be signalled: gemini relaunches
-  itself as a child node process and copilot runs a native child behind a loader, and a signal to
-  the top process alone leaves those running. It also carries a per-call token in its
-  environment, which finds descendants that left the group (``setsid`` and a double fork), and
-  ``PR_SET_PDEATHSIG`` makes it die with the process that started it, also under SIGKILL (see
-  :mod:`orchestrator_nb.proctree` for why this and not a subreaper or a cgroup).
+* The child gets its own session, so the whole process group can be signalled: copilot runs a
+  native child behind a loader (and gemini, unless told not to, relaunches itself as a child
+  node process), and a signal to the top process alone leaves those running. It also carries a
+  per-call token in its environment, which finds descendants that left the group (``setsid``
+  and a double fork), and ``PR_SET_PDEATHSIG`` makes it die with the process that started it,
+  also under SIGKILL (see :mod:`orchestrator_nb.proctree` for why this and not a subreaper or a
+  cgroup).
 * stdout and stderr are drained continuously and separately, so a full pipe never blocks the
   child; stdout is split into lines of any length (bounded by ``max_line_bytes``), decoded with
   replacement; stderr keeps only a tail in memory, and both raw streams go to log files.

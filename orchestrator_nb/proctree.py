@@ -3,7 +3,7 @@
 How an agent's processes are found:
 
 * **Its process group.** The agent CLI starts in its own session, so its group holds the CLI and
-  every child that did not leave (gemini's relaunched node child, copilot's native child).
+  every child that did not leave (copilot's native child, the tools an agent runs).
 * **A token in the environment.** Each agent gets ``ORCHESTRATOR_NB_AGENT=<token>`` (random,
   per call). Children inherit the environment, so a process that left the group by ``setsid``
   and a double fork still carries it, and ``/proc/<pid>/environ`` names it even after the process

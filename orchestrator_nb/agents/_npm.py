@@ -13,21 +13,32 @@ from typing import ClassVar
 
 from ..errors import AgentConfigError
 from ..events import Usage
+from ..userdirs import user_cache_dir
 from .base import AgentRequest, StreamParser
 
 
 def node_env(executable: str) -> dict[str, str]:
-    """``PATH`` with the executable's folder first when a ``node`` was installed beside it.
+    """``PATH`` with the executable's folder first when a ``node`` was installed beside it, and
+    Node's compile cache in the user's cache folder.
 
     The CLIs are ``#!/usr/bin/env node`` scripts, so the first ``node`` on PATH runs them. On a
     machine whose Node is too old for them, ``make agents`` installs a Node from npm into the
     same ``node_modules/.bin`` folder: putting that folder first makes the CLIs run on it.
+
+    A Node CLI compiles tens of megabytes of bundled JavaScript on every start (gemini: most of
+    its second); Node 22's compile cache keeps that work between starts (a gemini step 1.05 s ->
+    0.87 s). It holds compiled code only, checked against the source, so it is shared by every
+    run, rehearsed or not; older Nodes ignore the variable, ``NODE_DISABLE_COMPILE_CACHE=1``
+    turns it off, and a cache the user set already is kept.
     """
+    env: dict[str, str] = {}
+    if not os.environ.get("NODE_COMPILE_CACHE"):
+        env["NODE_COMPILE_CACHE"] = str(user_cache_dir() / "node-compile-cache")
     folder = os.path.dirname(executable)
     node = os.path.join(folder, "node")
-    if not folder or not (os.path.isfile(node) and os.access(node, os.X_OK)):
-        return {}
-    return {"PATH": os.pathsep.join([folder, os.environ.get("PATH", os.defpath)])}
+    if folder and os.path.isfile(node) and os.access(node, os.X_OK):
+        env["PATH"] = os.pathsep.join([folder, os.environ.get("PATH", os.defpath)])
+    return env
 
 
 class NpmCliDriver:

@@ -23,6 +23,7 @@ from types import TracebackType
 from orchestrator_nb.errors import RehearsalError
 
 from ..agents.base import ProviderEnv
+from ..userdirs import user_cache_dir
 from .endpoint import ANY_AGENT, RehearsalEndpoint, announce, provider_settings
 from .recording import RecordedRequest, to_jsonl
 from .scenario import AGENTS, Scenario, load_scenario
@@ -306,8 +307,7 @@ def _shutdown(server: ScriptedModelServer, home: Path | None) -> None:
 
 def default_package_cache() -> Path:
     """Where CLI code caches are shared between rehearsals (``~/.cache/orchestrator-nb``)."""
-    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(root) / "orchestrator-nb" / "rehearsal"
+    return user_cache_dir() / "rehearsal"
 
 
 def rehearsal(

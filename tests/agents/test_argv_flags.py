@@ -17,6 +17,7 @@ from orchestrator_nb.agents.command import CommandDriver
 from orchestrator_nb.agents.copilot import PERMISSION_FLAGS, CopilotDriver
 from orchestrator_nb.agents.gemini import APPROVAL_MODES, GeminiDriver
 from orchestrator_nb.errors import AgentConfigError
+from orchestrator_nb.userdirs import user_cache_dir
 
 HELP = Path(__file__).resolve().parent.parent / "fixtures" / "help"
 PROMPT = "-v looks like a flag; also --help"
@@ -241,22 +242,31 @@ def test_minimal_argv_has_no_optional_flags(cli: str) -> None:
 
 def test_environment() -> None:
     req = full_request()
+    cache = {"NODE_COMPILE_CACHE": str(user_cache_dir() / "node-compile-cache")}
     assert ClaudeDriver().env(req) == {
         "NO_COLOR": "1",
         "DISABLE_AUTOUPDATER": "1",
         "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
         "CLAUDE_CODE_ENABLE_PROMPT_SUGGESTION": "false",
+        **cache,
     }
-    assert CodexDriver().env(req) == {"NO_COLOR": "1"}
+    assert CodexDriver().env(req) == {"NO_COLOR": "1", **cache}
     assert GeminiDriver().env(req) == {
         "NO_COLOR": "1",
         "GEMINI_TELEMETRY_ENABLED": "false",
         "GEMINI_CLI_NO_RELAUNCH": "true",
+        **cache,
     }
     copilot_env = CopilotDriver().env(req)
-    assert copilot_env == {"NO_COLOR": "1", "COPILOT_AUTO_UPDATE": "false"}
+    assert copilot_env == {"NO_COLOR": "1", "COPILOT_AUTO_UPDATE": "false", **cache}
     environment_help = help_section("copilot.txt", "copilot help environment")
-    assert all(f"`{name}`" in environment_help for name in copilot_env)
+    # Copilot's own variables are in its help; NODE_COMPILE_CACHE is Node's.
+    assert all(f"`{name}`" in environment_help for name in ("NO_COLOR", "COPILOT_AUTO_UPDATE"))
+
+
+def test_a_compile_cache_the_user_set_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NODE_COMPILE_CACHE", "/somewhere/of/mine")
+    assert "NODE_COMPILE_CACHE" not in GeminiDriver().env(full_request())
 
 
 def version_output(file: str, cli: str) -> str:

@@ -3,10 +3,10 @@
 Each case goes through ``arun_agent`` (the driver builds the argv, the parser decides the
 verdict) and, for the failure modes, through a one-step workflow run by ``arun``: a 429 storm
 ends ``rate_limit`` with its attempts recorded in bounded time; a hang ends ``timeout``; a
-cancel mid-stream ends ``cancelled``; and none of them leaves a process behind (gemini
-relaunches itself and copilot runs a native child, so the check is the process table: no
-process working in the workspace or living in the rehearsal's HOME). A native resume carries
-the earlier turn to the model: the rehearsal server's recorded request shows it.
+cancel mid-stream ends ``cancelled``; and none of them leaves a process behind (copilot runs
+a native child, and an agent's tools run children of their own, so the check is the process
+table: no process working in the workspace or living in the rehearsal's HOME). A native resume
+carries the earlier turn to the model: the rehearsal server's recorded request shows it.
 """
 
 from __future__ import annotations
@@ -233,3 +233,19 @@ async def test_a_cancelled_workflow_leaves_no_process(agent: str, tmp_path: Path
         await no_process_left(ws, r)
     assert not result.ok
     assert result.outcome == "cancelled", result
+
+
+async def test_a_node_cli_keeps_its_compiled_code_between_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """gemini compiles its bundle on every start; Node's compile cache in the user's cache
+    folder keeps that work for the next start (see agents/_npm.py)."""
+    need("gemini")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("NODE_COMPILE_CACHE", raising=False)
+    ws = workspace(tmp_path)
+    with rehearsal("write-file") as r:
+        result = await arun_agent("gemini", "Create hello.txt", workspace=ws, rehearsal=r)
+    assert result.ok, result.error
+    cache = tmp_path / "cache" / "orchestrator-nb" / "node-compile-cache"
+    assert [p for p in cache.rglob("*") if p.is_file()], f"nothing compiled was kept in {cache}"

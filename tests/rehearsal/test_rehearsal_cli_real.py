@@ -98,7 +98,7 @@ class Run:
 
 
 def kill_group(proc: subprocess.Popen[str]) -> None:
-    # gemini relaunches itself and copilot runs a native child: signal the whole group.
+    # copilot runs a native child (and the agents' tools run theirs): signal the whole group.
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
 
