@@ -221,9 +221,8 @@ class GeminiDriver(NpmCliDriver):
     version_re = _VERSION_RE
     extra_env: ClassVar[dict[str, str]] = {
         "GEMINI_TELEMETRY_ENABLED": "false",
-        # Without it the launcher starts a second node process for the real CLI (to raise
-        # its heap limit): twice the start-up (0.6 s of CPU per step), and a parent that
-        # outlives nothing of its own.
+        # Without it the launcher starts the real CLI again in a second node process (to
+        # raise its heap limit): twice the start-up, 0.6 s of CPU on every step.
         "GEMINI_CLI_NO_RELAUNCH": "true",
     }
     parser_class = GeminiParser

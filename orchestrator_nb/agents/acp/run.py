@@ -130,7 +130,7 @@ async def acp_attempt(
             proc = AcpProcess(argv, cwd=workspace, env=env, log_dir=log_dir, grace=grace)
             proc.on_message = lambda d, m: emit(parser.message(d, m))
             # A start under way, as a prestart's is: the prestarts wait for it (prestart.py).
-            starting = pool.starting.setdefault(key, asyncio.Event()) if pool else None
+            starting = pool.starting.setdefault(key, asyncio.Event()) if pool is not None else None
             try:
                 stopped = await _bounded(proc.start(), config, cancel)
                 if counter is not None:
