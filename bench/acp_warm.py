@@ -23,6 +23,7 @@ import asyncio
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from _common import Row, apaired, row, write_rows  # noqa: E402
-from end_to_end import Recorder, replay  # noqa: E402
+from end_to_end import Recorder, timed_replay  # noqa: E402
 
 from orchestrator_nb.config import Settings, load_settings  # noqa: E402
 from orchestrator_nb.rehearsal import rehearsal  # noqa: E402
@@ -80,14 +81,8 @@ async def by_hand(cfg: Settings, tmp: Path, repeats: int) -> tuple[list[float], 
             raise RuntimeError(f"default did not complete: {result.outcome}")
         recorded = str(first.resolve())
 
-        async def bare() -> float:
-            ws = Path(tempfile.mkdtemp(dir=tmp)).resolve()
-            start = time.perf_counter()
-            await asyncio.to_thread(replay, rec.calls, recorded, ws)
-            elapsed = time.perf_counter() - start
-            if not (ws / "calc.py").is_file():
-                raise RuntimeError(f"no calc.py in {ws}: the replayed CLIs did not do the work")
-            return elapsed
+        def bare() -> Awaitable[float]:
+            return timed_replay(rec.calls, recorded, Path(tempfile.mkdtemp(dir=tmp)).resolve())
 
         return await apaired(bare, lambda: one("default-acp", cfg, tmp, []), repeats)
 

@@ -84,6 +84,20 @@ def replay(calls: list[Call], old_ws: str, new_ws: Path) -> None:
         )
 
 
+async def timed_replay(calls: list[Call], old_ws: str, ws: Path) -> float:
+    """Seconds to :func:`replay` ``calls`` in ``ws``, which must then hold the agents' work."""
+    start = time.perf_counter()
+    await asyncio.to_thread(replay, calls, old_ws, ws)
+    elapsed = time.perf_counter() - start
+    check(ws)
+    return elapsed
+
+
+def check(ws: Path) -> None:
+    if not (ws / "calc.py").is_file():
+        raise RuntimeError(f"no calc.py in {ws}: the agents did not do the work")
+
+
 def fresh(root: Path, counter: list[int]) -> Path:
     counter[0] += 1
     ws = root / f"ws-{counter[0]}"
@@ -106,16 +120,9 @@ async def measure(repeats: int) -> tuple[list[Row], dict[str, Any]]:
         info["invocations"] = [Path(c.argv[0]).name for c in calls]
         info["steps"] = [s.step_id for s in result.steps]
 
-        def check(ws: Path) -> None:
-            if not (ws / "calc.py").is_file():
-                raise RuntimeError(f"no calc.py in {ws}: the agents did not do the work")
-
         async def bare() -> float:
             ws = fresh(root, counter).resolve()
-            start = time.perf_counter()
-            await asyncio.to_thread(replay, calls, recorded_ws, ws)
-            elapsed = time.perf_counter() - start
-            check(ws)
+            elapsed = await timed_replay(calls, recorded_ws, ws)
             shutil.rmtree(ws, ignore_errors=True)
             return elapsed
 

@@ -12,6 +12,7 @@ import asyncio
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -58,6 +59,12 @@ def processes_of(r: Rehearsal) -> list[int]:
         if marker in environ.split(b"\0") and state != "Z":
             found.append(int(entry.name))
     return found
+
+
+def steps_workflow(workspace: Path, name: str, *steps: tuple[str, str, str]) -> Any:
+    """Settings with one workflow of agent steps, each (id, agent, prompt)."""
+    rows = [{"id": i, "agent": a, "prompt": p} for i, a, p in steps]
+    return load_settings(cwd=workspace, workflows={name: {"steps": rows}})
 
 
 @pytest.fixture(params=list(AGENTS))
@@ -160,18 +167,13 @@ async def test_a_rejecting_policy_keeps_a_real_agent_from_writing(
 async def test_a_workflow_reuses_one_warm_process_per_agent(workspace: Path) -> None:
     need("gemini-acp")
     need("codex-acp")
-    cfg = load_settings(
-        cwd=workspace,
-        workflows={
-            "warm": {
-                "steps": [
-                    {"id": "write", "agent": "gemini-acp", "prompt": "Create hello.txt"},
-                    {"id": "check", "agent": "codex-acp", "prompt": "Say it again"},
-                    {"id": "again", "agent": "gemini-acp", "prompt": "Say it again"},
-                    {"id": "more", "agent": "codex-acp", "prompt": "Say it again"},
-                ]
-            }
-        },
+    cfg = steps_workflow(
+        workspace,
+        "warm",
+        ("write", "gemini-acp", "Create hello.txt"),
+        ("check", "codex-acp", "Say it again"),
+        ("again", "gemini-acp", "Say it again"),
+        ("more", "codex-acp", "Say it again"),
     )
     with rehearsal("write-file") as r:
         result = await arun("warm run", "warm", workspace=workspace, config=cfg, rehearsal=r)
@@ -207,17 +209,12 @@ async def test_an_acp_agent_runs_with_its_own_clis_environment(workspace: Path) 
     predicted-next-prompt request after each turn, which nothing here would show."""
     need("gemini-acp")
     need("claude-acp")
-    cfg = load_settings(
-        cwd=workspace,
-        workflows={
-            "two": {
-                "steps": [
-                    {"id": "write", "agent": "gemini-acp", "prompt": "Create hello.txt"},
-                    {"id": "check", "agent": "claude-acp", "prompt": "Say it again"},
-                    {"id": "again", "agent": "gemini-acp", "prompt": "Say it again"},
-                ]
-            }
-        },
+    cfg = steps_workflow(
+        workspace,
+        "two",
+        ("write", "gemini-acp", "Create hello.txt"),
+        ("check", "claude-acp", "Say it again"),
+        ("again", "gemini-acp", "Say it again"),
     )
     seen: dict[int, tuple[list[str], dict[str, str]]] = {}
     with rehearsal("write-file") as r:

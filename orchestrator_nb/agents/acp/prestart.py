@@ -54,20 +54,16 @@ async def _start_one(
         if key in pool.processes or key in pool.busy:
             return
         proc = AcpProcess(argv, cwd=run.request.workspace, env=run.env, log_dir=log / agent)
-        done = pool.starting[key] = asyncio.Event()
-        try:
-            await asyncio.wait_for(proc.start(), run.config.timeout)
-            await asyncio.wait_for(proc.open_session(None), run.config.timeout)
-        except BaseException:
-            await proc.close()
-            raise
-        else:
+        with pool.start_under_way(key):
+            try:
+                await asyncio.wait_for(proc.start(), run.config.timeout)
+                await asyncio.wait_for(proc.open_session(None), run.config.timeout)
+            except BaseException:
+                await proc.close()
+                raise
             pool.count_start(agent)
             pool.keep(key, proc)
             pool.claimed.add(key)  # its session is this run's already: the step opens none
-        finally:
-            pool.starting.pop(key, None)
-            done.set()
 
 
 async def _start_all(

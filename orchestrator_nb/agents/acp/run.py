@@ -10,6 +10,7 @@ end, then stops the process group.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -130,29 +131,26 @@ async def acp_attempt(
             proc = AcpProcess(argv, cwd=workspace, env=env, log_dir=log_dir, grace=grace)
             proc.on_message = lambda d, m: emit(parser.message(d, m))
             # A start under way, as a prestart's is: the prestarts wait for it (prestart.py).
-            starting = pool.starting.setdefault(key, asyncio.Event()) if pool is not None else None
-            try:
-                stopped = await _bounded(proc.start(), config, cancel)
-                if counter is not None:
-                    counter.count_start(name)
-                if stopped is None:
-                    stopped = await _bounded(proc.open_session(request.resume), config, cancel)
-            except (FileNotFoundError, PermissionError) as exc:
-                missing = AgentNotInstalled(
-                    f"cannot start the ACP agent {argv[0]!r}: {exc.strerror or exc}",
-                    agent=name,
-                    argv=argv,
-                    hint=driver.install_hint(),
-                )
-                await _discard(pool, key, None)
-                proc = None
-                return result(missing)
-            except (ConnectionError, RequestError, ValueError) as exc:
-                raise _NotAcp(str(exc) or type(exc).__name__) from None
-            finally:
-                if pool is not None and starting is not None:
-                    pool.starting.pop(key, None)
-                    starting.set()
+            under_way = pool.start_under_way(key) if pool is not None else contextlib.nullcontext()
+            with under_way:
+                try:
+                    stopped = await _bounded(proc.start(), config, cancel)
+                    if counter is not None:
+                        counter.count_start(name)
+                    if stopped is None:
+                        stopped = await _bounded(proc.open_session(request.resume), config, cancel)
+                except (FileNotFoundError, PermissionError) as exc:
+                    missing = AgentNotInstalled(
+                        f"cannot start the ACP agent {argv[0]!r}: {exc.strerror or exc}",
+                        agent=name,
+                        argv=argv,
+                        hint=driver.install_hint(),
+                    )
+                    await _discard(pool, key, None)
+                    proc = None
+                    return result(missing)
+                except (ConnectionError, RequestError, ValueError) as exc:
+                    raise _NotAcp(str(exc) or type(exc).__name__) from None
             if stopped == "cancelled":
                 await _discard(pool, key, proc)
                 return result(AgentError.for_kind("cancelled", "stopped on request", **context))

@@ -25,7 +25,7 @@ import asyncio
 import atexit
 import contextlib
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -59,6 +59,16 @@ class WarmPool:
         pending = self.starting.get(key)
         if pending is not None:
             await pending.wait()
+
+    @contextlib.contextmanager
+    def start_under_way(self, key: WarmKey) -> Iterator[None]:
+        """Mark ``key`` as starting for the block: :meth:`started` waits for it to end."""
+        done = self.starting[key] = asyncio.Event()
+        try:
+            yield
+        finally:
+            self.starting.pop(key, None)
+            done.set()
 
     def first_use(self, key: WarmKey) -> bool:
         """True the first time the current run takes ``key`` (a kept process: a new turn)."""
