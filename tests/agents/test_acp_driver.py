@@ -447,3 +447,25 @@ def test_a_warm_acp_agent_dies_with_a_killed_kernel(
     else:
         os.kill(pid, signal.SIGKILL)  # leave nothing behind, even when the test fails
         raise AssertionError(f"the ACP agent {pid} outlived its killed owner")
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+async def test_what_an_adapter_leaves_behind_is_stopped_with_the_run(
+    workspace: Path, acp_exe: Path, starts: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # claude-agent-acp exits on the end of its stdin right after sending SIGTERM to Claude
+    # Code, which then sometimes waits on its dead pipe: a child that ignores SIGTERM, whose
+    # parent has gone. The run still ends with nothing left, the child asked to stop first.
+    left = tmp_path / "left.txt"
+    monkeypatch.setenv("FAKE_ACP_LEAVE_CHILD", str(left))
+    result = await run(workspace, acp_exe, "remember")
+    assert result.ok, result.error
+    child, *signals = left.read_text().split()
+    assert "TERM" in signals
+    assert _gone(int(child)), f"the adapter's child {child} outlived the run"

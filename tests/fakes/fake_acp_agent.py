@@ -18,6 +18,9 @@ process starts and ``session NAME`` when it opens a session (NAME: the first arg
 ``FAKE_ACP_MODE=silent``
 makes the process never answer ``initialize``; ``FAKE_ACP_OUTLIVE_EOF=1`` keeps it running after
 its stdin ends (as codex-acp does); ``FAKE_ACP_MODE=not-acp`` prints text and exits.
+``FAKE_ACP_LEAVE_CHILD`` names a file: the agent starts a child that writes its pid there and
+then ``TERM`` for each SIGTERM it ignores (SIGINT too); at the end of stdin the agent sends it
+SIGTERM and exits at once, leaving it stuck, as claude-agent-acp can leave Claude Code.
 """
 
 from __future__ import annotations
@@ -227,6 +230,36 @@ async def _await_starts(wanted: int, seconds: float = 30.0) -> int:
     return seen
 
 
+STUCK = """
+import os, signal, sys, time
+log = open(sys.argv[1], "a", buffering=1)
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+signal.signal(signal.SIGTERM, lambda *_: log.write("TERM\\n"))
+log.write(f"{os.getpid()}\\n")
+while True:
+    time.sleep(3600)
+"""
+
+
+def _stuck_child(log: str) -> Any:
+    """A child that ignores SIGINT and SIGTERM (see the module), once it has said its pid."""
+    if not log:
+        return None
+    import subprocess
+
+    child = subprocess.Popen([sys.executable, "-c", STUCK, log])
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not _read(log).strip():
+        time.sleep(0.01)
+    return child
+
+
+def _read(path: str) -> str:
+    with contextlib.suppress(OSError), open(path, encoding="utf-8") as text:
+        return text.read()
+    return ""
+
+
 def main() -> None:
     starts = os.environ.get("FAKE_ACP_STARTS")
     if starts:
@@ -239,7 +272,11 @@ def main() -> None:
     if mode == "silent":
         sys.stdin.read()
         return
+    child = _stuck_child(os.environ.get("FAKE_ACP_LEAVE_CHILD", ""))
     asyncio.run(run_agent(FakeAgent()))
+    if child is not None:
+        child.terminate()  # and gone at once, without waiting for it
+        os._exit(0)
     if os.environ.get("FAKE_ACP_OUTLIVE_EOF"):
         time.sleep(3600)  # like codex-acp: the end of stdin does not end the process
 

@@ -82,6 +82,13 @@ class _Client:
 # waits for this at its end, and an adapter that ignores EOF (codex-acp) still stops on
 # SIGINT; measured in bench/acp_warm.py, where 0.5 s was a tenth of the warm run.
 EOF_WAIT_S = 0.1
+# The grace for what an adapter leaves behind when it exits on EOF. It has already told its
+# CLI to stop (claude-agent-acp sends SIGTERM and exits); the CLI's pipes lead to the exited
+# adapter, so no one is left to answer. Claude Code saves its transcript within milliseconds
+# of that SIGTERM, but when the adapter is gone before its last reply, its shutdown waits on
+# the dead pipe until its own 2 s failsafe, writing nothing more (seen with strace, about one
+# close in three). So: SIGINT, SIGTERM, and SIGKILL a quarter of a second later, not 1.5 s.
+LEFT_BEHIND_GRACE = Grace(0.1, 0.25)
 
 
 class AcpProcess:
@@ -251,7 +258,9 @@ class AcpProcess:
                 await asyncio.wait_for(self.conn.close(), 2.0)
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(asyncio.shield(proc.wait()), EOF_WAIT_S)
-        await stop_group(proc.pid, grace or Grace(0.5, 1.0))
+        if grace is None:
+            grace = LEFT_BEHIND_GRACE if proc.returncode is not None else Grace(0.5, 1.0)
+        await stop_group(proc.pid, grace)
         if group_members(proc.pid):  # pragma: no cover - stop_group ends with SIGKILL
             await stop_group(proc.pid, Grace(0.1, 0.1))
         with contextlib.suppress(asyncio.TimeoutError, ProcessLookupError):
