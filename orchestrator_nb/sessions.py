@@ -111,10 +111,13 @@ class Session(BaseModel):
         ]
 
     def close_agents(self) -> None:
-        """Stop the ACP agents this session keeps warm between cells (see agents/acp/warm.py)."""
+        """Stop the ACP agents this session keeps warm between cells (see agents/acp/warm.py),
+        and the scripted server its rehearsed cells share (runs/rehearsals.py)."""
         from .agents.acp.warm import close_session_agents
+        from .runs.rehearsals import close_session_rehearsal
 
         close_session_agents(self.id)
+        close_session_rehearsal(self.id)
 
     def history_in(self, workspace: str | os.PathLike[str]) -> list[dict[str, Any]]:
         """:attr:`history`, of the turns run in ``workspace`` only."""

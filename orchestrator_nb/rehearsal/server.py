@@ -357,6 +357,13 @@ class ScriptedModelServer:
                 return True
         return False
 
+    def new_run(self) -> None:
+        """A kept server's next run meets the scenario afresh: its faults fire again, and the
+        recording starts over."""
+        with self._lock:
+            self._fault_counts.clear()
+            self._records.clear()
+
     def _take_fault(self, key: tuple[int, str, str | None], fault: Fault | None) -> Fault | None:
         # `times` counts per turn, agent and step: each CLI of a workflow meets the fault.
         if fault is None:

@@ -201,6 +201,12 @@ class Rehearsal:
         env = {k: v for k, v in inherited.items() if k not in self.drop_env}
         return env | self.env(agent, step, workspace=workspace)
 
+    def new_run(self, workspace: str | os.PathLike[str] | None = None) -> None:
+        """Serve another run: the scenario afresh (faults fire again, a new recording), with
+        ``workspace`` as the fallback folder."""
+        self._server.new_run()
+        self.workspace = workspace
+
     @property
     def requests(self) -> list[RecordedRequest]:
         """Every request so far, oldest first (a copy)."""

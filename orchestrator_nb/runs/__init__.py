@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from ..sessions import ResumePoint
+from .rehearsals import open_rehearsal, rehearsal_home
 from .request import RunOptions, RunRequest
-from .service import RunService, SessionRecorder, open_rehearsal, rehearsal_home, settings_for
+from .service import RunService, SessionRecorder, settings_for
 
 __all__ = [
     "ResumePoint",

@@ -1,22 +1,17 @@
 """The one place a run is executed: every entry point hands its :class:`RunRequest` here.
 
 The service owns what used to be repeated at each edge: loading the settings (with the
-request's trust), starting and stopping a rehearsal, opening and closing the session turn,
-acting on the follow-up decision (which native sessions to resume, which turns the templates
-see), and opening the run itself (its journal, its observed bus for the logs, metrics and audit
-trail, its workspace seat: :mod:`.scope`) around the engine, which walks the steps. ``-a AGENT``
-and ``run_agent`` are one-step workflows through the same engine.
+request's trust), opening the run's rehearsal (:mod:`.rehearsals`), opening and closing the
+session turn, acting on the follow-up decision (which native sessions to resume, which turns
+the templates see), and opening the run itself (its journal, its observed bus for the logs,
+metrics and audit trail, its workspace seat: :mod:`.scope`) around the engine, which walks the
+steps. ``-a AGENT`` and ``run_agent`` are one-step workflows through the same engine.
 """
 
 from __future__ import annotations
 
 import asyncio
-import atexit
-import contextlib
-import shutil
-import tempfile
-from collections.abc import AsyncIterator, Callable, Sequence
-from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..agents.acp.warm import session_agents
@@ -29,38 +24,9 @@ from ..sessions import Session, Turn
 from ..workflow.engine import Engine, GateHandler
 from ..workflow.models import AgentStep, Workflow
 from ..workflow.result import WorkflowResult
+from .rehearsals import open_rehearsal
 from .request import RunRequest
 from .scope import open_run
-
-_HOME_ROOT: Path | None = None
-
-
-def rehearsal_home(session_id: str) -> Path:
-    """A CLI home kept for the process's life, so native sessions resume across runs."""
-    global _HOME_ROOT
-    if _HOME_ROOT is None:
-        _HOME_ROOT = Path(tempfile.mkdtemp(prefix="orchestrator-nb-rehearsal-"))
-        atexit.register(shutil.rmtree, _HOME_ROOT, True)
-    home = _HOME_ROOT / session_id
-    home.mkdir(exist_ok=True)
-    return home
-
-
-@contextlib.asynccontextmanager
-async def open_rehearsal(
-    rehearsal: Any, *, workspace: Path, session: Session | None
-) -> AsyncIterator[Any]:
-    """The rehearsal endpoint of a run: a scenario (name, path or Scenario) is started through
-    the one rehearsal scope, with the session's CLI home so that native sessions survive
-    between its runs; a running rehearsal (or its endpoint) is used as it is."""
-    if rehearsal is None:
-        yield None
-        return
-    from ..rehearsal.endpoint import rehearsal_scope
-
-    home = rehearsal_home(session.id) if session is not None else None
-    with rehearsal_scope(rehearsal, workspace=workspace, home=home) as endpoint:
-        yield endpoint
 
 
 class SessionRecorder:
@@ -237,7 +203,5 @@ __all__ = [
     "RunService",
     "SessionRecorder",
     "one_step",
-    "open_rehearsal",
-    "rehearsal_home",
     "settings_for",
 ]

@@ -1,10 +1,10 @@
 """Warm ACP agents across cells: one process per agent for a kernel session's follow-ups.
 
 A real ipykernel (nbclient) runs three cells on a fake ACP agent (a real subprocess speaking
-ACP): a task, its follow-up, then a new task. One process serves all three; the follow-up is a
-prompt on the live session (no ``session/load``, the agent's turn count goes on); the new task
-gets a new session on the same process; ``Session.close_agents()`` stops it, and after the
-kernel shuts down no agent process is left.
+ACP), with and without rehearsal: a task, its follow-up, then a new task. One process serves
+all three; the follow-up is a prompt on the live session (no ``session/load``, the agent's turn
+count goes on); the new task gets a new session on the same process;
+``Session.close_agents()`` stops it, and after the kernel shuts down no agent process is left.
 """
 
 from __future__ import annotations
@@ -36,14 +36,18 @@ def alive(pid: int) -> bool:
     return not (stat.exists() and stat.read_text().split(") ")[-1].startswith("Z"))
 
 
-def test_follow_up_cells_prompt_the_same_live_session(tmp_path: Path) -> None:
+@pytest.mark.parametrize("rehearse", ["", "--rehearse write-file"], ids=["real", "rehearsed"])
+def test_follow_up_cells_prompt_the_same_live_session(tmp_path: Path, rehearse: str) -> None:
+    # Rehearsed cells too: the session's cells share one scripted server, which the warm
+    # agent points at (each cell starting its own would make every cell start it anew).
     ws = tmp_path / "ws"
     ws.mkdir()
     starts, loads = tmp_path / "starts", tmp_path / "loads"
-    agents = {"fake": {"driver": "acp", "argv": [sys.executable, str(FAKE)], "retries": 0}}
+    fake = {"driver": "acp", "argv": [sys.executable, str(FAKE)], "retries": 0}
+    agents = {"fake": fake | ({"provider": "gemini"} if rehearse else {})}
     (ws / "orchestrator.yaml").write_text(json.dumps({"agents": agents}))
     trust(ws)
-    magic = f"%%orchestrate -a fake --workspace {ws} -s warm"
+    magic = f"%%orchestrate -a fake --workspace {ws} -s warm {rehearse}"
     cells = [
         f"import os\nos.environ['FAKE_ACP_STARTS'] = {str(starts)!r}\n"
         f"os.environ['FAKE_ACP_LOADS'] = {str(loads)!r}\n%load_ext orchestrator_nb.notebook",
@@ -142,3 +146,43 @@ async def test_a_run_under_another_rehearsal_server_stops_the_kept_agents(tmp_pa
     while alive(second) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not alive(second)
+
+
+async def test_a_sessions_rehearsed_runs_share_one_server_per_scenario(tmp_path: Path) -> None:
+    """Kept for the session's next run on the kernel's loop; another scenario (or an edited
+    scenario file) replaces it; close_agents ends it; a run outside a kernel keeps nothing."""
+    import urllib.request
+
+    from orchestrator_nb._sync import run_sync
+    from orchestrator_nb.runs import open_rehearsal
+    from orchestrator_nb.sessions import Session
+
+    session = Session.create("servers")
+
+    async def url_of(scenario: str | Path, who: Session | None = session) -> str:
+        async with open_rehearsal(scenario, workspace=tmp_path, session=who) as endpoint:
+            return str(endpoint.url)
+
+    def answers(url: str) -> bool:
+        try:
+            with urllib.request.urlopen(url + "/v1/models", timeout=5):
+                return True
+        except OSError:
+            return False
+
+    first = run_sync(lambda: url_of("write-file"))
+    assert run_sync(lambda: url_of("write-file")) == first and answers(first)
+    other = run_sync(lambda: url_of("calculator"))
+    assert other != first and not answers(first)
+    custom = tmp_path / "mine.yaml"
+    custom.write_text("name: mine\nturns:\n  - say: one\n")
+    mine = run_sync(lambda: url_of(custom))
+    assert run_sync(lambda: url_of(custom)) == mine and not answers(other)
+    custom.write_text("name: mine\nturns:\n  - say: two, edited\n")
+    edited = run_sync(lambda: url_of(custom))
+    assert edited != mine and not answers(mine)
+    session.close_agents()
+    assert not answers(edited)
+    outside = await url_of("write-file")  # not on the kernel's loop: stopped with its run
+    assert not answers(outside)
+

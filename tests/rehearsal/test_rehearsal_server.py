@@ -659,3 +659,12 @@ def test_close_is_idempotent_and_leaves_no_threads() -> None:
     reh.close()
     reh.close()
     assert threading.active_count() == before
+
+
+def test_a_new_run_meets_the_scenario_afresh(r: Rehearsal, tmp_path: Path) -> None:
+    # A session's rehearsed cells share one server (runs/rehearsals.py): each run's CLIs meet
+    # the scenario's faults again, and the recording is of that run.
+    assert [chat(r, "throttle")[0] for _ in range(3)] == [429, 429, 200]
+    r.new_run(tmp_path)
+    assert r.requests == [] and r.workspace == tmp_path.resolve()
+    assert [chat(r, "throttle")[0] for _ in range(3)] == [429, 429, 200]

@@ -14,9 +14,10 @@ Across cells: a session's runs in a kernel (blocking cells, which share one loop
 ``_sync.kernel_loop``) use one pool kept for the session (:func:`session_agents`). Its
 processes stay warm between runs: a follow-up, whose step resumes the ACP session the process
 still holds, is one more ``session/prompt`` (no ``session/load``, no replay); a new task opens a
-new session (``session/new``) on the same process. They end with :func:`close_session_agents`
-(``Session.close_agents()``), at interpreter exit, or when a run under a different rehearsal
-server starts (they point at the old one).
+new session (``session/new``) on the same process, opened at the run's beginning (prestart.py).
+They end with :func:`close_session_agents` (``Session.close_agents()``), at interpreter exit,
+or when a run under a different rehearsal server starts (they point at the old one; a
+session's rehearsed runs share one server per scenario, see runs/rehearsals.py).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from ..._sync import on_kernel_loop
+from ..._sync import kernel_loop, on_kernel_loop
 from ...proctree import kill_now
 
 # Every run enters :func:`warm_agents`; only a run with an ACP agent needs the client (and the
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
     from .client import AcpProcess
 
 WarmKey = tuple[str, str, tuple[str, ...]]  # agent, workspace, argv
+CLOSE_WAIT_S = 10.0  # a session's agents closing: each gets EOF, then at most 1.5 s of signals
 
 
 @dataclass
@@ -143,11 +145,20 @@ async def session_agents(session_id: str | None) -> AsyncIterator[None]:
 
 
 def close_session_agents(session_id: str) -> None:
-    """End the session's warm agents (from any thread); nothing is left running."""
+    """End the session's warm agents (from any thread); nothing is left running.
+
+    Closed on the kernel's loop, where they run, when no run is using them: a process killed
+    from here would leave its connection's tasks pending there, logging errors when collected.
+    """
     with _SESSIONS_LOCK:
         pool = _SESSIONS.pop(session_id, None)
-    if pool is not None:
-        pool.kill()
+    if pool is None:
+        return
+    if pool.processes and not pool.active and not on_kernel_loop():
+        closing = asyncio.run_coroutine_threadsafe(pool.close(), kernel_loop())
+        with contextlib.suppress(Exception):
+            closing.result(timeout=CLOSE_WAIT_S)
+    pool.kill()  # what is left: a run using them, a close that did not end, or the loop's own
 
 
 @atexit.register
