@@ -10,6 +10,7 @@ The prompt says what to do, one instruction per line:
 * ``crash``            - exit with code 3 in the middle of the turn
 * ``remember``         - say how many prompts this session has had (warm sessions keep count)
 * ``await-starts N``   - wait (30 s at most) until ``FAKE_ACP_STARTS`` lists N processes
+* ``await-sessions N`` - wait (30 s at most) until ``FAKE_ACP_EVENTS`` lists N sessions opened
 
 Each turn costs $0.25; ``usage_update`` reports the session's running total, as ACP says.
 ``FAKE_ACP_STARTS`` names a file that gets one line per process start, ``FAKE_ACP_LOADS`` one
@@ -141,8 +142,11 @@ class FakeAgent:
             elif verb == "remember":
                 await self.say(sid, f"prompt number {self.prompts[sid]} in {sid}")
             elif verb == "await-starts" and len(words) == 2:
-                seen = await _await_starts(int(words[1]))
+                seen = await _await_lines("FAKE_ACP_STARTS", "", int(words[1]))
                 await self.say(sid, f"saw {seen} starts")
+            elif verb == "await-sessions" and len(words) == 2:
+                seen = await _await_lines("FAKE_ACP_EVENTS", "session ", int(words[1]))
+                await self.say(sid, f"saw {seen} sessions")
             elif verb in ("hang", "ignore-cancel"):
                 await self.say(sid, "working on it")
                 if verb == "ignore-cancel":
@@ -216,14 +220,15 @@ class FakeAgent:
         await self.say(sid, f"{'ran' if allowed else 'was refused'}: {command}")
 
 
-async def _await_starts(wanted: int, seconds: float = 30.0) -> int:
-    """Wait (at most ``seconds``) until FAKE_ACP_STARTS has ``wanted`` lines; how many it has."""
-    path = os.environ.get("FAKE_ACP_STARTS", "")
+async def _await_lines(variable: str, prefix: str, wanted: int, seconds: float = 30.0) -> int:
+    """Wait (at most ``seconds``) until the file the variable names has ``wanted`` lines that
+    start with ``prefix``; how many it has."""
+    path = os.environ.get(variable, "")
     deadline = time.monotonic() + seconds
     seen = 0
     while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), open(path, encoding="utf-8") as lines:
-            seen = len(lines.read().split())
+        found = _read(path).splitlines()
+        seen = len([line for line in found if line.strip() and line.startswith(prefix)])
         if seen >= wanted:
             break
         await asyncio.sleep(0.05)

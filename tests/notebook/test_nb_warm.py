@@ -15,6 +15,7 @@ import re
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from nbclient import NotebookClient
@@ -186,3 +187,43 @@ async def test_a_sessions_rehearsed_runs_share_one_server_per_scenario(tmp_path:
     outside = await url_of("write-file")  # not on the kernel's loop: stopped with its run
     assert not answers(outside)
 
+
+async def test_a_kept_agent_gets_its_next_runs_session_while_the_first_step_works(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A session's second run (a new task): the agent kept from the first gets its new session
+    at the run's beginning, as a starting agent would, not when its step comes (the claude
+    adapter starts a Claude Code process for each session)."""
+    from orchestrator_nb._sync import run_sync
+    from orchestrator_nb.config import load_settings
+    from orchestrator_nb.sessions import Session
+    from orchestrator_nb.workflow.api import arun
+
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    starts, events = tmp_path / "starts", tmp_path / "events"
+    monkeypatch.setenv("FAKE_ACP_STARTS", str(starts))
+    monkeypatch.setenv("FAKE_ACP_EVENTS", str(events))
+    agents = {n: {"driver": "acp", "argv": [sys.executable, str(FAKE), n]} for n in "ab"}
+
+    def two(first: str) -> dict[str, Any]:
+        steps = [{"id": "one", "agent": "a", "prompt": first}]
+        return {"steps": [*steps, {"id": "two", "agent": "b", "prompt": "remember"}]}
+
+    workflows = {"warmup": two("remember"), "next": two("await-sessions 4")}
+    cfg = load_settings(cwd=ws, trust=True, agents=agents, workflows=workflows)
+    session = Session.create("kept-sessions")
+    try:
+        first = run_sync(
+            lambda: arun("a task", "warmup", workspace=ws, config=cfg, session=session)
+        )
+        second = run_sync(
+            lambda: arun("new task", "next", workspace=ws, config=cfg, session=session)
+        )
+    finally:
+        session.close_agents()
+    assert first.ok and second.ok, [s.error for s in (*first.steps, *second.steps)]
+    assert len(starts.read_text().split()) == 2  # both agents kept from the first run
+    assert "saw 4 sessions" in second.steps[0].text  # b's new one opened while a worked
+    assert second.steps[1].text.startswith("prompt number 1 in")  # a fresh session for b
+    assert second.steps[1].session_id != first.steps[1].session_id

@@ -4,7 +4,8 @@ Start-up is most of a first step (an adapter spawns its CLI underneath), and a w
 agents start one after another when each waits for its first step. :func:`prestart` starts
 every ACP agent the workflow names (its first step's configuration and rehearsal environment:
 the same process the step would have started) in the background while the first steps run;
-a step whose agent is still starting waits for that start instead of starting another.
+a step whose agent is still starting waits for that start instead of starting another. An
+agent kept warm from the session's last run (warm.py) gets this run's new session the same way.
 Best effort: a prestart that fails leaves nothing behind, and the step starts the agent
 itself, with its usual errors. Agents that a follow-up resumes are left to their step.
 
@@ -51,7 +52,11 @@ async def _start_one(
             await pool.started(key)
             return
         # Checked once the turn comes: a step that needed the agent meanwhile started it.
-        if key in pool.processes or key in pool.busy:
+        if key in pool.busy or key in pool.claimed:
+            return
+        kept = pool.processes.get(key)
+        if kept is not None:
+            await _open_on_kept(pool, key, kept, run, log / agent)
             return
         proc = AcpProcess(argv, cwd=run.request.workspace, env=run.env, log_dir=log / agent)
         with pool.start_under_way(key):
@@ -64,6 +69,21 @@ async def _start_one(
             pool.count_start(agent)
             pool.keep(key, proc)
             pool.claimed.add(key)  # its session is this run's already: the step opens none
+
+
+async def _open_on_kept(pool: WarmPool, key: WarmKey, proc: Any, run: Any, log: Path) -> None:
+    """A process kept from the session's last run: open this run's session on it now (the
+    claude adapter starts a Claude Code process per session). On failure the step opens it."""
+    if not proc.alive:
+        return
+    proc.on_message = None  # the last run's step no longer listens
+    proc.set_log_dir(log)
+    with pool.start_under_way(key):
+        try:
+            await asyncio.wait_for(proc.open_session(None), run.config.timeout)
+        except Exception:  # the step opens the session itself, and reports what goes wrong
+            return
+        pool.claimed.add(key)
 
 
 async def _start_all(
