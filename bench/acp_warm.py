@@ -9,7 +9,10 @@ CLI per step). Subject: the same workflow with each agent replaced by its ``-acp
 started at its beginning, in the order of need, one per core at a time (agents/acp/prestart.py).
 Target (issue 20): ≤ 0.6× the per-step CLIs' wall time, and ≤ 0.6× the same CLI invocations
 replayed one after another by a bare ``subprocess.run`` (bench/end_to_end.py's baseline, recorded
-from one per-step run): the steps run by hand. Also reported: the warm agent's own
+from one per-step run): the steps run by hand. Then a notebook session's next cell: a new task
+in the same workspace after a first run (not timed) on the kernel's loop, where the session
+keeps its ACP agents and its rehearsal server warm between cells, against the same two runs on
+the per-step CLIs. Also reported: the warm agent's own
 step (the second review, on a live gemini-acp session) against the same step as a fresh CLI,
 and the time from an agent's ``session/request_permission`` (stamped by the fake ACP agent as
 it sends it) to the question's widget added to the cell's box (target ≤ 100 ms; the browser's
@@ -39,6 +42,7 @@ from orchestrator_nb.workflow.api import arun  # noqa: E402
 
 NAME = "ACP warm agents"
 TASK = "Write a small calculator module with tests."
+NEXT = "Write a small calculator module with tests, again."
 ACP = {"codex": "codex-acp", "gemini": "gemini-acp", "claude": "claude-acp"}
 TARGET = 0.6
 
@@ -85,6 +89,28 @@ async def by_hand(cfg: Settings, tmp: Path, repeats: int) -> tuple[list[float], 
             return timed_replay(rec.calls, recorded, Path(tempfile.mkdtemp(dir=tmp)).resolve())
 
         return await apaired(bare, lambda: one("default-acp", cfg, tmp, []), repeats)
+
+
+async def next_cell(workflow: str, cfg: Settings, tmp: Path) -> float:
+    """A notebook session's second cell: a new task in the same workspace, after a first run
+    (not timed) has left the session's agents and rehearsal server warm. On the kernel's loop,
+    as a cell's run is (``run_sync`` from a running loop)."""
+    from orchestrator_nb._sync import run_sync
+    from orchestrator_nb.sessions import Session
+
+    ws = Path(tempfile.mkdtemp(dir=tmp))
+    session = Session.create(f"bench-{ws.name}")
+    opts: dict[str, Any] = {"workspace": ws, "config": cfg, "rehearsal": "calculator"}
+    try:
+        first = run_sync(lambda: arun(TASK, workflow, session=session, **opts))
+        start = time.perf_counter()
+        result = run_sync(lambda: arun(NEXT, workflow, session=session, **opts))
+        elapsed = time.perf_counter() - start
+    finally:
+        session.close_agents()
+    if not (first.ok and result.ok):
+        raise RuntimeError(f"{workflow} did not complete: {first.outcome}, {result.outcome}")
+    return elapsed
 
 
 def _median(values: list[float]) -> float:
@@ -140,6 +166,11 @@ async def measure(repeats: int) -> list[Row]:
             repeats,
         )
         hand, subj_hand = await by_hand(cfg, root, repeats)
+        cell_base, cell_subj = await apaired(
+            lambda: next_cell("default", cfg, root),
+            lambda: next_cell("default-acp", cfg, root),
+            repeats,
+        )
     asks = await question_latency(max(repeats, 10))
     return [
         row(
@@ -163,6 +194,19 @@ async def measure(repeats: int) -> list[Row]:
             target=f"≤ {TARGET:g}× the bare CLI calls",
             max_ratio=TARGET,
             note="rehearsal, 127.0.0.1; the same argv, environment and stdin a run gives each CLI",
+        ),
+        row(
+            NAME,
+            "default workflow, calculator: a notebook session's next cell (agents warm from the "
+            "cell before)",
+            baseline_label="per-step CLIs",
+            baseline=cell_base,
+            subject_label="warm ACP agents",
+            subject=cell_subj,
+            target=f"≤ {TARGET:g}× the per-step CLIs",
+            max_ratio=TARGET,
+            note="rehearsal, 127.0.0.1; a new task in the same workspace and session, on the "
+            "kernel's loop; the first cell's run is not timed",
         ),
         row(
             NAME,
