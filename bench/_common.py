@@ -248,6 +248,17 @@ def _tool_version(argv: list[str]) -> str | None:
     return (done.stdout or done.stderr).strip().splitlines()[0] if done.returncode == 0 else None
 
 
+def _cli_node() -> str | None:
+    """The Node the agent CLIs run on: the one ``make agents`` put beside them (the drivers put
+    that folder first on PATH, agents/_npm.py), else the system's."""
+    from orchestrator_nb.agents.registry import agents_bin_dirs
+
+    for folder in agents_bin_dirs():
+        if (folder / "node").is_file():
+            return _tool_version([str(folder / "node"), "--version"])
+    return _tool_version(["node", "--version"])
+
+
 def machine() -> dict[str, Any]:
     """CPU model, cores, memory, Python, OS and the date, for the table's caption."""
     return {
@@ -257,7 +268,7 @@ def machine() -> dict[str, Any]:
         "python": f"{platform.python_implementation()} {platform.python_version()}",
         "os": platform.platform(),
         "git": _tool_version(["git", "--version"]),
-        "node": _tool_version(["node", "--version"]),
+        "node": _cli_node(),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 

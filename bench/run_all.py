@@ -114,7 +114,8 @@ def machine_line(host: dict[str, Any]) -> str:
     mem = f"{host['memory_gb']:g} GB" if host["memory_gb"] else "? GB"
     return (
         f"Run {host['date']} on {host['cpu']}, {host['cores']} cores, {mem} RAM; "
-        f"{host['python']}; {host['os']}; {host['git'] or 'git ?'}; node {host['node'] or '?'}."
+        f"{host['python']}; {host['os']}; {host['git'] or 'git ?'}; "
+        f"the CLIs' node {host['node'] or '?'}."
     )
 
 
