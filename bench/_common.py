@@ -251,12 +251,11 @@ def _tool_version(argv: list[str]) -> str | None:
 def _cli_node() -> str | None:
     """The Node the agent CLIs run on: the one ``make agents`` put beside them (the drivers put
     that folder first on PATH, agents/_npm.py), else the system's."""
+    from orchestrator_nb.agents._npm import node_beside
     from orchestrator_nb.agents.registry import agents_bin_dirs
 
-    for folder in agents_bin_dirs():
-        if (folder / "node").is_file():
-            return _tool_version([str(folder / "node"), "--version"])
-    return _tool_version(["node", "--version"])
+    beside = [node for folder in agents_bin_dirs() if (node := node_beside(folder))]
+    return _tool_version([beside[0] if beside else "node", "--version"])
 
 
 def machine() -> dict[str, Any]:

@@ -35,10 +35,16 @@ def node_env(executable: str) -> dict[str, str]:
     if not os.environ.get("NODE_COMPILE_CACHE"):
         env["NODE_COMPILE_CACHE"] = str(user_cache_dir() / "node-compile-cache")
     folder = os.path.dirname(executable)
-    node = os.path.join(folder, "node")
-    if folder and os.path.isfile(node) and os.access(node, os.X_OK):
+    if folder and node_beside(folder):
         env["PATH"] = os.pathsep.join([folder, os.environ.get("PATH", os.defpath)])
     return env
+
+
+def node_beside(folder: str | os.PathLike[str]) -> str | None:
+    """The ``node`` that ``make agents`` installed in ``folder`` (a CLI's own folder), if any:
+    the one the CLIs there run on (see :func:`node_env`)."""
+    node = os.path.join(folder, "node")
+    return node if os.path.isfile(node) and os.access(node, os.X_OK) else None
 
 
 class NpmCliDriver:
