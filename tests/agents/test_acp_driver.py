@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import stat
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -106,17 +107,43 @@ async def test_a_rejecting_policy_changes_the_outcome(
     assert result.changes == []
 
 
-async def test_default_policy_rejects_network_commands_and_paths_outside(
+async def test_default_policy_rejects_commands_paths_outside_and_what_runs(
     workspace: Path, acp_exe: Path, starts: Path, tmp_path: Path
 ) -> None:
     outside = tmp_path / "elsewhere.txt"
-    prompt = f"run curl https://example.com\nrun python3 -m pytest -q\nwrite {outside} x"
+    (workspace / ".git" / "hooks").mkdir(parents=True)
+    prompt = (
+        f"run /usr/bin/curl https://example.com\nrun rm -rf /\nwrite {outside} x\n"
+        "write .git/hooks/pre-commit x\nwrite .claude/settings.json {}\nwrite ok.txt fine"
+    )
     result = await run(workspace, acp_exe, prompt)
-    decisions = [(p.kind, p.decision) for p in result.permissions]
-    assert decisions == [("execute", "reject"), ("execute", "allow_once"), ("edit", "reject")]
-    assert "was refused: curl https://example.com" in result.text
-    assert "ran: python3 -m pytest -q" in result.text
-    assert not outside.exists()
+    decisions = [(p.kind, p.decision, p.reason) for p in result.permissions]
+    assert decisions[:3] == [
+        ("execute", "reject", "rule 1"),  # the network rule
+        ("execute", "reject", "default"),  # no rule allows a command
+        ("edit", "reject", "rule 3"),  # outside the workspace
+    ]
+    assert [d[2].split(":")[0] for d in decisions[3:5]] == ["protected", "protected"]
+    assert decisions[5] == ("edit", "allow_once", "rule 4")
+    assert "was refused: rm -rf /" in result.text
+    assert not outside.exists() and not (workspace / ".git/hooks/pre-commit").exists()
+    assert not (workspace / ".claude").exists()
+    assert (workspace / "ok.txt").read_text() == "fine\n"
+
+
+async def test_a_rule_allows_one_command_and_not_what_is_chained_to_it(
+    workspace: Path, acp_exe: Path, starts: Path
+) -> None:
+    policy = {
+        "rules": [{"kind": "execute", "command": r"python3 -m pytest( -q)?", "decision": "allow"}]
+    }
+    prompt = "run python3 -m pytest -q\nrun python3 -m pytest -q; curl x | sh"
+    result = await run(workspace, acp_exe, prompt, approvals=policy)
+    assert [p.decision for p in result.permissions] == ["allow_once", "reject"]
+    assert (
+        result.text
+        == "ran: python3 -m pytest -q" + "was refused: python3 -m pytest -q; curl x | sh"
+    )
 
 
 async def test_approvals_from_orchestrator_yaml(
@@ -153,6 +180,30 @@ async def test_an_interactive_answer_decides_and_always_holds_for_the_run(
     assert result.text.count("ran: make test") == 2
 
 
+async def test_a_plain_function_answers_and_a_failing_one_leaves_it_to_the_policy(
+    workspace: Path, acp_exe: Path, starts: Path
+) -> None:
+    def plain(request: PermissionRequest) -> str:
+        return "allow_once" if request.kind == "execute" else "reject"
+
+    result = await run(workspace, acp_exe, "run make test\nwrite a.txt x", approvals=plain)
+    assert [(p.decision, p.by) for p in result.permissions] == [
+        ("allow_once", "user"),
+        ("reject", "user"),
+    ]
+    assert not (workspace / "a.txt").exists()
+
+    def broken(request: PermissionRequest) -> str:
+        raise RuntimeError("no display")
+
+    result = await run(workspace, acp_exe, "run make test\nwrite b.txt x", approvals=broken)
+    assert result.ok, result.error
+    decided = [(p.decision, p.by) for p in result.permissions]
+    assert decided == [("reject", "policy"), ("allow_once", "policy")]
+    assert all("RuntimeError: no display" in p.reason for p in result.permissions)
+    assert (workspace / "b.txt").read_text() == "x\n"
+
+
 async def test_an_unanswered_question_falls_back_to_the_policy(
     workspace: Path, acp_exe: Path, starts: Path
 ) -> None:
@@ -180,13 +231,16 @@ async def test_rate_limit_is_retried_then_reported(
     assert len(result.attempts) == 2 and len(pids(starts)) == 1
 
 
-async def test_a_crash_mid_turn_is_a_failure_with_its_exit_code(
-    workspace: Path, acp_exe: Path, starts: Path
+@pytest.mark.parametrize("how", ["crash", "crash-with-child"])
+async def test_a_crash_mid_turn_is_crashed_with_its_exit_code(
+    workspace: Path, acp_exe: Path, starts: Path, how: str
 ) -> None:
-    result = await run(workspace, acp_exe, "crash")
-    assert result.error_kind == "failed"
+    # A child holding stdout open must not turn the crash into a wait for the idle timeout.
+    result = await run(workspace, acp_exe, how, {"idle_timeout": 60})
+    assert result.error_kind == "crashed", result.error
     assert "code 3" in result.error.message
     assert result.exit_code == 3
+    assert not group_members(pids(starts)[0])
 
 
 async def test_a_hang_times_out_and_leaves_no_process(
@@ -227,6 +281,44 @@ async def test_a_program_that_does_not_speak_acp_is_a_config_error_naming_the_ar
     assert str(acp_exe) in result.error.message and "ACP" in result.error.message
     # (On a loaded machine the fake may be stopped before it could note its pid.)
     assert not any(group_members(pid) for pid in pids(starts))
+
+
+NOT_ACP = {
+    "floods stdout": (["yes"], "is not JSON-RPC: 'y\\ny\\ny"),
+    "echoes": (["cat"], "ACP"),
+    "prints and exits": ([sys.executable, "-c", "print(1)"], "is not JSON-RPC: '1'"),
+    "prints a JSON list": ([sys.executable, "-c", "print([1]); input()"], "'[1]'"),
+    "cannot start": ([sys.executable, "/nonexistent/agent.py"], "can't open file"),
+}
+
+
+@pytest.mark.parametrize("program", list(NOT_ACP))
+def test_a_program_that_is_not_an_acp_agent_fails_at_once_and_quietly(
+    workspace: Path, program: str
+) -> None:
+    argv, says = NOT_ACP[program]
+    script = (
+        "import json, sys\n"
+        "from orchestrator_nb.api import run_agent\n"
+        "from orchestrator_nb.config import load_settings\n"
+        f"agents = {{'x': {{'driver': 'acp', 'argv': {argv!r}, 'retries': 0, 'timeout': 600}}}}\n"
+        "cfg = load_settings(cwd=sys.argv[1], agents=agents)\n"
+        "r = run_agent('x', 'hi', workspace=sys.argv[1], config=cfg)\n"
+        "print(json.dumps([r.error_kind, r.error.message]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(workspace)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    kind, message = json.loads(done.stdout.splitlines()[-1])
+    assert kind == "config" and argv[0] in message and says in message, message
+    # The SDK's complaints about the stream go to the run's log, not the user's terminal.
+    assert "Traceback" not in done.stderr and "ERROR:root" not in done.stderr, done.stderr[:2000]
+    assert len(done.stderr) < 4000
 
 
 async def test_a_missing_agent_is_not_installed_naming_the_argv(

@@ -8,6 +8,7 @@ The prompt says what to do, one instruction per line:
 * ``ignore-cancel``    - like hang, but ``session/cancel`` is ignored too
 * ``fail-429``         - answer the prompt with a JSON-RPC error saying HTTP 429
 * ``crash``            - exit with code 3 in the middle of the turn
+* ``crash-with-child`` - the same, leaving a child that holds stdout open
 * ``remember``         - say how many prompts this session has had (warm sessions keep count)
 * ``await-starts N``   - wait (30 s at most) until ``FAKE_ACP_STARTS`` lists N processes
 * ``await-sessions N`` - wait (30 s at most) until ``FAKE_ACP_EVENTS`` lists N sessions opened
@@ -155,9 +156,13 @@ class FakeAgent:
                 return PromptResponse(stop_reason="cancelled")
             elif verb == "fail-429":
                 raise RequestError(-32603, "Internal error: 429 Too Many Requests (rate limit)")
-            elif verb == "crash":
+            elif verb in ("crash", "crash-with-child"):
                 await self.say(sid, "about to crash")
                 sys.stdout.flush()
+                if verb == "crash-with-child":  # a child that keeps our stdout open
+                    import subprocess
+
+                    subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
                 os._exit(3)
         await self.client.session_update(
             session_id=sid,

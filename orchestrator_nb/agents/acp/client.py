@@ -35,11 +35,22 @@ from acp.schema import (
 )
 
 from ... import fsio
-from ...observe.redact import clip_tail
+from ...observe.redact import clip, clip_tail
 from ...process import Grace, group_members, stop_group
 from ...proctree import pdeathsig_preexec
+from .stdout import JsonLines, route_sdk_logging
+
+route_sdk_logging()
 
 STDIO_LIMIT = 32 * 1024 * 1024  # one JSON-RPC line may carry a whole file's diff
+# Output that is not JSON-RPC: how much of it rpc.log keeps, and how much a process may write
+# before its first message before it is taken for a program that is not an ACP agent at all.
+OTHER_KEPT = 64 * 1024
+OTHER_LINES_LOGGED = 200
+OTHER_BEFORE_FIRST_MESSAGE = 64 * 1024
+# How often a request checks that the process still lives (its pid, not its pipes: a child it
+# started may hold stdout open long after it died).
+EXIT_POLL_S = 0.05
 # Session options some adapters read from ``_meta`` (others ignore it): claude's adapter would
 # otherwise start Claude Code with permissions bypassed where IS_SANDBOX is set, which Claude
 # Code refuses as root; and its tool permissions are the client's (our policy) to answer.
@@ -115,6 +126,11 @@ class AcpProcess:
         self.on_message: Callable[[str, dict[str, Any]], None] | None = None
         self.on_permission: Any = None
         self.last_message = time.monotonic()
+        self._messages = 0
+        self._other = bytearray()  # the start of what it wrote that is not JSON-RPC
+        self._other_size = 0
+        self._other_lines = 0
+        self._not_acp = asyncio.Event()
         self._stderr_tail = bytearray()
         self._stderr_task: asyncio.Task[None] | None = None
         self._log: Path | None = None
@@ -133,11 +149,35 @@ class AcpProcess:
     def _observe(self, event: StreamEvent) -> None:
         direction = "in" if event.direction.value == "incoming" else "out"
         self.last_message = time.monotonic()
+        self._messages += direction == "in"
         if self._log is not None:
             line = json.dumps({"direction": direction, "message": event.message})
             fsio.append_text(self._log, line + "\n")  # redacted there
         if self.on_message is not None:
             self.on_message(direction, event.message)
+
+    def _other_output(self, line: bytes) -> bool:
+        """A stdout line that is not JSON-RPC: kept (bounded) in rpc.log, measured. False
+        (stop reading) once it has made clear this is not an ACP agent."""
+        self._other_size += len(line)
+        self._other_lines += 1
+        if len(self._other) < OTHER_KEPT:
+            self._other += line[: OTHER_KEPT - len(self._other)]
+        if self._log is not None and self._other_lines <= OTHER_LINES_LOGGED:
+            text = line.decode("utf-8", "replace").rstrip("\n")
+            if self._other_lines == OTHER_LINES_LOGGED:
+                text = f"(and from here on, lines that are not JSON-RPC are not kept) {text}"
+            fsio.append_text(self._log, json.dumps({"direction": "in", "other": text}) + "\n")
+        if self._messages == 0 and self._other_size > OTHER_BEFORE_FIRST_MESSAGE:
+            self._not_acp.set()
+        return not self._not_acp.is_set()
+
+    def other_output(self) -> str:
+        """What it wrote that is not JSON-RPC, as the start of an error message ("" if none)."""
+        if not self._other_size:
+            return ""
+        head = clip(bytes(self._other[:80]).decode("utf-8", "replace").strip(), 60)
+        return f"its output ({self._other_size} bytes) is not JSON-RPC: {head!r}"
 
     @property
     def stderr_tail(self) -> str:
@@ -182,8 +222,9 @@ class AcpProcess:
         )
         self._stderr_task = asyncio.ensure_future(self._pump_stderr())
         assert self.proc.stdin is not None and self.proc.stdout is not None
+        stdout = JsonLines(self.proc.stdout, self._other_output)
         self.conn = ClientSideConnection(
-            cast(Any, _Client(self)), self.proc.stdin, self.proc.stdout, observers=[self._observe]
+            cast(Any, _Client(self)), self.proc.stdin, stdout, observers=[self._observe]
         )
         info = await self._request(
             self.conn.initialize(
@@ -195,25 +236,48 @@ class AcpProcess:
         caps = info.agent_capabilities
         self.load_session = bool(caps and caps.load_session)
 
+    async def _exited(self) -> None:
+        """Returns once the process has exited. Not ``proc.wait()``, which also waits for
+        its pipes to close: a child holding stdout would keep that waiting past the exit."""
+        assert self.proc is not None
+        while self.proc.returncode is None:
+            await asyncio.sleep(EXIT_POLL_S)
+
     async def _request(self, awaitable: Any) -> Any:
-        """Await a request, failing fast when the process dies before answering."""
+        """Await a request, failing fast when the process dies before answering or turns out
+        not to speak ACP (it floods stdout with something else)."""
         assert self.proc is not None
         task = asyncio.ensure_future(awaitable)
-        died = asyncio.ensure_future(self.proc.wait())
+        died = asyncio.ensure_future(self._exited())
+        babble = asyncio.ensure_future(self._not_acp.wait())
         try:
-            await asyncio.wait({task, died}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({task, died, babble}, return_when=asyncio.FIRST_COMPLETED)
         except asyncio.CancelledError:
             task.cancel()
             raise
         finally:
-            if not died.done():
-                died.cancel()
+            for watch in (died, babble):
+                if not watch.done():
+                    watch.cancel()
+        if not task.done() and babble.done():
+            task.cancel()
+            raise ConnectionError(self.other_output())
         if not task.done():
             await asyncio.sleep(0.2)  # the answer may be in the pipe behind the exit
             if not task.done():
                 task.cancel()
-                raise ConnectionError(f"the agent exited with code {self.proc.returncode}")
-        return task.result()
+                why = f"the agent exited with code {self.proc.returncode}"
+                raise ConnectionError("; ".join(p for p in (why, self.other_output()) if p))
+        try:
+            return task.result()
+        except ConnectionError as exc:  # its stdout ended: say how the process did
+            if self._not_acp.is_set():
+                raise ConnectionError(self.other_output()) from None
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._exited(), 0.5)
+            code = self.proc.returncode
+            why = str(exc) if code is None else f"the agent exited with code {code}"
+            raise ConnectionError("; ".join(p for p in (why, self.other_output()) if p)) from None
 
     async def open_session(self, resume: str | None = None) -> str:
         """``session/load`` when resuming and the agent supports it, else ``session/new``."""
@@ -257,14 +321,20 @@ class AcpProcess:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.conn.close(), 2.0)
         with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(asyncio.shield(proc.wait()), EOF_WAIT_S)
+            await asyncio.wait_for(self._exited(), EOF_WAIT_S)
         if grace is None:
             grace = LEFT_BEHIND_GRACE if proc.returncode is not None else Grace(0.5, 1.0)
         await stop_group(proc.pid, grace)
         if group_members(proc.pid):  # pragma: no cover - stop_group ends with SIGKILL
             await stop_group(proc.pid, Grace(0.1, 0.1))
-        with contextlib.suppress(asyncio.TimeoutError, ProcessLookupError):
-            await asyncio.wait_for(proc.wait(), 5.0)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._exited(), 5.0)
+        # Its pipes may still be open: output nobody reads any more (a flood stops being read
+        # once it is known not to be ACP) or a child outside the group holding them. Close our
+        # ends, so no file descriptor or reader outlives the process.
+        transport = getattr(proc, "_transport", None)
+        if transport is not None:
+            transport.close()
         if self._stderr_task is not None:
             with contextlib.suppress(BaseException):
                 await asyncio.wait_for(self._stderr_task, 1.0)

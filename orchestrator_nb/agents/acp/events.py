@@ -70,6 +70,7 @@ class AcpParser:
         self.stop_reason: str | None = None
         self.prompt_error: dict[str, Any] | None = None
         self.fatal: str | None = None  # set by the runner: the process died, a request failed
+        self.crashed = False  # set by the runner: the process exited in the middle of the turn
         self.usage = Usage()
         self._cost: float | None = None
         self.changes: dict[str, FileChange] = {}
@@ -88,7 +89,9 @@ class AcpParser:
             return [RawEvent(obj)]
         return self.message(obj.get("direction"), obj["message"])
 
-    def message(self, direction: Any, msg: dict[str, Any]) -> list[Event]:
+    def message(self, direction: Any, msg: Any) -> list[Event]:
+        if not isinstance(msg, dict):  # valid JSON, but not a JSON-RPC message
+            return [RawEvent(msg)]
         method = msg.get("method")
         if direction == "out":
             if isinstance(method, str) and "id" in msg:
@@ -268,6 +271,9 @@ class AcpParser:
                 hint="sign the agent in (or set its API key) and run again",
                 **common,
             )
+        if self.crashed:
+            hint = "the agent's own stderr is in stderr.log beside rpc.log in the step's log folder"
+            return Verdict(False, error_kind="crashed", error_message=detail, hint=hint, **common)
         return Verdict(False, error_kind="failed", error_message=detail, **common)
 
 

@@ -177,9 +177,11 @@ async def acp_attempt(
         proc.on_permission = on_permission
         stopped = await _prompt(proc, request.prompt, config, cancel, grace)
     except _NotAcp as exc:
+        said = clip_tail(proc.stderr_tail, 300).strip() if proc else ""
         broken = AgentError.for_kind(
             "config",
-            f"{' '.join(argv)!r} did not answer as an ACP agent: {exc}",
+            f"{' '.join(argv)!r} did not answer as an ACP agent: {exc}"
+            + (f"; its stderr ends: {said}" if said else ""),
             hint=f"check agents.{name}.argv: it must start an agent speaking ACP on stdio",
             exit_code=proc.exit_code if proc else None,
             stderr_tail=proc.stderr_tail if proc else "",
@@ -210,6 +212,7 @@ async def acp_attempt(
         return result(AgentError.for_kind("timeout", message, hint=hint, **context))
     if stopped == "died" and parser.stop_reason is None and parser.prompt_error is None:
         parser.fatal = f"the agent exited (code {proc.exit_code}) during the turn"
+        parser.crashed = True
     verdict = parser.finish(proc.exit_code, proc.stderr_tail)
     error: AgentError | None = None
     if not verdict.ok:
