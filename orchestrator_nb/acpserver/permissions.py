@@ -42,7 +42,8 @@ def label(request: PermissionRequest) -> str:
     """``gemini-acp · write: Write hello.txt (hello.txt)``: who asks, in which step, for what."""
     who = f"{request.agent} · {request.step}" if request.step else request.agent
     target = f" ({request.target})" if request.target and request.target != request.title else ""
-    return redact(f"{who}: {request.title}{target}")
+    warning = f" [{request.warning}]" if request.warning else ""
+    return redact(f"{who}: {request.title}{target}{warning}")
 
 
 def approver(

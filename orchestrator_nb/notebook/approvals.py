@@ -61,6 +61,11 @@ class PermissionPanel:
             f"<b>{html.escape(request.agent)}</b> wants to use "
             f"<b>{html.escape(request.title)}</b> ({html.escape(request.kind)}):"
             f'<pre style="white-space:pre-wrap;margin:2px 0">{html.escape(what)}</pre>{diff}'
+            + (
+                f'<div style="color:#9a6700">&#9888; {html.escape(request.warning)}</div>'
+                if request.warning
+                else ""
+            )
         )
         self.buttons = {
             "allow_once": widgets.Button(description="Allow once", button_style="success"),

@@ -57,6 +57,7 @@ class RunSpec:
         trust: bool | None = None,
         variables: dict[str, Any] | None = None,
         isolation: Isolation = "shared",
+        approvals: Any = None,
         **overrides: Any,
     ) -> RunSpec:
         request = RunRequest.build(
@@ -71,6 +72,7 @@ class RunSpec:
             options=replace(RunOptions.from_overrides(overrides), isolation=isolation),
             dry_run=dry_run,
             variables=dict(variables or {}),
+            approvals=approvals,
         )
         return cls(request, quiet=quiet)
 

@@ -46,6 +46,7 @@ async def arun(
     options: RunOptions | None = None,
     trust: bool | None = None,
     isolation: Isolation = "shared",
+    approvals: Any = None,
     **overrides: Any,
 ) -> WorkflowResult:
     """Run ``workflow`` on ``task`` in ``workspace``.
@@ -59,6 +60,8 @@ async def arun(
     recorded as its next turn. It follows up (continues each agent's native conversation in
     this workspace, and gives the agents the previous turn) only when ``followup=True`` or,
     with ``followup=None``, when the session's heuristic says so; a new task never resumes.
+    ``approvals``: what answers ACP agents' permission requests, as for ``run_agent`` (a
+    policy, its dict form or a callable); default: the settings' ``approvals:`` policy.
     """
     if options is None:
         options = replace(RunOptions.from_overrides(overrides), isolation=isolation)
@@ -76,6 +79,7 @@ async def arun(
         options=options,
         dry_run=dry_run,
         variables=dict(variables or {}),
+        approvals=approvals,
     )
     service = RunService(engine=engine)
     return await service.execute(

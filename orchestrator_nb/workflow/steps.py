@@ -20,8 +20,8 @@ from ..agents.registry import DriverRegistry
 from ..api import prepare_agent
 from ..config import Settings, agent_config
 from ..display import plural
-from ..errors import AgentError, CircuitOpen, RunTimeout
-from ..events import PassedOver, StepResult
+from ..errors import AgentError, CircuitOpen, ConfigError, RunTimeout
+from ..events import Attempt, PassedOver, StepResult
 from ..lifecycle import (
     AgentEventEmitted,
     AgentFallback,
@@ -226,18 +226,32 @@ class StepWalker:
     async def _attempts(
         self, ctx: RunContext, step: AgentStep, prompt: str, cwd: Path, key: str, resume: Any
     ) -> StepResult:
-        prepared = await self._prepare(
-            ctx,
-            step.agent,
-            prompt,
-            step.id,
-            cwd,
-            ctx.journal.dir / "agents" / key.replace("/", "."),
-            resume=resume.session_id if resume is not None else None,
-            previous_usage=resume.usage if resume is not None else None,
-            timeout=step.timeout,
-            model=step.model,
-        )
+        try:
+            prepared = await self._prepare(
+                ctx,
+                step.agent,
+                prompt,
+                step.id,
+                cwd,
+                ctx.journal.dir / "agents" / key.replace("/", "."),
+                resume=resume.session_id if resume is not None else None,
+                previous_usage=resume.usage if resume is not None else None,
+                timeout=step.timeout,
+                model=step.model,
+            )
+        except ConfigError as exc:
+            if not ctx.results:
+                raise  # nothing ran yet: the run is refused, as on every entry point
+            # An earlier step changed what the folder asks to run (a CLI's settings file, say):
+            # this step cannot start, and the run ends with what the others did, to review
+            # or revert, rather than an exception that leaves no result.
+            error = AgentError.for_kind("config", exc.message, hint=exc.hint, agent=step.agent)
+            return StepResult(
+                step.agent,
+                False,
+                error=error,
+                attempts=[Attempt(1, False, 0.0, "config", exc.message)],
+            )
         if isinstance(prepared, StepResult):  # not installed: nothing to attempt
             return prepared
         if step.retries is not None:

@@ -561,3 +561,29 @@ async def test_what_an_adapter_leaves_behind_is_stopped_with_the_run(
     child, *signals = left.read_text().split()
     assert "TERM" in signals
     assert _gone(int(child)), f"the adapter's child {child} outlived the run"
+
+
+async def test_a_step_that_changes_what_runs_fails_the_next_step_not_the_run(
+    workspace: Path, acp_exe: Path, starts: Path
+) -> None:
+    agent = {"driver": "acp", "argv": [str(acp_exe)], "provider": "claude", "retries": 0}
+    steps = [
+        {"id": "settings", "agent": "fake", "prompt": "write .claude/settings.json {}"},
+        {"id": "next", "agent": "fake", "prompt": "write next.txt x"},
+    ]
+    (workspace / ".claude").mkdir()
+    cfg = load_settings(
+        cwd=workspace, trust=True, agents={"fake": agent}, workflows={"two": {"steps": steps}}
+    )
+
+    async def person(request: PermissionRequest) -> str:
+        return "allow_once"  # a person may allow what no policy would
+
+    result = await arun("t", "two", workspace=workspace, config=cfg, approvals=person)
+    first, second = result.steps
+    assert first.ok and [c.path for c in first.changes] == [".claude/settings.json"]
+    # claude would load the new settings: the folder is no longer the one the user trusted.
+    assert second.error_kind == "config" and ".claude/settings.json" in second.error.message
+    assert not (workspace / "next.txt").exists()
+    assert not result.ok and result.run_id
+    assert not any(group_members(pid) for pid in pids(starts))

@@ -112,6 +112,33 @@ async def test_the_question_shows_the_diff_and_who_waits(setup: tuple[Path, Any]
     assert notes[1:] == ["fake: Write out.txt: rejected by you"]
 
 
+async def test_a_person_is_warned_before_allowing_a_change_to_what_runs(
+    setup: tuple[Path, Any],
+) -> None:
+    from orchestrator_nb.notebook.approvals import pending
+
+    ws, cfg = setup
+    (ws / ".git" / "hooks").mkdir(parents=True)
+    approver = WidgetApprover(lambda w: None)
+
+    async def allow_when_shown() -> str:
+        while not pending():
+            await asyncio.sleep(0.01)
+        question = pending()[0]
+        question.allow_once()
+        return str(question.message.value)
+
+    clicker = asyncio.ensure_future(allow_when_shown())
+    result = await arun_agent(
+        "fake", "write .git/hooks/pre-commit x", workspace=ws, config=cfg, approvals=approver
+    )
+    shown = await clicker
+    assert "this changes what runs" in shown and "inside .git/" in shown
+    # No policy would allow it; the person did, and that is what happened.
+    assert [(d.decision, d.by) for d in result.permissions] == [("allow_once", "user")]
+    assert (ws / ".git/hooks/pre-commit").read_text() == "x\n"
+
+
 @pytest.mark.kernel
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize(("button", "written"), [("allow_once", True), ("reject", False)])

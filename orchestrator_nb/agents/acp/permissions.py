@@ -198,6 +198,15 @@ class PermissionRequest:
             return None
         return all(rel is not None for _raw, rel in self._relative())
 
+    @property
+    def warning(self) -> str:
+        """What a person should know before allowing this ("" when nothing): it changes a
+        path no policy would let it change."""
+        if self.kind in LOOKING_KINDS:
+            return ""
+        protected = self.protected()
+        return f"this changes what runs: {protected}" if protected else ""
+
     def protected(self) -> str | None:
         """Why a path this tool names is not the agent's to change (None: none is)."""
         from ...errors import UnsafePathError
@@ -238,10 +247,8 @@ Ask = Callable[[PermissionRequest], Awaitable[str] | str]
 
 def decide_by_policy(policy: ApprovalPolicy, request: PermissionRequest) -> tuple[Decision, str]:
     """The policy's decision and the rule that made it."""
-    if request.kind not in LOOKING_KINDS:
-        protected = request.protected()
-        if protected:
-            return "reject", f"protected: {protected}"
+    if request.kind not in LOOKING_KINDS and (protected := request.protected()):
+        return "reject", f"protected: {protected}"
     inside = request.inside_workspace()
     for number, rule in enumerate(policy.rules, 1):
         if rule.applies(request, inside):
