@@ -27,9 +27,9 @@ sys.path.insert(0, str(ROOT))
 
 from _common import Row, apaired, row, run_bare, write_rows  # noqa: E402
 
+from orchestrator_nb.agents.availability import locate  # noqa: E402
 from orchestrator_nb.agents.base import AgentRequest  # noqa: E402
 from orchestrator_nb.agents.registry import DriverRegistry, default_registry  # noqa: E402
-from orchestrator_nb.agents.status import locate  # noqa: E402
 from orchestrator_nb.api import arun_agent  # noqa: E402
 from orchestrator_nb.config import Settings, load_settings  # noqa: E402
 from orchestrator_nb.errors import AgentNotInstalled  # noqa: E402

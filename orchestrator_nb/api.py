@@ -19,9 +19,9 @@ from tenacity import RetryCallState, wait_exponential, wait_random
 
 from . import fsio
 from ._sync import run_sync
+from .agents.availability import locate
 from .agents.base import AgentRequest, Driver, Verdict
 from .agents.registry import DriverRegistry, default_registry
-from .agents.status import locate
 from .config import AgentConfig, Settings, agent_config, load_settings
 from .errors import AgentError, AgentNotInstalled, ConfigError
 from .events import (

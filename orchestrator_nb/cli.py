@@ -177,6 +177,7 @@ def cmd_exec(args: argparse.Namespace) -> int:
     request = RunRequest.build(
         task,
         workflow=args.workflow,
+        agent=args.agent,
         workspace=args.workspace,
         config=args.config,
         rehearsal=args.rehearse,
@@ -290,7 +291,7 @@ def cmd_trust(args: argparse.Namespace) -> int:
 
 
 def cmd_agents(args: argparse.Namespace) -> int:
-    from .agents.status import status
+    from .agents.availability import status
     from .config import load_settings
 
     say(status(load_settings(args.config, untrusted="ignore")))
@@ -463,6 +464,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex = sub.add_parser("exec", parents=[config], help="run a workflow on a task")
     ex.add_argument("task", metavar="TASK", help="what to do (- reads it from stdin)")
     work_options(ex)
+    ex.add_argument("-a", "--agent", metavar="AGENT",
+                    help="one agent on the task instead of a workflow")  # fmt: skip
     ex.add_argument("--timeout", type=_positive_float, metavar="S",
                     help="stop the run after S seconds (outcome timeout)")  # fmt: skip
     ex.add_argument("--isolate", action="store_true",

@@ -267,6 +267,7 @@ class StepResult:
             "skipped": self.skipped,
             "session_usage": None if self.session_usage is None else asdict(self.session_usage),
             "passed_over": [asdict(p) for p in self.passed_over],
+            "permissions": [asdict(p) for p in self.permissions],
         }
         if events:
             data["events"] = [{"type": e.type, **asdict(e)} for e in self.events]
@@ -299,6 +300,8 @@ class StepResult:
             skipped=bool(data.get("skipped", False)),
             session_usage=Usage(**data["session_usage"]) if data.get("session_usage") else None,
             passed_over=[PassedOver(**p) for p in data.get("passed_over", [])],
+            # The decisions outlive the journal and the cache; the other events are not kept.
+            events=[PermissionEvent(**p) for p in data.get("permissions", [])],
         )
 
     def _summary_line(self, *, scripted: bool = False) -> str:

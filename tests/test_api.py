@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator_nb import parse_transcript, run_agent
-from orchestrator_nb.agents.status import status
+from orchestrator_nb.agents.availability import status
 from orchestrator_nb.api import arun_agent
 from orchestrator_nb.config import AgentConfig, Settings, load_settings
 from orchestrator_nb.errors import ConfigError, WorkspaceError
@@ -241,6 +241,18 @@ def test_bad_input_raises_typed_errors(workspace: Path) -> None:
         run_agent("nobody", "hi", workspace=workspace)
     with pytest.raises(ConfigError, match="unknown option"):
         run_agent("claude", "hi", workspace=workspace, colour="blue")
+
+
+def test_a_session_is_named_or_given_and_anything_else_is_a_typed_error(workspace: Path) -> None:
+    from orchestrator_nb import run
+    from orchestrator_nb.sessions import default_store
+
+    plan = run("add a pow function", session="s-by-name", dry_run=True, workspace=workspace)
+    assert plan.ok and default_store().find("s-by-name") is not None
+    with pytest.raises(ConfigError, match="session must be a Session or a session's name"):
+        run("add a pow function", session=42, dry_run=True, workspace=workspace)
+    with pytest.raises(ConfigError, match="invalid session name"):
+        run("add a pow function", session="../x", dry_run=True, workspace=workspace)
 
 
 def test_impostor_copilot_on_path_is_not_the_agent(

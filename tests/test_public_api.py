@@ -31,3 +31,13 @@ def test_secrets_can_be_registered_from_the_package() -> None:
     orchestrator_nb.secrets.add(value)
     assert "secrets" in orchestrator_nb.__all__
     assert value not in redact(f"the value is {value}")
+
+
+def test_agents_status_stays_callable_once_the_package_is_in_use() -> None:
+    # The README's orchestrator_nb.agents.status(): importing the run machinery (which loads
+    # the drivers' modules) must not turn the name into a module.
+    code = (
+        "import orchestrator_nb.api, orchestrator_nb.agents as a; print(type(a.status()).__name__)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "AgentStatusTable"

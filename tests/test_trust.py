@@ -19,7 +19,7 @@ from traitlets.config import Config
 
 import orchestrator_nb as onb
 from orchestrator_nb import trust_store
-from orchestrator_nb.agents.status import status
+from orchestrator_nb.agents.availability import status
 from orchestrator_nb.config import load_settings
 from orchestrator_nb.errors import ConfigError, WorkspaceError
 from orchestrator_nb.fsio import StatePathError

@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .status import AgentStatusTable
+    from .availability import AgentStatusTable
 
 
 def status(*args: Any, **kwargs: Any) -> AgentStatusTable:
     """Per configured agent: found or not, path, version, install hint (no network)."""
-    from .status import status as _status
+    from .availability import status as _status
 
     return _status(*args, **kwargs)
 

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
-from ..agents.status import AgentStatus, status
+from ..agents.availability import AgentStatus, status
 from ..config import Settings
 from ..display import one_line
 from ..errors import ConfigError

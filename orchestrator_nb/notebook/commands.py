@@ -194,7 +194,7 @@ class Commands:
             raise UsageError(str(exc)) from None
 
     def do_agents(self, rest: list[str]) -> Any:
-        from ..agents.status import status
+        from ..agents.availability import status
 
         return status(self.settings())
 

@@ -48,7 +48,7 @@ class RunSpec:
         workflow: str = "default",
         *,
         workspace: str | os.PathLike[str] = ".",
-        session: Session | None = None,
+        session: Session | str | None = None,
         followup: bool | None = None,
         rehearsal: Any = None,
         dry_run: bool = False,

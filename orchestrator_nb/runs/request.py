@@ -183,7 +183,7 @@ class RunRequest:
         agent: str | None = None,
         workspace: str | os.PathLike[str] = ".",
         config: Settings | str | os.PathLike[str] | None = None,
-        session: Session | None = None,
+        session: Session | str | None = None,
         force_followup: bool | None = None,
         decision: FollowupDecision | None = None,
         **fields: Any,
@@ -208,6 +208,17 @@ class RunRequest:
             settings = config
         elif config is not None:
             config_path = os.fspath(config)
+        if isinstance(session, str):  # a name, as `-s NAME` gives: the kernel's session of it
+            from ..sessions import default_store
+
+            check_name("session", session)
+            session = default_store().get_or_create(session)
+        elif session is not None and not isinstance(session, Session):
+            raise ConfigError(
+                f"session must be a Session or a session's name, not {type(session).__name__}",
+                key="session",
+                hint="pass session='NAME' (made if new) or a Session from the session store",
+            )
         if session is not None and decision is None:
             from ..sessions import decide_followup
 

@@ -35,7 +35,7 @@ async def arun(
     workspace: str | os.PathLike[str] = ".",
     config: Settings | str | os.PathLike[str] | None = None,
     rehearsal: Any = None,
-    session: Session | None = None,
+    session: Session | str | None = None,
     followup: bool | None = None,
     dry_run: bool = False,
     gate: GateHandler | None = None,

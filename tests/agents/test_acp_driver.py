@@ -587,3 +587,40 @@ async def test_a_step_that_changes_what_runs_fails_the_next_step_not_the_run(
     assert not (workspace / "next.txt").exists()
     assert not result.ok and result.run_id
     assert not any(group_members(pid) for pid in pids(starts))
+
+
+async def test_every_decision_outlives_the_event_cap_and_the_journal(
+    workspace: Path, acp_exe: Path, starts: Path
+) -> None:
+    agents = {"fake": {"driver": "acp", "argv": [str(acp_exe)], "retries": 0}}
+    cfg = load_settings(cwd=workspace, agents=agents, max_events=1)
+    prompt = "write a.txt 1\nwrite b.txt 2\nrun rm -rf /"
+    result = await arun_agent("fake", prompt, workspace=workspace, config=cfg)
+    assert result.events_dropped > 0
+    decided = [(p.kind, p.decision) for p in result.permissions]
+    assert decided == [("edit", "allow_once"), ("edit", "allow_once"), ("execute", "reject")]
+    again = type(result).from_dict(json.loads(json.dumps(result.to_dict())))
+    assert again.permissions == result.permissions
+
+
+def test_the_console_script_runs_one_agent_and_its_json_has_the_decisions(
+    workspace: Path, acp_exe: Path, tmp_path: Path
+) -> None:
+    config = tmp_path / "mine.yaml"
+    config.write_text(f"agents:\n  fake:\n    driver: acp\n    argv: [{str(acp_exe)!r}]\n")
+    cli = Path(sys.executable).with_name("orchestrator-nb")
+    done = subprocess.run(
+        [str(cli), "exec", "-a", "fake", "--config", str(config), "--workspace", str(workspace),
+         "--json", "write a.txt 1\nrun curl x"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    [step] = json.loads(done.stdout)["steps"]
+    assert [(p["kind"], p["decision"], p["by"]) for p in step["permissions"]] == [
+        ("edit", "allow_once", "policy"),
+        ("execute", "reject", "policy"),
+    ]
+    assert (workspace / "a.txt").read_text() == "1\n"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator_nb import run_agent
-from orchestrator_nb.agents import status
+from orchestrator_nb.agents import availability
 from orchestrator_nb.agents.registry import default_registry
 from orchestrator_nb.config import AgentConfig, load_settings
 
@@ -35,7 +35,7 @@ def _cli(path: Path, *, version_hangs: bool, calls: Path) -> Path:
 @pytest.fixture(autouse=True)
 def _own_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.setattr(status, "_VERSION_CACHE", {})
+    monkeypatch.setattr(availability, "_VERSION_CACHE", {})
 
 
 def test_a_run_does_not_wait_for_a_slow_version_probe(tmp_path: Path) -> None:
@@ -53,14 +53,16 @@ def test_a_run_does_not_wait_for_a_slow_version_probe(tmp_path: Path) -> None:
 def test_a_version_is_read_once_across_processes(tmp_path: Path) -> None:
     calls = tmp_path / "calls"
     exe = _cli(tmp_path / "claude", version_hangs=False, calls=calls)
-    assert status.read_version(str(exe)) == "2.1.197 (Claude Code)"
-    status._VERSION_CACHE.clear()  # a new process: only the disk cache is left
+    assert availability.read_version(str(exe)) == "2.1.197 (Claude Code)"
+    availability._VERSION_CACHE.clear()  # a new process: only the disk cache is left
     driver = default_registry().create("claude", AgentConfig(driver="claude"))
-    path, version = status.locate("claude", driver, AgentConfig(driver="claude", path=str(exe)))
+    path, version = availability.locate(
+        "claude", driver, AgentConfig(driver="claude", path=str(exe))
+    )
     assert (path, version) == (str(exe), "2.1.197 (Claude Code)")
     assert calls.read_text().count("v") == 1
     # An upgraded binary (another size or mtime) is asked again.
     exe.write_text(exe.read_text() + "\n# upgraded\n")
     os.utime(exe, ns=(1, 1))
-    status.read_version(str(exe))
+    availability.read_version(str(exe))
     assert calls.read_text().count("v") == 2

@@ -67,7 +67,8 @@ async def acp_attempt(
     def emit(new: list[Event]) -> None:
         nonlocal dropped
         for event in new:
-            if len(events) < max_events:
+            # Permission decisions are kept past the cap: result.permissions lists them all.
+            if len(events) < max_events or isinstance(event, (PermissionAsked, PermissionEvent)):
                 events.append(event)
             else:
                 dropped += 1
