@@ -58,7 +58,9 @@ class AgentConfig(BaseModel):
         default=None, description="Model passed to the CLI (its default when unset)."
     )
     permission_mode: str | None = Field(
-        default=None, description="The CLI's permission/approval mode (driver-specific values)."
+        default=None,
+        description="The CLI's permission/approval mode (driver-specific values); for an ACP "
+        "agent, the session mode to set (one of the ids it offers).",
     )
     timeout: float = Field(default=900, gt=0, description="Total seconds one attempt may take.")
     idle_timeout: float | None = Field(

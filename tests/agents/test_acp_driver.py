@@ -624,3 +624,22 @@ def test_the_console_script_runs_one_agent_and_its_json_has_the_decisions(
         ("execute", "reject", "policy"),
     ]
     assert (workspace / "a.txt").read_text() == "1\n"
+
+
+async def test_permission_mode_sets_the_session_mode_and_an_unknown_one_is_a_config_error(
+    workspace: Path, acp_exe: Path, starts: Path
+) -> None:
+    result = await run(workspace, acp_exe, "write a.txt 1", {"permission_mode": "yolo"})
+    assert result.ok and result.permissions == []  # that mode writes unasked
+    log = [
+        json.loads(line) for line in (Path(result.log_path) / "rpc.log").read_text().splitlines()
+    ]
+    sent = [m["message"] for m in log if m["direction"] == "out" and "message" in m]
+    assert {"sessionId": result.session_id, "modeId": "yolo"} in [
+        m.get("params") for m in sent if m.get("method") == "session/set_mode"
+    ]
+    result = await run(workspace, acp_exe, "write b.txt 1", {"permission_mode": "auto"})
+    assert result.error_kind == "config"
+    assert "permission_mode" in result.error.message and "ask, yolo" in result.error.message
+    assert not (workspace / "b.txt").exists()
+    assert not any(group_members(pid) for pid in pids(starts))

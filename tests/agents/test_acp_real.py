@@ -85,6 +85,10 @@ async def test_writes_a_file_and_resumes(agent: str, workspace: Path) -> None:
         assert (workspace / "hello.txt").read_text() == "hi\n"
         assert "hello.txt" in [c.path for c in first.changes]
         assert first.session_id
+        if agent != "codex-acp":  # codex writes in its sandbox unasked (workspace-write mode)
+            # Each of the others asked, in its shipped session mode, and the policy allowed it.
+            decided = [(p.kind, p.decision, p.by) for p in first.permissions]
+            assert decided[:1] == [("edit", "allow_once", "policy")], decided
         again = await arun_agent(
             agent, "Say it again", workspace=workspace, rehearsal=r, resume=first.session_id
         )

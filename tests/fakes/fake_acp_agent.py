@@ -3,6 +3,7 @@
 The prompt says what to do, one instruction per line:
 
 * ``write PATH TEXT``  - ask permission for an edit of PATH, then write TEXT there if allowed
+  (unasked in the session mode "yolo"; the default mode, "ask", asks)
 * ``run COMMAND``      - ask permission to execute COMMAND (nothing is run); say the answer
 * ``hang``             - stream one chunk, then never answer (until ``session/cancel``)
 * ``ignore-cancel``    - like hang, but ``session/cancel`` is ignored too
@@ -62,10 +63,24 @@ from acp.schema import (  # noqa: E402
     NewSessionResponse,
     PermissionOption,
     PromptResponse,
+    SessionMode,
+    SessionModeState,
+    SetSessionModeResponse,
     ToolCallLocation,
     ToolCallUpdate,
     UsageUpdate,
 )
+
+# Session modes: "ask" asks before writing (the default), "yolo" writes unasked.
+MODES = ("ask", "yolo")
+
+
+def _modes(current: str) -> SessionModeState:
+    return SessionModeState(
+        current_mode_id=current,
+        available_modes=[SessionMode(id=m, name=m.title()) for m in MODES],
+    )
+
 
 OPTIONS = [
     PermissionOption(option_id="yes", name="Allow once", kind="allow_once"),
@@ -80,6 +95,7 @@ class FakeAgent:
         self.cwd: dict[str, str] = {}
         self.prompts: dict[str, int] = {}
         self.cancelled: dict[str, asyncio.Event] = {}
+        self.mode: dict[str, str] = {}
         self.calls = 0
 
     def on_connect(self, conn: Any) -> None:
@@ -96,7 +112,14 @@ class FakeAgent:
         sid = f"fake-{os.getpid()}-{len(self.cwd) + 1}"
         self.cwd[sid] = cwd
         self.prompts[sid] = 0
-        return NewSessionResponse(session_id=sid)
+        self.mode[sid] = "ask"
+        return NewSessionResponse(session_id=sid, modes=_modes("ask"))
+
+    async def set_session_mode(self, session_id: str, mode_id: str, **kwargs: Any) -> Any:
+        if mode_id not in MODES:
+            raise RequestError.invalid_params({"modeId": mode_id})
+        self.mode[session_id] = mode_id
+        return SetSessionModeResponse()
 
     async def load_session(self, cwd: str, session_id: str, **kwargs: Any) -> None:
         loads = os.environ.get("FAKE_ACP_LOADS")
@@ -197,7 +220,8 @@ class FakeAgent:
             locations=[ToolCallLocation(path=str(target))],
             content=[diff],
         )
-        if await self.ask(sid, request) in ("yes", "always"):
+        unasked = self.mode.get(sid) == "yolo"
+        if unasked or await self.ask(sid, request) in ("yes", "always"):
             target.write_text(content + "\n", encoding="utf-8")
             done = update_tool_call(call_id, status="completed", content=[diff])
             await self.client.session_update(session_id=sid, update=done)

@@ -60,6 +60,16 @@ SESSION_META: dict[str, Any] = {
 PermissionCallback = Callable[[dict[str, Any], list[dict[str, Any]]], Any]
 
 
+class ModeError(ValueError):
+    """The agent does not offer the session mode its ``permission_mode`` names."""
+
+    def __init__(self, mode: str, offered: list[str]) -> None:
+        shown = ", ".join(offered) or "none"
+        super().__init__(f"it offers no session mode {mode!r} (its modes: {shown})")
+        self.mode = mode
+        self.offered = offered
+
+
 class _Client:
     """The client side the agent calls back: updates are read from the traffic log instead."""
 
@@ -113,8 +123,10 @@ class AcpProcess:
         env: Mapping[str, str],
         log_dir: Path | None = None,
         grace: Grace | None = None,
+        mode: str | None = None,
     ) -> None:
         self.argv = [str(a) for a in argv]
+        self.mode = mode  # the session mode to set on every session it opens (permission_mode)
         self.cwd = cwd
         self.env = dict(env)
         self.grace = grace or Grace()
@@ -280,23 +292,41 @@ class AcpProcess:
             raise ConnectionError("; ".join(p for p in (why, self.other_output()) if p)) from None
 
     async def open_session(self, resume: str | None = None) -> str:
-        """``session/load`` when resuming and the agent supports it, else ``session/new``."""
+        """``session/load`` when resuming and the agent supports it, else ``session/new``;
+        then ``session/set_mode`` when a mode is asked for and the session is in another."""
         assert self.conn is not None
         cwd = str(self.cwd)
+        response: Any = None
+        session_id: str | None = None
         if resume and self.load_session:
             try:
-                await self._request(
+                response = await self._request(
                     self.conn.load_session(cwd=cwd, session_id=resume, **SESSION_META)
                 )
-                self.session_id = resume
-                return resume
+                session_id = resume
             except RequestError:
                 pass  # the agent no longer has it: a new session, as the CLIs do
-        response = await self._request(
-            self.conn.new_session(cwd=cwd, mcp_servers=[], **SESSION_META)
+        if session_id is None:
+            response = await self._request(
+                self.conn.new_session(cwd=cwd, mcp_servers=[], **SESSION_META)
+            )
+            session_id = str(response.session_id)
+        self.session_id = session_id
+        await self._set_mode(getattr(response, "modes", None))
+        return session_id
+
+    async def _set_mode(self, modes: Any) -> None:
+        """Put the session in ``self.mode`` (an id the agent offers), unless it is in it."""
+        if self.mode is None or self.conn is None or self.session_id is None:
+            return
+        offered = [m.id for m in getattr(modes, "available_modes", None) or []]
+        if getattr(modes, "current_mode_id", None) == self.mode:
+            return
+        if self.mode not in offered:
+            raise ModeError(self.mode, offered)
+        await self._request(
+            self.conn.set_session_mode(session_id=self.session_id, mode_id=self.mode)
         )
-        self.session_id = str(response.session_id)
-        return self.session_id
 
     async def prompt(self, text: str) -> Any:
         assert self.conn is not None and self.session_id is not None
@@ -341,4 +371,4 @@ class AcpProcess:
         self.set_log_dir(None)
 
 
-__all__ = ["AcpProcess"]
+__all__ = ["AcpProcess", "ModeError"]

@@ -58,7 +58,13 @@ async def _start_one(
         if kept is not None:
             await _open_on_kept(pool, key, kept, run, log / agent)
             return
-        proc = AcpProcess(argv, cwd=run.request.workspace, env=run.env, log_dir=log / agent)
+        proc = AcpProcess(
+            argv,
+            cwd=run.request.workspace,
+            env=run.env,
+            log_dir=log / agent,
+            mode=run.config.permission_mode,
+        )
         with pool.start_under_way(key):
             try:
                 await asyncio.wait_for(proc.start(), run.config.timeout)

@@ -24,7 +24,7 @@ from ...events import Event, PermissionAsked, PermissionEvent, SessionEvent, Ste
 from ...observe.redact import clip_tail
 from ...process import Grace
 from ..base import AgentRequest
-from .client import AcpProcess
+from .client import AcpProcess, ModeError
 from .driver import AcpDriver
 from .events import AcpParser
 from .permissions import PermissionHandler, pick_option, request_from_acp
@@ -129,7 +129,14 @@ async def acp_attempt(
 
     try:
         if proc is None:
-            proc = AcpProcess(argv, cwd=workspace, env=env, log_dir=log_dir, grace=grace)
+            proc = AcpProcess(
+                argv,
+                cwd=workspace,
+                env=env,
+                log_dir=log_dir,
+                grace=grace,
+                mode=config.permission_mode,
+            )
             proc.on_message = lambda d, m: emit(parser.message(d, m))
             # A start under way, as a prestart's is: the prestarts wait for it (prestart.py).
             under_way = pool.start_under_way(key) if pool is not None else contextlib.nullcontext()
@@ -150,6 +157,8 @@ async def acp_attempt(
                     await _discard(pool, key, None)
                     proc = None
                     return result(missing)
+                except ModeError:
+                    raise
                 except (ConnectionError, RequestError, ValueError) as exc:
                     raise _NotAcp(str(exc) or type(exc).__name__) from None
             if stopped == "cancelled":
@@ -168,6 +177,8 @@ async def acp_attempt(
                 # the live process; a follow-up (resuming the session it holds) just prompts.
                 try:
                     stopped = await _bounded(proc.open_session(request.resume), config, cancel)
+                except ModeError:
+                    raise
                 except (ConnectionError, RequestError, ValueError) as exc:
                     raise _NotAcp(str(exc) or type(exc).__name__) from None
                 if stopped is not None:
@@ -177,6 +188,16 @@ async def acp_attempt(
             emit([SessionEvent(proc.session_id, None)])
         proc.on_permission = on_permission
         stopped = await _prompt(proc, request.prompt, config, cancel, grace)
+    except ModeError as exc:
+        await _discard(pool, key, proc)
+        return result(
+            AgentError.for_kind(
+                "config",
+                f"agents.{name}.permission_mode: {exc}",
+                hint=f"set agents.{name}.permission_mode to one of its modes, or remove it",
+                **context,
+            )
+        )
     except _NotAcp as exc:
         said = clip_tail(proc.stderr_tail, 300).strip() if proc else ""
         broken = AgentError.for_kind(
