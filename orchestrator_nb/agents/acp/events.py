@@ -195,6 +195,10 @@ class AcpParser:
         # Thoughts, plans, available commands, mode changes: kept, not part of the answer.
         return [RawEvent(update)]
 
+    def tool_call(self, tool_id: Any) -> dict[str, Any]:
+        """What the agent has said so far of the tool call ``tool_id`` (merged updates)."""
+        return dict(self._tools.get(str(tool_id), {}))
+
     def _tool_status(self, tool_id: str, tool: dict[str, Any]) -> list[Event]:
         status = tool.get("status")
         if status not in ("completed", "failed") or tool.get("_reported"):

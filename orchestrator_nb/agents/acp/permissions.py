@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import difflib
 import inspect
+import os
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
@@ -59,13 +60,16 @@ LOOKING_KINDS = frozenset({"read", "search", "think"})
 
 # Programs that reach the network, wherever they stand in a command: as a word of their own,
 # after a path ('/usr/bin/curl'), a quote ('bash -c "curl ...') or a shell operator, in any case.
-# Rejected by the default policy (which allows no command anyway) and a guard for rules that
-# allow some.
+# Rejected by the default policy's first rule. A guard against the obvious, not a sandbox: shell
+# quoting ('cu""rl') or a script gets past any pattern, which is why no command runs by default.
 NETWORK_COMMANDS = (
     r"(?i)(?<![\w.-])(curl|wget|ssh|scp|sftp|rsync|nc|ncat|netcat|socat|telnet|ftp|aria2c"
-    r"|git\b[^;&|\n]*?\s(push|fetch|pull|clone|ls-remote|submodule)"
-    r"|pip3?\s+(install|download)|uv\s+(pip|add|sync)|npm\s+(install|i|ci|publish)|npx"
-    r"|yarn|pnpm)(?![\w.-])"
+    r"|ssh-keyscan|xh|httpie|lynx|w3m|gh|glab"
+    r"|git\b[^;&|\n]*?\s(push|fetch|pull|clone|ls-remote|submodule|remote|send-email|fetch-pack)"
+    r"|pip[\d.]*\s+(install|download)|pipx|uvx|uv\s+(pip|add|sync|run|tool)"
+    r"|npm\s+(install|i|ci|add|exec|update|publish)|npx|yarn|pnpm|bunx?|deno"
+    r"|cargo\s+(install|add|update|fetch)|go\s+(get|install|mod)|gem\s+install"
+    r"|poetry\s+(add|install|update)|conda\s+install|mamba\s+install)(?![\w.-])"
 )
 # What makes a command more than one simple command, which an allow rule's pattern cannot vouch
 # for: a pattern for 'pytest -q' must not allow 'pytest -q; curl x | sh'.
@@ -124,6 +128,11 @@ class ApprovalRule(BaseModel):
             return self.command is None or bool(
                 re.search(self.command, request.command, re.IGNORECASE)
             )
+        # Allowing reaches outside the workspace, or out to an address, only where it says so.
+        if inside is False and self.where != "outside":
+            return False
+        if request.urls and "fetch" not in (self.kind or ()):
+            return False
         if request.command:
             # Allowing a command takes a rule that names commands: its kind or its pattern.
             if self.command is None:
@@ -174,17 +183,26 @@ class PermissionRequest:
     options: list[str] = field(default_factory=list)  # the option kinds the agent offers
     diff: str = ""  # unified diff of the edits the tool call carries, if any
     step: str | None = None  # the workflow step the agent runs, for whoever is asked
+    urls: list[str] = field(default_factory=list)  # addresses it would reach
 
     @property
     def target(self) -> str:
-        return self.command or ", ".join(self.paths)
+        return self.command or ", ".join(self.paths) or ", ".join(self.urls)
+
+    @property
+    def same(self) -> tuple[Any, ...] | None:
+        """What "Always for this run" remembers: the whole request as the agent described it;
+        None when it describes nothing to tell one use from another (no always then)."""
+        if not (self.command or self.paths or self.urls):
+            return None
+        return (self.kind, self.title, self.command, tuple(self.paths), tuple(self.urls))
 
     def _relative(self) -> list[tuple[str, str | None]]:
         """``(path as named, path relative to the workspace once resolved, or None outside)``."""
         root = self.workspace.resolve()
         out: list[tuple[str, str | None]] = []
         for raw in self.paths:
-            path = Path(raw)
+            path = Path(os.path.expanduser(raw))  # '~/.bashrc' is the home folder's, not ours
             path = (root / path) if not path.is_absolute() else path
             try:
                 out.append((raw, path.resolve().relative_to(root).as_posix()))
@@ -208,25 +226,67 @@ class PermissionRequest:
         return f"this changes what runs: {protected}" if protected else ""
 
     def protected(self) -> str | None:
-        """Why a path this tool names is not the agent's to change (None: none is)."""
+        """Why a path this tool names is not the agent's to change (None: none is): it is in
+        ``.git/`` or ``.orchestrator/``, decides what runs, or is a folder holding one of
+        those (or the workspace itself), which a move or delete would take along."""
         from ...errors import UnsafePathError
-        from ...trust_store import changes_what_runs
-        from ...workspace.paths import check_reserved
+        from ...workspace.paths import _canonical, check_reserved
 
+        root = self.workspace.resolve()
+        takes_folders = self.kind in ("delete", "move")  # a folder goes with what it holds
         for raw, rel in self._relative():
             # The path as named, and as resolved (a symlink into .git/ counts as .git/).
             for candidate in {rel, _workspace_relative(raw, self.workspace)} - {None}:
                 parts = [p for p in str(candidate).split("/") if p not in ("", ".")]
                 if not parts:
-                    continue
+                    if takes_folders:
+                        return "the workspace folder itself"
+                    continue  # a command's folder, say
                 try:
                     check_reserved(parts, raw)
                 except UnsafePathError as exc:
                     return exc.rule
-                what = changes_what_runs("/".join(parts))
+                canonical = "/".join(_canonical(p) for p in parts)
+                what = _decides_what_runs(canonical, folders=takes_folders)
                 if what:
-                    return f"{'/'.join(parts)} decides what runs ({what})"
+                    return f"{'/'.join(parts)} {what}"
+                nested = takes_folders and rel is not None and candidate == rel
+                if nested and _holds_git(root / str(rel)):
+                    return f"{rel}/ holds a .git folder"
         return None
+
+
+def _decides_what_runs(canonical: str, *, folders: bool) -> str | None:
+    """Why the workspace path ``canonical`` (see workspace.paths._canonical) matters to what
+    runs: it is one of the files trust covers, or a folder that holds one."""
+    from ...trust_store import CLI_PROJECT_FILES, WORKSPACE_CONFIG, changes_what_runs
+    from ...workspace.state import STATE_DIR_NAME
+
+    what = changes_what_runs(canonical)
+    if what:
+        return f"decides what runs ({what})"
+    if not folders:
+        return None
+    guarded = [WORKSPACE_CONFIG, STATE_DIR_NAME, ".git", *(path for path, _ in CLI_PROJECT_FILES)]
+    inside = [g for g in guarded if g.casefold().startswith(canonical + "/")]
+    return f"holds {inside[0]}, which decides what runs" if inside else None
+
+
+# How many entries a folder the agent wants to move or delete is searched for a nested .git
+# before it is taken to hold one: bounded, and on the safe side past the bound.
+_GIT_SEARCH_LIMIT = 20_000
+
+
+def _holds_git(folder: Path) -> bool:
+    """Whether ``folder`` (not followed if a link) holds a ``.git`` at any depth."""
+    if folder.is_symlink() or not folder.is_dir():
+        return False
+    seen = 0
+    for _dirpath, dirnames, filenames in os.walk(folder):
+        seen += len(dirnames) + len(filenames)
+        if ".git" in dirnames or ".git" in filenames or seen > _GIT_SEARCH_LIMIT:
+            return True
+    return False
 
 
 def _workspace_relative(raw: str, workspace: Path) -> str | None:
@@ -258,42 +318,75 @@ def decide_by_policy(policy: ApprovalPolicy, request: PermissionRequest) -> tupl
 
 
 def request_from_acp(
-    agent: str, tool_call: dict[str, Any], options: list[dict[str, Any]], workspace: Path
+    agent: str,
+    tool_call: dict[str, Any],
+    options: list[dict[str, Any]],
+    workspace: Path,
+    earlier: dict[str, Any] | None = None,
 ) -> PermissionRequest:
-    """A :class:`PermissionRequest` from the ACP request's ``toolCall`` and ``options``."""
-    raw = tool_call.get("rawInput")
-    raw = raw if isinstance(raw, dict) else {}
+    """A :class:`PermissionRequest` from the ACP request's ``toolCall`` and ``options``.
+
+    ``earlier``: what the agent already said of the same tool call (its ``tool_call`` and
+    updates): the request is an update of it, and may leave out what it said there (codex-acp
+    names a move's source in the request, its destination only in the earlier diff)."""
+    earlier = earlier or {}
+    raw = {**_dict(earlier.get("rawInput")), **_dict(tool_call.get("rawInput"))}
+    title = str(tool_call.get("title") or earlier.get("title") or "")
+    kind = str(tool_call.get("kind") or earlier.get("kind") or "")
     command = raw.get("command") or raw.get("cmd") or ""
     if isinstance(command, list):
         command = " ".join(str(c) for c in command)
-    paths = [
-        str(loc["path"])
-        for loc in tool_call.get("locations") or []
-        if isinstance(loc, dict) and isinstance(loc.get("path"), str)
-    ]
-    for key in ("file_path", "path", "absolute_path", "filePath"):
-        value = raw.get(key)
-        if isinstance(value, str) and value not in paths:
-            paths.append(value)
+    if not command and kind == "execute":
+        command = title  # gemini sends a command only as the tool call's title
+    kind = kind or ("execute" if command else "other")
+    paths: list[str] = []
+    urls: list[str] = []
+
+    def add(value: Any, into: list[str]) -> None:
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, str) and item and item not in into:
+                into.append(item)
+
     diffs: list[str] = []
-    for item in tool_call.get("content") or []:
-        if not isinstance(item, dict) or item.get("type") != "diff":
-            continue
-        if item.get("path") not in paths:
-            paths.append(str(item.get("path")))
-        diffs.append(_unified(item))
-    kind = str(tool_call.get("kind") or ("execute" if command else "other"))
+    for call in (earlier, tool_call):
+        for loc in call.get("locations") or []:
+            add(_dict(loc).get("path"), paths)
+        for item in call.get("content") or []:
+            if isinstance(item, dict) and item.get("type") == "diff":
+                add(item.get("path"), paths)
+                if call is tool_call or not tool_call.get("content"):
+                    diffs.append(_unified(item))
+    for key, value in raw.items():
+        name = str(key).lower().replace("_", "").replace("-", "")
+        if "url" in name or "uri" in name:
+            add(value, urls)
+        elif name.endswith(("path", "paths")) or name in _PATH_KEYS:
+            for item in value if isinstance(value, list) else [value]:
+                add(item, urls if isinstance(item, str) and "://" in item else paths)
     return PermissionRequest(
         agent=agent,
-        tool_call_id=tool_call.get("toolCallId"),
-        title=str(tool_call.get("title") or kind),
+        tool_call_id=tool_call.get("toolCallId") or earlier.get("toolCallId"),
+        title=title or kind,
         kind=kind,
         command=str(command),
         paths=paths,
         workspace=workspace,
         options=[str(o.get("kind")) for o in options],
         diff="".join(diffs),
+        urls=urls,
     )
+
+
+# rawInput keys that hold paths besides the ones ending in "path" (after lower-casing and
+# dropping '_' and '-'): a move's destination, a command's folder, ...
+_PATH_KEYS = frozenset(
+    {"destination", "dest", "target", "source", "src", "cwd", "dir", "directory", "file"}
+    | {"filename", "files", "notebook", "to", "from", "location"}
+)
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def _unified(item: dict[str, Any]) -> str:
@@ -331,8 +424,9 @@ class PermissionHandler:
         """(decision, by, reason)."""
         if request.step is None and self.step is not None:
             request = replace(request, step=self.step)
-        key = (request.kind, request.target)
-        if key in self._always:
+        key = request.same
+        # "Always" covers the same request again, never one that changes what runs.
+        if key is not None and key in self._always and not request.warning:
             return "allow_once", "always", "allowed for this run"
         if self.ask is not None:
             try:
@@ -346,7 +440,7 @@ class PermissionHandler:
                 return decision, "policy", f"{why}; policy {rule}"
             if answer not in ("allow_once", "allow_always", "reject"):
                 return "reject", "user", f"unknown answer {answer!r}"
-            if answer == "allow_always":
+            if answer == "allow_always" and key is not None:
                 self._always.add(key)
             return answer, "user", ""
         decision, rule = decide_by_policy(self.policy, request)

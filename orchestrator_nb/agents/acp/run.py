@@ -76,7 +76,8 @@ async def acp_attempt(
                 on_event(event)
 
     async def on_permission(tool_call: dict[str, Any], options: list[dict[str, Any]]) -> Any:
-        asked = request_from_acp(name, tool_call, options, workspace)
+        earlier = parser.tool_call(tool_call.get("toolCallId"))
+        asked = request_from_acp(name, tool_call, options, workspace, earlier)
         emit([PermissionAsked(asked.tool_call_id, asked.title, asked.kind, asked.target)])
         decision, by, reason = await permissions.decide(asked)
         emit(
