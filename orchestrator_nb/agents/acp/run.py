@@ -76,7 +76,8 @@ async def acp_attempt(
                 on_event(event)
 
     async def on_permission(tool_call: dict[str, Any], options: list[dict[str, Any]]) -> Any:
-        earlier = parser.tool_call(tool_call.get("toolCallId"))
+        call_id = tool_call.get("toolCallId")
+        earlier = parser.tool_call(call_id) if call_id else None
         asked = request_from_acp(name, tool_call, options, workspace, earlier)
         emit([PermissionAsked(asked.tool_call_id, asked.title, asked.kind, asked.target)])
         decision, by, reason = await permissions.decide(asked)
