@@ -65,16 +65,21 @@ CLI_PROJECT_FILES: tuple[tuple[str, str], ...] = (
 )
 
 
-def changes_what_runs(rel: str) -> str | None:
-    """What the workspace file ``rel`` (relative, '/'-separated) decides about what runs, if it
-    is one of the files trust covers: ``orchestrator.yaml`` or a CLI's project settings. Compared
-    case-blind, as a case-insensitive file system would reach the same file."""
-    name = rel.casefold().strip("/")
+def changes_what_runs(rel: str, *, folders: bool = False) -> str | None:
+    """Why the workspace path ``rel`` (relative, '/'-separated) matters to what runs, if it is
+    one of the files trust covers (``orchestrator.yaml``, a CLI's project settings) or, with
+    ``folders``, a folder holding one (a move or delete takes it along). Compared as a
+    case-insensitive file system that drops trailing dots and spaces would reach the file."""
+    from .workspace.paths import _canonical
+
+    name = "/".join(_canonical(p) for p in rel.split("/") if p not in ("", "."))
     if name == WORKSPACE_CONFIG:
-        return "the agents, workflows and approvals of this folder"
+        return "decides what runs (the agents, workflows and approvals of this folder)"
     for path, what in CLI_PROJECT_FILES:
         if name == path.casefold() or name.startswith(path.casefold() + "/"):
-            return what
+            return f"decides what runs ({what})"
+        if folders and path.casefold().startswith(name + "/"):
+            return f"holds {path}, which decides what runs"
     return None
 
 

@@ -43,10 +43,11 @@ from .stdout import JsonLines, route_sdk_logging
 route_sdk_logging()
 
 STDIO_LIMIT = 32 * 1024 * 1024  # one JSON-RPC line may carry a whole file's diff
-# Output that is not JSON-RPC: how much of it rpc.log keeps, and how much a process may write
-# before its first message before it is taken for a program that is not an ACP agent at all.
-OTHER_KEPT = 64 * 1024
+# Output that is not JSON-RPC: how many lines of it rpc.log keeps, how much of it an error
+# quotes, and how much a process may write before its first message before it is taken for a
+# program that is not an ACP agent at all.
 OTHER_LINES_LOGGED = 200
+OTHER_QUOTED = 80
 OTHER_BEFORE_FIRST_MESSAGE = 64 * 1024
 # How often a request checks that the process still lives (its pid, not its pipes: a child it
 # started may hold stdout open long after it died).
@@ -60,7 +61,7 @@ SESSION_META: dict[str, Any] = {
 PermissionCallback = Callable[[dict[str, Any], list[dict[str, Any]]], Any]
 
 
-class ModeError(ValueError):
+class ModeError(Exception):  # not a ValueError: that would read as "not an ACP agent"
     """The agent does not offer the session mode its ``permission_mode`` names."""
 
     def __init__(self, mode: str, offered: list[str]) -> None:
@@ -139,7 +140,7 @@ class AcpProcess:
         self.on_permission: Any = None
         self.last_message = time.monotonic()
         self._messages = 0
-        self._other = bytearray()  # the start of what it wrote that is not JSON-RPC
+        self._other = b""  # the start of what it wrote that is not JSON-RPC
         self._other_size = 0
         self._other_lines = 0
         self._not_acp = asyncio.Event()
@@ -173,8 +174,8 @@ class AcpProcess:
         (stop reading) once it has made clear this is not an ACP agent."""
         self._other_size += len(line)
         self._other_lines += 1
-        if len(self._other) < OTHER_KEPT:
-            self._other += line[: OTHER_KEPT - len(self._other)]
+        if len(self._other) < OTHER_QUOTED:
+            self._other += line[: OTHER_QUOTED - len(self._other)]
         if self._log is not None and self._other_lines <= OTHER_LINES_LOGGED:
             text = line.decode("utf-8", "replace").rstrip("\n")
             if self._other_lines == OTHER_LINES_LOGGED:
@@ -188,7 +189,7 @@ class AcpProcess:
         """What it wrote that is not JSON-RPC, as the start of an error message ("" if none)."""
         if not self._other_size:
             return ""
-        head = clip(bytes(self._other[:80]).decode("utf-8", "replace").strip(), 60)
+        head = clip(self._other.decode("utf-8", "replace").strip(), 60)
         return f"its output ({self._other_size} bytes) is not JSON-RPC: {head!r}"
 
     @property
@@ -278,8 +279,7 @@ class AcpProcess:
             await asyncio.sleep(0.2)  # the answer may be in the pipe behind the exit
             if not task.done():
                 task.cancel()
-                why = f"the agent exited with code {self.proc.returncode}"
-                raise ConnectionError("; ".join(p for p in (why, self.other_output()) if p))
+                raise self._gone("")
         try:
             return task.result()
         except ConnectionError as exc:  # its stdout ended: say how the process did
@@ -287,9 +287,16 @@ class AcpProcess:
                 raise ConnectionError(self.other_output()) from None
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._exited(), 0.5)
-            code = self.proc.returncode
-            why = str(exc) if code is None else f"the agent exited with code {code}"
-            raise ConnectionError("; ".join(p for p in (why, self.other_output()) if p)) from None
+            raise self._gone(str(exc)) from None
+
+    def _gone(self, why: str) -> ConnectionError:
+        """The error for a process that stopped answering: its exit code (else ``why``) and
+        the start of anything it wrote that was not JSON-RPC."""
+        assert self.proc is not None
+        code = self.proc.returncode
+        if code is not None:
+            why = f"the agent exited with code {code}"
+        return ConnectionError("; ".join(p for p in (why, self.other_output()) if p))
 
     async def open_session(self, resume: str | None = None) -> str:
         """``session/load`` when resuming and the agent supports it, else ``session/new``;

@@ -21,7 +21,7 @@ never lets an agent change ``.git/``, ``.orchestrator/`` or the files that decid
 
 An interactive front end passes ``approvals=`` a callable ``(PermissionRequest) ->
 "allow_once" | "allow_always" | "reject"`` (async, or plain: a plain one runs in a worker
-thread); "allow_always" holds for the rest of the run (the same tool kind and target). When it
+thread); "allow_always" holds for the rest of the run (the same request again). When it
 does not answer within ``timeout`` seconds the policy decides (recorded ``by: timeout``); when
 it raises, the policy decides too (recorded ``by: policy`` with the error).
 """
@@ -36,6 +36,7 @@ import os
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -211,8 +212,10 @@ class PermissionRequest:
             self.diff,
         )
 
+    @cached_property
     def _relative(self) -> list[tuple[str, str | None]]:
-        """``(path as named, path relative to the workspace once resolved, or None outside)``."""
+        """``(path as named, path relative to the workspace once resolved, or None outside)``:
+        resolved once per request, however often the policy, "always" and the question ask."""
         root = self.workspace.resolve()
         out: list[tuple[str, str | None]] = []
         for raw in self.paths:
@@ -228,7 +231,7 @@ class PermissionRequest:
         """True/False when the tool names paths; None when it names none (a command)."""
         if not self.paths:
             return None
-        return all(rel is not None for _raw, rel in self._relative())
+        return all(rel is not None for _raw, rel in self._relative)
 
     @property
     def warning(self) -> str:
@@ -243,12 +246,17 @@ class PermissionRequest:
         """Why a path this tool names is not the agent's to change (None: none is): it is in
         ``.git/`` or ``.orchestrator/``, decides what runs, or is a folder holding one of
         those (or the workspace itself), which a move or delete would take along."""
+        return self._protection
+
+    @cached_property
+    def _protection(self) -> str | None:  # a folder search at most once per request
         from ...errors import UnsafePathError
-        from ...workspace.paths import _canonical, check_reserved
+        from ...trust_store import changes_what_runs
+        from ...workspace.paths import check_reserved
 
         root = self.workspace.resolve()
         takes_folders = self.kind in ("delete", "move")  # a folder goes with what it holds
-        for raw, rel in self._relative():
+        for raw, rel in self._relative:
             # The path as named, and as resolved (a symlink into .git/ counts as .git/).
             for candidate in {rel, _workspace_relative(raw, self.workspace)} - {None}:
                 parts = [p for p in str(candidate).split("/") if p not in ("", ".")]
@@ -260,30 +268,13 @@ class PermissionRequest:
                     check_reserved(parts, raw)
                 except UnsafePathError as exc:
                     return exc.rule
-                canonical = "/".join(_canonical(p) for p in parts)
-                what = _decides_what_runs(canonical, folders=takes_folders)
+                what = changes_what_runs("/".join(parts), folders=takes_folders)
                 if what:
                     return f"{'/'.join(parts)} {what}"
                 nested = takes_folders and rel is not None and candidate == rel
                 if nested and _holds_git(root / str(rel)):
                     return f"{rel}/ holds a .git folder"
         return None
-
-
-def _decides_what_runs(canonical: str, *, folders: bool) -> str | None:
-    """Why the workspace path ``canonical`` (see workspace.paths._canonical) matters to what
-    runs: it is one of the files trust covers, or a folder that holds one."""
-    from ...trust_store import CLI_PROJECT_FILES, WORKSPACE_CONFIG, changes_what_runs
-    from ...workspace.state import STATE_DIR_NAME
-
-    what = changes_what_runs(canonical)
-    if what:
-        return f"decides what runs ({what})"
-    if not folders:
-        return None
-    guarded = [WORKSPACE_CONFIG, STATE_DIR_NAME, ".git", *(path for path, _ in CLI_PROJECT_FILES)]
-    inside = [g for g in guarded if g.casefold().startswith(canonical + "/")]
-    return f"holds {inside[0]}, which decides what runs" if inside else None
 
 
 # How many entries a folder the agent wants to move or delete is searched for a nested .git

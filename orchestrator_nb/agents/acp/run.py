@@ -159,8 +159,6 @@ async def acp_attempt(
                     await _discard(pool, key, None)
                     proc = None
                     return result(missing)
-                except ModeError:
-                    raise
                 except (ConnectionError, RequestError, ValueError) as exc:
                     raise _NotAcp(str(exc) or type(exc).__name__) from None
             if stopped == "cancelled":
@@ -179,8 +177,6 @@ async def acp_attempt(
                 # the live process; a follow-up (resuming the session it holds) just prompts.
                 try:
                     stopped = await _bounded(proc.open_session(request.resume), config, cancel)
-                except ModeError:
-                    raise
                 except (ConnectionError, RequestError, ValueError) as exc:
                     raise _NotAcp(str(exc) or type(exc).__name__) from None
                 if stopped is not None:
